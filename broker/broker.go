@@ -1,0 +1,200 @@
+// Package broker owns the table of running processes. One goroutine, the
+// loop, holds the table; everything else talks to it over channels. It
+// enforces alias uniqueness and the process limit and kills every process at
+// shutdown. It never does I/O in its loop: it reserves an alias and replies
+// at once, and the fork/exec happens in the caller's goroutine, so spawns are
+// not serialised on one core.
+package broker
+
+import (
+	"context"
+	"errors"
+
+	"github.com/rexec/rexec/child"
+	"github.com/rs/zerolog"
+)
+
+// Error kinds. webapi maps them to HTTP statuses.
+var (
+	// ErrAliasInUse: a process with that alias is running.
+	ErrAliasInUse = errors.New("a process with this alias is running")
+	// ErrTooManyProcs: the --max-procs limit is reached.
+	ErrTooManyProcs = errors.New("too many running processes")
+	// ErrShuttingDown: the broker is stopping and starts nothing new.
+	ErrShuttingDown = errors.New("server is shutting down")
+)
+
+// Options configure a Broker. Zero values take the defaults.
+type Options struct {
+	// StatusSize is the capacity of the status (exit) channel. Default 8.
+	StatusSize int
+	// MaxProcs limits how many processes run at once; 0 means no limit.
+	MaxProcs int
+	// Child are the settings every child gets (OnExit is the broker's).
+	Child  child.Options
+	Logger zerolog.Logger
+}
+
+// Broker is the process table. Create it with New; stop it with Shutdown.
+type Broker struct {
+	opts Options
+	log  zerolog.Logger
+
+	// Channels into the loop. Senders: Start (create, started, release),
+	// each child's OnExit (status) and Shutdown (shutdown). Receiver: loop.
+	create   chan createMsg
+	started  chan startedMsg
+	release  chan string
+	status   chan exitMsg
+	shutdown chan struct{}
+	// done is closed when the loop returns; every send selects on it.
+	done chan struct{}
+
+	// Owned by the loop goroutine only.
+	table        map[string]*child.Process // nil value: reserved, starting
+	shuttingDown bool
+}
+
+type createMsg struct {
+	alias string
+	reply chan error
+}
+
+type startedMsg struct {
+	alias string
+	proc  *child.Process
+}
+
+type exitMsg struct {
+	alias string
+	freed chan struct{} // closed by the loop once the alias is free
+}
+
+// New starts a broker's loop.
+func New(opts Options) *Broker {
+	if opts.StatusSize <= 0 {
+		opts.StatusSize = 8
+	}
+	b := &Broker{
+		opts:     opts,
+		log:      opts.Logger,
+		create:   make(chan createMsg),
+		started:  make(chan startedMsg),
+		release:  make(chan string),
+		status:   make(chan exitMsg, opts.StatusSize),
+		shutdown: make(chan struct{}),
+		done:     make(chan struct{}),
+		table:    make(map[string]*child.Process),
+	}
+	go b.loop()
+	return b
+}
+
+// Start reserves alias and starts the process described by spec. The alias is
+// free again once the process has been reaped, before its Done is closed.
+// Errors: ErrAliasInUse, ErrTooManyProcs, ErrShuttingDown, or a start error
+// of kind child.ErrStartFailed.
+func (b *Broker) Start(alias string, spec child.Spec) (*child.Process, error) {
+	reply := make(chan error, 1)
+	if err := send(b, b.create, createMsg{alias: alias, reply: reply}); err != nil {
+		return nil, err
+	}
+	if err := <-reply; err != nil {
+		return nil, err
+	}
+	opts := b.opts.Child
+	opts.OnExit = func(*child.Process) {
+		freed := make(chan struct{})
+		if send(b, b.status, exitMsg{alias: alias, freed: freed}) == nil {
+			select {
+			case <-freed:
+			case <-b.done:
+			}
+		}
+	}
+	p, err := child.Start(spec, opts)
+	if err != nil {
+		send(b, b.release, alias)
+		return nil, err
+	}
+	send(b, b.started, startedMsg{alias: alias, proc: p})
+	return p, nil
+}
+
+// send delivers msg to the loop over ch unless the loop has ended.
+func send[T any](b *Broker, ch chan<- T, msg T) error {
+	select {
+	case ch <- msg:
+		return nil
+	case <-b.done:
+		return ErrShuttingDown
+	}
+}
+
+// Shutdown refuses new processes, terminates every running group (SIGTERM,
+// then SIGKILL after the kill grace) and waits until all have been reaped or
+// ctx ends. The loop stops once the table is empty.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	select {
+	case b.shutdown <- struct{}{}:
+	case <-b.done:
+	}
+	select {
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// loop owns the table. It handles one message at a time and never blocks on
+// anything but its own channels.
+func (b *Broker) loop() {
+	defer close(b.done)
+	for {
+		select {
+		case m := <-b.create:
+			m.reply <- b.reserve(m.alias)
+		case m := <-b.started:
+			b.table[m.alias] = m.proc
+			if b.shuttingDown {
+				m.proc.Kill(child.ReasonShutdown)
+			}
+		case alias := <-b.release:
+			delete(b.table, alias)
+		case m := <-b.status:
+			delete(b.table, m.alias)
+			close(m.freed)
+		case <-b.shutdown:
+			if !b.shuttingDown {
+				b.shuttingDown = true
+				b.log.Info().Int("running", len(b.table)).Msg("shutting down: terminating every process group")
+				for _, p := range b.table {
+					if p != nil {
+						p.Kill(child.ReasonShutdown)
+					}
+				}
+			}
+		}
+		if b.shuttingDown && len(b.table) == 0 {
+			return
+		}
+	}
+}
+
+func (b *Broker) reserve(alias string) error {
+	switch {
+	case b.shuttingDown:
+		return ErrShuttingDown
+	case b.table[alias] != nil:
+		return ErrAliasInUse
+	}
+	if _, ok := b.table[alias]; ok {
+		return ErrAliasInUse // reserved, still starting
+	}
+	if b.opts.MaxProcs > 0 && len(b.table) >= b.opts.MaxProcs {
+		return ErrTooManyProcs
+	}
+	b.table[alias] = nil
+	return nil
+}

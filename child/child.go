@@ -1,0 +1,610 @@
+// Package child starts and supervises one OS process: its own process group,
+// argv, cwd, environment, stdin, output pumps, timeout, escalating kill and
+// reap. It knows nothing of HTTP, aliases or other processes.
+//
+// The exit of the process is watched through a pidfd polled by the Go
+// runtime's network poller, so a running child holds no OS thread: os/exec's
+// Wait would park one thread in waitid for every child. The process is reaped
+// only once the pidfd says it has exited, and only after its group has been
+// signalled: while the leader is an unreaped zombie its PID (and so the group
+// ID) cannot be reused, so no signal can reach an unrelated process.
+package child
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stream says which of the child's outputs a chunk came from.
+type Stream uint8
+
+const (
+	Stdout Stream = iota
+	Stderr
+)
+
+func (s Stream) String() string {
+	if s == Stderr {
+		return "stderr"
+	}
+	return "stdout"
+}
+
+// StderrMode says what happens to the child's standard error.
+type StderrMode uint8
+
+const (
+	// StderrDiscard sends stderr to /dev/null.
+	StderrDiscard StderrMode = iota
+	// StderrMerge points stderr at the stdout pipe (2>&1): one ordered stream.
+	StderrMerge
+	// StderrSeparate gives stderr a pipe of its own; its chunks carry Stderr.
+	StderrSeparate
+)
+
+// Reason says how a run ended.
+type Reason string
+
+const (
+	ReasonExit       Reason = "exit"       // the process ended by itself
+	ReasonDisconnect Reason = "disconnect" // its client went away
+	ReasonTimeout    Reason = "timeout"    // Spec.Timeout expired
+	ReasonShutdown   Reason = "shutdown"   // the server is stopping
+	ReasonCancelled  Reason = "cancelled"  // somebody asked for it to stop
+)
+
+// Spec describes the process to start.
+type Spec struct {
+	// Path is the executable. Without a slash it is looked up in the PATH
+	// of Env (or of the server when Env has none).
+	Path string
+	// Args are argv[1:], passed unchanged: no shell is involved.
+	Args []string
+	// Dir is the working directory; empty means the server's.
+	Dir string
+	// Env is the complete environment of the process.
+	Env []string
+	// Stdin is copied to the process's standard input, which is closed at
+	// its EOF. Nil means an empty stdin (/dev/null).
+	Stdin io.Reader
+	// Stderr says where standard error goes.
+	Stderr StderrMode
+	// Timeout, when positive, kills the group with ReasonTimeout.
+	Timeout time.Duration
+	// Credential, when set, runs the process as that user and group.
+	Credential *syscall.Credential
+}
+
+// Options are the supervisor's settings, the same for every process.
+type Options struct {
+	// KillGrace is the time between SIGTERM and SIGKILL to the group.
+	KillGrace time.Duration
+	// OutputSize is the capacity, in chunks, of the output channel.
+	OutputSize int
+	// OnExit, when set, is called once the process is reaped and its
+	// Status is final, before Done is closed.
+	OnExit func(*Process)
+}
+
+const (
+	defaultKillGrace = 5 * time.Second
+	// chunkSize is one read from a pipe: the default pipe capacity, so one
+	// read takes whatever the kernel holds.
+	chunkSize = 64 << 10
+	// pipeCloseWait bounds how long output is read after the whole group has
+	// been sent SIGKILL: only a process that escaped the group (setsid) can
+	// hold the pipe open that long, and it is not waited for.
+	pipeCloseWait = time.Second
+)
+
+// Status is how a process ended. It is final once Done is closed.
+type Status struct {
+	// Code is the exit code, or -1 when a signal killed the process.
+	Code int
+	// Signal is the signal that killed the process, or 0.
+	Signal syscall.Signal
+	// Reason says why it ended.
+	Reason Reason
+	// Started is when the process started; Duration how long it ran.
+	Started  time.Time
+	Duration time.Duration
+}
+
+// SignalName is the signal's name, e.g. "SIGKILL", or "" when none.
+func (s Status) SignalName() string {
+	if s.Signal == 0 {
+		return ""
+	}
+	if n := unix.SignalName(s.Signal); n != "" {
+		return n
+	}
+	return fmt.Sprintf("SIG%d", int(s.Signal))
+}
+
+// ErrStartFailed is the kind of every error Start returns for a process that
+// could not be started (no such executable or directory, permission denied).
+var ErrStartFailed = errors.New("process could not be started")
+
+// StartError is a failed start with the operating system's reason.
+type StartError struct {
+	Op  string // what failed: "exec", "cwd", "lookup", "pipe"
+	Err error
+}
+
+func (e *StartError) Error() string { return e.Op + ": " + e.Err.Error() }
+func (e *StartError) Unwrap() []error {
+	return []error{ErrStartFailed, e.Err}
+}
+
+// Chunk is a piece of output as one read returned it. Its Data is valid
+// until Release, which the receiver must call once it is done with it.
+type Chunk struct {
+	Stream Stream
+	Data   []byte
+	buf    *[]byte
+}
+
+// Release returns the chunk's buffer for reuse. Data must not be used after.
+func (c Chunk) Release() {
+	if c.buf != nil {
+		bufPool.Put(c.buf)
+	}
+}
+
+// bufPool holds read buffers. A pump takes one only once its pipe is
+// readable, so a quiet child holds no buffer at all.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.OpenFile(os.DevNull, os.O_RDWR, 0) })
+
+// Process is one running (or finished) child.
+type Process struct {
+	pid   int
+	proc  *os.Process
+	opts  Options
+	start time.Time
+
+	out       chan Chunk
+	pumpsLeft atomic.Int32
+	pumpsDone chan struct{} // closed by the last pump, after closing out
+	pipes     []*os.File    // read ends of the output pipes
+	discard   chan struct{} // closed by Discard
+	discardMu sync.Once
+	done      chan struct{} // closed after reap and OnExit
+	stdinW    *os.File
+
+	mu         sync.Mutex // guards the fields below
+	killReason Reason     // first reason a kill was asked for
+	exited     bool       // the leader has exited (it may be an unreaped zombie)
+	reaped     bool       // the leader is reaped: its PID may be reused, never signal it
+	killTimer  *time.Timer
+	timeout    *time.Timer
+	status     Status
+}
+
+// Start starts the process described by spec in a process group of its own.
+// A failed start returns an error of kind ErrStartFailed (see StartError).
+func Start(spec Spec, opts Options) (p *Process, err error) {
+	if opts.KillGrace <= 0 {
+		opts.KillGrace = defaultKillGrace
+	}
+	if opts.OutputSize < 0 {
+		opts.OutputSize = 0
+	}
+	if spec.Dir != "" {
+		fi, err := os.Stat(spec.Dir)
+		if err != nil {
+			return nil, &StartError{Op: "cwd", Err: unwrapPathError(err)}
+		}
+		if !fi.IsDir() {
+			return nil, &StartError{Op: "cwd", Err: fmt.Errorf("%s: %w", spec.Dir, syscall.ENOTDIR)}
+		}
+	}
+	path, err := lookPath(spec.Path, spec.Env, spec.Dir)
+	if err != nil {
+		return nil, &StartError{Op: "lookup", Err: err}
+	}
+
+	var closeAfter, closeOnError []*os.File
+	defer func() {
+		for _, f := range closeAfter {
+			f.Close()
+		}
+		if err != nil {
+			for _, f := range closeOnError {
+				f.Close()
+			}
+		}
+	}()
+	null, err := devNull()
+	if err != nil {
+		return nil, &StartError{Op: "open " + os.DevNull, Err: err}
+	}
+
+	p = &Process{
+		opts:      opts,
+		out:       make(chan Chunk, opts.OutputSize),
+		pumpsDone: make(chan struct{}),
+		discard:   make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	files := make([]*os.File, 3)
+	files[0] = null
+	if spec.Stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, &StartError{Op: "pipe", Err: err}
+		}
+		files[0] = r
+		closeAfter = append(closeAfter, r)
+		closeOnError = append(closeOnError, w)
+		p.stdinW = w
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, &StartError{Op: "pipe", Err: err}
+	}
+	files[1] = outW
+	closeAfter = append(closeAfter, outW)
+	closeOnError = append(closeOnError, outR)
+	p.pipes = append(p.pipes, outR)
+	switch spec.Stderr {
+	case StderrMerge:
+		files[2] = outW
+	case StderrSeparate:
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			return nil, &StartError{Op: "pipe", Err: err}
+		}
+		files[2] = errW
+		closeAfter = append(closeAfter, errW)
+		closeOnError = append(closeOnError, errR)
+		p.pipes = append(p.pipes, errR)
+	default:
+		files[2] = null
+	}
+
+	pidfd := -1
+	argv := append([]string{spec.Path}, spec.Args...)
+	attr := &os.ProcAttr{
+		Dir:   spec.Dir,
+		Env:   spec.Env,
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Setpgid:    true,
+			PidFD:      &pidfd,
+			Credential: spec.Credential,
+		},
+	}
+	p.start = time.Now()
+	proc, err := os.StartProcess(path, argv, attr)
+	if err != nil {
+		return nil, &StartError{Op: "exec", Err: unwrapPathError(err)}
+	}
+	p.proc = proc
+	p.pid = proc.Pid
+	p.status.Started = p.start
+
+	exited, err := exitWatcher(pidfd, p.pid)
+	if err != nil {
+		// Cannot happen short of running out of file descriptors; the
+		// process is already running, so end it rather than lose it.
+		syscall.Kill(-p.pid, syscall.SIGKILL)
+		proc.Wait()
+		return nil, &StartError{Op: "watch", Err: err}
+	}
+
+	p.pumpsLeft.Store(int32(len(p.pipes)))
+	for i, f := range p.pipes {
+		go p.pump(f, Stream(i))
+	}
+	if p.stdinW != nil {
+		go p.feedStdin(spec.Stdin)
+	}
+	if spec.Timeout > 0 {
+		p.mu.Lock()
+		p.timeout = time.AfterFunc(spec.Timeout, func() { p.Kill(ReasonTimeout) })
+		p.mu.Unlock()
+	}
+	go p.supervise(exited)
+	return p, nil
+}
+
+// Pid is the process ID, which is also its process group ID.
+func (p *Process) Pid() int { return p.pid }
+
+// Output delivers the process's output as it is read. It is closed once every
+// output pipe has reached EOF. Each chunk must be Released.
+func (p *Process) Output() <-chan Chunk { return p.out }
+
+// Done is closed once the process is reaped and its Status is final.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Status is how the process ended; valid once Done is closed.
+func (p *Process) Status() Status {
+	<-p.done
+	return p.status
+}
+
+// Wait waits for the process to be reaped and returns its Status.
+func (p *Process) Wait() Status { return p.Status() }
+
+// Discard tells the pumps that nobody reads Output any more: output is read
+// and dropped from now on, so the child is never blocked by a full pipe.
+func (p *Process) Discard() {
+	p.discardMu.Do(func() { close(p.discard) })
+}
+
+// Kill terminates the process group: SIGTERM now, SIGKILL after KillGrace.
+// It is idempotent; the first reason given is the one Status reports. Killing
+// a process that has already exited or been reaped does nothing.
+func (p *Process) Kill(reason Reason) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped || p.exited || p.killReason != "" {
+		return
+	}
+	p.killReason = reason
+	signalGroup(p.pid, syscall.SIGTERM)
+	p.killTimer = time.AfterFunc(p.opts.KillGrace, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.reaped {
+			signalGroup(p.pid, syscall.SIGKILL)
+		}
+	})
+}
+
+func signalGroup(pid int, sig syscall.Signal) {
+	// ESRCH (nobody left) is success; nothing else can fail for our own child.
+	syscall.Kill(-pid, sig)
+}
+
+// pump reads one pipe until EOF and sends what it reads to out.
+func (p *Process) pump(f *os.File, s Stream) {
+	defer func() {
+		if p.pumpsLeft.Add(-1) == 0 {
+			close(p.out)
+			close(p.pumpsDone)
+		}
+	}()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		var c Chunk
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				b := bufPool.Get().(*[]byte)
+				n, e := syscall.Read(int(fd), *b)
+				switch {
+				case e == syscall.EINTR:
+					bufPool.Put(b)
+					continue
+				case e == syscall.EAGAIN:
+					bufPool.Put(b)
+					return false // wait for the poller to say readable
+				case e != nil:
+					bufPool.Put(b)
+					rerr = e
+				case n == 0:
+					bufPool.Put(b)
+					rerr = io.EOF
+				default:
+					c = Chunk{Stream: s, Data: (*b)[:n], buf: b}
+				}
+				return true
+			}
+		})
+		if err != nil || rerr != nil {
+			return
+		}
+		select {
+		case p.out <- c:
+		case <-p.discard:
+			c.Release()
+		}
+	}
+}
+
+func (p *Process) feedStdin(r io.Reader) {
+	// Errors end the feed: EPIPE when the child closed its stdin or exited,
+	// ErrClosed when the supervisor closed the pipe after reaping.
+	io.Copy(p.stdinW, r)
+	p.stdinW.Close()
+}
+
+// supervise waits for the leader to exit, clears the rest of its group, reaps
+// it and publishes its Status.
+func (p *Process) supervise(exited <-chan error) {
+	<-exited
+	p.mu.Lock()
+	p.exited = true
+	p.mu.Unlock()
+
+	// The leader is a zombie now, so its PID still names the group. Ask
+	// whatever it left behind to stop, let it finish its output within the
+	// grace, then insist.
+	signalGroup(p.pid, syscall.SIGTERM)
+	select {
+	case <-p.pumpsDone:
+	default:
+		t := time.NewTimer(p.opts.KillGrace)
+		select {
+		case <-p.pumpsDone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	signalGroup(p.pid, syscall.SIGKILL)
+	select {
+	case <-p.pumpsDone:
+	case <-time.After(pipeCloseWait):
+		// Held open by a process outside the group: stop reading.
+		for _, f := range p.pipes {
+			f.Close()
+		}
+		<-p.pumpsDone
+	}
+
+	p.mu.Lock()
+	p.reaped = true
+	if p.killTimer != nil {
+		p.killTimer.Stop()
+	}
+	if p.timeout != nil {
+		p.timeout.Stop()
+	}
+	reason := p.killReason
+	p.mu.Unlock()
+
+	state, err := p.proc.Wait()
+	st := Status{Started: p.start, Duration: time.Since(p.start), Code: -1, Reason: reason}
+	if st.Reason == "" {
+		st.Reason = ReasonExit
+	}
+	if err == nil {
+		if ws, ok := state.Sys().(syscall.WaitStatus); ok {
+			switch {
+			case ws.Exited():
+				st.Code = ws.ExitStatus()
+			case ws.Signaled():
+				st.Signal = ws.Signal()
+			}
+		}
+	}
+	for _, f := range p.pipes {
+		f.Close()
+	}
+	if p.stdinW != nil {
+		p.stdinW.Close()
+	}
+	p.status = st
+	if p.opts.OnExit != nil {
+		p.opts.OnExit(p)
+	}
+	close(p.done)
+}
+
+// exitWatcher returns a channel that receives once the process has exited,
+// without reaping it. With a pidfd the wait is parked in the runtime's
+// poller; without one (old kernels) a goroutine blocks in waitid.
+func exitWatcher(pidfd, pid int) (<-chan error, error) {
+	ch := make(chan error, 1)
+	if pidfd < 0 {
+		go func() {
+			var info unix.Siginfo
+			ch <- ignoringEINTR(func() error {
+				return unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			})
+		}()
+		return ch, nil
+	}
+	if err := syscall.SetNonblock(pidfd, true); err != nil {
+		syscall.Close(pidfd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(pidfd), "pidfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	go func() {
+		defer f.Close()
+		var werr error
+		err := rc.Read(func(fd uintptr) bool {
+			var info unix.Siginfo
+			e := ignoringEINTR(func() error {
+				return unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+			})
+			switch {
+			case e == syscall.EAGAIN:
+				return false
+			case e != nil:
+				werr = e
+				return true
+			}
+			return info.Signo != 0 // zero: still running
+		})
+		if err == nil {
+			err = werr
+		}
+		ch <- err
+	}()
+	return ch, nil
+}
+
+func ignoringEINTR(fn func() error) error {
+	for {
+		if err := fn(); err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// lookPath finds file as execvp would, in the PATH of env (the child's own
+// environment), falling back to the server's PATH.
+func lookPath(file string, env []string, dir string) (string, error) {
+	if strings.Contains(file, "/") {
+		return file, nil
+	}
+	pathVar, found := "", false
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], "PATH="); ok {
+			pathVar, found = v, true
+			break
+		}
+	}
+	if !found {
+		pathVar = os.Getenv("PATH")
+	}
+	denied := false
+	for _, d := range filepath.SplitList(pathVar) {
+		if d == "" {
+			d = "."
+		}
+		p := filepath.Join(d, file)
+		full := p
+		if !filepath.IsAbs(full) && dir != "" {
+			full = filepath.Join(dir, p)
+		}
+		fi, err := os.Stat(full)
+		if err != nil || fi.IsDir() {
+			continue
+		}
+		if fi.Mode()&0o111 == 0 {
+			denied = true
+			continue
+		}
+		if !filepath.IsAbs(p) && dir == "" {
+			p = "./" + p
+		}
+		return p, nil
+	}
+	if denied {
+		return "", fmt.Errorf("%s: %w", file, syscall.EACCES)
+	}
+	return "", fmt.Errorf("%s: executable file not found in $PATH", file)
+}
+
+// unwrapPathError turns "fork/exec /x: no such file" into "/x: no such file".
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}

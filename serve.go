@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/webapi"
+	"github.com/rs/zerolog"
+)
+
+// serveCmd runs the server.
+type serveCmd struct {
+	IP             string        `short:"i" name:"ip" default:"127.0.0.1" help:"Address to bind. Anything but loopback needs --token (or --insecure-no-auth)."`
+	Port           int           `short:"p" default:"8910" help:"Port to bind (0 picks a free one)."`
+	StatusSize     int           `default:"8" help:"Capacity of the broker's status (exit) channel."`
+	StdoutSize     int           `default:"8" help:"Capacity, in chunks of up to 64 KiB, of each child's output channel."`
+	Verbose        int           `short:"v" type:"counter" help:"More logging: -v debug, -vv trace (default info)."`
+	LogFormat      string        `default:"json" enum:"json,console" help:"Log format: json or console."`
+	Token          string        `help:"Bearer token required on every request but GET /healthz (use REXEC_TOKEN to keep it out of ps)."`
+	InsecureNoAuth bool          `help:"Allow binding a non-loopback address without --token. Anyone who reaches the port can run any command."`
+	KillGrace      time.Duration `default:"5s" help:"Time between SIGTERM and SIGKILL when a process group is terminated."`
+	ShutdownGrace  time.Duration `default:"10s" help:"Time a shutdown waits for streams to end before cutting them."`
+	MaxBody        byteSize      `default:"1MiB" help:"Largest request body accepted (bytes, or with KiB/MiB/GiB); larger gets 413."`
+	MaxProcs       int           `default:"0" help:"Most processes running at once; beyond it 503. 0 means no limit."`
+	Heartbeat      time.Duration `default:"15s" help:"Silence after which an NDJSON stream gets a {\"heartbeat\":true} line."`
+}
+
+func (c *serveCmd) Validate() error {
+	switch {
+	case c.Port < 0 || c.Port > 65535:
+		return fmt.Errorf("--port %d is not a port number", c.Port)
+	case c.StatusSize < 1:
+		return errors.New("--status-size must be at least 1")
+	case c.StdoutSize < 1:
+		return errors.New("--stdout-size must be at least 1")
+	case c.KillGrace <= 0:
+		return errors.New("--kill-grace must be positive")
+	case c.ShutdownGrace <= 0:
+		return errors.New("--shutdown-grace must be positive")
+	case c.MaxBody <= 0:
+		return errors.New("--max-body must be positive")
+	case c.MaxProcs < 0:
+		return errors.New("--max-procs must be 0 (no limit) or more")
+	case c.Heartbeat <= 0:
+		return errors.New("--heartbeat must be positive")
+	}
+	if c.Token == "" && !c.InsecureNoAuth && !isLoopback(c.IP) {
+		return fmt.Errorf("refusing to bind %s without a token: anyone who can reach it could run any command. "+
+			"Set --token (or REXEC_TOKEN), bind 127.0.0.1, or pass --insecure-no-auth if you really mean it", c.IP)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (c *serveCmd) Run() error {
+	log := newLogger(c.Verbose, c.LogFormat)
+	b := broker.New(broker.Options{
+		StatusSize: c.StatusSize,
+		MaxProcs:   c.MaxProcs,
+		Child:      child.Options{KillGrace: c.KillGrace, OutputSize: c.StdoutSize},
+		Logger:     log,
+	})
+	srv := webapi.New(webapi.Config{
+		Addr:      net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
+		Token:     c.Token,
+		MaxBody:   int64(c.MaxBody),
+		Heartbeat: c.Heartbeat,
+		Logger:    log,
+	}, b)
+	if err := srv.Open(); err != nil {
+		b.Shutdown(context.Background())
+		return err
+	}
+	log.Info().Str("addr", srv.Addr()).Bool("auth", c.Token != "").Msg("listening")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	<-ctx.Done()
+	stop() // a second signal ends the process at once
+	log.Info().Dur("grace", c.ShutdownGrace).Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
+	defer cancel()
+	if err := srv.Close(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+func newLogger(verbosity int, format string) zerolog.Logger {
+	level := zerolog.InfoLevel
+	switch {
+	case verbosity == 1:
+		level = zerolog.DebugLevel
+	case verbosity >= 2:
+		level = zerolog.TraceLevel
+	}
+	var out = zerolog.New(os.Stderr)
+	if format == "console" {
+		out = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+	}
+	return out.Level(level).With().Timestamp().Logger()
+}

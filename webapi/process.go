@@ -1,0 +1,260 @@
+package webapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rexec/rexec/child"
+)
+
+// handleProcess is POST /process: start a child and stream its output until
+// it ends; the client going away kills the child's group.
+func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed: use POST")
+		return
+	}
+	// Read the whole body: it is small (--max-body), and a body read to its
+	// end lets net/http watch the connection, so a disconnect cancels the
+	// request's context at once even while the child prints nothing.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	if err != nil {
+		fail(w, s.log, err)
+		return
+	}
+	req, err := decodeProcessRequest(body)
+	if err != nil {
+		fail(w, s.log, err)
+		return
+	}
+	ndjson := wantsNDJSON(r.Header.Get("Accept"))
+	proc, err := s.broker.Start(req.Alias, req.spec(s.cfg.Env, ndjson))
+	if err != nil {
+		fail(w, s.log.With().Str("alias", req.Alias).Logger(), err)
+		return
+	}
+	stop := context.AfterFunc(r.Context(), func() { proc.Kill(child.ReasonDisconnect) })
+	defer stop()
+
+	var enc streamEncoder
+	if ndjson {
+		enc = newNDJSONEncoder(w)
+	} else {
+		enc = textEncoder{w}
+	}
+	h := w.Header()
+	h.Set("Content-Type", enc.contentType())
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Trailer", "Process-Exit-Code, Process-Signal")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	clientOK := rc.Flush() == nil // the run has started: say so now
+
+	var heartbeat *time.Timer
+	var beat <-chan time.Time
+	if ndjson {
+		heartbeat = time.NewTimer(s.cfg.Heartbeat)
+		defer heartbeat.Stop()
+		beat = heartbeat.C
+	}
+	var written int64
+	out, done := proc.Output(), proc.Done()
+	for clientOK && (out != nil || done != nil) {
+		select {
+		case c, ok := <-out:
+			if !ok {
+				out = nil
+				break
+			}
+			err := enc.chunk(c)
+			written += int64(len(c.Data))
+			c.Release()
+			// Coalesce what is already waiting into the same flush; never
+			// hold anything back once the channel is empty.
+		more:
+			for err == nil {
+				select {
+				case c, ok := <-out:
+					if !ok {
+						out = nil
+						break more
+					}
+					err = enc.chunk(c)
+					written += int64(len(c.Data))
+					c.Release()
+				default:
+					break more
+				}
+			}
+			if err == nil {
+				err = rc.Flush()
+			}
+			clientOK = err == nil
+			if heartbeat != nil {
+				heartbeat.Reset(s.cfg.Heartbeat)
+			}
+		case <-done:
+			done = nil
+		case <-beat:
+			clientOK = enc.heartbeat() == nil && rc.Flush() == nil
+			heartbeat.Reset(s.cfg.Heartbeat)
+		case <-r.Context().Done():
+			clientOK = false
+		}
+	}
+	if !clientOK {
+		// The client is gone: its child's group is being terminated (by
+		// the AfterFunc above, or here after a failed write). Drop the rest
+		// of the output and wait for the reap, to log how it ended.
+		proc.Kill(child.ReasonDisconnect)
+		proc.Discard()
+	}
+	st := proc.Wait()
+	if clientOK {
+		h.Set("Process-Exit-Code", strconv.Itoa(st.Code))
+		if st.Signal != 0 {
+			h.Set("Process-Signal", st.SignalName())
+		}
+		enc.end(st)
+	}
+	ev := s.log.Info().
+		Str("alias", req.Alias).
+		Str("cmd", req.Cmd).
+		Int("pid", proc.Pid()).
+		Int("exit_code", st.Code)
+	if st.Signal != 0 {
+		ev = ev.Str("signal", st.SignalName())
+	}
+	ev.Int64("duration_ms", st.Duration.Milliseconds()).
+		Int64("bytes", written).
+		Str("reason", string(st.Reason)).
+		Msg("run ended")
+}
+
+// wantsNDJSON reports whether the Accept header asks for application/x-ndjson.
+func wantsNDJSON(accept string) bool {
+	for part := range strings.SplitSeq(accept, ",") {
+		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err == nil && mt == "application/x-ndjson" {
+			return true
+		}
+	}
+	return false
+}
+
+// streamEncoder writes a run's output in one of the response formats.
+type streamEncoder interface {
+	contentType() string
+	chunk(child.Chunk) error
+	heartbeat() error
+	end(child.Status) error
+}
+
+// textEncoder passes the bytes through exactly as the child wrote them;
+// the end of the run is in the trailers.
+type textEncoder struct{ w io.Writer }
+
+func (textEncoder) contentType() string { return "text/plain; charset=utf-8" }
+func (e textEncoder) chunk(c child.Chunk) error {
+	_, err := e.w.Write(c.Data)
+	return err
+}
+func (textEncoder) heartbeat() error       { return nil }
+func (textEncoder) end(child.Status) error { return nil }
+
+// maxNDJSONLine bounds the part of a line held while waiting for its newline.
+// A longer line is sent in pieces marked "partial":true, to be joined by the
+// client, so memory stays bounded whatever the child writes.
+const maxNDJSONLine = 64 << 10
+
+// ndjsonEncoder writes one JSON object per line of output.
+type ndjsonEncoder struct {
+	enc     *json.Encoder
+	pending [2][]byte // an unterminated line, per stream
+}
+
+type ndjsonLine struct {
+	Stream  string `json:"stream"`
+	Line    string `json:"line"`
+	Partial bool   `json:"partial,omitempty"`
+}
+
+type ndjsonEnd struct {
+	ExitCode   int    `json:"exit_code"`
+	Signal     string `json:"signal,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+	Reason     string `json:"reason"`
+}
+
+func newNDJSONEncoder(w io.Writer) *ndjsonEncoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return &ndjsonEncoder{enc: enc}
+}
+
+func (*ndjsonEncoder) contentType() string { return "application/x-ndjson" }
+
+func (e *ndjsonEncoder) chunk(c child.Chunk) error {
+	s := c.Stream
+	data := c.Data
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			if len(e.pending[s])+len(data) > maxNDJSONLine {
+				err := e.line(s, append(e.pending[s], data...), true)
+				e.pending[s] = e.pending[s][:0]
+				return err
+			}
+			e.pending[s] = append(e.pending[s], data...)
+			return nil
+		}
+		line := data[:i]
+		data = data[i+1:]
+		if len(e.pending[s]) > 0 {
+			line = append(e.pending[s], line...)
+			e.pending[s] = e.pending[s][:0]
+		}
+		if err := e.line(s, line, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *ndjsonEncoder) line(s child.Stream, b []byte, partial bool) error {
+	return e.enc.Encode(ndjsonLine{Stream: s.String(), Line: string(b), Partial: partial})
+}
+
+func (e *ndjsonEncoder) heartbeat() error {
+	return e.enc.Encode(struct {
+		Heartbeat bool `json:"heartbeat"`
+	}{true})
+}
+
+func (e *ndjsonEncoder) end(st child.Status) error {
+	// A last line without its newline is still a line.
+	for s := range e.pending {
+		if len(e.pending[s]) > 0 {
+			if err := e.line(child.Stream(s), e.pending[s], false); err != nil {
+				return err
+			}
+			e.pending[s] = nil
+		}
+	}
+	return e.enc.Encode(ndjsonEnd{
+		ExitCode:   st.Code,
+		Signal:     st.SignalName(),
+		DurationMS: st.Duration.Milliseconds(),
+		Reason:     string(st.Reason),
+	})
+}

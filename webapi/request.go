@@ -1,0 +1,210 @@
+package webapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rexec/rexec/child"
+)
+
+// processRequest is the JSON body of POST /process.
+type processRequest struct {
+	Alias   string            `json:"alias"`
+	Cmd     string            `json:"cmd"`
+	Args    []string          `json:"args"`
+	Cwd     string            `json:"cwd"`
+	Envs    map[string]string `json:"envs"`
+	Stdin   *string           `json:"stdin"`
+	Stderr  string            `json:"stderr"`
+	Timeout string            `json:"timeout"`
+
+	timeout time.Duration // Timeout, parsed
+}
+
+// badRequest is an error in what the client sent: a 400 with its text.
+type badRequest struct{ msg string }
+
+func (e *badRequest) Error() string { return e.msg }
+
+func badRequestf(format string, a ...any) error {
+	return &badRequest{msg: fmt.Sprintf(format, a...)}
+}
+
+const maxAliasLen = 128
+
+// decodeProcessRequest parses and validates a request body. Every error it
+// returns is a *badRequest whose text says what is wrong.
+func decodeProcessRequest(body []byte) (*processRequest, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, badRequestf("empty body: expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var req processRequest
+	if err := dec.Decode(&req); err != nil {
+		return nil, jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, badRequestf("unexpected data after the JSON object")
+	}
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	return &req, nil
+}
+
+// jsonError turns a decoding error into a message a user can act on.
+func jsonError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return badRequestf("malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return badRequestf("the body must be a JSON object, not %s", typ.Value)
+		}
+		return badRequestf("field %q: expected %s, got %s", typ.Field, jsonType(typ.Type.String()), typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequestf("malformed JSON: unexpected end of body")
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	return badRequestf("%s", msg)
+}
+
+func jsonType(goType string) string {
+	switch goType {
+	case "string":
+		return "a string"
+	case "[]string":
+		return "an array of strings"
+	case "map[string]string":
+		return "an object of strings"
+	case "webapi.processRequest":
+		return "an object"
+	}
+	return goType
+}
+
+func (r *processRequest) validate() error {
+	if err := validAlias(r.Alias); err != nil {
+		return err
+	}
+	if r.Cmd == "" {
+		return badRequestf("field \"cmd\" is required")
+	}
+	if strings.ContainsRune(r.Cmd, 0) {
+		return badRequestf("field \"cmd\" contains a NUL byte")
+	}
+	for i, a := range r.Args {
+		if strings.ContainsRune(a, 0) {
+			return badRequestf("args[%d] contains a NUL byte", i)
+		}
+	}
+	if strings.ContainsRune(r.Cwd, 0) {
+		return badRequestf("field \"cwd\" contains a NUL byte")
+	}
+	for k, v := range r.Envs {
+		switch {
+		case k == "":
+			return badRequestf("envs: empty variable name")
+		case strings.ContainsAny(k, "=\x00"):
+			return badRequestf("envs: variable name %q contains '=' or a NUL byte", k)
+		case strings.ContainsRune(v, 0):
+			return badRequestf("envs: the value of %q contains a NUL byte", k)
+		}
+	}
+	switch r.Stderr {
+	case "", "discard", "merge":
+	default:
+		return badRequestf("field \"stderr\" must be \"discard\" or \"merge\", not %q", r.Stderr)
+	}
+	if r.Timeout != "" {
+		d, err := time.ParseDuration(r.Timeout)
+		if err != nil || d <= 0 {
+			return badRequestf("field \"timeout\" must be a positive duration such as \"30s\", not %q", r.Timeout)
+		}
+		r.timeout = d
+	}
+	return nil
+}
+
+func validAlias(a string) error {
+	if a == "" {
+		return badRequestf("field \"alias\" is required")
+	}
+	if len(a) > maxAliasLen {
+		return badRequestf("field \"alias\" is longer than %d characters", maxAliasLen)
+	}
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return badRequestf("field \"alias\" may hold only letters, digits, '.', '_' and '-'")
+		}
+	}
+	return nil
+}
+
+// spec turns a valid request into what child.Start needs. base is the
+// server's environment, already cleared of REXEC_* variables.
+func (r *processRequest) spec(base []string, ndjson bool) child.Spec {
+	s := child.Spec{
+		Path:    r.Cmd,
+		Args:    r.Args,
+		Dir:     r.Cwd,
+		Env:     mergeEnv(base, r.Envs),
+		Timeout: r.timeout,
+	}
+	if r.Stdin != nil {
+		s.Stdin = strings.NewReader(*r.Stdin)
+	}
+	if r.Stderr == "merge" {
+		s.Stderr = child.StderrMerge
+		if ndjson {
+			s.Stderr = child.StderrSeparate // lines are labelled by stream
+		}
+	}
+	return s
+}
+
+// mergeEnv returns base with envs added, overriding variables of the same
+// name. base is returned as is when there is nothing to add.
+func mergeEnv(base []string, envs map[string]string) []string {
+	if len(envs) == 0 {
+		return base
+	}
+	env := make([]string, 0, len(base)+len(envs))
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, overridden := envs[name]; !overridden {
+			env = append(env, kv)
+		}
+	}
+	keys := make([]string, 0, len(envs))
+	for k := range envs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+envs[k])
+	}
+	return env
+}
+
+// ServerEnv is environ without any REXEC_* variable: what every child
+// inherits. The server's token and settings never reach a child.
+func ServerEnv(environ []string) []string {
+	env := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "REXEC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

@@ -1,0 +1,182 @@
+// Package webapi owns HTTP and nothing else: routing, authentication,
+// decoding and validating requests, mapping error kinds to statuses (in
+// errors.go, one place), and writing streams with their trailers. It never
+// touches a process directly, only the handles the broker gives it.
+package webapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rexec/rexec/broker"
+	"github.com/rs/zerolog"
+)
+
+// Config holds the server's settings. Zero values take the defaults.
+type Config struct {
+	// Addr is the address to listen on, e.g. "127.0.0.1:8910".
+	Addr string
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every request but GET /healthz.
+	Token string
+	// MaxBody limits a request body. Default 1 MiB.
+	MaxBody int64
+	// Heartbeat is how long an NDJSON stream may stay silent before a
+	// heartbeat object is sent. Default 15s.
+	Heartbeat time.Duration
+	// Env is the environment every child starts from. Default: the
+	// server's, without REXEC_* variables.
+	Env []string
+	// Logger receives one line per run and the server's errors.
+	Logger zerolog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxBody <= 0 {
+		c.MaxBody = 1 << 20
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.Env == nil {
+		c.Env = ServerEnv(os.Environ())
+	}
+}
+
+// Server is the HTTP front of a broker.
+type Server struct {
+	cfg    Config
+	broker *broker.Broker
+	log    zerolog.Logger
+	http   *http.Server
+	ln     net.Listener
+
+	// baseCtx is the parent of every request's context; it is cancelled
+	// only when a shutdown runs out of time.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+	serveErr   chan error
+	closeOnce  sync.Once
+	tokenHash  [sha256.Size]byte
+}
+
+// New returns a server for b. Call Open to start listening.
+func New(cfg Config, b *broker.Broker) *Server {
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 1)}
+	if cfg.Token != "" {
+		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: it would cut every stream longer than it.
+		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
+		ErrorLog:    log.New(httpErrorLog{s.log}, "", 0),
+	}
+	return s
+}
+
+// Handler is the server's routing and authentication, for tests and for
+// embedding.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/process", s.handleProcess)
+	mux.HandleFunc("/healthz", s.handleHealthz)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process)")
+	})
+	return s.authenticate(mux)
+}
+
+// Open listens on the configured address and serves in the background.
+func (s *Server) Open() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	go func() { s.serveErr <- s.http.Serve(ln) }()
+	return nil
+}
+
+// Addr is the address the server listens on (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close shuts down: it stops accepting, terminates every child's group
+// (TERM, then KILL after the kill grace) so that each stream ends with its
+// trailers, and waits for the streams to end. When ctx ends first, the
+// remaining connections are cut.
+func (s *Server) Close(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() {
+		brokerDone := make(chan error, 1)
+		go func() { brokerDone <- s.broker.Shutdown(ctx) }()
+		err = s.http.Shutdown(ctx)
+		if err != nil {
+			s.cancelBase()
+			s.http.Close()
+		}
+		if berr := <-brokerDone; err == nil {
+			err = berr
+		}
+		s.cancelBase()
+		if serr := <-s.serveErr; err == nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = serr
+		}
+	})
+	return err
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed: use GET")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+// authenticate requires the bearer token, when one is set, on every request
+// but GET /healthz. The comparison is constant-time over hashes, so neither
+// the token's content nor its length leaks through timing.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if s.cfg.Token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		h := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="rexec"`)
+			writeError(w, http.StatusUnauthorized, errUnauthorized.Error())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// httpErrorLog sends net/http's own complaints to the structured log.
+type httpErrorLog struct{ log zerolog.Logger }
+
+func (l httpErrorLog) Write(p []byte) (int, error) {
+	l.log.Debug().Str("component", "http").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
