@@ -1,0 +1,152 @@
+// Package testchild turns a test binary into the fake children that tests
+// start as real processes (as os/exec's own tests do): call Main first thing
+// in TestMain. When the environment variable TESTCHILD names a mode, the
+// binary acts as that child and exits; otherwise Main returns.
+package testchild
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Env is the variable that selects a mode.
+const Env = "TESTCHILD"
+
+// Command returns the path of the test binary and the environment entry that
+// makes it act as mode. Under -race, also pass RaceEnv, or every fake child
+// sleeps a second at exit (ThreadSanitizer's atexit_sleep_ms).
+func Command(mode string) (path string, env string) {
+	exe, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	return exe, Env + "=" + mode
+}
+
+// RaceEnv stops the race detector's one-second sleep at exit of a child.
+const RaceEnv = "GORACE=atexit_sleep_ms=0"
+
+// Main runs the mode named by $TESTCHILD, if any, and exits.
+func Main() {
+	mode := os.Getenv(Env)
+	if mode == "" {
+		return
+	}
+	os.Exit(run(mode, os.Args[1:]))
+}
+
+func run(mode string, args []string) int {
+	out := os.Stdout
+	switch mode {
+	case "echo": // each argument on a line of its own
+		for _, a := range args {
+			fmt.Fprintln(out, a)
+		}
+	case "exit": // exit with code args[0]
+		code, _ := strconv.Atoi(args[0])
+		return code
+	case "cat": // stdin to stdout
+		io.Copy(out, os.Stdin)
+	case "lines": // args[0] lines, each written alone, args[1] apart
+		n, _ := strconv.Atoi(args[0])
+		d, _ := time.ParseDuration(args[1])
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(out, "line %d\n", i)
+			time.Sleep(d)
+		}
+	case "gen": // args[0] bytes of a repeating pattern, in odd-sized writes
+		n, _ := strconv.Atoi(args[0])
+		w := bufio.NewWriterSize(out, 12345)
+		for i := 0; i < n; i++ {
+			w.WriteByte(byte(i*7 + i/251))
+		}
+		w.Flush()
+	case "longline": // one line of args[0] 'x' bytes, then "end\n"
+		n, _ := strconv.Atoi(args[0])
+		out.WriteString(strings.Repeat("x", n) + "\nend\n")
+	case "both": // interleaved stdout and stderr lines
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(os.Stdout, "out %d\n", i)
+			time.Sleep(5 * time.Millisecond)
+			fmt.Fprintf(os.Stderr, "err %d\n", i)
+			time.Sleep(5 * time.Millisecond)
+		}
+	case "env": // the environment, one variable a line
+		for _, kv := range os.Environ() {
+			fmt.Fprintln(out, kv)
+		}
+	case "args": // argv[1:] as they arrived, NUL-free, one a line, quoted
+		for _, a := range args {
+			fmt.Fprintf(out, "%q\n", a)
+		}
+	case "hang": // say ready, then wait forever
+		fmt.Fprintln(out, "ready")
+		select {}
+	case "ignore-term": // ignore SIGTERM, say ready, wait forever
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Fprintln(out, "ready")
+		select {}
+	case "term-exit": // on SIGTERM print "bye" and exit 7
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGTERM)
+		fmt.Fprintln(out, "ready")
+		<-ch
+		fmt.Fprintln(out, "bye")
+		return 7
+	case "grandchild": // start a grandchild that hangs, print its pid, hang
+		self, _ := os.Executable()
+		cmd := exec.Command(self)
+		cmd.Env = append(os.Environ(), Env+"=hang")
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Fprintln(out, cmd.Process.Pid)
+		if len(args) > 0 && args[0] == "exit" {
+			return 0 // leave the grandchild behind, holding stdout
+		}
+		select {}
+	case "selfkill": // kill itself with signal args[0]
+		n, _ := strconv.Atoi(args[0])
+		fmt.Fprintln(out, "dying")
+		syscall.Kill(os.Getpid(), syscall.Signal(n))
+		select {}
+	default:
+		fmt.Fprintf(os.Stderr, "testchild: unknown mode %q\n", mode)
+		return 2
+	}
+	return 0
+}
+
+// Gone reports whether pid no longer names a live process: it does not exist
+// or is a zombie waiting for a parent that is not the caller.
+func Gone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+}
+
+// WaitGone polls until pid is gone or d passes; it reports whether it went.
+func WaitGone(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if Gone(pid) {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return Gone(pid)
+}
