@@ -183,14 +183,11 @@ func (b *Broker) loop() {
 }
 
 func (b *Broker) reserve(alias string) error {
-	switch {
-	case b.shuttingDown:
+	if b.shuttingDown {
 		return ErrShuttingDown
-	case b.table[alias] != nil:
-		return ErrAliasInUse
 	}
-	if _, ok := b.table[alias]; ok {
-		return ErrAliasInUse // reserved, still starting
+	if _, ok := b.table[alias]; ok { // running, or reserved and starting
+		return ErrAliasInUse
 	}
 	if b.opts.MaxProcs > 0 && len(b.table) >= b.opts.MaxProcs {
 		return ErrTooManyProcs

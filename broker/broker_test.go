@@ -1,0 +1,168 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	testchild.Main()
+	goleak.VerifyTestMain(m)
+}
+
+func newBroker(t *testing.T, opts broker.Options) *broker.Broker {
+	t.Helper()
+	opts.Logger = zerolog.Nop()
+	if opts.Child.KillGrace == 0 {
+		opts.Child.KillGrace = time.Second
+	}
+	b := broker.New(opts)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return b
+}
+
+func spec(mode string, args ...string) child.Spec {
+	path, env := testchild.Command(mode)
+	return child.Spec{Path: path, Args: args, Env: []string{env, testchild.RaceEnv}}
+}
+
+func drain(p *child.Process) child.Status {
+	for c := range p.Output() {
+		c.Release()
+	}
+	return p.Wait()
+}
+
+func TestAliasIsUniqueWhileRunning(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	p, err := b.Start("job", spec("hang"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start("job", spec("exit", "0")); !errors.Is(err, broker.ErrAliasInUse) {
+		t.Fatalf("second start: err = %v, want ErrAliasInUse", err)
+	}
+	other, err := b.Start("other", spec("exit", "0"))
+	if err != nil {
+		t.Fatalf("another alias: %v", err)
+	}
+	drain(other)
+	p.Kill(child.ReasonCancelled)
+	drain(p)
+	// Done is closed only once the alias is free: no window for a 409.
+	again, err := b.Start("job", spec("exit", "0"))
+	if err != nil {
+		t.Fatalf("start after reap: %v", err)
+	}
+	drain(again)
+}
+
+func TestFailedStartFreesTheAlias(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	_, err := b.Start("x", child.Spec{Path: "/no/such/program"})
+	if !errors.Is(err, child.ErrStartFailed) {
+		t.Fatalf("err = %v, want ErrStartFailed", err)
+	}
+	p, err := b.Start("x", spec("exit", "0"))
+	if err != nil {
+		t.Fatalf("alias not freed after a failed start: %v", err)
+	}
+	drain(p)
+}
+
+func TestMaxProcs(t *testing.T) {
+	b := newBroker(t, broker.Options{MaxProcs: 2})
+	var procs []*child.Process
+	for i := range 2 {
+		p, err := b.Start(fmt.Sprint("p", i), spec("hang"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	if _, err := b.Start("p2", spec("hang")); !errors.Is(err, broker.ErrTooManyProcs) {
+		t.Fatalf("err = %v, want ErrTooManyProcs", err)
+	}
+	procs[0].Kill(child.ReasonCancelled)
+	drain(procs[0])
+	p, err := b.Start("p2", spec("exit", "0"))
+	if err != nil {
+		t.Fatalf("after one ended: %v", err)
+	}
+	drain(p)
+	procs[1].Kill(child.ReasonCancelled)
+	drain(procs[1])
+}
+
+func TestConcurrentAliases(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Go(func() {
+			p, err := b.Start(fmt.Sprint("a", i), spec("echo", fmt.Sprint(i)))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if st := drain(p); st.Code != 0 {
+				errs <- fmt.Errorf("alias a%d: %+v", i, st)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestShutdownKillsEveryGroupAndRefusesNewOnes(t *testing.T) {
+	b := broker.New(broker.Options{Logger: zerolog.Nop(), Child: child.Options{KillGrace: 200 * time.Millisecond}})
+	var procs []*child.Process
+	for i, mode := range []string{"hang", "ignore-term", "hang"} {
+		p, err := b.Start(fmt.Sprint("s", i), spec(mode))
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-p.Output() // ready
+		procs = append(procs, p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Shutdown(ctx) }()
+	for i, p := range procs {
+		st := drain(p)
+		want := syscall.SIGTERM
+		if i == 1 {
+			want = syscall.SIGKILL
+		}
+		if st.Signal != want || st.Reason != child.ReasonShutdown {
+			t.Errorf("proc %d: %+v, want %v by shutdown", i, st, want)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start("late", spec("exit", "0")); !errors.Is(err, broker.ErrShuttingDown) {
+		t.Fatalf("start after shutdown: %v, want ErrShuttingDown", err)
+	}
+}
