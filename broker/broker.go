@@ -102,8 +102,13 @@ func (b *Broker) Start(alias string, spec child.Spec) (*child.Process, error) {
 	if err := <-reply; err != nil {
 		return nil, err
 	}
+	// A child can exit before Start has told the loop it started; its exit
+	// must not reach the loop first, or the loop would record a dead
+	// process after forgetting it and the alias would stay taken.
+	registered := make(chan struct{})
 	opts := b.opts.Child
 	opts.OnExit = func(*child.Process) {
+		<-registered
 		freed := make(chan struct{})
 		if send(b, b.status, exitMsg{alias: alias, freed: freed}) == nil {
 			select {
@@ -118,6 +123,7 @@ func (b *Broker) Start(alias string, spec child.Spec) (*child.Process, error) {
 		return nil, err
 	}
 	send(b, b.started, startedMsg{alias: alias, proc: p})
+	close(registered)
 	return p, nil
 }
 

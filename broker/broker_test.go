@@ -166,3 +166,16 @@ func TestShutdownKillsEveryGroupAndRefusesNewOnes(t *testing.T) {
 		t.Fatalf("start after shutdown: %v, want ErrShuttingDown", err)
 	}
 }
+
+// TestAliasFreeAfterInstantExit: a child that exits before Start returns must
+// not leave its alias taken (its exit used to reach the loop before its start).
+func TestAliasFreeAfterInstantExit(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	for i := range 300 {
+		p, err := b.Start("same", child.Spec{Path: "true"})
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		drain(p)
+	}
+}
