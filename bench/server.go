@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// binaries are the programs the benchmark runs.
+type binaries struct {
+	rexec string // the server
+	gen   string // the generator helper, bench/gen
+}
+
+// buildAll builds rexec (unless prebuilt is given) and the generator into
+// dir, from the module root of the current directory.
+func buildAll(ctx context.Context, dir, prebuilt string) (binaries, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return binaries{}, err
+	}
+	b := binaries{rexec: prebuilt, gen: filepath.Join(dir, "gen")}
+	if b.rexec == "" {
+		b.rexec = filepath.Join(dir, "rexec")
+		if err := goBuild(ctx, root, b.rexec, "."); err != nil {
+			return b, err
+		}
+	}
+	if err := goBuild(ctx, root, b.gen, "./bench/gen"); err != nil {
+		return b, err
+	}
+	return b, nil
+}
+
+// moduleRoot is the directory of the go.mod governing the current directory.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside a Go module: run from the rexec repository")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+func goBuild(ctx context.Context, root, out, pkg string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	progress("built %s in %s", pkg, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// server is the rexec process under test.
+type server struct {
+	cmd     *exec.Cmd
+	pid     int
+	addr    string // host:port
+	url     string // http://host:port
+	logPath string
+	exited  chan struct{} // closed once the process is reaped
+	waitErr error         // valid once exited is closed
+
+	mu         sync.Mutex // guards the log counts
+	levels     map[string]int
+	runs       map[string]int // "run ended" lines by reason
+	badLines   []string       // the first warn/error lines
+	stopped    bool           // we sent SIGTERM: an exit now is expected
+	running    int            // processes the broker had at shutdown, -1 unknown
+	endedAfter int            // runs that ended after the shutdown began
+}
+
+// startServer starts rexec on 127.0.0.1 port 0 and waits for its
+// "listening" log line, which gives the address. Its log goes to a file in
+// dir and is tallied by level.
+func startServer(ctx context.Context, bin, dir string) (*server, error) {
+	s := &server{
+		logPath: filepath.Join(dir, "rexec.log"),
+		exited:  make(chan struct{}),
+		levels:  map[string]int{},
+		runs:    map[string]int{},
+		running: -1,
+	}
+	logFile, err := os.Create(s.logPath)
+	if err != nil {
+		return nil, err
+	}
+	s.cmd = exec.Command(bin, "-p", "0", "-i", "127.0.0.1")
+	s.cmd.Env = withoutRexecVars(os.Environ())
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{
+		// A group of its own: a Ctrl-C at the terminal reaches only us, and
+		// we stop the server ourselves, in order.
+		Setpgid: true,
+		// Should the benchmark die without stopping it, it is told too.
+		Pdeathsig: syscall.SIGTERM,
+	}
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	if err := s.cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start rexec: %w", err)
+	}
+	s.pid = s.cmd.Process.Pid
+
+	addr := make(chan string, 1)
+	go func() {
+		s.readLog(bufio.NewScanner(stderr), logFile, addr)
+		logFile.Close()
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case a := <-addr:
+		s.addr, s.url = a, "http://"+a
+		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("rexec exited before listening (%v); log in %s", s.waitErr, s.logPath)
+	case <-t.C:
+		err = errors.New("rexec did not log \"listening\" within 10s")
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
+	s.stop(&report{})
+	return nil, err
+}
+
+// withoutRexecVars drops REXEC_* so that the caller's environment cannot
+// change the server's settings.
+func withoutRexecVars(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "REXEC_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// logLine is what the benchmark reads from each JSON log line.
+type logLine struct {
+	Level   string `json:"level"`
+	Message string `json:"message"`
+	Addr    string `json:"addr"`
+	Reason  string `json:"reason"`
+	Running *int   `json:"running"`
+}
+
+// readLog copies the server's log to f, tallies it, and sends the address of
+// the "listening" line to addr.
+func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- string) {
+	w := bufio.NewWriter(f)
+	defer w.Flush()
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		b := sc.Bytes()
+		w.Write(b)
+		w.WriteByte('\n')
+		var l logLine
+		if json.Unmarshal(b, &l) != nil {
+			l.Level = "not-json"
+		}
+		if l.Message == "listening" && l.Addr != "" {
+			select {
+			case addr <- l.Addr:
+			default:
+			}
+		}
+		s.mu.Lock()
+		s.levels[l.Level]++
+		if l.Message == "run ended" {
+			s.runs[l.Reason]++
+			if s.running >= 0 {
+				s.endedAfter++
+			}
+		}
+		if l.Running != nil {
+			s.running = *l.Running
+		}
+		switch l.Level {
+		case "warn", "error", "fatal", "panic", "not-json":
+			if len(s.badLines) < 10 {
+				s.badLines = append(s.badLines, string(b))
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *server) alive() bool {
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM and waits for the server to exit: its shutdown
+// terminates every child and waits up to its shutdown grace (10s) plus the
+// kill grace (5s). After 20s it is killed.
+func (s *server) stop(rep *report) {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	if !s.alive() {
+		rep.problem("the server had exited by itself before the end: %v", s.waitErr)
+		return
+	}
+	start := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(20 * time.Second)
+	defer t.Stop()
+	select {
+	case <-s.exited:
+		took := time.Since(start).Round(time.Millisecond)
+		if s.waitErr != nil {
+			rep.problem("server exited with %v after SIGTERM (%s)", s.waitErr, took)
+		} else {
+			rep.note("server stopped cleanly %s after SIGTERM", took)
+		}
+	case <-t.C:
+		s.cmd.Process.Kill()
+		<-s.exited
+		rep.problem("server did not stop within 20s of SIGTERM: killed")
+	}
+}
+
+// logSummary reports the server's log: lines by level, runs by reason, and
+// any warning or error line.
+func (s *server) logSummary(rep *report) {
+	<-s.exited // the log is complete
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rep.note("server log: %s; runs ended by reason: %s", tally(s.levels), tally(s.runs))
+	if stale := s.running - s.endedAfter; s.running >= 0 && stale > 0 {
+		// Every run in flight at shutdown logs its end; the others were
+		// entries left in the server's process table by runs long over.
+		rep.problem("at shutdown the server counted %d running processes, but only %d runs ended after it: %d stale entries",
+			s.running, s.endedAfter, stale)
+	}
+	for _, l := range s.badLines {
+		rep.problem("server logged: %s", l)
+	}
+}
+
+func tally(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
