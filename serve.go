@@ -22,7 +22,7 @@ type serveCmd struct {
 	IP             string        `short:"i" name:"ip" default:"127.0.0.1" help:"Address to bind. Anything but loopback needs --token (or --insecure-no-auth)."`
 	Port           int           `short:"p" default:"8910" help:"Port to bind (0 picks a free one)."`
 	StatusSize     int           `default:"8" help:"Capacity of the broker's status (exit) channel."`
-	StdoutSize     int           `default:"8" help:"Capacity, in chunks of up to 64 KiB, of each child's output channel."`
+	StdoutSize     int           `default:"8" help:"Capacity, in chunks of up to 128 KiB, of each child's output channel."`
 	Verbose        int           `short:"v" type:"counter" help:"More logging: -v debug, -vv trace (default info)."`
 	LogFormat      string        `default:"json" enum:"json,console" help:"Log format: json or console."`
 	Token          string        `help:"Bearer token required on every request but GET /healthz (use REXEC_TOKEN to keep it out of ps)."`
@@ -32,6 +32,7 @@ type serveCmd struct {
 	MaxBody        byteSize      `default:"1MiB" help:"Largest request body accepted (bytes, or with KiB/MiB/GiB); larger gets 413."`
 	MaxProcs       int           `default:"0" help:"Most processes running at once; beyond it 503. 0 means no limit."`
 	Heartbeat      time.Duration `default:"15s" help:"Silence after which an NDJSON stream gets a {\"heartbeat\":true} line."`
+	DebugAddr      string        `help:"Serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it."`
 }
 
 func (c *serveCmd) Validate() error {
@@ -88,6 +89,14 @@ func (c *serveCmd) Run() error {
 		return err
 	}
 	log.Info().Str("addr", srv.Addr()).Bool("auth", c.Token != "").Msg("listening")
+	if c.DebugAddr != "" {
+		stopDebug, err := serveDebug(c.DebugAddr, log)
+		if err != nil {
+			srv.Close(context.Background())
+			return err
+		}
+		defer stopDebug()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	<-ctx.Done()

@@ -37,6 +37,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -59,6 +61,7 @@ type config struct {
 	keep        bool          // keep the temporary directory (server log)
 	timeout     time.Duration // bound on the whole benchmark
 	concurrency []int
+	only        string // comma-separated phases to run; empty runs all
 }
 
 func parseFlags() config {
@@ -78,6 +81,7 @@ func parseFlags() config {
 	flag.StringVar(&c.bin, "bin", "", "use this rexec binary instead of building one from the module root")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, server log)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long in all")
+	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,leak")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -183,19 +187,22 @@ func run(ctx context.Context, cfg config, out io.Writer) (problems int, err erro
 
 	b := &bench{cfg: cfg, srv: srv, bins: bins, rep: rep, tmp: tmp}
 	phases := []struct {
-		name string
-		fn   func(context.Context) error
+		name, key string
+		fn        func(context.Context) error
 	}{
 		// Held streams first, on a fresh server: its RSS per stream is
 		// then memory the streams made it take, not heap left free by
 		// earlier phases and reused.
-		{"held streams", b.heldStreams},
-		{"spawn", b.spawn},
-		{"throughput", b.throughput},
-		{"line latency", b.latency},
-		{"leak check", b.leakCheck},
+		{"held streams", "streams", b.heldStreams},
+		{"spawn", "spawn", b.spawn},
+		{"throughput", "throughput", b.throughput},
+		{"line latency", "latency", b.latency},
+		{"leak check", "leak", b.leakCheck},
 	}
 	for _, p := range phases {
+		if cfg.only != "" && !slices.Contains(strings.Split(cfg.only, ","), p.key) {
+			continue
+		}
 		if ctx.Err() != nil {
 			return 0, context.Cause(ctx)
 		}

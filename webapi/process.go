@@ -57,19 +57,57 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Trailer", "Process-Exit-Code, Process-Signal")
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	clientOK := rc.Flush() == nil // the run has started: say so now
-
-	var heartbeat *time.Timer
-	var beat <-chan time.Time
-	if ndjson {
-		heartbeat = time.NewTimer(s.cfg.Heartbeat)
-		defer heartbeat.Stop()
-		beat = heartbeat.C
+	written, clientOK := s.stream(w, r, proc, enc, ndjson)
+	if !clientOK {
+		// The client is gone: its child's group is being terminated (by
+		// the AfterFunc above, or here after a failed write). Drop the rest
+		// of the output and wait for the reap, to log how it ended.
+		proc.Kill(child.ReasonDisconnect)
+		proc.Discard()
 	}
-	var written int64
+	st := proc.Wait()
+	if clientOK {
+		h.Set("Process-Exit-Code", strconv.Itoa(st.Code))
+		if st.Signal != 0 {
+			h.Set("Process-Signal", st.SignalName())
+		}
+		enc.end(st)
+	}
+	ev := s.log.Info().
+		Str("alias", req.Alias).
+		Str("cmd", req.Cmd).
+		Int("pid", proc.Pid()).
+		Int("exit_code", st.Code)
+	if st.Signal != 0 {
+		ev = ev.Str("signal", st.SignalName())
+	}
+	ev.Int64("duration_ms", st.Duration.Milliseconds()).
+		Int64("bytes", written).
+		Str("reason", string(st.Reason)).
+		Msg("run ended")
+}
+
+// headerDelay is how long the response head may wait for the child's first
+// output or its end, so that a short run goes out in one write (head, body
+// and trailers) instead of two. A quiet child's client gets the head then.
+const headerDelay = 2 * time.Millisecond
+
+// stream copies the child's output to the client until the child has been
+// reaped or the client is gone. It returns the bytes of output written and
+// whether the client is still there.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, proc *child.Process, enc streamEncoder, ndjson bool) (written int64, clientOK bool) {
+	rc := http.NewResponseController(w)
+	// One timer: first the head's delay, then (NDJSON) the heartbeat.
+	timer := time.NewTimer(headerDelay)
+	defer timer.Stop()
+	headSent := false
+	rearm := func() {
+		if ndjson {
+			timer.Reset(s.cfg.Heartbeat)
+		}
+	}
 	out, done := proc.Output(), proc.Done()
-	for clientOK && (out != nil || done != nil) {
+	for out != nil || done != nil {
 		select {
 		case c, ok := <-out:
 			if !ok {
@@ -99,46 +137,34 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 			if err == nil {
 				err = rc.Flush()
 			}
-			clientOK = err == nil
-			if heartbeat != nil {
-				heartbeat.Reset(s.cfg.Heartbeat)
+			if err != nil {
+				return written, false
 			}
+			if !headSent {
+				headSent = true
+				timer.Stop()
+			}
+			rearm()
 		case <-done:
 			done = nil
-		case <-beat:
-			clientOK = enc.heartbeat() == nil && rc.Flush() == nil
-			heartbeat.Reset(s.cfg.Heartbeat)
+		case <-timer.C:
+			var err error
+			if headSent {
+				err = enc.heartbeat()
+			}
+			headSent = true
+			if err == nil {
+				err = rc.Flush()
+			}
+			if err != nil {
+				return written, false
+			}
+			rearm()
 		case <-r.Context().Done():
-			clientOK = false
+			return written, false
 		}
 	}
-	if !clientOK {
-		// The client is gone: its child's group is being terminated (by
-		// the AfterFunc above, or here after a failed write). Drop the rest
-		// of the output and wait for the reap, to log how it ended.
-		proc.Kill(child.ReasonDisconnect)
-		proc.Discard()
-	}
-	st := proc.Wait()
-	if clientOK {
-		h.Set("Process-Exit-Code", strconv.Itoa(st.Code))
-		if st.Signal != 0 {
-			h.Set("Process-Signal", st.SignalName())
-		}
-		enc.end(st)
-	}
-	ev := s.log.Info().
-		Str("alias", req.Alias).
-		Str("cmd", req.Cmd).
-		Int("pid", proc.Pid()).
-		Int("exit_code", st.Code)
-	if st.Signal != 0 {
-		ev = ev.Str("signal", st.SignalName())
-	}
-	ev.Int64("duration_ms", st.Duration.Milliseconds()).
-		Int64("bytes", written).
-		Str("reason", string(st.Reason)).
-		Msg("run ended")
+	return written, true
 }
 
 // wantsNDJSON reports whether the Accept header asks for application/x-ndjson.
