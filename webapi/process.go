@@ -22,21 +22,29 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed: use POST")
 		return
 	}
-	// Read the whole body: it is small (--max-body), and a body read to its
-	// end lets net/http watch the connection, so a disconnect cancels the
-	// request's context at once even while the child prints nothing.
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
-	if err != nil {
-		fail(w, s.log, err)
-		return
+	var (
+		req   *processRequest
+		stdin *liveStdin // set when the body streams the child's stdin
+		err   error
+	)
+	switch mode := r.Header.Get(stdinHeader); mode {
+	case "":
+		req, err = readProcessRequest(w, r, s.cfg.MaxBody)
+	case "stream":
+		req, stdin, err = readStreamingRequest(w, r, s.cfg.MaxBody)
+	default:
+		err = badRequestf("header %s: unknown mode %q (the only mode is \"stream\")", stdinHeader, mode)
 	}
-	req, err := decodeProcessRequest(body)
 	if err != nil {
 		fail(w, s.log, err)
 		return
 	}
 	ndjson := wantsNDJSON(r.Header.Get("Accept"))
-	proc, err := s.broker.Start(req.Alias, req.spec(s.cfg.Env, ndjson))
+	spec := req.spec(s.cfg.Env, ndjson)
+	if stdin != nil {
+		spec.Stdin = stdin
+	}
+	proc, err := s.broker.Start(req.Alias, spec)
 	if err != nil {
 		fail(w, s.log.With().Str("alias", req.Alias).Logger(), err)
 		return
@@ -57,7 +65,7 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Trailer", "Process-Exit-Code, Process-Signal")
 	w.WriteHeader(http.StatusOK)
-	written, clientOK := s.stream(w, r, proc, enc, ndjson)
+	written, clientOK := s.stream(w, r, proc, enc, ndjson, stdin.failed())
 	if !clientOK {
 		// The client is gone: its child's group is being terminated (by
 		// the AfterFunc above, or here after a failed write). Drop the rest
@@ -95,7 +103,9 @@ const headerDelay = 2 * time.Millisecond
 // stream copies the child's output to the client until the child has been
 // reaped or the client is gone. It returns the bytes of output written and
 // whether the client is still there.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, proc *child.Process, enc streamEncoder, ndjson bool) (written int64, clientOK bool) {
+// A non-nil bodyFailed is closed when reading the request body (live stdin)
+// fails: the client is gone.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, proc *child.Process, enc streamEncoder, ndjson bool, bodyFailed <-chan struct{}) (written int64, clientOK bool) {
 	rc := http.NewResponseController(w)
 	// One timer: first the head's delay, then (NDJSON) the heartbeat.
 	timer := time.NewTimer(headerDelay)
@@ -161,6 +171,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, proc *child.Proc
 			}
 			rearm()
 		case <-r.Context().Done():
+			return written, false
+		case <-bodyFailed:
 			return written, false
 		}
 	}

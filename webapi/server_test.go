@@ -680,3 +680,93 @@ func TestOneLogLinePerRun(t *testing.T) {
 		t.Errorf("run log line %v", line)
 	}
 }
+
+func TestLiveStdin(t *testing.T) {
+	s := newServer(t, serverOpts{})
+	path, env := testchild.Command("cat")
+	name, val, _ := strings.Cut(env, "=")
+	spec, _ := json.Marshal(map[string]any{"alias": "live", "cmd": path, "envs": map[string]string{name: val}})
+
+	t.Run("a line comes back before stdin closes", func(t *testing.T) {
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest(http.MethodPost, s.url+"/process", pr)
+		req.Header.Set("Rexec-Stdin", "stream")
+		go pw.Write(append(spec, '\n'))
+		respc := make(chan *http.Response, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				close(respc)
+				return
+			}
+			respc <- resp
+		}()
+		go pw.Write([]byte("ping\n"))
+		resp := <-respc
+		if resp == nil {
+			t.FailNow()
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+			t.Fatalf("echo %q, %v", line, err)
+		}
+		pw.Write([]byte("last, no newline"))
+		pw.Close()
+		rest, _ := io.ReadAll(br)
+		if string(rest) != "last, no newline" || resp.Trailer.Get("Process-Exit-Code") != "0" {
+			t.Fatalf("rest %q trailers %v", rest, resp.Trailer)
+		}
+	})
+	t.Run("binary stdin byte-exact", func(t *testing.T) {
+		in := make([]byte, 4<<20)
+		for i := range in {
+			in[i] = byte(i*31 + i>>12)
+		}
+		body := io.MultiReader(bytes.NewReader(append(spec, '\n')), bytes.NewReader(in))
+		req, _ := http.NewRequest(http.MethodPost, s.url+"/process", body)
+		req.Header.Set("Rexec-Stdin", "stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Equal(out, in) {
+			t.Fatalf("%d bytes back, want %d identical", len(out), len(in))
+		}
+	})
+	t.Run("client gone mid-stdin kills the child", func(t *testing.T) {
+		pr, pw := io.Pipe()
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/process", pr)
+		req.Header.Set("Rexec-Stdin", "stream")
+		go pw.Write(append(spec, '\n'))
+		resp, err := http.DefaultClient.Do(req) // returns once the run started
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		cancel()
+		pw.CloseWithError(io.ErrClosedPipe)
+		waitLog(t, s, `"reason":"disconnect"`)
+	})
+	t.Run("errors", func(t *testing.T) {
+		for _, tc := range []struct{ mode, body, msg string }{
+			{"stream", `{"alias":"x","cmd":"cat","stdin":"no"}` + "\n", "cannot be used"},
+			{"stream", `{"alias":"x"` + "\nrest", "malformed JSON"},
+			{"lines", `{"alias":"x","cmd":"cat"}`, "unknown mode"},
+		} {
+			req, _ := http.NewRequest(http.MethodPost, s.url+"/process", strings.NewReader(tc.body))
+			req.Header.Set("Rexec-Stdin", tc.mode)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			wantError(t, resp, out, 400, tc.msg)
+		}
+	})
+}
