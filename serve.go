@@ -71,6 +71,11 @@ func isLoopback(host string) bool {
 
 func (c *serveCmd) Run() error {
 	log := newLogger(c.Verbose, c.LogFormat)
+	if before, after, err := raiseFileLimit(); err != nil {
+		log.Warn().Err(err).Uint64("open_files", after.Cur).Msg("could not raise the open-file limit")
+	} else if after.Cur != before.Cur {
+		log.Debug().Uint64("from", before.Cur).Uint64("to", after.Cur).Msg("raised the open-file limit")
+	}
 	b := broker.New(broker.Options{
 		StatusSize: c.StatusSize,
 		MaxProcs:   c.MaxProcs,

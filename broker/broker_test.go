@@ -18,7 +18,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testchild.Main()
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testchild.LeakOptions()...)
 }
 
 func newBroker(t *testing.T, opts broker.Options) *broker.Broker {

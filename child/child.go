@@ -2,9 +2,9 @@
 // argv, cwd, environment, stdin, output pumps, timeout, escalating kill and
 // reap. It knows nothing of HTTP, aliases or other processes.
 //
-// The exit of the process is watched through a pidfd polled by the Go
-// runtime's network poller, so a running child holds no OS thread: os/exec's
-// Wait would park one thread in waitid for every child. The process is reaped
+// The exit of the process is watched through a pidfd in one epoll set shared
+// by all children (exits.go), so a running child holds neither an OS thread
+// (os/exec's Wait parks one in waitid for every child) nor a goroutine. The process is reaped
 // only once the pidfd says it has exited, and only after its group has been
 // signalled: while the leader is an unreaped zombie its PID (and so the group
 // ID) cannot be reused, so no signal can reach an unrelated process.
@@ -170,7 +170,7 @@ var devNull = sync.OnceValues(func() (*os.File, error) { return os.OpenFile(os.D
 // Process is one running (or finished) child.
 type Process struct {
 	pid   int
-	pidfd *os.File // nil on kernels without pidfd
+	pidfd int // -1 on kernels without pidfd
 	opts  Options
 	start time.Time
 
@@ -297,17 +297,8 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 		return nil, &StartError{Op: "exec", Err: fmt.Errorf("%s: %w", path, err)}
 	}
 	p.pid = pid
+	p.pidfd = pidfd
 	p.status.Started = p.start
-	if pidfd >= 0 {
-		if p.pidfd, err = pollable(pidfd); err != nil {
-			// Cannot happen short of running out of file descriptors; the
-			// process is already running, so end it rather than lose it.
-			syscall.Kill(-pid, syscall.SIGKILL)
-			var ws syscall.WaitStatus
-			syscall.Wait4(pid, &ws, 0, nil)
-			return nil, &StartError{Op: "watch", Err: err}
-		}
-	}
 
 	p.pumpsLeft.Store(int32(len(p.pipes)))
 	for i, f := range p.pipes {
@@ -321,7 +312,13 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 		p.timeout = time.AfterFunc(spec.Timeout, func() { p.Kill(ReasonTimeout) })
 		p.mu.Unlock()
 	}
-	go p.supervise()
+	if pidfd < 0 {
+		go p.superviseWithoutPidfd()
+	} else if err := exits.watch(p); err != nil {
+		// Cannot happen short of running out of memory for epoll; the
+		// process runs, so supervise it the old way rather than lose it.
+		go p.superviseWithoutPidfd()
+	}
 	return p, nil
 }
 
@@ -449,7 +446,6 @@ func (p *Process) feedStdin(r io.Reader) {
 // supervise waits for the leader to exit, clears the rest of its group, reaps
 // it and publishes its Status.
 func (p *Process) supervise() {
-	p.waitExit()
 	p.mu.Lock()
 	p.exited = true
 	p.mu.Unlock()
@@ -505,8 +501,8 @@ func (p *Process) supervise() {
 			st.Signal = ws.Signal()
 		}
 	}
-	if p.pidfd != nil {
-		p.pidfd.Close()
+	if p.pidfd >= 0 {
+		syscall.Close(p.pidfd)
 	}
 	for _, f := range p.pipes {
 		f.Close()
@@ -521,40 +517,14 @@ func (p *Process) supervise() {
 	close(p.done)
 }
 
-// pollable prepares a pidfd for the runtime's poller.
-func pollable(pidfd int) (*os.File, error) {
-	if err := syscall.SetNonblock(pidfd, true); err != nil {
-		syscall.Close(pidfd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(pidfd), "pidfd"), nil
-}
-
-// waitExit returns once the leader has exited, without reaping it. With a
-// pidfd the wait is parked in the runtime's poller and holds no thread;
-// without one (kernels before 5.3) it blocks a thread in waitid.
-func (p *Process) waitExit() {
-	if p.pidfd == nil {
-		var info unix.Siginfo
-		ignoringEINTR(func() error {
-			return unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		})
-		return
-	}
-	rc, err := p.pidfd.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Read(func(fd uintptr) bool {
-		var info unix.Siginfo
-		e := ignoringEINTR(func() error {
-			return unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-		})
-		if e == syscall.EAGAIN {
-			return false
-		}
-		return e != nil || info.Signo != 0 // zero: still running
+// superviseWithoutPidfd is the fallback for kernels before 5.3: a goroutine
+// blocks a thread in waitid until the leader exits (without reaping it).
+func (p *Process) superviseWithoutPidfd() {
+	var info unix.Siginfo
+	ignoringEINTR(func() error {
+		return unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
 	})
+	p.supervise()
 }
 
 func ignoringEINTR2[T any](fn func() (T, error)) (T, error) {

@@ -17,7 +17,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testchild.Main()
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testchild.LeakOptions()...)
 }
 
 // start runs the test binary as the fake child mode with args.

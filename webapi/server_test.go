@@ -25,7 +25,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testchild.Main()
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testchild.LeakOptions()...)
 }
 
 // syncBuffer collects log lines from several goroutines.
@@ -691,7 +691,10 @@ func TestLiveStdin(t *testing.T) {
 		pr, pw := io.Pipe()
 		req, _ := http.NewRequest(http.MethodPost, s.url+"/process", pr)
 		req.Header.Set("Rexec-Stdin", "stream")
-		go pw.Write(append(spec, '\n'))
+		go func() {
+			pw.Write(append(spec, '\n'))
+			pw.Write([]byte("ping\n"))
+		}()
 		respc := make(chan *http.Response, 1)
 		go func() {
 			resp, err := http.DefaultClient.Do(req)
@@ -702,7 +705,6 @@ func TestLiveStdin(t *testing.T) {
 			}
 			respc <- resp
 		}()
-		go pw.Write([]byte("ping\n"))
 		resp := <-respc
 		if resp == nil {
 			t.FailNow()

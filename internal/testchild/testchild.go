@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // Env is the variable that selects a mode.
@@ -29,6 +31,13 @@ func Command(mode string) (path string, env string) {
 		panic(err)
 	}
 	return exe, Env + "=" + mode
+}
+
+// LeakOptions are the goroutines that live as long as the program by design,
+// for goleak.VerifyTestMain.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreTopFunction("golang.org/x/sys/unix.EpollWait"),
+		goleak.IgnoreAnyFunction("github.com/rexec/rexec/child.(*exitWatcher).loop")}
 }
 
 // RaceEnv stops the race detector's one-second sleep at exit of a child.
