@@ -215,13 +215,16 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 		return nil, &StartError{Op: "lookup", Err: err}
 	}
 
-	var closeAfter, closeOnError []*os.File
+	// The child's ends of its pipes are closed once it has started; ours
+	// only if the start fails.
+	var childEnds []int
+	var ours []*os.File
 	defer func() {
-		for _, f := range closeAfter {
-			f.Close()
+		for _, fd := range childEnds {
+			syscall.Close(fd)
 		}
 		if err != nil {
-			for _, f := range closeOnError {
+			for _, f := range ours {
 				f.Close()
 			}
 		}
@@ -230,6 +233,7 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	if err != nil {
 		return nil, &StartError{Op: "open " + os.DevNull, Err: err}
 	}
+	nullFd := null.Fd()
 
 	p = &Process{
 		opts:      opts,
@@ -238,46 +242,50 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 		discard:   make(chan struct{}),
 		done:      make(chan struct{}),
 	}
-	files := make([]*os.File, 3)
-	files[0] = null
-	if spec.Stdin != nil {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, &StartError{Op: "pipe", Err: err}
+	// newPipe returns our end, registered with the runtime's poller, and
+	// the child's, left blocking as programs expect of their stdio.
+	newPipe := func(weRead bool) (*os.File, uintptr, error) {
+		var fds [2]int
+		if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+			return nil, 0, &StartError{Op: "pipe", Err: err}
 		}
-		files[0] = r
-		closeAfter = append(closeAfter, r)
-		closeOnError = append(closeOnError, w)
-		p.stdinW = w
+		mine, theirs := fds[0], fds[1]
+		if !weRead {
+			mine, theirs = theirs, mine
+		}
+		childEnds = append(childEnds, theirs)
+		if err := syscall.SetNonblock(mine, true); err != nil {
+			syscall.Close(mine)
+			return nil, 0, &StartError{Op: "pipe", Err: err}
+		}
+		f := os.NewFile(uintptr(mine), "pipe")
+		ours = append(ours, f)
+		return f, uintptr(theirs), nil
 	}
-	outR, outW, err := os.Pipe()
+	fds := []uintptr{nullFd, 0, nullFd}
+	if spec.Stdin != nil {
+		if p.stdinW, fds[0], err = newPipe(false); err != nil {
+			return nil, err
+		}
+	}
+	outR, outW, err := newPipe(true)
 	if err != nil {
-		return nil, &StartError{Op: "pipe", Err: err}
+		return nil, err
 	}
-	files[1] = outW
-	closeAfter = append(closeAfter, outW)
-	closeOnError = append(closeOnError, outR)
+	fds[1] = outW
 	p.pipes = append(p.pipes, outR)
 	switch spec.Stderr {
 	case StderrMerge:
-		files[2] = outW
+		fds[2] = outW
 	case StderrSeparate:
-		errR, errW, err := os.Pipe()
+		errR, errW, err := newPipe(true)
 		if err != nil {
-			return nil, &StartError{Op: "pipe", Err: err}
+			return nil, err
 		}
-		files[2] = errW
-		closeAfter = append(closeAfter, errW)
-		closeOnError = append(closeOnError, errR)
+		fds[2] = errW
 		p.pipes = append(p.pipes, errR)
-	default:
-		files[2] = null
 	}
 
-	fds := make([]uintptr, len(files))
-	for i, f := range files {
-		fds[i] = f.Fd()
-	}
 	pidfd := -1
 	argv := append([]string{spec.Path}, spec.Args...)
 	attr := &syscall.ProcAttr{

@@ -98,7 +98,7 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 // headerDelay is how long the response head may wait for the child's first
 // output or its end, so that a short run goes out in one write (head, body
 // and trailers) instead of two. A quiet child's client gets the head then.
-const headerDelay = 2 * time.Millisecond
+const headerDelay = 10 * time.Millisecond
 
 // stream copies the child's output to the client until the child has been
 // reaped or the client is gone. It returns the bytes of output written and
