@@ -42,6 +42,9 @@ type Broker struct {
 
 	// Channels into the loop. Senders: Start (create, started, release),
 	// each child's OnExit (status) and Shutdown (shutdown). Receiver: loop.
+	// started and release are unbuffered on purpose: their send returns
+	// only once the loop has the message, so an exit (or a new create of
+	// the same alias) can never be handled before it.
 	create   chan createMsg
 	started  chan startedMsg
 	release  chan string
