@@ -1,0 +1,321 @@
+// Package client is the Go client of a rexec server: it starts a run with
+// POST /process, reads its output as NDJSON while it runs (stdout and stderr
+// lines, heartbeats, the end with the exit status), and forwards live stdin.
+// It owns the client side of the wire protocol and nothing else: it never
+// prints, exits or handles signals; "rexec run" does that on top of it.
+//
+// Errors have kinds, to test with errors.Is and errors.As:
+//   - *ServerError: the server refused the run (401, 404, 409, 503 ...);
+//     nothing ran.
+//   - ErrUnreachable: no connection to the server; nothing ran.
+//   - ErrRunLost: the run's end was never received (connection lost, server
+//     gone); its exit status is unknown.
+//   - ErrProtocol: the answer is not rexec's protocol.
+//   - the context's error when the caller's context ended.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"path"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	ndjsonType = "application/x-ndjson"
+	// stdinHeader asks the server to treat the request body after its first
+	// line as the child's stdin (see the README).
+	stdinHeader = "Rexec-Stdin"
+	// maxErrorBody bounds how much of an error answer is read.
+	maxErrorBody = 64 << 10
+)
+
+var (
+	// ErrRunLost means the run's end was never received: the connection
+	// broke or the server went away while the run was (or may have been)
+	// running. Its exit status is unknown.
+	ErrRunLost = errors.New("the run's end was never received")
+	// ErrUnreachable means no connection to the server could be made (DNS,
+	// refused, TLS ...): the command did not run.
+	ErrUnreachable = errors.New("cannot reach the server")
+	// ErrProtocol means the server answered something that is not rexec's
+	// NDJSON protocol (a proxy's page, an older server ...).
+	ErrProtocol = errors.New("unexpected answer from the server")
+	// ErrClosed is returned by Next and Copy after Close.
+	ErrClosed = errors.New("run closed")
+)
+
+// ServerError is the server's refusal of a request: its HTTP status and the
+// message of its {"error": "..."} body (or the start of a body of another
+// kind, as a proxy may send).
+type ServerError struct {
+	StatusCode int
+	Message    string
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("server answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+}
+
+// Client talks to one rexec server. It is safe for concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient makes the client send its requests with hc (for TLS
+// settings, a proxy, a custom dialer). hc must have no Timeout, which would
+// cut every run longer than it: bound runs with contexts or Spec.Timeout.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *Client) { c.http = hc }
+}
+
+// New returns a client for the server at baseURL, such as
+// "http://127.0.0.1:8910" (a path, as behind a reverse proxy, is kept).
+// A non-empty token is sent as "Authorization: Bearer <token>".
+func New(baseURL, token string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("URL %q: want http://host:port or https://host[:port][/path]", baseURL)
+	}
+	c := &Client{base: u, token: token}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.http == nil {
+		c.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	return c, nil
+}
+
+// CloseIdleConnections closes the connections kept for reuse.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+// Spec describes a run.
+type Spec struct {
+	// Alias is the run's unique name on the server: 1-128 letters, digits,
+	// '.', '_' and '-'. When empty, it is the base name of Cmd followed by
+	// '-' and a random suffix.
+	Alias string
+	// Cmd is the executable: a path, or a name looked up in the server's PATH.
+	Cmd string
+	// Args are passed as argv[1:], unchanged (no shell is involved).
+	Args []string
+	// Cwd is the working directory; empty means the server's.
+	Cwd string
+	// Env is added to the server's environment.
+	Env map[string]string
+	// Timeout, when positive, has the server terminate the process group
+	// after this long.
+	Timeout time.Duration
+	// DiscardStderr drops the command's stderr on the server; by default
+	// its lines come as Stderr events.
+	DiscardStderr bool
+	// Stdin, when not nil, is forwarded to the command's stdin as it is read
+	// (live, on the same connection as the output); its EOF closes the
+	// command's stdin, and a read error aborts the run. When nil, the
+	// command's stdin is empty. A Read blocked when the run ends is not
+	// interrupted: the goroutine feeding stdin ends when it returns.
+	Stdin io.Reader
+}
+
+// wireRequest is the JSON request of POST /process.
+type wireRequest struct {
+	Alias   string            `json:"alias"`
+	Cmd     string            `json:"cmd"`
+	Args    []string          `json:"args,omitempty"`
+	Cwd     string            `json:"cwd,omitempty"`
+	Envs    map[string]string `json:"envs,omitempty"`
+	Stderr  string            `json:"stderr"`
+	Timeout string            `json:"timeout,omitempty"`
+}
+
+// Start starts a run and returns once the server has accepted it (its
+// answer's head has arrived); read its events with Next or Copy, and Close it
+// when done. When ctx ends, the connection is closed, which makes the server
+// kill the command's process group.
+func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
+	if spec.Cmd == "" {
+		return nil, errors.New("the command is empty")
+	}
+	if spec.Timeout < 0 {
+		return nil, fmt.Errorf("negative timeout %v", spec.Timeout)
+	}
+	w := wireRequest{Alias: spec.Alias, Cmd: spec.Cmd, Args: spec.Args, Cwd: spec.Cwd, Envs: spec.Env, Stderr: "merge"}
+	if w.Alias == "" {
+		w.Alias = NewAlias(spec.Cmd)
+	}
+	if spec.DiscardStderr {
+		w.Stderr = "discard"
+	}
+	if spec.Timeout > 0 {
+		w.Timeout = spec.Timeout.String()
+	}
+	body, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	run := &Run{Alias: w.Alias, parent: ctx, cancel: cancel}
+	var reqBody io.Reader = bytes.NewReader(body)
+	if spec.Stdin != nil {
+		pr, pw := io.Pipe()
+		reqBody, run.stdin = pr, pr
+		go run.feed(pw, append(body, '\n'), spec.Stdin)
+	}
+	// abort ends the request, and the feeding of stdin, when Start fails.
+	abort := func() {
+		cancel()
+		if run.stdin != nil {
+			run.stdin.CloseWithError(ErrClosed)
+		}
+	}
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.endpoint("process"), reqBody)
+	if err != nil {
+		abort()
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", ndjsonType)
+	if spec.Stdin != nil {
+		req.Header.Set(stdinHeader, "stream")
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		abort()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, run.withStdinErr(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer abort()
+		return nil, serverError(resp)
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != ndjsonType {
+		resp.Body.Close()
+		abort()
+		return nil, fmt.Errorf("%w: 200 with Content-Type %q, not %s", ErrProtocol, resp.Header.Get("Content-Type"), ndjsonType)
+	}
+	run.init(resp.Body)
+	return run, nil
+}
+
+// Health checks that the server answers GET /healthz with 200. It needs no
+// token.
+func (c *Client) Health(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint("healthz"), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return serverError(resp)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	return resp.Body.Close()
+}
+
+func (c *Client) endpoint(name string) string {
+	return c.base.JoinPath(name).String()
+}
+
+// do sends req with the token. A failure before a connection was made is
+// ErrUnreachable (nothing ran); after it, the request may have reached the
+// server and started the command, so it is ErrRunLost.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	var connected atomic.Bool
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	resp, err := c.http.Do(req)
+	switch {
+	case err == nil:
+		return resp, nil
+	case req.Context().Err() != nil:
+		return nil, err
+	case !connected.Load():
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	case req.Method == http.MethodPost:
+		return nil, fmt.Errorf("%w: no answer to the request: %w", ErrRunLost, err)
+	}
+	return nil, err
+}
+
+// serverError reads an error answer and closes its body.
+func serverError(resp *http.Response) error {
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var e struct {
+		Error string `json:"error"`
+	}
+	msg := ""
+	if json.Unmarshal(body, &e) == nil {
+		msg = e.Error
+	}
+	if msg == "" {
+		msg = excerpt(body)
+	}
+	if msg == "" {
+		msg = "(no message)"
+	}
+	return &ServerError{StatusCode: resp.StatusCode, Message: msg}
+}
+
+// excerpt is the start of a body that is not rexec's, as one line of text.
+func excerpt(body []byte) string {
+	const max = 200
+	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(body), "\uFFFD")), " ")
+	if len(s) > max {
+		s = s[:max]
+		for !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+		s += "..."
+	}
+	return s
+}
+
+// NewAlias returns an alias for cmd: its base name, keeping only the
+// characters an alias may hold, then '-' and 8 random hex digits.
+func NewAlias(cmd string) string {
+	var b strings.Builder
+	for _, c := range []byte(path.Base(cmd)) {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			b.WriteByte(c)
+		}
+		if b.Len() == 64 {
+			break
+		}
+	}
+	name := b.String()
+	if strings.Trim(name, ".") == "" {
+		name = "run"
+	}
+	var r [4]byte
+	rand.Read(r[:])
+	return name + "-" + hex.EncodeToString(r[:])
+}
