@@ -3,27 +3,35 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/alecthomas/kong"
 )
 
-// cli is the whole command line. Every flag can also come from an
-// environment variable REXEC_<FLAG>, e.g. REXEC_PORT or REXEC_TOKEN.
+// cli is the whole command line. Every flag of the server can also come from
+// an environment variable REXEC_<FLAG>, e.g. REXEC_PORT or REXEC_TOKEN; the
+// client commands read only REXEC_URL and REXEC_TOKEN.
 type cli struct {
-	Serve serveCmd `cmd:"" default:"withargs" help:"Run the server (the default command)."`
+	Serve  serveCmd  `cmd:"" default:"withargs" help:"Run the server (the default command)."`
+	Run    runCmd    `cmd:"" help:"Run a command on a server, stream its output here and exit with its exit code."`
+	Health healthCmd `cmd:"" help:"Exit 0 when a server answers GET /healthz, 1 otherwise (for a container HEALTHCHECK)."`
 }
 
-func main() {
-	var c cli
-	parser, err := kong.New(&c,
+func newParser(c *cli) (*kong.Kong, error) {
+	return kong.New(c,
 		kong.Name("rexec"),
-		kong.Description("A streaming remote-exec service: POST /process starts a command and streams its output while it runs. Every flag can also be set as an environment variable REXEC_<FLAG>."),
+		kong.Description("A streaming remote-exec service: POST /process starts a command and streams its output while it runs. \"rexec run\" is its client. Every flag of the server can also be set as an environment variable REXEC_<FLAG>."),
 		kong.DefaultEnvars("REXEC"),
 		kong.UsageOnError(),
 		kong.Help(helpWithDefaultCommand),
 	)
+}
+
+func main() {
+	var c cli
+	parser, err := newParser(&c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rexec:", err)
 		os.Exit(exitUsage)
@@ -34,16 +42,39 @@ func main() {
 		os.Exit(exitUsage)
 	}
 	if err := kctx.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "rexec:", err)
-		os.Exit(exitFailure)
+		code := exitFailure
+		var exit *exitError
+		if errors.As(err, &exit) {
+			code, err = exit.code, exit.err
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "rexec:", err)
+		}
+		os.Exit(code)
 	}
 }
 
-// Exit codes of the server command.
+// Exit codes of the server command; "rexec run" has its own (run.go).
 const (
 	exitFailure = 1 // could not start or stop cleanly
 	exitUsage   = 2 // bad command line or refused configuration
 )
+
+// exitError is a command's request to end the program with code, after
+// printing err when there is one. Commands return it; main exits.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
 
 // helpWithDefaultCommand prints the usual help and, for bare "rexec --help",
 // the flags of the default command too: "rexec --help" explains them all.

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rexec/rexec/client"
+)
+
+// healthCmd is "rexec health": a probe for container health checks, in an
+// image without curl. It exits 0 or 1 only: Docker reserves 2.
+type healthCmd struct {
+	URL     string        `default:"http://127.0.0.1:8910" env:"REXEC_URL" help:"The server's URL."`
+	Timeout time.Duration `default:"5s" env:"-" help:"Give up after this long."`
+}
+
+func (c *healthCmd) Validate() error {
+	if c.Timeout <= 0 {
+		return errors.New("--timeout must be positive")
+	}
+	return nil
+}
+
+func (c *healthCmd) Run() error {
+	cl, err := client.New(c.URL, "")
+	if err != nil {
+		return &exitError{exitFailure, fmt.Errorf("--url: %w", err)}
+	}
+	defer cl.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	if err := cl.Health(ctx); err != nil {
+		return &exitError{exitFailure, fmt.Errorf("unhealthy: %s: %w", c.URL, err)}
+	}
+	fmt.Println("ok")
+	return nil
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/webapi"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+)
+
+// asRexec makes the test binary run main(), as the rexec command: the tests
+// run "rexec run", "rexec health" and "rexec serve" as real processes.
+const asRexec = "REXEC_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	testchild.Main()
+	if os.Getenv(asRexec) == "1" {
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m, testchild.LeakOptions()...)
+}
+
+// newServer starts a real server (broker and webapi) in the test process on
+// 127.0.0.1:0 and returns its URL.
+func newServer(t *testing.T, token string) string {
+	t.Helper()
+	log := zerolog.Nop()
+	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: 2 * time.Second}})
+	s := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Token: token, Logger: log,
+		Env: append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)}, b)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return "http://" + s.Addr()
+}
+
+// rexecCmd is the command "rexec args...", with env added to a clean
+// environment (none of the caller's REXEC_* variables). The process is
+// killed at the end of the test if it still runs.
+func rexecCmd(t *testing.T, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(webapi.ServerEnv(os.Environ()), asRexec+"=1", testchild.RaceEnv)
+	cmd.Env = append(cmd.Env, env...)
+	t.Cleanup(func() {
+		if cmd.Process != nil && cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// rexec runs "rexec args..." to its end with stdin (nil: empty).
+func rexec(t *testing.T, stdin io.Reader, env []string, args ...string) result {
+	t.Helper()
+	cmd := rexecCmd(t, env, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() }) // a failure bound only
+	defer timer.Stop()
+	cmd.Wait()
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		t.Fatalf("rexec %s: killed by %v; stderr:\n%s", strings.Join(args, " "), ws.Signal(), stderr.String())
+	}
+	return result{ws.ExitStatus(), stdout.String(), stderr.String()}
+}
+
+// want checks a result: the exit code, the exact stdout, and that stderr
+// contains errPart ("" for an empty stderr).
+func (r result) want(t *testing.T, code int, stdout, errPart string) {
+	t.Helper()
+	if r.code != code || r.stdout != stdout || (errPart == "" && r.stderr != "") || !strings.Contains(r.stderr, errPart) {
+		t.Fatalf("exit %d, stdout %q, stderr %q;\nwant exit %d, stdout %q, stderr with %q", r.code, r.stdout, r.stderr, code, stdout, errPart)
+	}
+}
+
+// startedRexec is a rexec process being driven by a test.
+type startedRexec struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	stderr *syncBuffer
+}
+
+func startRexec(t *testing.T, args ...string) *startedRexec {
+	t.Helper()
+	cmd := rexecCmd(t, nil, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &startedRexec{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout), stderr: &syncBuffer{}}
+	cmd.Stderr = r.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// line reads a line of the process's stdout, without a failure bound of
+// its own: the process is killed by the test's end or by wait's bound.
+func (r *startedRexec) line(t *testing.T) string {
+	t.Helper()
+	l, err := r.stdout.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading stdout: %q, %v; stderr:\n%s", l, err, r.stderr.String())
+	}
+	return strings.TrimSuffix(l, "\n")
+}
+
+// wait reads the rest of stdout and waits for the exit code.
+func (r *startedRexec) wait(t *testing.T) (code int, rest string) {
+	t.Helper()
+	timer := time.AfterFunc(60*time.Second, func() { r.cmd.Process.Kill() })
+	defer timer.Stop()
+	b, _ := io.ReadAll(r.stdout)
+	r.cmd.Wait()
+	return r.cmd.ProcessState.ExitCode(), string(b)
+}
+
+// syncBuffer collects output written by another goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// serverProcess starts "rexec serve -p 0" as a process of its own, to be
+// killed by the test, and returns its URL.
+func serverProcess(t *testing.T) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := rexecCmd(t, nil, "serve", "-p", "0", "--kill-grace", "1s")
+	logr, logw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logr.Close() })
+	cmd.Stderr = logw
+	err = cmd.Start()
+	logw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(logr)
+	for {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("the server ended before listening: %v", err)
+		}
+		var l struct{ Message, Addr string }
+		if json.Unmarshal(line, &l) == nil && l.Message == "listening" {
+			go io.Copy(io.Discard, br) // the rest of its log, until it dies or the test ends
+			return cmd, "http://" + l.Addr
+		}
+	}
+}

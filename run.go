@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rexec/rexec/client"
+	"golang.org/x/sys/unix"
+)
+
+// runCmd is "rexec run": it runs one command on a server and behaves, to
+// whoever called it, like that command run here: its stdout on stdout, its
+// stderr on stderr, its exit status; a lost end is never a success.
+type runCmd struct {
+	URL     string        `default:"http://127.0.0.1:8910" env:"REXEC_URL" help:"The server's URL."`
+	Token   string        `env:"REXEC_TOKEN" help:"The server's bearer token (prefer REXEC_TOKEN: ps shows the command line)."`
+	Alias   string        `env:"-" help:"Unique name of the run on the server (default: the command's base name, '-' and a random suffix)."`
+	Cwd     string        `env:"-" help:"Working directory on the server (default: the server's)."`
+	Env     []string      `short:"e" env:"-" sep:"none" placeholder:"KEY=VALUE" help:"Set a variable in the command's environment (repeatable). A bare KEY sends this machine's value of KEY."`
+	Timeout time.Duration `env:"-" help:"Have the server terminate the command after this long (e.g. 10m); default none."`
+	Stdin   bool          `short:"i" env:"-" help:"Forward this stdin to the command, live, as it is read; its end closes the command's stdin. Without -i the command's stdin is empty."`
+	Command []string      `arg:"" passthrough:"partial" help:"The command and its arguments (after --)."`
+}
+
+// Exit codes of "rexec run" besides the remote command's own; see Help.
+const (
+	exitRunUsage       = exitUsage // bad command line, or 400/413
+	exitRunAuth        = 3         // 401, 403
+	exitRunStartFailed = 4         // 404: no such command or directory, permission denied
+	exitRunConflict    = 5         // 409: the alias is running
+	exitRunUnavailable = 6         // 503, or no connection: nothing ran
+	exitRunOther       = 7         // another HTTP status, or an answer that is not rexec's
+	exitRunLost        = 255       // the run's end was never received
+)
+
+func (c *runCmd) Help() string {
+	return `Runs COMMAND on a rexec server and streams its stdout here to stdout and its stderr to stderr, line by line, as they come. Each line is printed with a newline, even a last line that had none. Output is text: bytes that are not valid UTF-8 arrive as U+FFFD.
+
+Ctrl-C (SIGINT) or SIGTERM closes the connection, so the server kills the command's process group.
+
+Exit status:
+
+    0-255   the remote command's exit code
+    128+N   the remote command was killed by signal N (137: SIGKILL; 143: SIGTERM, as on --timeout)
+    2       bad command line, or the server refused the request as invalid (400, 413)
+    3       not authorized (401, 403): wrong or missing --token / REXEC_TOKEN
+    4       the command could not be started (404): no such command or directory, permission denied
+    5       a run with this --alias is running (409)
+    6       the server is busy or shutting down (503), or could not be reached: nothing ran
+    7       any other error: another HTTP status, or an answer that is not rexec's
+    130     interrupted by SIGINT (143: by SIGTERM); the remote command is killed
+    255     the run's end was never received (connection lost, server gone): its status is unknown
+
+The codes 2-7 and 255 print the reason on stderr, so they can be told from the same code of the remote command.`
+}
+
+func (c *runCmd) Validate() error {
+	if _, err := c.spec(); err != nil {
+		return err
+	}
+	if _, err := client.New(c.URL, ""); err != nil {
+		return fmt.Errorf("--url: %w", err)
+	}
+	return nil
+}
+
+// spec is the run the command line asks for.
+func (c *runCmd) spec() (client.Spec, error) {
+	args := c.Command
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		return client.Spec{}, errors.New("no command: rexec run [flags] -- COMMAND [ARGS...]")
+	}
+	if c.Timeout < 0 {
+		return client.Spec{}, errors.New("--timeout must be positive")
+	}
+	var env map[string]string
+	for _, kv := range c.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return client.Spec{}, fmt.Errorf("-e %q: want KEY=VALUE or KEY", kv)
+		}
+		if !ok {
+			if v, ok = os.LookupEnv(k); !ok {
+				return client.Spec{}, fmt.Errorf("-e %s: %s is not set here", k, k)
+			}
+		}
+		if env == nil {
+			env = map[string]string{}
+		}
+		env[k] = v
+	}
+	return client.Spec{Alias: c.Alias, Cmd: args[0], Args: args[1:], Cwd: c.Cwd, Env: env, Timeout: c.Timeout}, nil
+}
+
+func (c *runCmd) Run() error {
+	spec, err := c.spec()
+	if err != nil {
+		return &exitError{exitRunUsage, err}
+	}
+	cl, err := client.New(c.URL, c.Token)
+	if err != nil {
+		return &exitError{exitRunUsage, fmt.Errorf("--url: %w", err)}
+	}
+	defer cl.CloseIdleConnections()
+	if c.Stdin {
+		spec.Stdin = os.Stdin
+	}
+
+	// SIGINT and SIGTERM cancel the run: its connection closes, and the
+	// server kills the remote group.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	caught := make(chan os.Signal, 1) // the signal that cancelled ctx
+	go func() {
+		select {
+		case s := <-sigs:
+			caught <- s
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	st, err := runAndCopy(ctx, cl, spec)
+	if err == nil {
+		return exitStatus(st)
+	}
+	select {
+	case s := <-caught:
+		n := int(s.(syscall.Signal))
+		return &exitError{128 + n, fmt.Errorf("interrupted by %s: the connection is closed, so the server kills the remote command",
+			unix.SignalName(syscall.Signal(n)))}
+	default:
+	}
+	return runFailure(c.URL, err)
+}
+
+// runAndCopy starts the run and copies its output here until it ends.
+func runAndCopy(ctx context.Context, cl *client.Client, spec client.Spec) (client.Status, error) {
+	run, err := cl.Start(ctx, spec)
+	if err != nil {
+		return client.Status{}, err
+	}
+	defer run.Close()
+	return run.Copy(os.Stdout, os.Stderr)
+}
+
+// exitStatus is the exit the remote command's end calls for: its code, or
+// 128+N when signal N killed it, as shells do.
+func exitStatus(st client.Status) error {
+	var how string
+	switch {
+	case st.Signal != "":
+		how = "was killed by " + st.Signal
+	case st.ExitCode < 0 || st.ExitCode > 255:
+		return &exitError{exitRunOther, fmt.Errorf("the server reported exit code %d", st.ExitCode)}
+	default:
+		how = fmt.Sprintf("exited with code %d", st.ExitCode)
+	}
+	code := st.ExitCode
+	if st.Signal != "" {
+		code = 128 + int(unix.SignalNum(st.Signal))
+	}
+	switch {
+	case st.Reason == client.ReasonTimeout:
+		return &exitError{code, fmt.Errorf("the remote command timed out (--timeout) and %s", how)}
+	case st.Reason == client.ReasonShutdown:
+		return &exitError{code, fmt.Errorf("the server shut down during the run; the remote command %s", how)}
+	case st.Signal != "":
+		return &exitError{code, fmt.Errorf("the remote command %s", how)}
+	case code != 0:
+		return &exitError{code, nil} // silent, as the command itself would be
+	}
+	return nil
+}
+
+// runFailure is the exit for a run that did not end with a status.
+func runFailure(url string, err error) error {
+	var se *client.ServerError
+	switch {
+	case errors.As(err, &se):
+		code := exitRunOther
+		switch se.StatusCode {
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			code = exitRunUsage
+		case http.StatusUnauthorized, http.StatusForbidden:
+			code = exitRunAuth
+		case http.StatusNotFound:
+			code = exitRunStartFailed
+		case http.StatusConflict:
+			code = exitRunConflict
+		case http.StatusServiceUnavailable:
+			code = exitRunUnavailable
+		}
+		return &exitError{code, fmt.Errorf("the server refused the run (%d %s): %s", se.StatusCode, http.StatusText(se.StatusCode), se.Message)}
+	case errors.Is(err, client.ErrUnreachable):
+		return &exitError{exitRunUnavailable, fmt.Errorf("%s: %w (nothing ran)", url, err)}
+	case errors.Is(err, client.ErrRunLost):
+		return &exitError{exitRunLost, fmt.Errorf("%w; exit status unknown: the remote command was killed, or still runs if the server died", err)}
+	}
+	return &exitError{exitRunOther, err}
+}
