@@ -451,8 +451,8 @@ func (p *Process) feedStdin(r io.Reader) {
 	p.stdinW.Close()
 }
 
-// supervise waits for the leader to exit, clears the rest of its group, reaps
-// it and publishes its Status.
+// supervise runs once the leader has exited (it is still an unreaped zombie):
+// it clears the rest of its group, reaps it and publishes its Status.
 func (p *Process) supervise() {
 	p.mu.Lock()
 	p.exited = true
