@@ -41,7 +41,7 @@ const (
 )
 
 func (c *runCmd) Help() string {
-	return `Runs COMMAND on a rexec server and streams its stdout here to stdout and its stderr to stderr, line by line, as they come. Each line is printed with a newline, even a last line that had none. Output is text: bytes that are not valid UTF-8 arrive as U+FFFD.
+	return `Runs COMMAND on a rexec server and streams its stdout here to stdout and its stderr to stderr, line by line, as they come. Newlines are as the command wrote them. Output is text: bytes that are not valid UTF-8 arrive as U+FFFD.
 
 Ctrl-C (SIGINT) or SIGTERM closes the connection, so the server kills the command's process group.
 

@@ -57,7 +57,7 @@ func TestRunOutput(t *testing.T) {
 	t.Run("stdout and stderr apart", func(t *testing.T) {
 		r := rexec(t, nil, nil, "run", "--url", url, "--", "sh", "-c",
 			`echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf "no newline"`)
-		r.want(t, 0, "out1\nout2\nno newline\n", "err1\nerr2\n")
+		r.want(t, 0, "out1\nout2\nno newline", "err1\nerr2\n")
 		if r.stderr != "err1\nerr2\n" {
 			t.Fatalf("stderr %q", r.stderr)
 		}
@@ -159,7 +159,7 @@ func TestRunStdin(t *testing.T) {
 		}
 		r.stdin.Write([]byte("last"))
 		r.stdin.Close()
-		if code, rest := r.wait(t); code != 0 || rest != "last\n" {
+		if code, rest := r.wait(t); code != 0 || rest != "last" {
 			t.Fatalf("exit %d, rest %q, stderr %q", code, rest, r.stderr.String())
 		}
 	})

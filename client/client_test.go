@@ -170,7 +170,7 @@ func TestStdoutAndStderr(t *testing.T) {
 		var stdout bytes.Buffer
 		spec := client.Spec{Cmd: "sh", Args: []string{"-c", "echo a; printf b"}}
 		st, err := mustStart(t, context.Background(), c, spec).Copy(&stdout, io.Discard)
-		if err != nil || !st.Success() || stdout.String() != "a\nb\n" {
+		if err != nil || !st.Success() || stdout.String() != "a\nb" {
 			t.Fatalf("stdout %q, %+v %v", stdout.String(), st, err)
 		}
 	})
@@ -492,5 +492,15 @@ func TestNewAlias(t *testing.T) {
 	}
 	if _, st := mustEvents(t, run); !st.Success() {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestNextKeepsUnterminatedLastLines(t *testing.T) {
+	c := mustClient(t, newServer(t, webapi.Config{}), "")
+	spec := client.Spec{Cmd: "sh", Args: []string{"-c", "echo a; printf b; printf c >&2"}}
+	lines, st := mustEvents(t, mustStart(t, context.Background(), c, spec))
+	got := strings.Join(lines, ",")
+	if (got != "stdout:a,stdout:b,stderr:c" && got != "stdout:a,stderr:c,stdout:b") || !st.Success() {
+		t.Fatalf("lines %q, %+v", got, st)
 	}
 }

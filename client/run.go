@@ -43,8 +43,9 @@ func (k Kind) String() string {
 // Event is one thing that happened in a run.
 type Event struct {
 	Kind Kind
-	// Line, for Stdout and Stderr, is a line without its newline. Whether
-	// the command's last line ended with a newline is not known.
+	// Line, for Stdout and Stderr, is a line without its newline. Copy
+	// writes the newline back, except after a stream's last line when the
+	// command did not end it with one.
 	Line string
 	// Status, for End, is how the run ended.
 	Status Status
@@ -90,6 +91,7 @@ type Run struct {
 	br      *bufio.Reader
 	line    []byte    // the object being read, reused
 	pending [2][]byte // pieces of a long line, per stream, until its last piece
+	unread  *Event    // End, held back by Next while unterminated last lines go out
 	err     error     // sticky: io.EOF after End, or why the run was lost
 }
 
@@ -118,9 +120,28 @@ func (r *Run) init(body io.ReadCloser) {
 // Close, ErrClosed.
 func (r *Run) Next() (Event, error) {
 	for {
-		ev, partial, err := r.piece()
-		if err != nil {
-			return Event{}, err
+		var ev Event
+		var partial bool
+		if r.unread != nil {
+			ev, r.unread = *r.unread, nil
+		} else {
+			var err error
+			if ev, partial, err = r.piece(); err != nil {
+				return Event{}, err
+			}
+		}
+		if ev.Kind == End {
+			// A stream's unterminated last line comes as a piece with
+			// nothing after it: it is still a line.
+			for i := range r.pending {
+				if len(r.pending[i]) > 0 {
+					line := Event{Kind: Stdout + Kind(i), Line: string(r.pending[i])}
+					r.pending[i] = r.pending[i][:0]
+					end := ev
+					r.unread = &end
+					return line, nil
+				}
+			}
 		}
 		if ev.Kind != Stdout && ev.Kind != Stderr {
 			return ev, nil

@@ -280,10 +280,12 @@ func (e *ndjsonEncoder) heartbeat() error {
 }
 
 func (e *ndjsonEncoder) end(st child.Status) error {
-	// A last line without its newline is still a line.
+	// A last line without its newline goes out as a piece ("partial"):
+	// no piece follows it, so a client that joins pieces reproduces the
+	// output exactly, unterminated last line included.
 	for s := range e.pending {
 		if len(e.pending[s]) > 0 {
-			if err := e.line(child.Stream(s), e.pending[s], false); err != nil {
+			if err := e.line(child.Stream(s), e.pending[s], true); err != nil {
 				return err
 			}
 			e.pending[s] = nil

@@ -521,7 +521,8 @@ func TestNDJSON(t *testing.T) {
 		body["stdin"] = "a\nno newline"
 		resp := s.post(t, context.Background(), body, accept...)
 		lines := readNDJSON(t, resp.Body)
-		if len(lines) != 3 || lines[0].Line != "a" || lines[1].Line != "no newline" || *lines[2].ExitCode != 0 {
+		if len(lines) != 3 || lines[0].Line != "a" || lines[0].Partial ||
+			lines[1].Line != "no newline" || !lines[1].Partial || *lines[2].ExitCode != 0 {
 			t.Fatalf("lines %+v", lines)
 		}
 		resp = s.post(t, context.Background(), fake("k", "selfkill", "9"), accept...)
