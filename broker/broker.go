@@ -22,7 +22,16 @@ var (
 	ErrTooManyProcs = errors.New("too many running processes")
 	// ErrShuttingDown: the broker is stopping and starts nothing new.
 	ErrShuttingDown = errors.New("server is shutting down")
+	// ErrGroupBusy: the group's limit (a script's -s) is reached.
+	ErrGroupBusy = errors.New("as many runs as allowed are running")
 )
+
+// Limit caps how many processes of one group (one script) run at once.
+// The zero Limit caps nothing.
+type Limit struct {
+	Group string
+	Max   int // 0: no cap
+}
 
 // Options configure a Broker. Zero values take the defaults.
 type Options struct {
@@ -54,12 +63,20 @@ type Broker struct {
 	done chan struct{}
 
 	// Owned by the loop goroutine only.
-	table        map[string]*child.Process // nil value: reserved, starting
+	table        map[string]entry // by alias
+	groups       map[string]int   // running (or starting) processes per Limit.Group
 	shuttingDown bool
+}
+
+// entry is a row of the table.
+type entry struct {
+	proc  *child.Process // nil while reserved and starting
+	group string
 }
 
 type createMsg struct {
 	alias string
+	limit Limit
 	reply chan error
 }
 
@@ -87,7 +104,8 @@ func New(opts Options) *Broker {
 		status:   make(chan exitMsg, opts.StatusSize),
 		shutdown: make(chan struct{}),
 		done:     make(chan struct{}),
-		table:    make(map[string]*child.Process),
+		table:    make(map[string]entry),
+		groups:   make(map[string]int),
 	}
 	go b.loop()
 	return b
@@ -98,8 +116,14 @@ func New(opts Options) *Broker {
 // Errors: ErrAliasInUse, ErrTooManyProcs, ErrShuttingDown, or a start error
 // of kind child.ErrStartFailed.
 func (b *Broker) Start(alias string, spec child.Spec) (*child.Process, error) {
+	return b.StartIn(alias, Limit{}, spec)
+}
+
+// StartIn is Start within a group's limit: beyond lim.Max processes of
+// lim.Group running at once it returns ErrGroupBusy.
+func (b *Broker) StartIn(alias string, lim Limit, spec child.Spec) (*child.Process, error) {
 	reply := make(chan error, 1)
-	if err := send(b, b.create, createMsg{alias: alias, reply: reply}); err != nil {
+	if err := send(b, b.create, createMsg{alias: alias, limit: lim, reply: reply}); err != nil {
 		return nil, err
 	}
 	if err := <-reply; err != nil {
@@ -163,24 +187,26 @@ func (b *Broker) loop() {
 	for {
 		select {
 		case m := <-b.create:
-			m.reply <- b.reserve(m.alias)
+			m.reply <- b.reserve(m.alias, m.limit)
 		case m := <-b.started:
-			b.table[m.alias] = m.proc
+			e := b.table[m.alias]
+			e.proc = m.proc
+			b.table[m.alias] = e
 			if b.shuttingDown {
 				m.proc.Kill(child.ReasonShutdown)
 			}
 		case alias := <-b.release:
-			delete(b.table, alias)
+			b.free(alias)
 		case m := <-b.status:
-			delete(b.table, m.alias)
+			b.free(m.alias)
 			close(m.freed)
 		case <-b.shutdown:
 			if !b.shuttingDown {
 				b.shuttingDown = true
 				b.log.Info().Int("running", len(b.table)).Msg("shutting down: terminating every process group")
-				for _, p := range b.table {
-					if p != nil {
-						p.Kill(child.ReasonShutdown)
+				for _, e := range b.table {
+					if e.proc != nil {
+						e.proc.Kill(child.ReasonShutdown)
 					}
 				}
 			}
@@ -191,7 +217,7 @@ func (b *Broker) loop() {
 	}
 }
 
-func (b *Broker) reserve(alias string) error {
+func (b *Broker) reserve(alias string, lim Limit) error {
 	if b.shuttingDown {
 		return ErrShuttingDown
 	}
@@ -201,6 +227,26 @@ func (b *Broker) reserve(alias string) error {
 	if b.opts.MaxProcs > 0 && len(b.table) >= b.opts.MaxProcs {
 		return ErrTooManyProcs
 	}
-	b.table[alias] = nil
+	if lim.Max > 0 && b.groups[lim.Group] >= lim.Max {
+		return ErrGroupBusy
+	}
+	b.table[alias] = entry{group: lim.Group}
+	if lim.Group != "" {
+		b.groups[lim.Group]++
+	}
 	return nil
+}
+
+// free forgets alias and counts it out of its group.
+func (b *Broker) free(alias string) {
+	e, ok := b.table[alias]
+	if !ok {
+		return
+	}
+	delete(b.table, alias)
+	if e.group != "" {
+		if b.groups[e.group]--; b.groups[e.group] == 0 {
+			delete(b.groups, e.group)
+		}
+	}
 }

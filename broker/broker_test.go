@@ -179,3 +179,40 @@ func TestAliasFreeAfterInstantExit(t *testing.T) {
 		drain(p)
 	}
 }
+
+func TestGroupLimit(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	lim := broker.Limit{Group: "backup", Max: 2}
+	var procs []*child.Process
+	for i := range 2 {
+		p, err := b.StartIn(fmt.Sprint("b", i), lim, spec("hang"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	if _, err := b.StartIn("b2", lim, spec("hang")); !errors.Is(err, broker.ErrGroupBusy) {
+		t.Fatalf("third run of the group: %v, want ErrGroupBusy", err)
+	}
+	other, err := b.StartIn("o", broker.Limit{Group: "other", Max: 1}, spec("exit", "0"))
+	if err != nil {
+		t.Fatalf("another group: %v", err)
+	}
+	drain(other)
+	if _, err := b.StartIn("bad", lim, child.Spec{Path: "/no/such"}); !errors.Is(err, broker.ErrGroupBusy) {
+		t.Fatalf("still full: %v", err)
+	}
+	procs[0].Kill(child.ReasonCancelled)
+	drain(procs[0])
+	// A failed start gives its place back too.
+	if _, err := b.StartIn("bad", lim, child.Spec{Path: "/no/such"}); !errors.Is(err, child.ErrStartFailed) {
+		t.Fatalf("failed start: %v", err)
+	}
+	p, err := b.StartIn("b2", lim, spec("exit", "0"))
+	if err != nil {
+		t.Fatalf("after one ended: %v", err)
+	}
+	drain(p)
+	procs[1].Kill(child.ReasonCancelled)
+	drain(procs[1])
+}
