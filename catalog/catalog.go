@@ -1,0 +1,414 @@
+package catalog
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits of the format.
+const (
+	// MaxLineLen is the longest line, in bytes, its line end included.
+	MaxLineLen = 64 << 10
+	// MaxNameLen is the longest script name, in bytes.
+	MaxNameLen = 128
+	// MaxArgs is the highest N of an @@N placeholder.
+	MaxArgs = 256
+)
+
+// Error kinds of a malformed exectab. A *ParseError unwraps to one of them.
+var (
+	// ErrSyntax: a line that cannot be split into tokens (an unterminated
+	// quote, a control character, invalid UTF-8, too long) or has no name.
+	ErrSyntax = errors.New("syntax error")
+	// ErrUnknownOption: an option that is not one of -d -e -g -i -m -n -r -s -u.
+	ErrUnknownOption = errors.New("unknown option")
+	// ErrBadOption: an option with a missing, extra or invalid value, given
+	// twice, or meaningless on a script that starts no process.
+	ErrBadOption = errors.New("invalid option")
+	// ErrBadName: a script name outside the allowed characters or length.
+	ErrBadName = errors.New("invalid script name")
+	// ErrDuplicateName: a second script with a name already defined.
+	ErrDuplicateName = errors.New("duplicate script name")
+	// ErrBadExecutable: an executable that is a relative path, looks like an
+	// option or holds an @@ placeholder.
+	ErrBadExecutable = errors.New("invalid executable")
+	// ErrBadParam: a malformed @@N placeholder in a param.
+	ErrBadParam = errors.New("invalid parameter")
+	// ErrUnknownUser: -u names a user this machine does not have.
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrUnknownGroup: -g names a group this machine does not have.
+	ErrUnknownGroup = errors.New("unknown group")
+)
+
+// ParseError is a malformed exectab line.
+type ParseError struct {
+	File string // the file's path when it came from Load; "" from Parse
+	Line int    // 1-based line number
+	Msg  string // what is wrong with the line
+	// Err is the kind (one of the Err* values) or wraps it; only a failure
+	// of the user or group database itself (not an unknown name) has none.
+	Err error
+}
+
+func (e *ParseError) Error() string {
+	file := e.File
+	if file == "" {
+		file = "exectab"
+	}
+	return fmt.Sprintf("%s:%d: %s", file, e.Line, e.Msg)
+}
+
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// Script is one line of the exectab. The broker enforces its limits. Lookup
+// hands out copies: changing one changes nothing in its Catalog.
+type Script struct {
+	Name string // unique in its Catalog
+	Line int    // the exectab line that defined it
+
+	// Path is the executable: absolute, or a bare name looked up in PATH.
+	// It is "" exactly when NoProcess is set.
+	Path string
+	// Params are the arguments after the executable as written, with their
+	// @@N placeholders; Argv fills them in. For a NoProcess script they are
+	// what monitors are given.
+	Params []string
+	// Dir is the start directory (absolute), "" for the server's.
+	Dir string
+	// Env are VAR=VALUE pairs added to the server's environment (Environ),
+	// in the order of the file. Values may be secrets: never log them.
+	Env []string
+	// User and Group are -u and -g as written; Credential resolves them.
+	User, Group string
+
+	AllowStdin bool // -i: a run may pass stdin
+	// MaxQueue (-m) is the most runs of this script queued and running
+	// together; 0 is unlimited.
+	MaxQueue int
+	// NoProcess (-n, or a line with no executable): a run starts nothing
+	// and only notifies monitors.
+	NoProcess  bool
+	RemoveDone bool // -r: successful and cancelled runs leave no history
+	// Concurrency (-s) is how many runs may execute at once, at least 1.
+	Concurrency int
+}
+
+// Catalog is a parsed exectab: an immutable set of scripts, safe for
+// concurrent use. The methods of a nil *Catalog behave as for an empty one.
+type Catalog struct {
+	scripts map[string]*Script
+	names   []string // sorted
+}
+
+// Lookup returns a copy of the script called name.
+func (c *Catalog) Lookup(name string) (*Script, bool) {
+	if c == nil {
+		return nil, false
+	}
+	s, ok := c.scripts[name]
+	if !ok {
+		return nil, false
+	}
+	return s.clone(), true
+}
+
+// Names returns the script names, sorted.
+func (c *Catalog) Names() []string {
+	if c == nil {
+		return nil
+	}
+	return slices.Clone(c.names)
+}
+
+// Len is the number of scripts.
+func (c *Catalog) Len() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.names)
+}
+
+func (s *Script) clone() *Script {
+	c := *s
+	c.Params = slices.Clone(s.Params)
+	c.Env = slices.Clone(s.Env)
+	return &c
+}
+
+// Load parses the exectab file at path. A *ParseError from it names the file.
+func Load(path string) (*Catalog, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := Parse(f)
+	var pe *ParseError
+	if errors.As(err, &pe) {
+		pe.File = path
+	}
+	return c, err
+}
+
+// Parse reads an exectab. Any malformed line, duplicate name, or -u/-g that
+// does not resolve on this machine makes it fail with a *ParseError; an
+// error reading r is returned wrapped, and is not a *ParseError.
+func Parse(r io.Reader) (*Catalog, error) {
+	c := &Catalog{scripts: make(map[string]*Script)}
+	br := bufio.NewReader(r)
+	var raw []byte
+	for lineNo := 1; ; lineNo++ {
+		var err error
+		raw, err = readLine(br, raw[:0])
+		if errors.Is(err, errLineTooLong) {
+			return nil, &ParseError{Line: lineNo, Err: ErrSyntax,
+				Msg: fmt.Sprintf("line longer than %d bytes", MaxLineLen)}
+		}
+		if err != nil && err != io.EOF {
+			return nil, fmt.Errorf("read exectab: %w", err)
+		}
+		if len(raw) > 0 {
+			line := bytes.TrimSuffix(bytes.TrimSuffix(raw, []byte("\n")), []byte("\r"))
+			if lineNo == 1 {
+				line = bytes.TrimPrefix(line, []byte("\ufeff"))
+			}
+			s, perr := parseLine(lineNo, string(line))
+			if perr != nil {
+				return nil, perr
+			}
+			if s != nil {
+				if prev, dup := c.scripts[s.Name]; dup {
+					return nil, &ParseError{Line: lineNo, Err: ErrDuplicateName,
+						Msg: fmt.Sprintf("script %q is already defined on line %d", s.Name, prev.Line)}
+				}
+				c.scripts[s.Name] = s
+				c.names = append(c.names, s.Name)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	slices.Sort(c.names)
+	return c, nil
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine appends the next line of br, its '\n' included, to buf. A line
+// longer than MaxLineLen is errLineTooLong; the last line may end at io.EOF.
+func readLine(br *bufio.Reader, buf []byte) ([]byte, error) {
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(buf)+len(chunk) > MaxLineLen {
+			return nil, errLineTooLong
+		}
+		buf = append(buf, chunk...)
+		if err != bufio.ErrBufferFull {
+			return buf, err
+		}
+	}
+}
+
+// parseLine parses one line (without its line end). It returns nil, nil for
+// a blank line or a comment.
+func parseLine(lineNo int, line string) (*Script, *ParseError) {
+	fail := func(kind error, format string, a ...any) *ParseError {
+		return &ParseError{Line: lineNo, Msg: fmt.Sprintf(format, a...), Err: kind}
+	}
+	if !utf8.ValidString(line) {
+		return nil, fail(ErrSyntax, "not valid UTF-8")
+	}
+	for i := 0; i < len(line); i++ {
+		if c := line[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return nil, fail(ErrSyntax, "control character 0x%02x", c)
+		}
+	}
+	trimmed := strings.TrimLeft(line, " \t")
+	if trimmed == "" || trimmed[0] == '#' {
+		return nil, nil
+	}
+	toks, err := tokenize(line)
+	if err != nil {
+		return nil, fail(ErrSyntax, "%s", err)
+	}
+
+	s := &Script{Line: lineNo, Concurrency: 1}
+	seen := make(map[byte]bool)
+	envNames := make(map[string]bool)
+	i := 0
+	for ; i < len(toks) && strings.HasPrefix(toks[i], "-"); i++ {
+		tok := toks[i]
+		opt, val, hasVal := strings.Cut(tok, "=")
+		if len(opt) != 2 || !strings.ContainsRune("degimnrsu", rune(opt[1])) {
+			return nil, fail(ErrUnknownOption, "unknown option %s", opt)
+		}
+		o := opt[1]
+		if seen[o] && o != 'e' {
+			return nil, fail(ErrBadOption, "%s given twice", opt)
+		}
+		seen[o] = true
+		switch o {
+		case 'i', 'n', 'r':
+			if hasVal {
+				return nil, fail(ErrBadOption, "%s takes no value, not %q", opt, val)
+			}
+			switch o {
+			case 'i':
+				s.AllowStdin = true
+			case 'n':
+				s.NoProcess = true
+			case 'r':
+				s.RemoveDone = true
+			}
+			continue
+		}
+		if !hasVal || val == "" {
+			return nil, fail(ErrBadOption, "%s needs a value: write %s=%s", opt, opt, optMeta[o])
+		}
+		switch o {
+		case 'd':
+			if hasPlaceholder(val) {
+				return nil, fail(ErrBadOption, "-d=%s: @@N placeholders are replaced only in params", val)
+			}
+			if !filepath.IsAbs(val) {
+				return nil, fail(ErrBadOption, "-d=%s: the start directory must be an absolute path", val)
+			}
+			s.Dir = val
+		case 'e':
+			// Messages name the variable, never its value: it may be a secret.
+			name, value, ok := strings.Cut(val, "=")
+			if !ok {
+				return nil, fail(ErrBadOption, "-e needs VAR=VALUE, not a bare name")
+			}
+			if !validEnvName(name) {
+				return nil, fail(ErrBadOption, "-e: %q is not a variable name (letters, digits and '_', not starting with a digit)", name)
+			}
+			if hasPlaceholder(value) {
+				return nil, fail(ErrBadOption, "-e=%s=...: @@N placeholders are replaced only in params", name)
+			}
+			if envNames[name] {
+				return nil, fail(ErrBadOption, "-e: %s set twice", name)
+			}
+			envNames[name] = true
+			s.Env = append(s.Env, val)
+		case 'g':
+			s.Group = val
+		case 'u':
+			s.User = val
+		case 'm', 's':
+			n, err := strconv.ParseUint(val, 10, 31)
+			if err != nil {
+				return nil, fail(ErrBadOption, "%s=%s: not a whole number below 2^31", opt, val)
+			}
+			if o == 'm' {
+				s.MaxQueue = int(n)
+			} else {
+				if n < 1 {
+					return nil, fail(ErrBadOption, "-s=%s: at least one run must be allowed at a time", val)
+				}
+				s.Concurrency = int(n)
+			}
+		}
+	}
+
+	if i == len(toks) {
+		return nil, fail(ErrSyntax, "missing script name after the options")
+	}
+	s.Name = toks[i]
+	if msg := checkName(s.Name); msg != "" {
+		return nil, fail(ErrBadName, "script name %q %s", s.Name, msg)
+	}
+	rest := toks[i+1:]
+	if !s.NoProcess {
+		if len(rest) == 0 {
+			s.NoProcess = true // a name alone only notifies monitors, as in the seed
+		} else {
+			s.Path, rest = rest[0], rest[1:]
+			if msg := checkExecutable(s.Path); msg != "" {
+				return nil, fail(ErrBadExecutable, "executable %q %s", s.Path, msg)
+			}
+		}
+	}
+	if len(rest) > 0 {
+		s.Params = rest
+	}
+	for _, p := range s.Params {
+		if _, err := scanParam(p, nil); err != nil {
+			return nil, fail(ErrBadParam, "param %q: %s", p, err)
+		}
+	}
+	if s.NoProcess {
+		for _, o := range []byte("degiu") {
+			if seen[o] {
+				return nil, fail(ErrBadOption, "-%c has no effect on script %q, which starts no process", o, s.Name)
+			}
+		}
+	}
+	if _, err := s.Credential(); err != nil {
+		return nil, fail(err, "%s", err)
+	}
+	return s, nil
+}
+
+var optMeta = map[byte]string{'d': "DIR", 'e': "VAR=VALUE", 'g': "GROUP", 'm': "N", 's': "N", 'u': "USER"}
+
+// checkName says what is wrong with a script name, or "".
+func checkName(n string) string {
+	if n == "" {
+		return "is empty"
+	}
+	if len(n) > MaxNameLen {
+		return fmt.Sprintf("is longer than %d bytes", MaxNameLen)
+	}
+	for i := 0; i < len(n); i++ {
+		if !nameByte(n[i]) {
+			return "may hold only letters, digits, '.', '_' and '-'"
+		}
+	}
+	if n[0] == '.' || n[0] == '-' {
+		return "must start with a letter, digit or '_'"
+	}
+	return ""
+}
+
+func nameByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
+// checkExecutable says what is wrong with an executable, or "".
+func checkExecutable(p string) string {
+	switch {
+	case p == "":
+		return "is empty"
+	case p[0] == '-':
+		return "looks like an option: options come before the script name"
+	case hasPlaceholder(p):
+		return "holds a placeholder: the executable cannot come from a run's arguments"
+	case strings.Contains(p, "/") && !filepath.IsAbs(p):
+		return "is a relative path: give an absolute path or a bare name looked up in PATH"
+	}
+	return ""
+}
+
+func validEnvName(n string) bool {
+	if n == "" || n[0] >= '0' && n[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
