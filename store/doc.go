@@ -1,0 +1,25 @@
+// Package store owns the run history of rexec: the SQLite database
+// <dir>/rexec.db that records every run (script, arguments, who asked, state,
+// times, progress, result, how it ended) and the output file of each run under
+// <dir>/output/. It never starts, signals or waits for processes and knows
+// nothing of HTTP: the broker records what happened through it, and webapi
+// reads from it.
+//
+// # Durability
+//
+// The database runs in WAL mode with synchronous=NORMAL. A write that returned
+// without error (an "acknowledged" one) has been appended to the WAL file
+// with write(2) before COMMIT returned, so it lives in the kernel's page cache
+// and survives a kill -9 of rexec: the next Open replays the WAL. What NORMAL
+// gives up against FULL is an fsync of the WAL at every commit, so after a
+// power loss or kernel crash the last transactions before the crash may be
+// rolled back (the database itself stays consistent). Options.FullSync buys
+// that guarantee too, at the cost of one fsync per write. Output files are
+// written with plain write(2) and have the same property: everything a
+// Write accepted is in the file after a kill -9 of the process.
+//
+// # Seams
+//
+// The broker and webapi should depend on the History interface rather than
+// on *Store, so that a history shared by several hosts can take its place.
+package store

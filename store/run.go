@@ -1,0 +1,570 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// History is what the rest of rexec needs from a run history: the broker
+// records runs through it and webapi reads them. *Store is the single-host
+// implementation; one shared by several hosts can replace it.
+type History interface {
+	// Create records a new queued run: it fills in r.ID, r.QueuedAt and
+	// r.State. Only Script, Args, Who and StartAt are taken from r.
+	Create(ctx context.Context, r *Run) error
+	// Get returns the run with that ID, or ErrNotFound.
+	Get(ctx context.Context, id string) (Run, error)
+	// MarkStarted moves a queued run to running (ErrWrongState otherwise).
+	MarkStarted(ctx context.Context, id string, pid int, startedAt time.Time) error
+	// MarkDone moves a queued or running run to done (ErrWrongState when it
+	// is done already).
+	MarkDone(ctx context.Context, id string, o Outcome) error
+	// SetProgress replaces the run's progress.
+	SetProgress(ctx context.Context, id string, p Progress) error
+	// SetResult replaces the run's result: a JSON object, or nil for none.
+	SetResult(ctx context.Context, id string, result json.RawMessage) error
+	// ListActive returns the queued and running runs, oldest first.
+	ListActive(ctx context.Context) ([]Run, error)
+	// ListQueued returns the queued runs of a script (of every script when
+	// script is empty), first in first out.
+	ListQueued(ctx context.Context, script string) ([]Run, error)
+	// Delete removes a done run and its output (ErrWrongState while the run
+	// is queued or running).
+	Delete(ctx context.Context, id string) error
+	// DeleteEndedBefore removes the runs that ended before t, and their
+	// output, and says how many.
+	DeleteEndedBefore(ctx context.Context, t time.Time) (int, error)
+	// Recover, called once at start-up before anything else is started,
+	// ends every run left running by a crash as interrupted and returns
+	// them, so the caller can kill their process groups if they survived.
+	// Queued runs stay queued.
+	Recover(ctx context.Context) ([]Run, error)
+}
+
+// State is where a run is in its life.
+type State string
+
+const (
+	StateQueued  State = "queued"  // waiting for its time or for a free slot
+	StateRunning State = "running" // its process was started
+	StateDone    State = "done"    // it ended; Ended says how
+)
+
+// Ended says how a run ended.
+type Ended string
+
+const (
+	EndedExit        Ended = "exit"         // the process ended by itself (ExitCode or Signal)
+	EndedCancelled   Ended = "cancelled"    // cancelled while queued or running
+	EndedTimeout     Ended = "timeout"      // killed at its time limit
+	EndedInterrupted Ended = "interrupted"  // rexec died while it ran (see Recover)
+	EndedStartFailed Ended = "start_failed" // its process could not be started
+)
+
+func (e Ended) valid() bool {
+	switch e {
+	case EndedExit, EndedCancelled, EndedTimeout, EndedInterrupted, EndedStartFailed:
+		return true
+	}
+	return false
+}
+
+// Progress is what the run's output last said about its progress
+// ("[1/3] Title" sets the task, "[50%] Title" the subtask).
+type Progress struct {
+	Task           int    // current task number, 0 before the first
+	TaskTotal      int    // number of tasks, 0 when not told
+	TaskTitle      string // title of the current task
+	SubtaskPercent int    // percent done of the current subtask
+	SubtaskTitle   string // title of the current subtask
+}
+
+// Outcome is how a run ended, for MarkDone.
+type Outcome struct {
+	ExitCode *int   // the exit status, nil when there is none (signal, never started)
+	Signal   string // the signal that killed it, e.g. "SIGKILL"; empty when none
+	Ended    Ended  // required
+	EndedAt  time.Time
+}
+
+// Run is one recorded run of a script.
+type Run struct {
+	ID       string   // random, URL-safe, unguessable; assigned by Create
+	Script   string   // the script's name in the catalogue
+	Args     []string // the arguments it was asked with
+	Who      string   // ID of the key that asked (never the key); may be empty
+	State    State
+	QueuedAt time.Time // when it was recorded
+	// StartAt is when it is scheduled to start; zero means as soon as a
+	// slot is free.
+	StartAt   time.Time
+	StartedAt time.Time // zero until it started
+	EndedAt   time.Time // zero until it is done
+	ExitCode  *int      // nil unless it exited with a status
+	Signal    string    // the signal that ended it, empty when none
+	Ended     Ended     // how it ended; empty until it is done
+	Progress  Progress
+	Result    json.RawMessage // a JSON object, or nil
+	// Pid and Pgid are the process and process group it ran as (0 before
+	// it started). A child leads its own group, so they are equal.
+	Pid, Pgid int
+	// OutputSize is the size of its output file in bytes, truncation
+	// marker included; for a run that is not done it is read from the
+	// file at the time of the call.
+	OutputSize int64
+}
+
+// idEncoding is lowercase base32 without padding: URL- and file-name-safe.
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// idLen is the length of an ID: 16 random bytes (128 bits) in base32.
+const idLen = 26
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand panics rather than return an error)
+	return idEncoding.EncodeToString(b[:])
+}
+
+// validID says whether id has the form of an ID this package made, so that it
+// can be used in a file name (no "/", no "..").
+func validID(id string) bool {
+	if len(id) != idLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || '2' <= c && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
+func notFound(id string) error { return fmt.Errorf("run %q: %w", id, ErrNotFound) }
+
+// Create implements History. The run's (empty) output file is created with
+// the record, so ReadOutput of a queued run reads nothing rather than failing.
+func (s *Store) Create(ctx context.Context, r *Run) error {
+	if r.Script == "" {
+		return fmt.Errorf("store: create: no script name: %w", ErrInvalid)
+	}
+	args := r.Args
+	if args == nil {
+		args = []string{}
+	}
+	argsJSON, err := json.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("store: create: %w", err)
+	}
+	id := newID()
+	// The file first: a crash between the two leaves an empty file behind
+	// rather than a run whose output cannot be opened.
+	f, err := os.OpenFile(s.outputPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return fmt.Errorf("store: create output file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("store: create output file: %w", err)
+	}
+	now, err := s.insert(ctx, id, r.Script, string(argsJSON), r.Who, r.StartAt)
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("store: create: %w", err)
+	}
+	r.ID, r.QueuedAt, r.State = id, now, StateQueued
+	return nil
+}
+
+// insert records the new run; QueuedAt is taken once this writer's turn has
+// come, so the order of QueuedAt is the order of seq.
+func (s *Store) insert(ctx context.Context, id, script, args, who string, startAt time.Time) (time.Time, error) {
+	tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer end()
+	now := time.Now()
+	_, err = tx.ExecContext(ctx,
+		`INSERT INTO runs (id, script, args, who, state, queued_at, start_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		id, script, args, who, string(StateQueued), toNanos(now), toNullNanos(startAt))
+	if err != nil {
+		return time.Time{}, err
+	}
+	return now, tx.Commit()
+}
+
+// runColumns are the columns scanRun reads, in its order.
+const runColumns = `id, script, args, who, state, queued_at, start_at, started_at, ended_at,
+	exit_code, signal, ended, task, task_total, task_title, subtask_percent, subtask_title,
+	result, pid, pgid, output_size`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanRun(sc scanner) (Run, error) {
+	var (
+		r                                   Run
+		args                                string
+		startAt, startedAt, endedAt, exitCd sql.NullInt64
+		result                              sql.NullString
+		queuedAt                            int64
+	)
+	err := sc.Scan(&r.ID, &r.Script, &args, &r.Who, &r.State, &queuedAt, &startAt, &startedAt, &endedAt,
+		&exitCd, &r.Signal, &r.Ended, &r.Progress.Task, &r.Progress.TaskTotal, &r.Progress.TaskTitle,
+		&r.Progress.SubtaskPercent, &r.Progress.SubtaskTitle, &result, &r.Pid, &r.Pgid, &r.OutputSize)
+	if err != nil {
+		return Run{}, err
+	}
+	if err := json.Unmarshal([]byte(args), &r.Args); err != nil {
+		return Run{}, fmt.Errorf("run %q: args column: %w", r.ID, err)
+	}
+	r.QueuedAt = time.Unix(0, queuedAt)
+	r.StartAt, r.StartedAt, r.EndedAt = fromNullNanos(startAt), fromNullNanos(startedAt), fromNullNanos(endedAt)
+	if exitCd.Valid {
+		c := int(exitCd.Int64)
+		r.ExitCode = &c
+	}
+	if result.Valid {
+		r.Result = json.RawMessage(result.String)
+	}
+	return r, nil
+}
+
+// liveSize fills in the output size of a run that may still be writing.
+func (s *Store) liveSize(r *Run) {
+	if r.State == StateDone {
+		return
+	}
+	if fi, err := os.Stat(s.outputPath(r.ID)); err == nil {
+		r.OutputSize = fi.Size()
+	}
+}
+
+// Get implements History.
+func (s *Store) Get(ctx context.Context, id string) (Run, error) {
+	if !validID(id) {
+		return Run{}, notFound(id)
+	}
+	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Run{}, notFound(id)
+	}
+	if err != nil {
+		return Run{}, fmt.Errorf("store: get %q: %w", id, err)
+	}
+	s.liveSize(&r)
+	return r, nil
+}
+
+func (s *Store) list(ctx context.Context, query string, args ...any) ([]Run, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	defer rows.Close()
+	var runs []Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list: %w", err)
+		}
+		runs = append(runs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	for i := range runs {
+		s.liveSize(&runs[i])
+	}
+	return runs, nil
+}
+
+// ListActive implements History.
+func (s *Store) ListActive(ctx context.Context) ([]Run, error) {
+	return s.list(ctx, `SELECT `+runColumns+` FROM runs WHERE state <> 'done' ORDER BY seq`)
+}
+
+// ListQueued implements History.
+func (s *Store) ListQueued(ctx context.Context, script string) ([]Run, error) {
+	if script == "" {
+		return s.list(ctx, `SELECT `+runColumns+` FROM runs WHERE state = 'queued' ORDER BY seq`)
+	}
+	return s.list(ctx, `SELECT `+runColumns+` FROM runs WHERE state = 'queued' AND script = ? ORDER BY seq`, script)
+}
+
+// update runs one UPDATE of the run id whose WHERE clause also requires one
+// of the states in want (any state when want is empty), and tells a missing
+// run (ErrNotFound) from one in another state (ErrWrongState).
+func (s *Store) update(ctx context.Context, op, id string, want []State, set string, args ...any) error {
+	if !validID(id) {
+		return fmt.Errorf("store: %s: %w", op, notFound(id))
+	}
+	tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("store: %s %q: %w", op, id, err)
+	}
+	defer end()
+	var state State
+	err = tx.QueryRowContext(ctx, `SELECT state FROM runs WHERE id = ?`, id).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("store: %s: %w", op, notFound(id))
+	}
+	if err != nil {
+		return fmt.Errorf("store: %s %q: %w", op, id, err)
+	}
+	if len(want) > 0 && !hasState(want, state) {
+		return fmt.Errorf("store: %s: run %q is %s: %w", op, id, state, ErrWrongState)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE runs SET `+set+` WHERE id = ?`, append(args, id)...); err != nil {
+		return fmt.Errorf("store: %s %q: %w", op, id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: %s %q: %w", op, id, err)
+	}
+	return nil
+}
+
+func hasState(states []State, s State) bool {
+	for _, x := range states {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// MarkStarted implements History. The process group is taken to be pid:
+// children lead their own group.
+func (s *Store) MarkStarted(ctx context.Context, id string, pid int, startedAt time.Time) error {
+	if startedAt.IsZero() {
+		startedAt = time.Now()
+	}
+	return s.update(ctx, "mark started", id, []State{StateQueued},
+		`state = 'running', started_at = ?, pid = ?, pgid = ?`, toNanos(startedAt), pid, pid)
+}
+
+// MarkDone implements History. It records the size of the output file, so
+// close the run's OutputWriter first.
+func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
+	if !o.Ended.valid() {
+		return fmt.Errorf("store: mark done %q: ended %q: %w", id, o.Ended, ErrInvalid)
+	}
+	if o.EndedAt.IsZero() {
+		o.EndedAt = time.Now()
+	}
+	var exit sql.NullInt64
+	if o.ExitCode != nil {
+		exit = sql.NullInt64{Int64: int64(*o.ExitCode), Valid: true}
+	}
+	var size int64
+	if validID(id) {
+		if fi, err := os.Stat(s.outputPath(id)); err == nil {
+			size = fi.Size()
+		}
+	}
+	return s.update(ctx, "mark done", id, []State{StateQueued, StateRunning},
+		`state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?`,
+		string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size)
+}
+
+// SetProgress implements History.
+func (s *Store) SetProgress(ctx context.Context, id string, p Progress) error {
+	return s.update(ctx, "set progress", id, nil,
+		`task = ?, task_total = ?, task_title = ?, subtask_percent = ?, subtask_title = ?`,
+		p.Task, p.TaskTotal, p.TaskTitle, p.SubtaskPercent, p.SubtaskTitle)
+}
+
+// SetResult implements History.
+func (s *Store) SetResult(ctx context.Context, id string, result json.RawMessage) error {
+	var v sql.NullString
+	if result != nil {
+		t := bytes.TrimSpace(result)
+		if !json.Valid(t) || len(t) == 0 || t[0] != '{' {
+			return fmt.Errorf("store: set result %q: not a JSON object: %w", id, ErrInvalid)
+		}
+		v = sql.NullString{String: string(t), Valid: true}
+	}
+	return s.update(ctx, "set result", id, nil, `result = ?`, v)
+}
+
+// Delete implements History. The output file goes first, inside the
+// transaction: a crash between the two leaves a done run without output,
+// which the next retention pass removes, never an output file nobody knows.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if !validID(id) {
+		return fmt.Errorf("store: delete: %w", notFound(id))
+	}
+	tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("store: delete %q: %w", id, err)
+	}
+	defer end()
+	var state State
+	err = tx.QueryRowContext(ctx, `SELECT state FROM runs WHERE id = ?`, id).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("store: delete: %w", notFound(id))
+	}
+	if err != nil {
+		return fmt.Errorf("store: delete %q: %w", id, err)
+	}
+	if state != StateDone {
+		return fmt.Errorf("store: delete: run %q is %s: %w", id, state, ErrWrongState)
+	}
+	if err := s.removeOutput(id); err != nil {
+		return fmt.Errorf("store: delete %q: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("store: delete %q: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: delete %q: %w", id, err)
+	}
+	return nil
+}
+
+// retentionBatch is how many runs one retention transaction deletes, so the
+// write lock is never held for long.
+const retentionBatch = 256
+
+// DeleteEndedBefore implements History. Runs that are not done are never
+// deleted, however old.
+func (s *Store) DeleteEndedBefore(ctx context.Context, t time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.deleteBatch(ctx, toNanos(t))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("store: retention: %w", err)
+		}
+		if n < retentionBatch {
+			if total > 0 {
+				s.log.Info().Int("runs", total).Time("before", t).Msg("old runs deleted")
+			}
+			return total, nil
+		}
+	}
+}
+
+func (s *Store) deleteBatch(ctx context.Context, before int64) (int, error) {
+	tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer end()
+	rows, err := tx.QueryContext(ctx,
+		`SELECT id FROM runs WHERE state = 'done' AND ended_at < ? ORDER BY ended_at LIMIT ?`, before, retentionBatch)
+	if err != nil {
+		return 0, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if err := s.removeOutput(id); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE id = ?`, id); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	return len(ids), nil
+}
+
+// Recover implements History. The returned runs are as recorded after the
+// change: State done, Ended interrupted, Pid and Pgid as they were.
+func (s *Store) Recover(ctx context.Context) ([]Run, error) {
+	tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: recover: %w", err)
+	}
+	defer end()
+	rows, err := tx.QueryContext(ctx, `SELECT `+runColumns+` FROM runs WHERE state = 'running' ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("store: recover: %w", err)
+	}
+	var runs []Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("store: recover: %w", err)
+		}
+		runs = append(runs, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: recover: %w", err)
+	}
+	now := time.Now()
+	for i := range runs {
+		r := &runs[i]
+		s.liveSize(r)
+		r.State, r.Ended, r.EndedAt = StateDone, EndedInterrupted, now
+		_, err := tx.ExecContext(ctx,
+			`UPDATE runs SET state = 'done', ended = 'interrupted', ended_at = ?, output_size = ? WHERE id = ?`,
+			toNanos(now), r.OutputSize, r.ID)
+		if err != nil {
+			return nil, fmt.Errorf("store: recover %q: %w", r.ID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: recover: %w", err)
+	}
+	for _, r := range runs {
+		s.log.Warn().Str("run", r.ID).Str("script", r.Script).Int("pid", r.Pid).
+			Msg("run was running when rexec stopped: marked interrupted")
+	}
+	return runs, nil
+}
+
+// Times are stored as UNIX nanoseconds; the zero time is NULL.
+
+func toNanos(t time.Time) int64 { return t.UnixNano() }
+
+func toNullNanos(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+func fromNullNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64)
+}
+
+// outputPath is the output file of a run; id must be valid.
+func (s *Store) outputPath(id string) string {
+	return s.outDir + string(os.PathSeparator) + id + ".log"
+}
+
+func (s *Store) removeOutput(id string) error {
+	if err := os.Remove(s.outputPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}

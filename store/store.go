@@ -1,0 +1,255 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
+)
+
+// Error kinds. webapi maps them to HTTP statuses; test them with errors.Is.
+var (
+	// ErrNotFound: no run (or no output file) with that ID.
+	ErrNotFound = errors.New("run not found")
+	// ErrWrongState: the run's state does not allow the change, e.g.
+	// starting a run that is not queued, ending a run that is done, or
+	// deleting one that is still queued or running.
+	ErrWrongState = errors.New("run is not in a state that allows this")
+	// ErrInvalid: the caller passed a value the store refuses (no script
+	// name, an unknown Ended, a result that is not a JSON object...).
+	ErrInvalid = errors.New("invalid run data")
+	// ErrBadOffset: an output offset below zero or beyond the output's size.
+	ErrBadOffset = errors.New("offset beyond the output")
+	// ErrSchemaTooNew: the database was written by a newer rexec.
+	ErrSchemaTooNew = errors.New("database schema is newer than this program")
+)
+
+// DefaultMaxOutput is the output cap of a run when Options.MaxOutput is 0.
+const DefaultMaxOutput = 16 << 20
+
+// Options configure a Store. Zero values take the defaults.
+type Options struct {
+	// MaxOutput caps the size of each run's output file in bytes; past it,
+	// one truncation marker line is written and the rest is discarded.
+	// 0 (or less) means DefaultMaxOutput.
+	MaxOutput int64
+	// BusyTimeout is how long a write waits for another connection's write
+	// lock before failing. Default 5s.
+	BusyTimeout time.Duration
+	// FullSync sets synchronous=FULL: every commit is fsynced, so even a
+	// power loss loses no acknowledged write. The default (NORMAL) already
+	// loses nothing acknowledged when only the process dies (see the package
+	// documentation).
+	FullSync bool
+	// Logger receives the store's log lines; the zero Logger discards them.
+	Logger zerolog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxOutput <= 0 {
+		o.MaxOutput = DefaultMaxOutput
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+}
+
+// Store is the single-host History: one SQLite file and a directory of
+// output files. Its methods are safe for concurrent use. Create it with Open,
+// release it with Close.
+type Store struct {
+	db        *sql.DB
+	dir       string // the data directory
+	outDir    string // dir/output
+	maxOutput int64
+	log       zerolog.Logger
+
+	// writer is a semaphore of one held around every write transaction:
+	// writers of this process queue here, in order and cancellable, instead
+	// of polling SQLite's lock with busy_timeout's growing sleeps (up to
+	// 100 ms a try). busy_timeout still covers other processes (e.g. the
+	// sqlite3 shell) holding the lock.
+	writer chan struct{}
+}
+
+var _ History = (*Store)(nil)
+
+// File and directory modes: the history holds arguments, which may be
+// private, so nothing is readable by others.
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
+// Open opens (creating if needed) the store in dir: the directory, the
+// database dir/rexec.db, its schema, and dir/output/. It does not recover
+// runs that a crash left running; call Recover for that.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	opts.setDefaults()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: data dir %q: %w", dir, err)
+	}
+	outDir := filepath.Join(abs, "output")
+	if err := os.MkdirAll(outDir, dirMode); err != nil {
+		return nil, fmt.Errorf("store: create data dir: %w", err)
+	}
+
+	syncMode := "NORMAL"
+	if opts.FullSync {
+		syncMode = "FULL"
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+syncMode+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	// Transactions take the write lock at BEGIN, so they wait through
+	// busy_timeout instead of failing when a read lock cannot be upgraded.
+	q.Set("_txlock", "immediate")
+	dsn := (&url.URL{Scheme: "file", Path: filepath.Join(abs, "rexec.db"), RawQuery: q.Encode()}).String()
+
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open database: %w", err)
+	}
+	s := &Store{db: db, dir: abs, outDir: outDir, maxOutput: opts.MaxOutput,
+		log: opts.Logger.With().Str("component", "store").Logger(), writer: make(chan struct{}, 1)}
+	if err := s.check(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// check verifies that the pragmas took: a journal mode silently left at
+// DELETE (e.g. on a file system without shared memory) would change the
+// durability and concurrency this package documents.
+func (s *Store) check(ctx context.Context) error {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("store: open database: %w", err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("store: database journal mode is %q, want wal", mode)
+	}
+	return nil
+}
+
+// Close closes the database. Open OutputWriters stay usable until closed.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// beginWrite waits for this process's turn to write and begins a write
+// transaction (BEGIN IMMEDIATE). The returned end rolls back unless the
+// transaction was committed, and gives the turn to the next writer.
+func (s *Store) beginWrite(ctx context.Context) (tx *sql.Tx, end func(), err error) {
+	select {
+	case s.writer <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	tx, err = s.db.BeginTx(ctx, nil)
+	if err != nil {
+		<-s.writer
+		return nil, nil, err
+	}
+	return tx, func() { tx.Rollback(); <-s.writer }, nil
+}
+
+// Dir returns the absolute data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// migrations are applied in order; migration i brings the schema to
+// PRAGMA user_version i+1. Never edit one that has shipped: append.
+var migrations = []string{
+	// 1: runs.
+	`CREATE TABLE runs (
+		seq             INTEGER PRIMARY KEY AUTOINCREMENT, -- insertion order: FIFO
+		id              TEXT    NOT NULL UNIQUE,
+		script          TEXT    NOT NULL CHECK (script <> ''),
+		args            TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(args) AND json_type(args) = 'array'),
+		who             TEXT    NOT NULL DEFAULT '',     -- key id, never the key
+		state           TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+		queued_at       INTEGER NOT NULL,                -- times: UNIX nanoseconds
+		start_at        INTEGER,                         -- scheduled start, NULL = now
+		started_at      INTEGER,
+		ended_at        INTEGER,
+		exit_code       INTEGER,
+		signal          TEXT    NOT NULL DEFAULT '',
+		ended           TEXT    NOT NULL DEFAULT ''
+		                CHECK (ended IN ('', 'exit', 'cancelled', 'timeout', 'interrupted', 'start_failed')),
+		task            INTEGER NOT NULL DEFAULT 0,
+		task_total      INTEGER NOT NULL DEFAULT 0,
+		task_title      TEXT    NOT NULL DEFAULT '',
+		subtask_percent INTEGER NOT NULL DEFAULT 0,
+		subtask_title   TEXT    NOT NULL DEFAULT '',
+		result          TEXT    CHECK (result IS NULL OR (json_valid(result) AND json_type(result) = 'object')),
+		pid             INTEGER NOT NULL DEFAULT 0,
+		pgid            INTEGER NOT NULL DEFAULT 0,
+		output_size     INTEGER NOT NULL DEFAULT 0,
+		CHECK ((state = 'done') = (ended <> ''))
+	) STRICT;
+	CREATE INDEX runs_active ON runs (state, script, seq) WHERE state <> 'done';
+	CREATE INDEX runs_ended ON runs (ended_at) WHERE state = 'done';`,
+}
+
+// migrate brings the schema to len(migrations), one transaction per step,
+// the version bump inside the step's transaction.
+func (s *Store) migrate(ctx context.Context) error {
+	for {
+		done, err := s.migrateOne(ctx)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+func (s *Store) migrateOne(ctx context.Context) (done bool, err error) {
+	tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return false, fmt.Errorf("store: migrate: %w", err)
+	}
+	defer end()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return false, fmt.Errorf("store: migrate: %w", err)
+	}
+	switch {
+	case v > len(migrations):
+		return false, fmt.Errorf("store: schema version %d, this program knows %d: %w", v, len(migrations), ErrSchemaTooNew)
+	case v == len(migrations):
+		return true, nil
+	}
+	if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		return false, fmt.Errorf("store: migrate to schema %d: %w", v+1, err)
+	}
+	// PRAGMA takes no bound parameters; v+1 is our own integer.
+	if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(v+1)); err != nil {
+		return false, fmt.Errorf("store: migrate to schema %d: %w", v+1, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("store: migrate to schema %d: %w", v+1, err)
+	}
+	s.log.Info().Int("schema", v+1).Msg("database schema migrated")
+	return false, nil
+}
