@@ -178,9 +178,9 @@ func (b *syncBuffer) String() string {
 
 // serverProcess starts "rexec serve -p 0" as a process of its own, to be
 // killed by the test, and returns its URL.
-func serverProcess(t *testing.T) (*exec.Cmd, string) {
+func serverProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := rexecCmd(t, nil, "serve", "-p", "0", "--kill-grace", "1s")
+	cmd := rexecCmd(t, nil, append([]string{"serve", "-p", "0", "--kill-grace", "1s"}, args...)...)
 	logr, logw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,8 @@ type runCmd struct {
 	Env     []string      `short:"e" env:"-" sep:"none" placeholder:"KEY=VALUE" help:"Set a variable in the command's environment (repeatable). A bare KEY sends this machine's value of KEY."`
 	Timeout time.Duration `env:"-" help:"Have the server terminate the command after this long (e.g. 10m); default none."`
 	Stdin   bool          `short:"i" env:"-" help:"Forward this stdin to the command, live, as it is read; its end closes the command's stdin. Without -i the command's stdin is empty."`
-	Command []string      `arg:"" passthrough:"partial" help:"The command and its arguments (after --)."`
+	Script  string        `env:"-" placeholder:"NAME" help:"Run this script of the server's exectab instead of a command; what follows -- are its arguments."`
+	Command []string      `arg:"" optional:"" passthrough:"partial" help:"The command and its arguments (after --), or the script's arguments with --script."`
 }
 
 // Exit codes of "rexec run" besides the remote command's own; see Help.
@@ -50,10 +51,10 @@ Exit status:
     0-255   the remote command's exit code
     128+N   the remote command was killed by signal N (137: SIGKILL; 143: SIGTERM, as on --timeout)
     2       bad command line, or the server refused the request as invalid (400, 413)
-    3       not authorized (401, 403): wrong or missing --token / REXEC_TOKEN
+    3       refused: not authorized (401: wrong or missing --token / REXEC_TOKEN) or forbidden (403: an ad-hoc command on a --scripts-only server)
     4       the command could not be started (404): no such command or directory, permission denied
     5       a run with this --alias is running (409)
-    6       the server is busy or shutting down (503), or could not be reached: nothing ran
+    6       the server is busy or shutting down (503), the script runs as many times at once as it may (429), or the server could not be reached: nothing ran
     7       any other error: another HTTP status, or an answer that is not rexec's
     130     interrupted by SIGINT (143: by SIGTERM); the remote command is killed
     255     the run's end was never received (connection lost, server gone): its status is unknown
@@ -77,8 +78,8 @@ func (c *runCmd) spec() (client.Spec, error) {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
-	if len(args) == 0 {
-		return client.Spec{}, errors.New("no command: rexec run [flags] -- COMMAND [ARGS...]")
+	if len(args) == 0 && c.Script == "" {
+		return client.Spec{}, errors.New("no command: rexec run [flags] -- COMMAND [ARGS...] (or --script NAME)")
 	}
 	if c.Timeout < 0 {
 		return client.Spec{}, errors.New("--timeout must be positive")
@@ -98,6 +99,9 @@ func (c *runCmd) spec() (client.Spec, error) {
 			env = map[string]string{}
 		}
 		env[k] = v
+	}
+	if c.Script != "" {
+		return client.Spec{Alias: c.Alias, Script: c.Script, Args: args, Cwd: c.Cwd, Env: env, Timeout: c.Timeout}, nil
 	}
 	return client.Spec{Alias: c.Alias, Cmd: args[0], Args: args[1:], Cwd: c.Cwd, Env: env, Timeout: c.Timeout}, nil
 }
@@ -201,7 +205,7 @@ func runFailure(url string, err error) error {
 			code = exitRunStartFailed
 		case http.StatusConflict:
 			code = exitRunConflict
-		case http.StatusServiceUnavailable:
+		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 			code = exitRunUnavailable
 		}
 		return &exitError{code, fmt.Errorf("the server refused the run (%d %s): %s", se.StatusCode, http.StatusText(se.StatusCode), se.Message)}

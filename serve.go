@@ -8,10 +8,12 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -33,6 +35,8 @@ type serveCmd struct {
 	MaxProcs       int           `default:"0" help:"Most processes running at once; beyond it 503. 0 means no limit."`
 	Heartbeat      time.Duration `default:"15s" help:"Silence after which an NDJSON stream gets a {\"heartbeat\":true} line."`
 	DebugAddr      string        `help:"Serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it."`
+	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
+	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`
 }
 
 func (c *serveCmd) Validate() error {
@@ -53,6 +57,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--max-procs must be 0 (no limit) or more")
 	case c.Heartbeat <= 0:
 		return errors.New("--heartbeat must be positive")
+	case c.ScriptsOnly && c.Scripts == "":
+		return errors.New("--scripts-only needs --scripts FILE: without it nothing could run")
 	}
 	if c.Token == "" && !c.InsecureNoAuth && !isLoopback(c.IP) {
 		return fmt.Errorf("refusing to bind %s without a token: anyone who can reach it could run any command. "+
@@ -71,6 +77,13 @@ func isLoopback(host string) bool {
 
 func (c *serveCmd) Run() error {
 	log := newLogger(c.Verbose, c.LogFormat)
+	scripts, err := c.loadScripts()
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if c.Scripts != "" {
+		log.Info().Str("file", c.Scripts).Int("scripts", scripts.Load().Len()).Msg("exectab loaded")
+	}
 	if before, after, err := raiseFileLimit(); err != nil {
 		log.Warn().Err(err).Uint64("open_files", after.Cur).Msg("could not raise the open-file limit")
 	} else if after.Cur != before.Cur {
@@ -83,11 +96,13 @@ func (c *serveCmd) Run() error {
 		Logger:     log,
 	})
 	srv := webapi.New(webapi.Config{
-		Addr:      net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
-		Token:     c.Token,
-		MaxBody:   int64(c.MaxBody),
-		Heartbeat: c.Heartbeat,
-		Logger:    log,
+		Addr:        net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
+		Token:       c.Token,
+		MaxBody:     int64(c.MaxBody),
+		Heartbeat:   c.Heartbeat,
+		Logger:      log,
+		Scripts:     scripts.Load,
+		ScriptsOnly: c.ScriptsOnly,
 	}, b)
 	if err := srv.Open(); err != nil {
 		b.Shutdown(context.Background())
@@ -104,7 +119,16 @@ func (c *serveCmd) Run() error {
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			c.reloadScripts(scripts, log)
+		case <-ctx.Done():
+		}
+	}
 	stop() // a second signal ends the process at once
 	log.Info().Dur("grace", c.ShutdownGrace).Msg("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
@@ -129,4 +153,36 @@ func newLogger(verbosity int, format string) zerolog.Logger {
 		out = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
 	}
 	return out.Level(level).With().Timestamp().Logger()
+}
+
+// loadScripts reads --scripts, if given, into the pointer that requests
+// read. Without the flag the catalogue is empty.
+func (c *serveCmd) loadScripts() (*atomic.Pointer[catalog.Catalog], error) {
+	var p atomic.Pointer[catalog.Catalog]
+	if c.Scripts == "" {
+		return &p, nil
+	}
+	cat, err := catalog.Load(c.Scripts)
+	if err != nil {
+		return nil, err
+	}
+	p.Store(cat)
+	return &p, nil
+}
+
+// reloadScripts answers SIGHUP: a new catalogue replaces the old one whole,
+// and a bad file leaves the old one in force.
+func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], log zerolog.Logger) {
+	if c.Scripts == "" {
+		log.Info().Msg("SIGHUP: no --scripts file to reload")
+		return
+	}
+	cat, err := catalog.Load(c.Scripts)
+	if err != nil {
+		log.Error().Err(err).Str("file", c.Scripts).Int("scripts", p.Load().Len()).
+			Msg("exectab reload failed: keeping the previous one")
+		return
+	}
+	p.Store(cat)
+	log.Info().Str("file", c.Scripts).Int("scripts", cat.Len()).Msg("exectab reloaded")
 }

@@ -302,6 +302,10 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	pid, _, err := syscall.StartProcess(path, argv, attr)
 	if err != nil {
 		forgetPath(spec.Path)
+		if spec.Credential != nil && err == syscall.EPERM {
+			return nil, &StartError{Op: "exec", Err: fmt.Errorf("%s as uid %d gid %d: %w (switching user or group needs root, or CAP_SETUID and CAP_SETGID)",
+				path, spec.Credential.Uid, spec.Credential.Gid, err)}
+		}
 		return nil, &StartError{Op: "exec", Err: fmt.Errorf("%s: %w", path, err)}
 	}
 	p.pid = pid

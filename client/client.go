@@ -116,6 +116,10 @@ type Spec struct {
 	Alias string
 	// Cmd is the executable: a path, or a name looked up in the server's PATH.
 	Cmd string
+	// Script, instead of Cmd, names a script of the server's exectab; Args
+	// are then its arguments, and Cwd and Env must be empty (the exectab
+	// sets them).
+	Script string
 	// Args are passed as argv[1:], unchanged (no shell is involved).
 	Args []string
 	// Cwd is the working directory; empty means the server's.
@@ -139,7 +143,8 @@ type Spec struct {
 // wireRequest is the JSON request of POST /process.
 type wireRequest struct {
 	Alias   string            `json:"alias"`
-	Cmd     string            `json:"cmd"`
+	Cmd     string            `json:"cmd,omitempty"`
+	Script  string            `json:"script,omitempty"`
 	Args    []string          `json:"args,omitempty"`
 	Cwd     string            `json:"cwd,omitempty"`
 	Envs    map[string]string `json:"envs,omitempty"`
@@ -152,15 +157,15 @@ type wireRequest struct {
 // when done. When ctx ends, the connection is closed, which makes the server
 // kill the command's process group.
 func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
-	if spec.Cmd == "" {
-		return nil, errors.New("the command is empty")
+	if (spec.Cmd == "") == (spec.Script == "") {
+		return nil, errors.New("give a command or a script, not both or neither")
 	}
 	if spec.Timeout < 0 {
 		return nil, fmt.Errorf("negative timeout %v", spec.Timeout)
 	}
-	w := wireRequest{Alias: spec.Alias, Cmd: spec.Cmd, Args: spec.Args, Cwd: spec.Cwd, Envs: spec.Env, Stderr: "merge"}
+	w := wireRequest{Alias: spec.Alias, Cmd: spec.Cmd, Script: spec.Script, Args: spec.Args, Cwd: spec.Cwd, Envs: spec.Env, Stderr: "merge"}
 	if w.Alias == "" {
-		w.Alias = NewAlias(spec.Cmd)
+		w.Alias = NewAlias(spec.Cmd + spec.Script)
 	}
 	if spec.DiscardStderr {
 		w.Stderr = "discard"

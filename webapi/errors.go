@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rs/zerolog"
 )
@@ -24,6 +25,15 @@ func statusOf(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "request body larger than the limit (--max-body)"
 	case errors.Is(err, errUnauthorized):
 		return http.StatusUnauthorized, err.Error()
+	case errors.Is(err, catalog.ErrMissingArgument), errors.Is(err, catalog.ErrTooManyArguments),
+		errors.Is(err, catalog.ErrInvalidArgument):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, errScriptsOnly):
+		return http.StatusForbidden, err.Error()
+	case errors.Is(err, errNoSuchScript):
+		return http.StatusNotFound, err.Error()
+	case errors.Is(err, broker.ErrGroupBusy):
+		return http.StatusTooManyRequests, err.Error()
 	case errors.Is(err, broker.ErrAliasInUse):
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, broker.ErrTooManyProcs), errors.Is(err, broker.ErrShuttingDown):

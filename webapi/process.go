@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/child"
 )
 
@@ -40,11 +43,18 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ndjson := wantsNDJSON(r.Header.Get("Accept"))
-	spec := req.spec(s.cfg.Env, ndjson)
+	spec, limit, err := s.runSpec(req, ndjson, stdin != nil)
+	if err != nil {
+		fail(w, s.log, err)
+		return
+	}
 	if stdin != nil {
 		spec.Stdin = stdin
 	}
-	proc, err := s.broker.Start(req.Alias, spec)
+	proc, err := s.broker.StartIn(req.Alias, limit, spec)
+	if errors.Is(err, broker.ErrGroupBusy) {
+		err = fmt.Errorf("script %q: %w (its exectab line allows %d at once)", req.Script, err, limit.Max)
+	}
 	if err != nil {
 		fail(w, s.log.With().Str("alias", req.Alias).Logger(), err)
 		return
@@ -83,7 +93,11 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := s.log.Info().
 		Str("alias", req.Alias).
-		Str("cmd", req.Cmd).
+		Str("cmd", spec.Path)
+	if req.Script != "" {
+		ev = ev.Str("script", req.Script)
+	}
+	ev = ev.
 		Int("pid", proc.Pid()).
 		Int("exit_code", st.Code)
 	if st.Signal != 0 {

@@ -17,6 +17,7 @@ import (
 type processRequest struct {
 	Alias   string            `json:"alias"`
 	Cmd     string            `json:"cmd"`
+	Script  string            `json:"script"`
 	Args    []string          `json:"args"`
 	Cwd     string            `json:"cwd"`
 	Envs    map[string]string `json:"envs"`
@@ -96,8 +97,15 @@ func (r *processRequest) validate() error {
 	if err := validAlias(r.Alias); err != nil {
 		return err
 	}
-	if r.Cmd == "" {
-		return badRequestf("field \"cmd\" is required")
+	switch {
+	case r.Cmd == "" && r.Script == "":
+		return badRequestf("field \"cmd\" (or \"script\") is required")
+	case r.Cmd != "" && r.Script != "":
+		return badRequestf("fields \"cmd\" and \"script\" exclude each other: run a command or a script")
+	case r.Script != "" && r.Cwd != "":
+		return badRequestf("field \"cwd\" cannot be used with a script: its exectab line sets the directory")
+	case r.Script != "" && len(r.Envs) > 0:
+		return badRequestf("field \"envs\" cannot be used with a script: its exectab line sets the environment")
 	}
 	if strings.ContainsRune(r.Cmd, 0) {
 		return badRequestf("field \"cmd\" contains a NUL byte")

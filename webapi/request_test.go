@@ -13,6 +13,8 @@ func FuzzDecodeProcessRequest(f *testing.F) {
 		`{"alias":"du","cmd":"du","args":["-h","-c"]}`,
 		`{"alias":"do_ls","cmd":"sh","args":["-c","ls -rtl"],"cwd":".","envs":{"PATH":"/bin","K":"V"}}`,
 		`{"alias":"a","cmd":"cat","stdin":"x\n","stderr":"merge","timeout":"1.5s"}`,
+		`{"alias":"a","script":"backup","args":["; rm -rf /","$(id)"]}`,
+		`{"alias":"a","script":"backup","cmd":"x"}`,
 		`{"alias":"a","cmd":"true","unknown":1}`,
 		`{"alias":"a b","cmd":"x"}`,
 		`{"alias":"a","cmd":"x","envs":{"A=B":"c"}}`,
@@ -34,7 +36,7 @@ func FuzzDecodeProcessRequest(f *testing.F) {
 			return
 		}
 		// Whatever is accepted is safe to hand to the OS.
-		if validAlias(req.Alias) != nil || req.Cmd == "" || strings.ContainsRune(req.Cmd, 0) {
+		if validAlias(req.Alias) != nil || (req.Cmd == "") == (req.Script == "") || strings.ContainsRune(req.Cmd, 0) {
 			t.Fatalf("accepted an invalid request: %+v", req)
 		}
 		for _, a := range req.Args {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/catalog"
 	"github.com/rs/zerolog"
 )
 
@@ -38,6 +39,11 @@ type Config struct {
 	Env []string
 	// Logger receives one line per run and the server's errors.
 	Logger zerolog.Logger
+	// Scripts returns the exectab catalogue in force, read at every
+	// request so that a reload takes effect at once. Nil: no scripts.
+	Scripts func() *catalog.Catalog
+	// ScriptsOnly refuses ad-hoc commands (403): only scripts run.
+	ScriptsOnly bool
 }
 
 func (c *Config) setDefaults() {

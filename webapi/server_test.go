@@ -314,7 +314,7 @@ func TestErrors(t *testing.T) {
 		{"unknown field", `{"alias":"a","cmd":"true","bogus":1}`, 400, `unknown field "bogus"`},
 		{"wrong type", `{"alias":"a","cmd":"true","args":"-l"}`, 400, `field "args"`},
 		{"missing alias", `{"cmd":"true"}`, 400, `"alias" is required`},
-		{"missing cmd", `{"alias":"a"}`, 400, `"cmd" is required`},
+		{"missing cmd", `{"alias":"a"}`, 400, `"cmd" (or "script") is required`},
 		{"bad alias", `{"alias":"a b","cmd":"true"}`, 400, "alias"},
 		{"long alias", `{"alias":"` + strings.Repeat("a", 129) + `","cmd":"true"}`, 400, "128"},
 		{"bad stderr", `{"alias":"a","cmd":"true","stderr":"file"}`, 400, "stderr"},
