@@ -134,16 +134,16 @@ func TestRunServerKilledMidRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The server dies with it; its children are orphans to clean up.
-	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) }) // in case the test fails
 	server.Process.Kill()
 	server.Wait()
 	code, rest := r.wait(t)
 	if code != 255 || rest != "" || !strings.Contains(r.stderr.String(), "the run's end was never received") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, rest, r.stderr.String())
 	}
-	if !testchild.Gone(pid) {
-		t.Logf("as expected, remote process %d outlives a server killed with SIGKILL", pid)
+	// The kernel kills the leader when the server dies (Pdeathsig).
+	if !testchild.WaitGone(pid, 10*time.Second) {
+		t.Fatalf("remote process %d outlived a server killed with SIGKILL", pid)
 	}
 }
 

@@ -296,6 +296,13 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 			Setpgid:    true,
 			PidFD:      &pidfd,
 			Credential: spec.Credential,
+			// If the server dies without a chance to clean up (SIGKILL,
+			// the OOM killer), the kernel kills the leader too. Linux ties
+			// this to the thread that forked, but the Go runtime never ends
+			// its threads unless a goroutine locked to one exits, which
+			// rexec never does. What the leader started itself survives it:
+			// run rexec under an init (tini) or in its own cgroup for that.
+			Pdeathsig: syscall.SIGKILL,
 		},
 	}
 	p.start = time.Now()
