@@ -119,6 +119,7 @@ func (c *serveCmd) Run() error {
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go returnMemoryWhenQuiet(ctx, log, quietPeriod, quietHeapFloor)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
