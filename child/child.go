@@ -165,6 +165,10 @@ func (c Chunk) Release() {
 // readable, so a quiet child holds no buffer at all.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
+// usePidfd is false only in tests of the fallback for kernels without pidfd
+// (before 5.3), where the kernel leaves the PidFD field at -1 anyway.
+var usePidfd = true
+
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.OpenFile(os.DevNull, os.O_RDWR, 0) })
 
 // Process is one running (or finished) child.
@@ -287,6 +291,10 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	}
 
 	pidfd := -1
+	var pidfdp *int
+	if usePidfd {
+		pidfdp = &pidfd
+	}
 	argv := append([]string{spec.Path}, spec.Args...)
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
@@ -294,7 +302,7 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 		Files: fds,
 		Sys: &syscall.SysProcAttr{
 			Setpgid:    true,
-			PidFD:      &pidfd,
+			PidFD:      pidfdp,
 			Credential: spec.Credential,
 			// If the server dies without a chance to clean up (SIGKILL,
 			// the OOM killer), the kernel kills the leader too. Linux ties

@@ -332,3 +332,28 @@ func threads(t *testing.T) int {
 	t.Skip("no thread count")
 	return 0
 }
+
+// TestFallbackWithoutPidfd: on kernels without pidfd the exit is awaited
+// by waitid in a goroutine; statuses, group kill and leftovers must not
+// change.
+func TestFallbackWithoutPidfd(t *testing.T) {
+	child.WithoutPidfd(func() {
+		p := start(t, "exit", child.Spec{Args: []string{"42"}}, child.Options{})
+		collect(p)
+		if st := p.Wait(); st.Code != 42 {
+			t.Fatalf("status %+v", st)
+		}
+		p = start(t, "selfkill", child.Spec{Args: []string{"9"}}, child.Options{})
+		collect(p)
+		if st := p.Wait(); st.Signal != syscall.SIGKILL {
+			t.Fatalf("status %+v", st)
+		}
+		p = start(t, "grandchild", child.Spec{}, child.Options{KillGrace: time.Second})
+		gc, _ := strconv.Atoi(firstLine(t, p))
+		p.Kill(child.ReasonDisconnect)
+		p.Discard()
+		if st := p.Wait(); st.Signal != syscall.SIGTERM || !testchild.WaitGone(gc, 5*time.Second) {
+			t.Fatalf("status %+v, grandchild %d gone: %v", st, gc, testchild.Gone(gc))
+		}
+	})
+}
