@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,4 +71,74 @@ func TestServeScriptsFile(t *testing.T) {
 			t.Fatalf("a script removed by the reload still runs: %+v", r)
 		}
 	})
+}
+
+// TestDetachedRunsSurviveKill9: after a kill -9 of rexec, the next start marks
+// the run that was running as interrupted and runs the one that was queued;
+// nothing acknowledged is lost.
+func TestDetachedRunsSurviveKill9(t *testing.T) {
+	dir := t.TempDir()
+	tab := filepath.Join(dir, "exectab")
+	os.WriteFile(tab, []byte("-s=1 job /bin/sh -c \"echo started; sleep @@1; echo finished\"\n"), 0o644)
+	data := filepath.Join(dir, "data")
+	args := []string{"--scripts", tab, "--data-dir", data}
+
+	srv, url := serverProcess(t, args...)
+	submit := func(url, arg string) string {
+		t.Helper()
+		resp, err := http.Post(url+"/scripts/v1/run", "application/json", strings.NewReader(`{"name":"job","args":["`+arg+`"]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a struct {
+			Success bool
+			ID      string
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || !a.Success {
+			t.Fatalf("run: %d %v", resp.StatusCode, err)
+		}
+		return a.ID
+	}
+	status := func(url, id string) map[string]any {
+		t.Helper()
+		resp, err := http.Get(url + "/scripts/v1/status/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a map[string]any
+		json.NewDecoder(resp.Body).Decode(&a)
+		return a
+	}
+	wait := func(url, id, state string) map[string]any {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			a := status(url, id)
+			if a["state"] == state {
+				return a
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run %s never %s: %v", id, state, a)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	first := submit(url, "100")
+	wait(url, first, "running")
+	second := submit(url, "0")
+	if a := status(url, second); a["state"] != "queued" {
+		t.Fatalf("second: %v", a)
+	}
+	srv.Process.Kill() // kill -9
+	srv.Wait()
+
+	_, url = serverProcess(t, args...)
+	if a := status(url, first); a["state"] != "done" || a["ended"] != "interrupted" {
+		t.Fatalf("the run that was running: %v", a)
+	}
+	if a := wait(url, second, "done"); a["ended"] != "exit" || a["exit_code"] != float64(0) {
+		t.Fatalf("the run that was queued: %v", a)
+	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
 )
@@ -37,6 +39,9 @@ type serveCmd struct {
 	DebugAddr      string        `help:"Serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it."`
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
 	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`
+	DataDir        string        `type:"path" default:"./rexec-data" help:"Where detached runs (/scripts/v1) keep their history (SQLite) and output files; used with --scripts."`
+	MaxOutput      byteSize      `default:"16MiB" help:"Largest output kept per detached run; past it a truncation marker is written and the rest dropped."`
+	Retain         days          `default:"30d" help:"Delete detached runs that ended longer ago than this (e.g. 30d, 12h); 0 keeps them all."`
 }
 
 func (c *serveCmd) Validate() error {
@@ -57,6 +62,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--max-procs must be 0 (no limit) or more")
 	case c.Heartbeat <= 0:
 		return errors.New("--heartbeat must be positive")
+	case c.MaxOutput <= 0:
+		return errors.New("--max-output must be positive")
 	case c.ScriptsOnly && c.Scripts == "":
 		return errors.New("--scripts-only needs --scripts FILE: without it nothing could run")
 	}
@@ -95,6 +102,21 @@ func (c *serveCmd) Run() error {
 		Child:      child.Options{KillGrace: c.KillGrace, OutputSize: c.StdoutSize},
 		Logger:     log,
 	})
+	var st *store.Store
+	var detached *runs.Manager
+	if c.Scripts != "" {
+		if st, err = store.Open(context.Background(), c.DataDir, store.Options{MaxOutput: int64(c.MaxOutput), Logger: log}); err != nil {
+			b.Shutdown(context.Background())
+			return fmt.Errorf("--data-dir: %w", err)
+		}
+		defer st.Close()
+		detached, err = runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
+			Env: webapi.ServerEnv(os.Environ()), Retain: time.Duration(c.Retain), Logger: log})
+		if err != nil {
+			b.Shutdown(context.Background())
+			return err
+		}
+	}
 	srv := webapi.New(webapi.Config{
 		Addr:        net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
 		Token:       c.Token,
@@ -103,6 +125,8 @@ func (c *serveCmd) Run() error {
 		Logger:      log,
 		Scripts:     scripts.Load,
 		ScriptsOnly: c.ScriptsOnly,
+		Runs:        detached,
+		Store:       st,
 	}, b)
 	if err := srv.Open(); err != nil {
 		b.Shutdown(context.Background())
@@ -134,8 +158,21 @@ func (c *serveCmd) Run() error {
 	log.Info().Dur("grace", c.ShutdownGrace).Msg("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
 	defer cancel()
+	// Detached runs stop being scheduled at once, and are recorded as
+	// interrupted as the server's shutdown kills their groups.
+	runsClosed := make(chan error, 1)
+	go func() {
+		if detached == nil {
+			runsClosed <- nil
+			return
+		}
+		runsClosed <- detached.Close(sctx)
+	}()
 	if err := srv.Close(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-runsClosed; err != nil {
+		return fmt.Errorf("shutdown of detached runs: %w", err)
 	}
 	log.Info().Msg("stopped")
 	return nil

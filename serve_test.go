@@ -3,10 +3,11 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestServeRefusesAnOpenAddressWithoutToken(t *testing.T) {
-	base := serveCmd{Port: 8910, StatusSize: 8, StdoutSize: 8, KillGrace: 1, ShutdownGrace: 1, MaxBody: 1, Heartbeat: 1}
+	base := serveCmd{Port: 8910, StatusSize: 8, StdoutSize: 8, KillGrace: 1, ShutdownGrace: 1, MaxBody: 1, Heartbeat: 1, MaxOutput: 1}
 	for _, tc := range []struct {
 		ip, token string
 		insecure  bool
@@ -56,5 +57,22 @@ func TestRaiseFileLimitKeepsOrRaises(t *testing.T) {
 	}
 	if after.Cur < before.Cur || after.Cur != after.Max {
 		t.Fatalf("limit went from %+v to %+v", before, after)
+	}
+}
+
+func TestDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"30d": 30 * 24 * time.Hour, "12h": 12 * time.Hour, "1d12h": 36 * time.Hour, "0": 0, "90m": 90 * time.Minute,
+	} {
+		var d days
+		if err := d.UnmarshalText([]byte(in)); err != nil || time.Duration(d) != want {
+			t.Errorf("%q: %v, %v; want %v", in, time.Duration(d), err, want)
+		}
+	}
+	for _, in := range []string{"", "d", "-1d", "1x", "1d-2h"} {
+		var d days
+		if err := d.UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("%q accepted as %v", in, time.Duration(d))
+		}
 	}
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
 
@@ -44,6 +46,10 @@ type Config struct {
 	Scripts func() *catalog.Catalog
 	// ScriptsOnly refuses ad-hoc commands (403): only scripts run.
 	ScriptsOnly bool
+	// Runs and Store serve the detached runs of /scripts/v1; nil: the API
+	// answers that this server runs no scripts.
+	Runs  *runs.Manager
+	Store *store.Store
 }
 
 func (c *Config) setDefaults() {
@@ -100,8 +106,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/process", s.handleProcess)
 	mux.HandleFunc("/healthz", s.handleHealthz)
+	s.routeScripts(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process)")
+		writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process and /scripts/v1)")
 	})
 	return s.authenticate(mux)
 }

@@ -1,0 +1,338 @@
+package runs
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// The example of the seed's "Tracking Progress", line by line, with what
+// status should say after each.
+var progressSeedExample = []struct {
+	line string
+	want Progress
+}{
+	{"[1/3] Task 1", Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1"}},
+	{"[50%] Subtask", Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1", SubtaskPercent: 50, SubtaskTitle: "Subtask"}},
+	{"[88%] Subtask", Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1", SubtaskPercent: 88, SubtaskTitle: "Subtask"}},
+	{"[2] Task 2", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2"}},
+	{"[15%] Subtask", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 15, SubtaskTitle: "Subtask"}},
+	{"[45%] Subtask", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 45, SubtaskTitle: "Subtask"}},
+	{"[98%] Subtask", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 98, SubtaskTitle: "Subtask"}},
+	{"[3] Task 3", Progress{Task: 3, TaskTotal: 3, TaskTitle: "Task 3"}},
+}
+
+func TestProgressSeedExample(t *testing.T) {
+	var s ProgressScanner
+	if got := s.Progress(); got != (Progress{}) {
+		t.Fatalf("zero scanner: %+v", got)
+	}
+	for _, step := range progressSeedExample {
+		if !s.Write([]byte(step.line + "\n")) {
+			t.Errorf("%q: Write reported no change", step.line)
+		}
+		if got := s.Progress(); got != step.want {
+			t.Errorf("after %q:\n got %+v\nwant %+v", step.line, got, step.want)
+		}
+	}
+}
+
+// progressMixed is output with progress, other output, CRLF, a progress
+// bar's bare CR, binary bytes and a long line.
+var progressMixed = "starting\n[1/4] Fetch\r\n  [2/4] not progress\n[10%] a\r[20%] b\r[30%] c\n" +
+	"debug: [3] inside\n\x00\xff\xfe\n[2]\tCompile \xff\t\n[abc] x\n[75%]\n" +
+	"[3] " + strings.Repeat("é", 200) + "\n[40%]   " + strings.Repeat("x", 1000) + "\n[4/4] Done  \n[100%]Finished\n[1/1] unterminated"
+
+func TestProgressSplitAnywhere(t *testing.T) {
+	inputs := map[string]string{"seed": "", "mixed": progressMixed}
+	for _, step := range progressSeedExample {
+		inputs["seed"] += step.line + "\n"
+	}
+	for name, in := range inputs {
+		t.Run(name, func(t *testing.T) {
+			var whole ProgressScanner
+			whole.Write([]byte(in))
+			want := whole.Progress()
+			if model := progressModel([]byte(in)); want != model {
+				t.Fatalf("one chunk:\n got %+v\nwant %+v", want, model)
+			}
+			for i := range len(in) + 1 {
+				for _, j := range []int{i, i + 1, i + 7, len(in)} {
+					if j > len(in) {
+						continue
+					}
+					var s ProgressScanner
+					s.Write([]byte(in[:i]))
+					s.Write([]byte(in[i:j]))
+					s.Write([]byte(in[j:]))
+					if got := s.Progress(); got != want {
+						t.Fatalf("split at %d and %d:\n got %+v\nwant %+v", i, j, got, want)
+					}
+				}
+			}
+			var s ProgressScanner
+			for i := range len(in) {
+				s.Write([]byte{in[i]})
+			}
+			if got := s.Progress(); got != want {
+				t.Fatalf("byte by byte:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestProgressMixed(t *testing.T) {
+	var s ProgressScanner
+	s.Write([]byte(progressMixed))
+	want := Progress{Task: 4, TaskTotal: 4, TaskTitle: "Done", SubtaskPercent: 100, SubtaskTitle: "Finished"}
+	if got := s.Progress(); got != want {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestProgressLines(t *testing.T) {
+	start := Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 40, SubtaskTitle: "Sub"}
+	tests := []struct {
+		name, line string
+		want       Progress // what follows start and the line; zero: start unchanged
+	}{
+		{"task of total", "[3/7] Next", Progress{Task: 3, TaskTotal: 7, TaskTitle: "Next"}},
+		{"task keeps total", "[4] Next", Progress{Task: 4, TaskTotal: 5, TaskTitle: "Next"}},
+		{"task beyond total", "[9/3] Over", Progress{Task: 9, TaskTotal: 3, TaskTitle: "Over"}},
+		{"leading zeros", "[007/010] Z", Progress{Task: 7, TaskTotal: 10, TaskTitle: "Z"}},
+		{"nine digits", "[999999999/999999999] Big", Progress{Task: 999999999, TaskTotal: 999999999, TaskTitle: "Big"}},
+		{"no space", "[3/7]Next", Progress{Task: 3, TaskTotal: 7, TaskTitle: "Next"}},
+		{"no title", "[3]", Progress{Task: 3, TaskTotal: 5}},
+		{"blanks only", "[3] \t ", Progress{Task: 3, TaskTotal: 5}},
+		{"blanks around", "[3]  \t Title with  inner  spaces \t ", Progress{Task: 3, TaskTotal: 5, TaskTitle: "Title with  inner  spaces"}},
+		{"brackets in title", "[3] [1/2] x]", Progress{Task: 3, TaskTotal: 5, TaskTitle: "[1/2] x]"}},
+		{"same task again resets subtask", "[2] Before", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before"}},
+		{"subtask", "[75%] More", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 75, SubtaskTitle: "More"}},
+		{"subtask 0", "[0%] Zero", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskTitle: "Zero"}},
+		{"subtask 100", "[100%]", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 100}},
+		{"subtask 000", "[000%] z", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskTitle: "z"}},
+		{"not UTF-8", "[3] a\xffb\xfe\xfd", Progress{Task: 3, TaskTotal: 5, TaskTitle: "a\uFFFDb\uFFFD"}},
+
+		{"words", "[abc] x", Progress{}},
+		{"empty", "[] x", Progress{}},
+		{"total 0", "[1/0] x", Progress{}},
+		{"task 0", "[0] x", Progress{}},
+		{"task 0 of 3", "[0/3] x", Progress{}},
+		{"negative", "[-1] x", Progress{}},
+		{"plus", "[+1] x", Progress{}},
+		{"percent 101", "[101%] x", Progress{}},
+		{"negative percent", "[-5%] x", Progress{}},
+		{"decimal percent", "[50.5%] x", Progress{}},
+		{"percent twice", "[50%%] x", Progress{}},
+		{"percent alone", "[%] x", Progress{}},
+		{"percent of total", "[1/2%] x", Progress{}},
+		{"no task", "[/3] x", Progress{}},
+		{"no total", "[1/] x", Progress{}},
+		{"two slashes", "[1/2/3] x", Progress{}},
+		{"ten digits", "[1234567890] x", Progress{}},
+		{"space inside", "[ 1/3] x", Progress{}},
+		{"space before bracket", " [1/3] x", Progress{}},
+		{"text before bracket", "x[1/3] x", Progress{}},
+		{"unclosed", "[1/3 x", Progress{}},
+		{"non-ASCII digit", "[１] x", Progress{}},
+		{"long bracket", "[" + strings.Repeat("1", 100) + "] x", Progress{}},
+		{"empty line", "", Progress{}},
+		{"plain output", "Task 1 of 3", Progress{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s ProgressScanner
+			s.p = start
+			changed := s.Write([]byte(tt.line + "\n"))
+			want := tt.want
+			if want == (Progress{}) {
+				want = start
+			}
+			if got := s.Progress(); got != want {
+				t.Errorf("%q:\n got %+v\nwant %+v", tt.line, got, want)
+			}
+			if changed != (want != start) {
+				t.Errorf("%q: Write = %v", tt.line, changed)
+			}
+			if model := progressModelFrom(start, []byte(tt.line+"\n")); model != want {
+				t.Errorf("the test's model disagrees: %+v", model)
+			}
+		})
+	}
+}
+
+func TestProgressLineEnds(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     Progress
+	}{
+		{"LF", "[1/2] A\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"CRLF", "[1/2] A\r\n[50%] B\r\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A", SubtaskPercent: 50, SubtaskTitle: "B"}},
+		{"bare CR", "[10%] B\r[20%] C\r", Progress{SubtaskPercent: 20, SubtaskTitle: "C"}},
+		{"CR ends the title", "[1/2] A\rrest\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"unterminated", "[1/2] A\n[2] B", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"unterminated bracket", "[1/2", Progress{}},
+		{"blank lines", "\n\n\r\n[1/2] A\n\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"subtask before any task", "[5%] early\n", Progress{SubtaskPercent: 5, SubtaskTitle: "early"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s ProgressScanner
+			s.Write([]byte(tt.in))
+			if got := s.Progress(); got != tt.want {
+				t.Errorf("%q:\n got %+v\nwant %+v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProgressChanged(t *testing.T) {
+	var s ProgressScanner
+	for _, step := range []struct {
+		in   string
+		want bool
+	}{
+		{"[1/3] A", false}, // not ended yet
+		{"\n", true},
+		{"[1/3] A\n", false}, // the same again
+		{"noise\n[abc]\n", false},
+		{"[50%] x\n[1/3] A\n", false}, // back where it was
+		{"[50%] x\n", true},
+	} {
+		if got := s.Write([]byte(step.in)); got != step.want {
+			t.Errorf("Write(%q) = %v, want %v", step.in, got, step.want)
+		}
+	}
+}
+
+func TestProgressLongTitles(t *testing.T) {
+	tests := []struct {
+		name, title, want string
+	}{
+		{"ASCII", strings.Repeat("a", 1000), strings.Repeat("a", maxProgressTitle)},
+		{"exactly the limit", strings.Repeat("b", maxProgressTitle), strings.Repeat("b", maxProgressTitle)},
+		// "é" is 2 bytes: the cut would split the 129th.
+		{"cut between characters", "x" + strings.Repeat("é", 200), "x" + strings.Repeat("é", 127)},
+		{"4-byte characters", strings.Repeat("😀", 100), strings.Repeat("😀", 64)},
+		{"blanks at the cut", strings.Repeat("c", 250) + strings.Repeat(" ", 20) + "d", strings.Repeat("c", 250)},
+		// Each lone invalid byte becomes 3 bytes: cut again at the limit.
+		{"replacements grow", strings.Repeat("\xffa", 200), strings.Repeat("\uFFFDa", 64)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s ProgressScanner
+			s.Write([]byte("[1] " + tt.title + "\n"))
+			got := s.Progress().TaskTitle
+			if got != tt.want {
+				t.Errorf("title %d bytes %q,\nwant %d bytes %q", len(got), got, len(tt.want), tt.want)
+			}
+			if len(got) > maxProgressTitle || !utf8.ValidString(got) {
+				t.Errorf("title of %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+			}
+		})
+	}
+}
+
+// TestProgressMemoryBounded feeds lines of many megabytes, in chunks as a
+// pipe returns them, and checks that the scanner keeps no more than a title.
+func TestProgressMemoryBounded(t *testing.T) {
+	chunk := bytes.Repeat([]byte("z"), 64<<10)
+	for _, start := range []string{"", "[1/2] ", "[50%]", "[1/2"} {
+		var s ProgressScanner
+		s.Write([]byte(start))
+		for range 160 { // 10 MiB
+			s.Write(chunk)
+			if c := cap(s.title); c > 2*maxProgressTitle {
+				t.Fatalf("line starting %q: the scanner holds %d bytes", start, c)
+			}
+		}
+		s.Write([]byte("\n[2/2] after\n"))
+		if got := s.Progress(); got.Task != 2 || got.TaskTitle != "after" {
+			t.Errorf("line starting %q: progress after it %+v", start, got)
+		}
+	}
+	var s ProgressScanner
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Write([]byte("[1/2] a title of some length\n[50%] sub\nplain output line\n"))
+	})
+	if allocs > 4 { // the titles as strings
+		t.Errorf("%v allocations per Write", allocs)
+	}
+}
+
+func TestProgressBinary(t *testing.T) {
+	bin := make([]byte, 0, 1<<16)
+	x := uint32(1)
+	for range cap(bin) {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		bin = append(bin, byte(x))
+	}
+	var s ProgressScanner
+	s.Write(bin)
+	checkProgressInvariants(t, s.Progress())
+	if got, want := s.Progress(), progressModel(bin); got != want {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	s.Write([]byte("\n[1/1] text\n"))
+	if got := s.Progress(); got.TaskTitle != "text" {
+		t.Errorf("after binary output: %+v", got)
+	}
+}
+
+func checkProgressInvariants(t *testing.T, p Progress) {
+	t.Helper()
+	if p.Task < 0 || p.TaskTotal < 0 || p.SubtaskPercent < 0 || p.SubtaskPercent > 100 {
+		t.Errorf("numbers out of range: %+v", p)
+	}
+	if p.Task == 0 && (p.TaskTotal != 0 || p.TaskTitle != "") {
+		t.Errorf("a total or title without a task: %+v", p)
+	}
+	for _, title := range []string{p.TaskTitle, p.SubtaskTitle} {
+		if len(title) > maxProgressTitle || !utf8.ValidString(title) ||
+			strings.ContainsAny(title, "\r\n") || strings.Trim(title, " \t") != title {
+			t.Errorf("bad title %q", title)
+		}
+	}
+}
+
+// progressModel is the scanner's rules applied the obvious way: whole
+// output in memory, split into lines.
+func progressModel(out []byte) Progress { return progressModelFrom(Progress{}, out) }
+
+func progressModelFrom(p Progress, out []byte) Progress {
+	lines := bytes.FieldsFunc(out, func(r rune) bool { return r == '\r' || r == '\n' })
+	if len(out) > 0 && out[len(out)-1] != '\n' && out[len(out)-1] != '\r' && len(lines) > 0 {
+		lines = lines[:len(lines)-1] // not ended
+	}
+	for _, line := range lines {
+		rest, ok := bytes.CutPrefix(line, []byte("["))
+		if !ok {
+			continue
+		}
+		bracket, rest, ok := bytes.Cut(rest, []byte("]"))
+		if !ok || !validProgressBracket(bracket) {
+			continue
+		}
+		rest = bytes.TrimLeft(rest, " \t")
+		truncated := len(rest) > maxProgressTitle
+		if truncated {
+			rest = rest[:maxProgressTitle]
+		}
+		title := progressTitle(rest, truncated)
+		if pct, ok := bytes.CutSuffix(bracket, []byte("%")); ok {
+			p.SubtaskPercent, _ = progressNumber(pct)
+			p.SubtaskTitle = title
+			continue
+		}
+		task, total, hasTotal := bytes.Cut(bracket, []byte("/"))
+		p.Task, _ = progressNumber(task)
+		if hasTotal {
+			p.TaskTotal, _ = progressNumber(total)
+		}
+		p.TaskTitle, p.SubtaskPercent, p.SubtaskTitle = title, 0, ""
+	}
+	return p
+}

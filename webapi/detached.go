@@ -1,0 +1,301 @@
+package webapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/store"
+)
+
+// The /scripts/v1 API: detached runs of exectab scripts, with the shapes of
+// the Cloud Storage Server /scripts extension. Every answer is JSON with
+// "success"; an error also has "error" (for people) and "errorcode" (for
+// programs).
+
+func (s *Server) routeScripts(mux *http.ServeMux) {
+	mux.HandleFunc("/scripts/v1/run", s.scriptsHandler(http.MethodPost, s.handleRunScript))
+	mux.HandleFunc("/scripts/v1/cancel/{id}", s.scriptsHandler(http.MethodPost, s.handleCancelRun))
+	mux.HandleFunc("/scripts/v1/status", s.scriptsHandler(http.MethodGet, s.handleListRuns))
+	mux.HandleFunc("/scripts/v1/status/{id}", s.scriptsHandler(http.MethodGet, s.handleRunStatus))
+	mux.HandleFunc("/scripts/v1/output/{id}", s.scriptsHandler(http.MethodGet, s.handleRunOutput))
+}
+
+// scriptsHandler checks the method and that detached runs are enabled.
+func (s *Server) scriptsHandler(method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			writeScriptsError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed: use "+method)
+			return
+		}
+		if s.cfg.Runs == nil {
+			writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+			return
+		}
+		h(w, r)
+	}
+}
+
+type runScriptRequest struct {
+	Name  string   `json:"name"`
+	Args  []string `json:"args"`
+	Stdin *string  `json:"stdin"`
+	Queue int64    `json:"queue"` // UNIX time to start at; 0: now
+}
+
+func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody+runs.MaxStdin))
+	if err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	var req runScriptRequest
+	if err := decodeStrict(body, &req); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	if req.Name == "" {
+		s.failScripts(w, badRequestf("field \"name\" is required"))
+		return
+	}
+	if req.Queue < 0 {
+		s.failScripts(w, badRequestf("field \"queue\" must be a UNIX time"))
+		return
+	}
+	var startAt time.Time
+	if req.Queue > 0 {
+		startAt = time.Unix(req.Queue, 0)
+	}
+	run, pos, err := s.cfg.Runs.Submit(r.Context(), runs.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin, StartAt: startAt})
+	if err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	writeScripts(w, http.StatusOK, map[string]any{
+		"id": run.ID, "name": run.Script, "state": run.State, "queued": run.QueuedAt.Unix(), "position": pos,
+	})
+}
+
+func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Runs.Cancel(r.Context(), r.PathValue("id")); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	writeScripts(w, http.StatusOK, map[string]any{})
+}
+
+func (s *Server) handleRunStatus(w http.ResponseWriter, r *http.Request) {
+	run, err := s.cfg.Store.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	writeScripts(w, http.StatusOK, s.runStatus(run))
+}
+
+func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
+	active, err := s.cfg.Store.ListActive(r.Context())
+	if err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	queued, running := map[string]any{}, map[string]any{}
+	for _, run := range active {
+		if run.State == store.StateRunning {
+			running[run.ID] = s.runStatus(run)
+		} else {
+			queued[run.ID] = s.runStatus(run)
+		}
+	}
+	writeScripts(w, http.StatusOK, map[string]any{"queued": queued, "running": running})
+}
+
+// runStatus is a run as the status API shows it. Times are UNIX seconds, 0
+// when not (yet) known.
+func (s *Server) runStatus(run store.Run) map[string]any {
+	unix := func(t time.Time) int64 {
+		if t.IsZero() {
+			return 0
+		}
+		return t.Unix()
+	}
+	st := map[string]any{
+		"id": run.ID, "name": run.Script, "args": run.Args, "state": run.State,
+		"queued": unix(run.QueuedAt), "start_at": unix(run.StartAt),
+		"started": unix(run.StartedAt), "ended_at": unix(run.EndedAt),
+		"progress": map[string]any{
+			"task": run.Progress.Task, "task_total": run.Progress.TaskTotal, "task_title": run.Progress.TaskTitle,
+			"subtask_percent": run.Progress.SubtaskPercent, "subtask_title": run.Progress.SubtaskTitle,
+		},
+		"output_size": run.OutputSize,
+	}
+	if run.State == store.StateQueued {
+		st["position"] = s.cfg.Runs.Position(run.ID)
+	}
+	if run.State == store.StateDone {
+		st["ended"] = run.Ended
+		if run.ExitCode != nil {
+			st["exit_code"] = *run.ExitCode
+		}
+		if run.Signal != "" {
+			st["signal"] = run.Signal
+		}
+	}
+	if run.Result != nil {
+		st["result"] = run.Result
+	}
+	return st
+}
+
+// outputPoll is how often a follower looks for new output while the run is
+// quiet; the end of the run wakes it at once.
+const outputPoll = 100 * time.Millisecond
+
+// handleRunOutput sends a run's output from byte ?offset=N. With ?follow=1
+// it stays open and streams new output until the run ends. The header
+// Rexec-Output-Offset says where it starts; the trailer Rexec-Output-End
+// where it stopped, the offset to resume from.
+func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var offset int64
+	if v := r.URL.Query().Get("offset"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.failScripts(w, badRequestf("offset must be a byte offset (0 or more), not %q", v))
+			return
+		}
+		offset = n
+	}
+	follow := r.URL.Query().Get("follow")
+	following := follow == "1" || follow == "true"
+	if _, err := s.cfg.Store.Get(r.Context(), id); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	ended := s.cfg.Runs.Ended(id)
+	rd, _, err := s.cfg.Store.ReadOutput(id, offset)
+	if err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	defer func() { rd.Close() }()
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("Rexec-Output-Offset", strconv.FormatInt(offset, 10))
+	h.Set("Trailer", "Rexec-Output-End")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	pos := offset
+	copyNew := func() error {
+		n, err := io.Copy(w, rd)
+		pos += n
+		if err == nil && n > 0 {
+			err = rc.Flush()
+		}
+		return err
+	}
+	for {
+		if err := copyNew(); err != nil {
+			return // the client is gone
+		}
+		if !following {
+			break
+		}
+		select {
+		case <-ended:
+			// One last read: what was written before the end.
+			if copyNew() != nil {
+				return
+			}
+			following = false
+		case <-time.After(outputPoll):
+		case <-r.Context().Done():
+			return
+		}
+		if !following {
+			break
+		}
+	}
+	h.Set("Rexec-Output-End", strconv.FormatInt(pos, 10))
+}
+
+// decodeStrict decodes one JSON object, refusing unknown fields and
+// trailing data.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequestf("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// failScripts answers with the status and errorcode of err's kind.
+func (s *Server) failScripts(w http.ResponseWriter, err error) {
+	status, code, msg := scriptsStatusOf(err)
+	if status == http.StatusInternalServerError {
+		s.log.Error().Err(err).Msg("internal error")
+	}
+	writeScriptsError(w, status, code, msg)
+}
+
+// scriptsStatusOf maps error kinds of the /scripts/v1 API to a status and
+// an errorcode, in one place.
+func scriptsStatusOf(err error) (int, string, string) {
+	var bad *badRequest
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &bad):
+		return http.StatusBadRequest, "invalid_request", bad.msg
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, "too_large", "request body larger than the limit"
+	case errors.Is(err, runs.ErrNoSuchScript):
+		return http.StatusNotFound, "invalid_name", err.Error()
+	case errors.Is(err, catalog.ErrMissingArgument), errors.Is(err, catalog.ErrTooManyArguments),
+		errors.Is(err, catalog.ErrInvalidArgument):
+		return http.StatusBadRequest, "invalid_args", err.Error()
+	case errors.Is(err, runs.ErrStdin):
+		return http.StatusBadRequest, "invalid_stdin", err.Error()
+	case errors.Is(err, runs.ErrQueueFull):
+		return http.StatusTooManyRequests, "queue_full", err.Error()
+	case errors.Is(err, runs.ErrDone):
+		return http.StatusConflict, "already_done", err.Error()
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "invalid_id", "no run with this id"
+	case errors.Is(err, store.ErrBadOffset):
+		return http.StatusRequestedRangeNotSatisfiable, "invalid_offset", err.Error()
+	case errors.Is(err, runs.ErrClosed), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "shutting_down", "server is shutting down"
+	}
+	return http.StatusInternalServerError, "internal_error", "internal error"
+}
+
+func writeScripts(w http.ResponseWriter, status int, v map[string]any) {
+	v["success"] = true
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeScriptsError(w http.ResponseWriter, status int, code, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"success": false, "error": msg, "errorcode": code})
+}

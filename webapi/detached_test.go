@@ -1,0 +1,443 @@
+package webapi_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/store"
+	"github.com/rexec/rexec/webapi"
+	"github.com/rs/zerolog"
+)
+
+// detachedServer is a real server with detached runs on a store in a temp
+// dir. Its scripts run the test binary as fake children (see exectab).
+type detachedServer struct {
+	url   string
+	store *store.Store
+	runs  *runs.Manager
+}
+
+func newDetachedServer(t *testing.T, dir string, lines ...string) *detachedServer {
+	t.Helper()
+	return newDetachedServerWith(t, dir, runs.Config{}, lines...)
+}
+
+func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...string) *detachedServer {
+	t.Helper()
+	log := zerolog.Nop()
+	st, err := store.Open(context.Background(), dir, store.Options{MaxOutput: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
+	scripts := exectab(t, lines...)
+	env := append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)
+	cfg.Store, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Tick, cfg.Logger = st, b, scripts.Load, env, 50*time.Millisecond, log
+	m, err := runs.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m, Store: st}, b)
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		closed := make(chan error, 1)
+		go func() { closed <- m.Close(ctx) }()
+		if err := srv.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if err := <-closed; err != nil {
+			t.Errorf("close runs: %v", err)
+		}
+		st.Close()
+		http.DefaultClient.CloseIdleConnections()
+	})
+	return &detachedServer{url: "http://" + srv.Addr(), store: st, runs: m}
+}
+
+type apiAnswer map[string]any
+
+func (s *detachedServer) call(t *testing.T, method, path string, body any) (int, apiAnswer) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = strings.NewReader(string(b))
+	}
+	req, _ := http.NewRequest(method, s.url+path, rd)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a apiAnswer
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		t.Fatalf("%s %s: answer is not JSON: %v", method, path, err)
+	}
+	if _, ok := a["success"]; !ok {
+		t.Fatalf("%s %s: no success field in %v", method, path, a)
+	}
+	return resp.StatusCode, a
+}
+
+func (s *detachedServer) submit(t *testing.T, body map[string]any) string {
+	t.Helper()
+	code, a := s.call(t, "POST", "/scripts/v1/run", body)
+	if code != 200 || a["success"] != true {
+		t.Fatalf("run %v: %d %v", body, code, a)
+	}
+	return a["id"].(string)
+}
+
+func (s *detachedServer) status(t *testing.T, id string) apiAnswer {
+	t.Helper()
+	code, a := s.call(t, "GET", "/scripts/v1/status/"+id, nil)
+	if code != 200 {
+		t.Fatalf("status %s: %d %v", id, code, a)
+	}
+	return a
+}
+
+// waitState polls until the run is in state (or the bound passes).
+func (s *detachedServer) waitState(t *testing.T, id, state string) apiAnswer {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		a := s.status(t, id)
+		if a["state"] == state {
+			return a
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s never reached %s: %v", id, state, a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *detachedServer) output(t *testing.T, id, query string) (string, http.Header, http.Header) {
+	t.Helper()
+	resp, err := http.Get(s.url + "/scripts/v1/output/" + id + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("output: %d %s", resp.StatusCode, b)
+	}
+	return string(b), resp.Header, resp.Trailer
+}
+
+func TestDetachedRuns(t *testing.T) {
+	s := newDetachedServer(t, t.TempDir(),
+		"-e=TESTCHILD=args echo EXE @@1",
+		"-e=TESTCHILD=exit fail EXE 3",
+		"-e=TESTCHILD=hang -s=1 -m=3 one EXE",
+		"-e=TESTCHILD=lines slow EXE 5 100ms",
+		"-e=TESTCHILD=cat -i reads EXE",
+		"-e=TESTCHILD=args -r tidy EXE",
+		"-n note @@1",
+	)
+
+	t.Run("run, status, output", func(t *testing.T) {
+		id := s.submit(t, map[string]any{"name": "echo", "args": []string{"$(id); rm -rf /"}})
+		a := s.waitState(t, id, "done")
+		if a["ended"] != "exit" || a["exit_code"] != float64(0) || a["name"] != "echo" {
+			t.Fatalf("status %v", a)
+		}
+		out, h, tr := s.output(t, id, "")
+		if out != "\"$(id); rm -rf /\"\n" || h.Get("Rexec-Output-Offset") != "0" || tr.Get("Rexec-Output-End") != strconv.Itoa(len(out)) {
+			t.Fatalf("output %q offset %q end %q", out, h.Get("Rexec-Output-Offset"), tr.Get("Rexec-Output-End"))
+		}
+		id = s.submit(t, map[string]any{"name": "fail"})
+		if a := s.waitState(t, id, "done"); a["exit_code"] != float64(3) || a["ended"] != "exit" {
+			t.Fatalf("status %v", a)
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		for _, tc := range []struct {
+			body   map[string]any
+			status int
+			code   string
+		}{
+			{map[string]any{"name": "nope"}, 404, "invalid_name"},
+			{map[string]any{"name": "echo"}, 400, "invalid_args"},
+			{map[string]any{"name": "echo", "args": []string{"a"}, "stdin": "x"}, 400, "invalid_stdin"},
+			{map[string]any{"name": "echo", "bogus": 1}, 400, "invalid_request"},
+		} {
+			code, a := s.call(t, "POST", "/scripts/v1/run", tc.body)
+			if code != tc.status || a["errorcode"] != tc.code || a["success"] != false {
+				t.Errorf("%v: %d %v, want %d %s", tc.body, code, a, tc.status, tc.code)
+			}
+		}
+		if code, a := s.call(t, "GET", "/scripts/v1/status/aaaaaaaaaaaaaaaaaaaaaaaaaa", nil); code != 404 || a["errorcode"] != "invalid_id" {
+			t.Errorf("unknown id: %d %v", code, a)
+		}
+		if code, a := s.call(t, "GET", "/scripts/v1/run", nil); code != 405 || a["success"] != false {
+			t.Errorf("GET run: %d %v", code, a)
+		}
+	})
+	t.Run("stdin with -i", func(t *testing.T) {
+		id := s.submit(t, map[string]any{"name": "reads", "stdin": "fed\n"})
+		s.waitState(t, id, "done")
+		if out, _, _ := s.output(t, id, ""); out != "fed\n" {
+			t.Fatalf("output %q", out)
+		}
+	})
+	t.Run("queue: -s one at a time, first in first out, -m full, cancel", func(t *testing.T) {
+		a := s.submit(t, map[string]any{"name": "one"})
+		s.waitState(t, a, "running")
+		b := s.submit(t, map[string]any{"name": "one"})
+		c := s.submit(t, map[string]any{"name": "one"})
+		if p := s.status(t, b)["position"]; p != float64(1) {
+			t.Fatalf("b position %v", p)
+		}
+		if p := s.status(t, c)["position"]; p != float64(2) {
+			t.Fatalf("c position %v", p)
+		}
+		if code, ans := s.call(t, "POST", "/scripts/v1/run", map[string]any{"name": "one"}); code != 429 || ans["errorcode"] != "queue_full" {
+			t.Fatalf("-m=3: %d %v", code, ans)
+		}
+		code, list := s.call(t, "GET", "/scripts/v1/status", nil)
+		if code != 200 || len(list["queued"].(map[string]any)) != 2 || list["running"].(map[string]any)[a] == nil {
+			t.Fatalf("list %v", list)
+		}
+		// Cancel the queued b: c moves up.
+		if code, ans := s.call(t, "POST", "/scripts/v1/cancel/"+b, nil); code != 200 || ans["success"] != true {
+			t.Fatalf("cancel queued: %d %v", code, ans)
+		}
+		if st := s.status(t, b); st["state"] != "done" || st["ended"] != "cancelled" {
+			t.Fatalf("b %v", st)
+		}
+		if p := s.status(t, c)["position"]; p != float64(1) {
+			t.Fatalf("c position after cancel %v", p)
+		}
+		// Cancel the running a: its group is terminated, c starts.
+		if code, ans := s.call(t, "POST", "/scripts/v1/cancel/"+a, nil); code != 200 {
+			t.Fatalf("cancel running: %d %v", code, ans)
+		}
+		if st := s.waitState(t, a, "done"); st["ended"] != "cancelled" || st["signal"] != "SIGTERM" {
+			t.Fatalf("a %v", st)
+		}
+		s.waitState(t, c, "running")
+		if code, ans := s.call(t, "POST", "/scripts/v1/cancel/"+a, nil); code != 409 || ans["errorcode"] != "already_done" {
+			t.Fatalf("cancel done: %d %v", code, ans)
+		}
+		s.call(t, "POST", "/scripts/v1/cancel/"+c, nil)
+		s.waitState(t, c, "done")
+	})
+	t.Run("scheduled start", func(t *testing.T) {
+		at := time.Now().Add(1500 * time.Millisecond).Truncate(time.Second).Add(time.Second)
+		id := s.submit(t, map[string]any{"name": "echo", "args": []string{"later"}, "queue": at.Unix()})
+		if st := s.status(t, id); st["state"] != "queued" || st["start_at"] != float64(at.Unix()) {
+			t.Fatalf("scheduled %v", st)
+		}
+		st := s.waitState(t, id, "done")
+		started := time.Unix(int64(st["started"].(float64)), 0)
+		// Never early; the upper bound only catches a run that waits for
+		// something else than its time (a loaded machine may add seconds).
+		if started.Before(at) || started.After(at.Add(10*time.Second)) {
+			t.Fatalf("started %v, scheduled %v", started, at)
+		}
+	})
+	t.Run("follow output and resume from an offset", func(t *testing.T) {
+		id := s.submit(t, map[string]any{"name": "slow"})
+		s.waitState(t, id, "running")
+		resp, err := http.Get(s.url + "/scripts/v1/output/" + id + "?follow=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(resp.Body)
+		first, _ := br.ReadString('\n') // arrives while the run goes on
+		rest, _ := io.ReadAll(br)
+		resp.Body.Close()
+		whole := first + string(rest)
+		if whole != "line 0\nline 1\nline 2\nline 3\nline 4\n" || resp.Trailer.Get("Rexec-Output-End") != strconv.Itoa(len(whole)) {
+			t.Fatalf("followed %q, end %q", whole, resp.Trailer.Get("Rexec-Output-End"))
+		}
+		out, h, _ := s.output(t, id, "?offset="+strconv.Itoa(len(first)))
+		if first+out != whole || h.Get("Rexec-Output-Offset") != strconv.Itoa(len(first)) {
+			t.Fatalf("resumed %q after %q", out, first)
+		}
+		if code, ans := s.call(t, "GET", "/scripts/v1/output/"+id+"?offset=9999", nil); code != 416 || ans["errorcode"] != "invalid_offset" {
+			t.Fatalf("offset past the end: %d %v", code, ans)
+		}
+	})
+	t.Run("progress", func(t *testing.T) {
+		// The "lines" child prints "line N": no progress. A script printing
+		// progress lines is run through sh.
+		id := s.submit(t, map[string]any{"name": "echo", "args": []string{"[1/3] First task"}})
+		st := s.waitState(t, id, "done")
+		p := st["progress"].(map[string]any)
+		// The fake child quotes its argument, so this is not a progress line.
+		if p["task"] != float64(0) {
+			t.Fatalf("progress from a quoted line: %v", p)
+		}
+	})
+	t.Run("-r removes a successful run, -n starts nothing", func(t *testing.T) {
+		id := s.submit(t, map[string]any{"name": "tidy"})
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			code, _ := s.call(t, "GET", "/scripts/v1/status/"+id, nil)
+			if code == 404 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("-r run still in the history")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		id = s.submit(t, map[string]any{"name": "note", "args": []string{"hello"}})
+		if st := s.status(t, id); st["state"] != "done" || st["exit_code"] != float64(0) {
+			t.Fatalf("-n run %v", st)
+		}
+	})
+}
+
+func TestDetachedProgress(t *testing.T) {
+	dir := t.TempDir()
+	script := dir + "/progress.sh"
+	os.WriteFile(script, []byte("#!/bin/sh\necho '[1/3] First'\necho '[50%] Half'\necho noise\necho '[2] Second'\nsleep 30\n"), 0o755)
+	s := newDetachedServer(t, t.TempDir(), "p "+script)
+	id := s.submit(t, map[string]any{"name": "p"})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := s.status(t, id)
+		p := st["progress"].(map[string]any)
+		if p["task"] == float64(2) {
+			if p["task_total"] != float64(3) || p["task_title"] != "Second" {
+				t.Fatalf("progress %v", p)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("progress never reached task 2: %v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.call(t, "POST", "/scripts/v1/cancel/"+id, nil)
+	s.waitState(t, id, "done")
+}
+
+// TestDetachedRecovery: runs that were running when rexec died are marked
+// interrupted at the next start and their process group killed; queued runs
+// are queued again and run.
+func TestDetachedRecovery(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(context.Background(), dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A "running" run whose process still exists, in a group of its own.
+	orphan := exec.Command("sleep", "100")
+	orphan.SysProcAttr = &syscallSetpgid
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer orphan.Process.Kill()
+	running := store.Run{Script: "echo", Args: []string{"x"}}
+	st.Create(context.Background(), &running)
+	st.MarkStarted(context.Background(), running.ID, orphan.Process.Pid, time.Now())
+	queued := store.Run{Script: "echo", Args: []string{"from before"}}
+	st.Create(context.Background(), &queued)
+	st.Close()
+
+	s := newDetachedServer(t, dir, "-e=TESTCHILD=args echo EXE @@1")
+	if a := s.status(t, running.ID); a["state"] != "done" || a["ended"] != "interrupted" {
+		t.Fatalf("running run after restart: %v", a)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- orphan.Wait() }()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the interrupted run's process group was not killed")
+	}
+	s.waitState(t, queued.ID, "done")
+	if out, _, _ := s.output(t, queued.ID, ""); out != "\"from before\"\n" {
+		t.Fatalf("queued run's output %q", out)
+	}
+}
+
+// TestDetachedLimitsUnderConcurrentRequests: 20 requests at once on a script
+// with -s=2 -m=5: five are accepted, fifteen get 429, and never more than two
+// run at once.
+func TestDetachedLimitsUnderConcurrentRequests(t *testing.T) {
+	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=lines -s=2 -m=5 busy EXE 3 50ms")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var ids []string
+	for range 20 {
+		wg.Go(func() {
+			code, a := s.call(t, "POST", "/scripts/v1/run", map[string]any{"name": "busy"})
+			mu.Lock()
+			defer mu.Unlock()
+			codes[code]++
+			if code == 200 {
+				ids = append(ids, a["id"].(string))
+			}
+		})
+	}
+	wg.Wait()
+	if codes[200] != 5 || codes[429] != 15 {
+		t.Fatalf("answers %v, want 5 accepted and 15 refused", codes)
+	}
+	// The list is one read of the history: a snapshot of what runs.
+	maxRunning := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, list := s.call(t, "GET", "/scripts/v1/status", nil)
+		running, queued := len(list["running"].(map[string]any)), len(list["queued"].(map[string]any))
+		maxRunning = max(maxRunning, running)
+		if running+queued == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runs not done in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, id := range ids {
+		if st := s.status(t, id); st["state"] != "done" || st["exit_code"] != float64(0) {
+			t.Fatalf("run %s: %v", id, st)
+		}
+	}
+	if maxRunning > 2 {
+		t.Fatalf("%d runs at once, -s=2", maxRunning)
+	}
+}
+
+func TestDetachedRetention(t *testing.T) {
+	s := newDetachedServerWith(t, t.TempDir(), runs.Config{Retain: time.Millisecond, RetainEvery: 100 * time.Millisecond},
+		"-e=TESTCHILD=exit old EXE 0")
+	id := s.submit(t, map[string]any{"name": "old"})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _ := s.call(t, "GET", "/scripts/v1/status/"+id, nil)
+		if code == 404 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an old run was never deleted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

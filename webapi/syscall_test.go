@@ -1,0 +1,5 @@
+package webapi_test
+
+import "syscall"
+
+var syscallSetpgid = syscall.SysProcAttr{Setpgid: true}
