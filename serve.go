@@ -126,7 +126,6 @@ func (c *serveCmd) Run() error {
 		Scripts:     scripts.Load,
 		ScriptsOnly: c.ScriptsOnly,
 		Runs:        detached,
-		Store:       st,
 	}, b)
 	if err := srv.Open(); err != nil {
 		b.Shutdown(context.Background())

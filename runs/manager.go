@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -193,7 +194,26 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 	if err != nil {
 		rec = run
 	}
-	return rec, m.Position(run.ID), nil
+	pos := m.Position(run.ID)
+	if pos == 0 && rec.State == store.StateQueued {
+		rec.State = store.StateRunning // taken from the queue: starting now
+	}
+	return rec, pos, nil
+}
+
+// Get returns a run of the history.
+func (m *Manager) Get(ctx context.Context, id string) (store.Run, error) {
+	return m.cfg.Store.Get(ctx, id)
+}
+
+// Active lists the queued and running runs, oldest first.
+func (m *Manager) Active(ctx context.Context) ([]store.Run, error) {
+	return m.cfg.Store.ListActive(ctx)
+}
+
+// Output reads a run's output from offset (see store.ReadOutput).
+func (m *Manager) Output(id string, offset int64) (io.ReadCloser, int64, error) {
+	return m.cfg.Store.ReadOutput(id, offset)
 }
 
 // Position is the run's 1-based place in its script's queue; 0 when it is

@@ -93,7 +93,7 @@ func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRunStatus(w http.ResponseWriter, r *http.Request) {
-	run, err := s.cfg.Store.Get(r.Context(), r.PathValue("id"))
+	run, err := s.cfg.Runs.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -102,7 +102,7 @@ func (s *Server) handleRunStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
-	active, err := s.cfg.Store.ListActive(r.Context())
+	active, err := s.cfg.Runs.Active(r.Context())
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -176,12 +176,12 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	}
 	follow := r.URL.Query().Get("follow")
 	following := follow == "1" || follow == "true"
-	if _, err := s.cfg.Store.Get(r.Context(), id); err != nil {
+	if _, err := s.cfg.Runs.Get(r.Context(), id); err != nil {
 		s.failScripts(w, err)
 		return
 	}
 	ended := s.cfg.Runs.Ended(id)
-	rd, _, err := s.cfg.Store.ReadOutput(id, offset)
+	rd, _, err := s.cfg.Runs.Output(id, offset)
 	if err != nil {
 		s.failScripts(w, err)
 		return

@@ -51,7 +51,7 @@ func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...s
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m, Store: st}, b)
+	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m}, b)
 	if err := srv.Open(); err != nil {
 		t.Fatal(err)
 	}

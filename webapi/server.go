@@ -20,7 +20,6 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/runs"
-	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
 
@@ -46,10 +45,9 @@ type Config struct {
 	Scripts func() *catalog.Catalog
 	// ScriptsOnly refuses ad-hoc commands (403): only scripts run.
 	ScriptsOnly bool
-	// Runs and Store serve the detached runs of /scripts/v1; nil: the API
-	// answers that this server runs no scripts.
-	Runs  *runs.Manager
-	Store *store.Store
+	// Runs serves the detached runs of /scripts/v1; nil: the API answers
+	// that this server runs no scripts.
+	Runs *runs.Manager
 }
 
 func (c *Config) setDefaults() {
