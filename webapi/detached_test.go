@@ -441,3 +441,16 @@ func TestDetachedRetention(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestDetachedRunAsAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running as another user needs root")
+	}
+	s := newDetachedServer(t, t.TempDir(), "-u=nobody -g=nogroup who /bin/sh -c \"id -u; id -g\"")
+	id := s.submit(t, map[string]any{"name": "who"})
+	st := s.waitState(t, id, "done")
+	out, _, _ := s.output(t, id, "")
+	if st["exit_code"] != float64(0) || out != "65534\n65534\n" {
+		t.Fatalf("id -u -g as nobody:nogroup: %v, output %q", st, out)
+	}
+}
