@@ -65,6 +65,7 @@ type Manager struct {
 	log   zerolog.Logger
 	ctx   context.Context // for store calls of runs in flight
 	stop  context.CancelFunc
+	quit  chan struct{} // closed by Close: no more scheduling
 	ticks sync.WaitGroup
 	runs  sync.WaitGroup // one per running run
 
@@ -101,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		reserved: map[string]int{}, running: map[string]int{}, active: map[string]*activeRun{},
 	}
 	m.ctx, m.stop = context.WithCancel(context.Background())
+	m.quit = make(chan struct{})
 	interrupted, err := cfg.Store.Recover(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("recovering runs: %w", err)
@@ -276,10 +278,13 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
-	m.stop()
+	close(m.quit)
 	m.ticks.Wait()
 	done := make(chan struct{})
 	go func() { m.runs.Wait(); close(done) }()
+	// The runs' last store writes use m.ctx: cancel it only once they are
+	// recorded, or when the caller gives up.
+	defer m.stop()
 	select {
 	case <-done:
 		return nil
@@ -295,7 +300,7 @@ func (m *Manager) tick() {
 	lastRetain := time.Time{}
 	for {
 		select {
-		case <-m.ctx.Done():
+		case <-m.quit:
 			return
 		case now := <-t.C:
 			m.schedule()

@@ -454,3 +454,54 @@ func TestDetachedRunAsAnotherUser(t *testing.T) {
 		t.Fatalf("id -u -g as nobody:nogroup: %v, output %q", st, out)
 	}
 }
+
+// TestDetachedShutdown: a normal shutdown records running runs as
+// interrupted and keeps queued runs queued.
+func TestDetachedShutdown(t *testing.T) {
+	dir := t.TempDir()
+	log := zerolog.Nop()
+	st, err := store.Open(context.Background(), dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
+	scripts := exectab(t, "-e=TESTCHILD=hang -s=1 h EXE")
+	m, err := runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
+		Env: append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv), Tick: 20 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, _, err := m.Submit(context.Background(), runs.Request{Script: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, _, err := m.Submit(context.Background(), runs.Request{Script: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r, _ := st.Get(context.Background(), running.ID); r.State == store.StateRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never started")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close(ctx) }()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := st.Get(context.Background(), running.ID); r.State != store.StateDone || r.Ended != store.EndedInterrupted {
+		t.Fatalf("running run after shutdown: %+v", r)
+	}
+	if r, _ := st.Get(context.Background(), queued.ID); r.State != store.StateQueued {
+		t.Fatalf("queued run after shutdown: %+v", r)
+	}
+}
