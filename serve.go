@@ -15,6 +15,7 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/runs"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
@@ -42,6 +43,8 @@ type serveCmd struct {
 	DataDir        string        `type:"path" default:"./rexec-data" help:"Where detached runs (/scripts/v1) keep their history (SQLite) and output files; used with --scripts."`
 	MaxOutput      byteSize      `default:"16MiB" help:"Largest output kept per detached run; past it a truncation marker is written and the rest dropped."`
 	Retain         days          `default:"30d" help:"Delete detached runs that ended longer ago than this (e.g. 30d, 12h); 0 keeps them all."`
+	EventReplay    int           `default:"1000" help:"Run events kept for monitors that reconnect with Last-Event-ID."`
+	EventQueue     int           `default:"256" help:"Events queued per monitor; one that falls further behind is disconnected."`
 }
 
 func (c *serveCmd) Validate() error {
@@ -62,6 +65,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--max-procs must be 0 (no limit) or more")
 	case c.Heartbeat <= 0:
 		return errors.New("--heartbeat must be positive")
+	case c.EventReplay < 1 || c.EventQueue < 1:
+		return errors.New("--event-replay and --event-queue must be at least 1")
 	case c.MaxOutput <= 0:
 		return errors.New("--max-output must be positive")
 	case c.ScriptsOnly && c.Scripts == "":
@@ -104,14 +109,17 @@ func (c *serveCmd) Run() error {
 	})
 	var st *store.Store
 	var detached *runs.Manager
+	var events *feed.Hub
 	if c.Scripts != "" {
+		events = feed.NewHub(c.EventReplay, c.EventQueue)
+		defer events.Close()
 		if st, err = store.Open(context.Background(), c.DataDir, store.Options{MaxOutput: int64(c.MaxOutput), Logger: log}); err != nil {
 			b.Shutdown(context.Background())
 			return fmt.Errorf("--data-dir: %w", err)
 		}
 		defer st.Close()
 		detached, err = runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
-			Env: webapi.ServerEnv(os.Environ()), Retain: time.Duration(c.Retain), Logger: log})
+			Env: webapi.ServerEnv(os.Environ()), Retain: time.Duration(c.Retain), Events: events, Logger: log})
 		if err != nil {
 			b.Shutdown(context.Background())
 			return err
@@ -126,6 +134,7 @@ func (c *serveCmd) Run() error {
 		Scripts:     scripts.Load,
 		ScriptsOnly: c.ScriptsOnly,
 		Runs:        detached,
+		Events:      events,
 	}, b)
 	if err := srv.Open(); err != nil {
 		b.Shutdown(context.Background())

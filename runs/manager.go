@@ -14,6 +14,7 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
@@ -42,6 +43,9 @@ type Config struct {
 	Queue Queue
 	// Tick is how often scheduled runs are checked; default 1s.
 	Tick time.Duration
+	// Events receives the runs' events (queued, running, progress,
+	// done); nil publishes nothing.
+	Events feed.Publisher
 	// Retain deletes done runs older than this, at start and then every
 	// RetainEvery (default 1h); 0 keeps all.
 	Retain      time.Duration
@@ -170,7 +174,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 	if req.Stdin != nil && *req.Stdin != "" {
 		if err := os.WriteFile(m.stdinPath(run.ID), []byte(*req.Stdin), 0o600); err != nil {
 			unreserve()
-			m.finish(run.ID, store.Outcome{Ended: store.EndedStartFailed}, false)
+			m.finish(run.ID, sc.Name, nil, store.Outcome{Ended: store.EndedStartFailed}, false)
 			return store.Run{}, 0, fmt.Errorf("keeping stdin: %w", err)
 		}
 	}
@@ -178,7 +182,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 		// Nothing to start: the run is its notification (to monitors).
 		unreserve()
 		code := 0
-		m.finish(run.ID, store.Outcome{ExitCode: &code, Ended: store.EndedExit, EndedAt: time.Now()}, false)
+		m.finish(run.ID, sc.Name, run.Args, store.Outcome{ExitCode: &code, Ended: store.EndedExit, EndedAt: time.Now()}, false)
 		done, _ := m.cfg.Store.Get(ctx, run.ID)
 		if done.ID == "" {
 			done = run
@@ -191,6 +195,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 	m.queue.Add(sc.Name, run.ID, req.StartAt)
 	m.active[run.ID] = &activeRun{script: sc.Name, done: make(chan struct{})}
 	m.mu.Unlock()
+	m.publish(feed.Event{Run: run.ID, Name: sc.Name, State: "queued"})
 	m.schedule()
 	rec, err := m.cfg.Store.Get(ctx, run.ID)
 	if err != nil {
@@ -257,7 +262,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 		return fmt.Errorf("run %s is %s but not managed here", id, r.State)
 	case m.queue.Remove(id):
 		m.mu.Unlock()
-		m.finish(id, store.Outcome{Ended: store.EndedCancelled, EndedAt: time.Now()}, m.removeDone(a.script))
+		m.finish(id, a.script, nil, store.Outcome{Ended: store.EndedCancelled, EndedAt: time.Now()}, m.removeDone(a.script))
 		return nil
 	case a.proc != nil:
 		p := a.proc
@@ -344,7 +349,7 @@ func (m *Manager) schedule() {
 				if !ready {
 					break
 				}
-				go m.finish(id, store.Outcome{Ended: store.EndedStartFailed, EndedAt: now}, false)
+				go m.finish(id, name, nil, store.Outcome{Ended: store.EndedStartFailed, EndedAt: now}, false)
 			}
 		}
 	}
@@ -401,6 +406,7 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 	if err := m.cfg.Store.MarkStarted(m.ctx, id, proc.Pid(), time.Now()); err != nil {
 		m.log.Error().Err(err).Str("run", id).Msg("recording a start")
 	}
+	m.publish(feed.Event{Run: id, Name: sc.Name, State: "running"})
 	m.mu.Lock()
 	a := m.active[id]
 	a.proc = proc
@@ -417,7 +423,7 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 	var later <-chan time.Time
 	dirty := false
 	save := func() {
-		m.saveProgress(id, scan.Progress())
+		m.saveProgress(id, sc.Name, scan.Progress())
 		lastSaved, dirty, later = time.Now(), false, nil
 	}
 	for output := proc.Output(); output != nil; {
@@ -466,7 +472,7 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 		o.Ended = store.EndedExit
 	}
 	success := o.Ended == store.EndedCancelled || (o.Ended == store.EndedExit && st.Code == 0 && st.Signal == 0)
-	m.finish(id, o, success && sc.RemoveDone)
+	m.finish(id, sc.Name, nil, o, success && sc.RemoveDone)
 	m.log.Info().Str("run", id).Str("script", sc.Name).Int("pid", proc.Pid()).Int("exit_code", st.Code).
 		Str("signal", st.SignalName()).Str("ended", string(o.Ended)).Int64("duration_ms", st.Duration.Milliseconds()).
 		Msg("detached run ended")
@@ -476,13 +482,21 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 // progressEvery bounds how often a chatty script's progress is written.
 const progressEvery = 250 * time.Millisecond
 
-func (m *Manager) saveProgress(id string, p Progress) {
+func (m *Manager) saveProgress(id, script string, p Progress) {
 	err := m.cfg.Store.SetProgress(m.ctx, id, store.Progress{
 		Task: p.Task, TaskTotal: p.TaskTotal, TaskTitle: p.TaskTitle,
 		SubtaskPercent: p.SubtaskPercent, SubtaskTitle: p.SubtaskTitle,
 	})
 	if err != nil {
 		m.log.Error().Err(err).Str("run", id).Msg("recording progress")
+	}
+	fp := feed.Progress(p)
+	m.publish(feed.Event{Run: id, Name: script, State: "progress", Progress: &fp})
+}
+
+func (m *Manager) publish(e feed.Event) {
+	if m.cfg.Events != nil {
+		m.cfg.Events.Publish(e)
 	}
 }
 
@@ -506,15 +520,17 @@ func (m *Manager) spec(r store.Run, sc *catalog.Script) (child.Spec, error) {
 
 func (m *Manager) startFailed(r store.Run, err error) {
 	m.log.Warn().Err(err).Str("run", r.ID).Str("script", r.Script).Msg("detached run could not start")
-	m.finish(r.ID, store.Outcome{Ended: store.EndedStartFailed, EndedAt: time.Now()}, false)
+	m.finish(r.ID, r.Script, nil, store.Outcome{Ended: store.EndedStartFailed, EndedAt: time.Now()}, false)
 }
 
 // finish records a run as done, drops what only a live run needs, and
 // deletes it when its script says so (-r).
-func (m *Manager) finish(id string, o store.Outcome, remove bool) {
+func (m *Manager) finish(id, script string, args []string, o store.Outcome, remove bool) {
 	if err := m.cfg.Store.MarkDone(m.ctx, id, o); err != nil {
 		m.log.Error().Err(err).Str("run", id).Msg("recording the end of a run")
 	}
+	m.publish(feed.Event{Run: id, Name: script, State: "done", Args: args, ExitCode: o.ExitCode, Signal: o.Signal,
+		Ended: string(o.Ended)})
 	os.Remove(m.stdinPath(id))
 	if remove {
 		if err := m.cfg.Store.Delete(m.ctx, id); err != nil {

@@ -26,6 +26,7 @@ func (s *Server) routeScripts(mux *http.ServeMux) {
 	mux.HandleFunc("/scripts/v1/status", s.scriptsHandler(http.MethodGet, s.handleListRuns))
 	mux.HandleFunc("/scripts/v1/status/{id}", s.scriptsHandler(http.MethodGet, s.handleRunStatus))
 	mux.HandleFunc("/scripts/v1/output/{id}", s.scriptsHandler(http.MethodGet, s.handleRunOutput))
+	mux.HandleFunc("/scripts/v1/events", s.scriptsHandler(http.MethodGet, s.handleEvents))
 }
 
 // scriptsHandler checks the method and that detached runs are enabled.
@@ -221,6 +222,8 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 		case <-time.After(outputPoll):
 		case <-r.Context().Done():
 			return
+		case <-s.closing:
+			following = false // end with the trailer: the client resumes from it
 		}
 		if !following {
 			break

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/internal/testchild"
 	"github.com/rexec/rexec/runs"
 	"github.com/rexec/rexec/store"
@@ -46,12 +48,13 @@ func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...s
 	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
 	scripts := exectab(t, lines...)
 	env := append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)
-	cfg.Store, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Tick, cfg.Logger = st, b, scripts.Load, env, 50*time.Millisecond, log
+	hub := feed.NewHub(100, 64)
+	cfg.Store, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Tick, cfg.Logger, cfg.Events = st, b, scripts.Load, env, 50*time.Millisecond, log, hub
 	m, err := runs.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m}, b)
+	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m, Events: hub}, b)
 	if err := srv.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -503,5 +506,89 @@ func TestDetachedShutdown(t *testing.T) {
 	}
 	if r, _ := st.Get(context.Background(), queued.ID); r.State != store.StateQueued {
 		t.Fatalf("queued run after shutdown: %+v", r)
+	}
+}
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	id, event string
+	data      map[string]any
+}
+
+func readSSE(t *testing.T, br *bufio.Reader) sseEvent {
+	t.Helper()
+	var e sseEvent
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("event stream ended: %v", err)
+		}
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "":
+			if e.event != "" {
+				return e
+			}
+		case strings.HasPrefix(line, "id: "):
+			e.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			e.event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			json.Unmarshal([]byte(line[6:]), &e.data)
+		}
+	}
+}
+
+func TestEventsStream(t *testing.T) {
+	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=exit job EXE 3", "-e=TESTCHILD=exit other EXE 0", "-n note @@1 @@2")
+	open := func(query, last string) (*http.Response, *bufio.Reader) {
+		req, _ := http.NewRequest("GET", s.url+"/scripts/v1/events"+query, nil)
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("Content-Type %q", ct)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp, bufio.NewReader(resp.Body)
+	}
+	_, jobs := open("?name=job", "")
+	_, all := open("", "")
+	s.submit(t, map[string]any{"name": "other"})
+	id := s.submit(t, map[string]any{"name": "job"})
+	var first sseEvent
+	for i, want := range []string{"queued", "running", "done"} {
+		e := readSSE(t, jobs)
+		if e.event != want || e.data["run"] != id || e.data["name"] != "job" {
+			t.Fatalf("event %d: %+v, want %s of %s", i, e, want, id)
+		}
+		if i == 0 {
+			first = e
+		}
+		if want == "done" && (e.data["exit_code"] != float64(3) || e.data["ended"] != "exit") {
+			t.Fatalf("done event %+v", e)
+		}
+	}
+	// The unfiltered monitor saw the other script too, first.
+	if e := readSSE(t, all); e.data["name"] != "other" {
+		t.Fatalf("all: %+v", e)
+	}
+	// A monitor that reconnects with the last id it saw gets what it missed.
+	_, again := open("?name=job", first.id)
+	if e := readSSE(t, again); e.event != "running" || e.data["run"] != id {
+		t.Fatalf("resumed: %+v", e)
+	}
+	if e := readSSE(t, again); e.event != "done" {
+		t.Fatalf("resumed: %+v", e)
+	}
+	// A -n script's event carries its arguments as given.
+	_, notes := open("?name=note", "")
+	s.submit(t, map[string]any{"name": "note", "args": []string{"a b", "$(id)"}})
+	if e := readSSE(t, notes); e.event != "done" || fmt.Sprint(e.data["args"]) != "[a b $(id)]" {
+		t.Fatalf("-n event %+v", e)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/runs"
 	"github.com/rs/zerolog"
 )
@@ -48,6 +49,8 @@ type Config struct {
 	// Runs serves the detached runs of /scripts/v1; nil: the API answers
 	// that this server runs no scripts.
 	Runs *runs.Manager
+	// Events is the feed that GET /scripts/v1/events streams.
+	Events *feed.Hub
 }
 
 func (c *Config) setDefaults() {
@@ -76,13 +79,16 @@ type Server struct {
 	cancelBase context.CancelFunc
 	serveErr   chan error
 	closeOnce  sync.Once
-	tokenHash  [sha256.Size]byte
+	// closing is closed when Close begins: streams that wait for events
+	// rather than for a process (monitors, output followers) end then.
+	closing   chan struct{}
+	tokenHash [sha256.Size]byte
 }
 
 // New returns a server for b. Call Open to start listening.
 func New(cfg Config, b *broker.Broker) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 1)}
+	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 1), closing: make(chan struct{})}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -132,6 +138,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		close(s.closing)
 		brokerDone := make(chan error, 1)
 		go func() { brokerDone <- s.broker.Shutdown(ctx) }()
 		err = s.http.Shutdown(ctx)

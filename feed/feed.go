@@ -1,0 +1,205 @@
+// Package feed fans run events out to monitors. A Hub numbers each event,
+// keeps the last ones in a bounded replay window (so a monitor that
+// reconnects with the last ID it saw gets what it missed), and gives every
+// subscriber a bounded queue: one that falls behind is dropped with a reason
+// instead of slowing the publisher or the other subscribers. It knows
+// nothing of HTTP or processes.
+package feed
+
+import (
+	"errors"
+	"sync"
+	"time"
+)
+
+// Event is something that happened to a run.
+type Event struct {
+	ID    uint64    `json:"id"`
+	Time  time.Time `json:"time"`
+	Run   string    `json:"run"`
+	Name  string    `json:"name"`  // the script
+	State string    `json:"state"` // queued, running, progress, done
+	// Args are a run's arguments, on the events of scripts that start no
+	// process (-n): monitors are who they are for.
+	Args     []string  `json:"args,omitempty"`
+	Progress *Progress `json:"progress,omitempty"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+	Signal   string    `json:"signal,omitempty"`
+	Ended    string    `json:"ended,omitempty"` // how a done run ended
+}
+
+// Progress is a run's progress, as its output last told it.
+type Progress struct {
+	Task           int    `json:"task"`
+	TaskTotal      int    `json:"task_total"`
+	TaskTitle      string `json:"task_title"`
+	SubtaskPercent int    `json:"subtask_percent"`
+	SubtaskTitle   string `json:"subtask_title"`
+}
+
+// Publisher is the seam runs publish through; Hub is the single-host one.
+type Publisher interface {
+	Publish(Event)
+}
+
+// ErrTooSlow is why a subscriber that fell behind was dropped.
+var ErrTooSlow = errors.New("monitor too slow: its queue of events was full")
+
+// ErrClosed is why subscribers end when the hub closes.
+var ErrClosed = errors.New("server is shutting down")
+
+// Hub is the event feed of one server.
+type Hub struct {
+	replay, queue int
+
+	mu     sync.Mutex // guards the fields below
+	next   uint64     // ID of the next event
+	ring   []Event    // the last events, oldest first, at most replay
+	subs   map[*Sub]struct{}
+	closed bool
+}
+
+// NewHub keeps the last replay events and gives each subscriber a queue of
+// queue events.
+func NewHub(replay, queue int) *Hub {
+	if replay < 1 {
+		replay = 1
+	}
+	if queue < 1 {
+		queue = 1
+	}
+	return &Hub{replay: replay, queue: queue, next: 1, subs: map[*Sub]struct{}{}}
+}
+
+// Publish numbers e and hands it to every subscriber that watches its
+// script. It never blocks.
+func (h *Hub) Publish(e Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	e.ID = h.next
+	h.next++
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	if len(h.ring) == h.replay {
+		copy(h.ring, h.ring[1:])
+		h.ring = h.ring[:len(h.ring)-1]
+	}
+	h.ring = append(h.ring, e)
+	for s := range h.subs {
+		if !s.watches(e.Name) {
+			continue
+		}
+		select {
+		case s.c <- e:
+		default:
+			h.drop(s, ErrTooSlow)
+		}
+	}
+}
+
+// Subscribe watches names ("" watches every script; more can be added with
+// Watch). With
+// after > 0 (the last ID the monitor saw) the events after it that are still
+// in the replay window come first; lost reports whether some were already
+// out of it.
+func (h *Hub) Subscribe(after uint64, names ...string) (s *Sub, lost bool) {
+	s = &Sub{hub: h, names: map[string]bool{}, done: make(chan struct{})}
+	for _, n := range names {
+		s.names[n] = true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var backlog []Event
+	if after > 0 {
+		if len(h.ring) > 0 && h.ring[0].ID > after+1 {
+			lost = true
+		} else if len(h.ring) == 0 && h.next > after+1 {
+			lost = true
+		}
+		for _, e := range h.ring {
+			if e.ID > after && s.watches(e.Name) {
+				backlog = append(backlog, e)
+			}
+		}
+	}
+	s.c = make(chan Event, h.queue+len(backlog))
+	for _, e := range backlog {
+		s.c <- e
+	}
+	if h.closed {
+		s.end(ErrClosed)
+		return s, lost
+	}
+	h.subs[s] = struct{}{}
+	return s, lost
+}
+
+// Close ends every subscription.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.subs {
+		h.drop(s, ErrClosed)
+	}
+}
+
+// drop ends s with err; h.mu is held.
+func (h *Hub) drop(s *Sub, err error) {
+	delete(h.subs, s)
+	s.end(err)
+}
+
+// Sub is one monitor's subscription.
+type Sub struct {
+	hub   *Hub
+	c     chan Event
+	done  chan struct{}
+	names map[string]bool // guarded by hub.mu; "" is every script
+	ended bool            // guarded by hub.mu
+	err   error           // guarded by hub.mu; set before done closes
+}
+
+// end closes done once, with err as the reason; hub.mu is held.
+func (s *Sub) end(err error) {
+	if !s.ended {
+		s.ended, s.err = true, err
+		close(s.done)
+	}
+}
+
+func (s *Sub) watches(name string) bool {
+	return s.names[""] || s.names[name]
+}
+
+// Events delivers the subscription's events.
+func (s *Sub) Events() <-chan Event { return s.c }
+
+// Done is closed when the subscription ends; Err then says why.
+func (s *Sub) Done() <-chan struct{} { return s.done }
+
+// Err is why the subscription ended (nil while it goes on, or after Close).
+func (s *Sub) Err() error {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.err
+}
+
+// Watch adds a script name to watch ("" for all).
+func (s *Sub) Watch(name string) {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.names[name] = true
+}
+
+// Close ends the subscription.
+func (s *Sub) Close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	delete(s.hub.subs, s)
+	s.end(nil)
+}

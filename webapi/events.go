@@ -1,0 +1,103 @@
+package webapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rexec/rexec/feed"
+)
+
+// handleEvents is GET /scripts/v1/events?name=NAME: run events as
+// Server-Sent Events, each with its id, so a client that reconnects with
+// Last-Event-ID gets what it missed while it is still in the replay window
+// (an "event: lost" says when it no longer is). No name watches every
+// script. A monitor that falls behind is told why and disconnected.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Events == nil {
+		writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+		return
+	}
+	var after uint64
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("last_event_id")
+	}
+	if last != "" {
+		n, err := strconv.ParseUint(last, 10, 64)
+		if err != nil {
+			s.failScripts(w, badRequestf("Last-Event-ID must be an event id, not %q", last))
+			return
+		}
+		after = n
+	}
+	sub, lost := s.cfg.Events.Subscribe(after, r.URL.Query().Get("name"))
+	defer sub.Close()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if lost {
+		fmt.Fprintf(w, "event: lost\ndata: {\"error\":\"events after %d are no longer kept; refresh with /scripts/v1/status\"}\n\n", after)
+	}
+	if rc.Flush() != nil {
+		return
+	}
+	ping := time.NewTicker(s.cfg.Heartbeat)
+	defer ping.Stop()
+	for {
+		var err error
+		select {
+		case e := <-sub.Events():
+			err = writeEvent(w, e)
+		more:
+			for err == nil {
+				select {
+				case e := <-sub.Events():
+					err = writeEvent(w, e)
+				default:
+					break more
+				}
+			}
+		case <-ping.C:
+			_, err = fmt.Fprint(w, ": ping\n\n")
+		case <-sub.Done():
+			if why := sub.Err(); why != nil {
+				code := "closed"
+				if errors.Is(why, feed.ErrTooSlow) {
+					code = "too_slow"
+				}
+				fmt.Fprintf(w, "event: error\ndata: {\"error\":%q,\"errorcode\":%q}\n\n", why.Error(), code)
+				rc.Flush()
+			}
+			return
+		case <-r.Context().Done():
+			return
+		case <-s.closing:
+			fmt.Fprint(w, "event: error\ndata: {\"error\":\"server is shutting down\",\"errorcode\":\"closed\"}\n\n")
+			rc.Flush()
+			return
+		}
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func writeEvent(w http.ResponseWriter, e feed.Event) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.State, data)
+	return err
+}
