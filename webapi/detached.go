@@ -27,6 +27,7 @@ func (s *Server) routeScripts(mux *http.ServeMux) {
 	mux.HandleFunc("/scripts/v1/status/{id}", s.scriptsHandler(http.MethodGet, s.handleRunStatus))
 	mux.HandleFunc("/scripts/v1/output/{id}", s.scriptsHandler(http.MethodGet, s.handleRunOutput))
 	mux.HandleFunc("/scripts/v1/events", s.scriptsHandler(http.MethodGet, s.handleEvents))
+	mux.HandleFunc("/scripts/v1/monitor", s.scriptsHandler(http.MethodGet, s.handleMonitor))
 }
 
 // scriptsHandler checks the method and that detached runs are enabled.

@@ -1,0 +1,105 @@
+package webapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/rexec/rexec/feed"
+)
+
+// monitorWriteTimeout bounds one write to a monitor: a dead peer cannot hold
+// its handler longer.
+const monitorWriteTimeout = 10 * time.Second
+
+// handleMonitor is GET /scripts/v1/monitor, the WebSocket form of the event
+// feed (as in the Cloud Storage Server /scripts extension). The client sends
+// {"name":"backup"} to watch a script, {"name":""} for every script, and more
+// such messages to add names; each is answered {"success":true,"name":...,
+// "enabled":true}. Events then come as JSON objects, the moment they happen.
+// A monitor that falls behind is closed with a reason; pings keep idle
+// connections alive through proxies.
+func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Events == nil {
+		writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+		return
+	}
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return // Accept has answered
+	}
+	defer c.CloseNow()
+	sub, _ := s.cfg.Events.Subscribe(0) // watches nothing until asked
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+
+	// The reader takes the client's watch requests; the writer below is the
+	// connection's only writer.
+	acks := make(chan map[string]any, 8)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			var req struct {
+				Name *string `json:"name"`
+			}
+			_, data, err := c.Read(ctx)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			ack := map[string]any{"success": false, "error": `send {"name":"script"}, or {"name":""} for every script`}
+			if json.Unmarshal(data, &req) == nil && req.Name != nil {
+				sub.Watch(*req.Name)
+				ack = map[string]any{"success": true, "name": *req.Name, "enabled": true}
+			}
+			select {
+			case acks <- ack:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	write := func(v any) error {
+		wctx, wcancel := context.WithTimeout(ctx, monitorWriteTimeout)
+		defer wcancel()
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		return c.Write(wctx, websocket.MessageText, data)
+	}
+	ping := time.NewTicker(s.cfg.Heartbeat)
+	defer ping.Stop()
+	for {
+		var err error
+		select {
+		case ack := <-acks:
+			err = write(ack)
+		case e := <-sub.Events():
+			err = write(e)
+		case <-ping.C:
+			pctx, pcancel := context.WithTimeout(ctx, monitorWriteTimeout)
+			err = c.Ping(pctx)
+			pcancel()
+		case <-sub.Done():
+			if errors.Is(sub.Err(), feed.ErrTooSlow) {
+				c.Close(websocket.StatusTryAgainLater, "too slow: events were not read fast enough")
+			} else {
+				c.Close(websocket.StatusGoingAway, "server is shutting down")
+			}
+			return
+		case <-s.closing:
+			c.Close(websocket.StatusGoingAway, "server is shutting down")
+			return
+		case err = <-readErr:
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,81 @@
+package webapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func TestMonitorWebSocket(t *testing.T) {
+	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=exit job EXE 0", "-e=TESTCHILD=exit other EXE 1")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dial := func() *websocket.Conn {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.url, "http")+"/scripts/v1/monitor", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		return c
+	}
+	read := func(c *websocket.Conn) map[string]any {
+		t.Helper()
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatalf("not JSON: %s", data)
+		}
+		return m
+	}
+	send := func(c *websocket.Conn, msg string) {
+		t.Helper()
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	one, all := dial(), dial()
+	send(one, `{"name":"job"}`)
+	if ack := read(one); ack["success"] != true || ack["name"] != "job" || ack["enabled"] != true {
+		t.Fatalf("ack %v", ack)
+	}
+	send(all, `{"name":""}`)
+	if ack := read(all); ack["success"] != true || ack["name"] != "" {
+		t.Fatalf("ack %v", ack)
+	}
+	send(all, `not json`)
+	if ack := read(all); ack["success"] != false {
+		t.Fatalf("bad request answered %v", ack)
+	}
+
+	s.submit(t, map[string]any{"name": "other"})
+	id := s.submit(t, map[string]any{"name": "job"})
+	for _, want := range []string{"queued", "running", "done"} {
+		if e := read(one); e["state"] != want || e["run"] != id {
+			t.Fatalf("monitor of job: %v, want %s", e, want)
+		}
+	}
+	// The monitor of every script sees both, each in order.
+	seen := map[string][]string{}
+	for len(seen["job"]) < 3 || len(seen["other"]) < 3 {
+		e := read(all)
+		seen[e["name"].(string)] = append(seen[e["name"].(string)], e["state"].(string))
+	}
+	if strings.Join(seen["job"], ",") != "queued,running,done" || strings.Join(seen["other"], ",") != "queued,running,done" {
+		t.Fatalf("all: %v", seen)
+	}
+	// Adding a name to a monitor.
+	send(one, `{"name":"other"}`)
+	read(one)
+	s.submit(t, map[string]any{"name": "other"})
+	if e := read(one); e["name"] != "other" || e["state"] != "queued" {
+		t.Fatalf("after adding other: %v", e)
+	}
+}
