@@ -141,6 +141,9 @@ func (c *serveCmd) Run() error {
 		return err
 	}
 	log.Info().Str("addr", srv.Addr()).Bool("auth", c.Token != "").Msg("listening")
+	if detached != nil {
+		detached.SetURL(selfURL(srv.Addr()))
+	}
 	if c.DebugAddr != "" {
 		stopDebug, err := serveDebug(c.DebugAddr, log)
 		if err != nil {
@@ -231,4 +234,17 @@ func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], log zerolog
 	}
 	p.Store(cat)
 	log.Info().Str("file", c.Scripts).Int("scripts", cat.Len()).Msg("exectab reloaded")
+}
+
+// selfURL is how processes on this machine reach the server listening on
+// addr: a wildcard address becomes loopback.
+func selfURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

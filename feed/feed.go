@@ -7,6 +7,7 @@
 package feed
 
 import (
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -26,6 +27,8 @@ type Event struct {
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Signal   string    `json:"signal,omitempty"`
 	Ended    string    `json:"ended,omitempty"` // how a done run ended
+	// Result is what the run posted as its result, on its done event.
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 // Progress is a run's progress, as its output last told it.

@@ -2,6 +2,10 @@ package runs
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +30,8 @@ var (
 	ErrStdin        = errors.New("stdin refused")
 	ErrDone         = errors.New("the run has ended")
 	ErrClosed       = errors.New("detached runs are shutting down")
+	// ErrRunToken: the run token is not the running run's (or it ended).
+	ErrRunToken = errors.New("this token is not valid for this run (a run token is valid for its own run, while it runs)")
 )
 
 // MaxStdin bounds the stdin a detached run may carry.
@@ -79,6 +85,7 @@ type Manager struct {
 	running  map[string]int        // per script: runs started and not yet ended
 	active   map[string]*activeRun // queued or running, by ID
 	closed   bool
+	url      string // REXEC_URL for scripts
 }
 
 type activeRun struct {
@@ -86,6 +93,8 @@ type activeRun struct {
 	proc      *child.Process // nil until started
 	cancelled bool           // cancel asked before the process was known
 	done      chan struct{}  // closed when the run is recorded as done
+	token     string         // REXEC_RUN_TOKEN, valid while the process runs
+	result    json.RawMessage
 }
 
 // New recovers what a previous life left (runs that were running become
@@ -370,7 +379,8 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 		ended()
 		return
 	}
-	spec, err := m.spec(r, sc)
+	token := newToken()
+	spec, err := m.spec(r, sc, token)
 	if err != nil {
 		m.startFailed(r, err)
 		ended()
@@ -409,7 +419,7 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 	m.publish(feed.Event{Run: id, Name: sc.Name, State: "running"})
 	m.mu.Lock()
 	a := m.active[id]
-	a.proc = proc
+	a.proc, a.token = proc, token
 	cancelled := a.cancelled
 	m.mu.Unlock()
 	if cancelled {
@@ -501,7 +511,7 @@ func (m *Manager) publish(e feed.Event) {
 }
 
 // spec is what child.Start needs for run r of script sc.
-func (m *Manager) spec(r store.Run, sc *catalog.Script) (child.Spec, error) {
+func (m *Manager) spec(r store.Run, sc *catalog.Script, token string) (child.Spec, error) {
 	args, err := sc.Argv(r.Args)
 	if err != nil {
 		return child.Spec{}, err
@@ -510,7 +520,12 @@ func (m *Manager) spec(r store.Run, sc *catalog.Script) (child.Spec, error) {
 	if err != nil {
 		return child.Spec{}, err
 	}
-	spec := child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: sc.Environ(m.cfg.Env), Credential: cred,
+	// The callback API: the script may post its result and progress back
+	// with its own run's token, valid only while it runs.
+	base := sc.Environ(m.cfg.Env)
+	env := append(base[:len(base):len(base)], // never into the shared base
+		"REXEC_URL="+m.URL(), "REXEC_RUN_ID="+r.ID, "REXEC_RUN_TOKEN="+token)
+	spec := child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: env, Credential: cred,
 		Stderr: child.StderrMerge}
 	if b, err := os.ReadFile(m.stdinPath(r.ID)); err == nil {
 		spec.Stdin = bytesReader(b)
@@ -529,8 +544,14 @@ func (m *Manager) finish(id, script string, args []string, o store.Outcome, remo
 	if err := m.cfg.Store.MarkDone(m.ctx, id, o); err != nil {
 		m.log.Error().Err(err).Str("run", id).Msg("recording the end of a run")
 	}
+	m.mu.Lock()
+	var result json.RawMessage
+	if a := m.active[id]; a != nil {
+		result = a.result
+	}
+	m.mu.Unlock()
 	m.publish(feed.Event{Run: id, Name: script, State: "done", Args: args, ExitCode: o.ExitCode, Signal: o.Signal,
-		Ended: string(o.Ended)})
+		Ended: string(o.Ended), Result: result})
 	os.Remove(m.stdinPath(id))
 	if remove {
 		if err := m.cfg.Store.Delete(m.ctx, id); err != nil {
@@ -570,4 +591,72 @@ func killIfStillOurs(r store.Run) bool {
 		return false
 	}
 	return syscall.Kill(-r.Pgid, syscall.SIGKILL) == nil
+}
+
+// SetURL tells scripts where the server is (REXEC_URL), once it listens.
+func (m *Manager) SetURL(u string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.url = u
+}
+
+// URL is the server's URL as scripts see it.
+func (m *Manager) URL() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.url
+}
+
+// Callback checks that token is the run token of the running run id.
+func (m *Manager) callback(id, token string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.active[id]
+	if a == nil || a.token == "" || a.proc == nil ||
+		subtle.ConstantTimeCompare([]byte(a.token), []byte(token)) != 1 {
+		return ErrRunToken
+	}
+	select {
+	case <-a.proc.Done():
+		return ErrRunToken
+	default:
+	}
+	return nil
+}
+
+// PostResult stores result (a JSON object) as the result of run id, for the
+// run itself holding token: status shows it, and its done event carries it.
+func (m *Manager) PostResult(ctx context.Context, id, token string, result json.RawMessage) error {
+	if err := m.callback(id, token); err != nil {
+		return err
+	}
+	if err := m.cfg.Store.SetResult(ctx, id, result); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if a := m.active[id]; a != nil {
+		a.result = result
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// PostProgress sets the progress of run id without printing lines, for the
+// run itself holding token.
+func (m *Manager) PostProgress(ctx context.Context, id, token string, p Progress) error {
+	if err := m.callback(id, token); err != nil {
+		return err
+	}
+	r, err := m.cfg.Store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	m.saveProgress(id, r.Script, p)
+	return nil
+}
+
+func newToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -28,6 +28,8 @@ func (s *Server) routeScripts(mux *http.ServeMux) {
 	mux.HandleFunc("/scripts/v1/output/{id}", s.scriptsHandler(http.MethodGet, s.handleRunOutput))
 	mux.HandleFunc("/scripts/v1/events", s.scriptsHandler(http.MethodGet, s.handleEvents))
 	mux.HandleFunc("/scripts/v1/monitor", s.scriptsHandler(http.MethodGet, s.handleMonitor))
+	mux.HandleFunc("/scripts/v1/result/{id}", s.scriptsHandler(http.MethodPost, s.handlePostResult))
+	mux.HandleFunc("/scripts/v1/progress/{id}", s.scriptsHandler(http.MethodPost, s.handlePostProgress))
 }
 
 // scriptsHandler checks the method and that detached runs are enabled.
@@ -275,6 +277,8 @@ func scriptsStatusOf(err error) (int, string, string) {
 		return http.StatusBadRequest, "invalid_stdin", err.Error()
 	case errors.Is(err, runs.ErrQueueFull):
 		return http.StatusTooManyRequests, "queue_full", err.Error()
+	case errors.Is(err, runs.ErrRunToken):
+		return http.StatusForbidden, "invalid_token", err.Error()
 	case errors.Is(err, runs.ErrDone):
 		return http.StatusConflict, "already_done", err.Error()
 	case errors.Is(err, store.ErrNotFound):

@@ -58,6 +58,7 @@ func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...s
 	if err := srv.Open(); err != nil {
 		t.Fatal(err)
 	}
+	m.SetURL("http://" + srv.Addr())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
@@ -591,4 +592,72 @@ func TestEventsStream(t *testing.T) {
 	if e := readSSE(t, notes); e.event != "done" || fmt.Sprint(e.data["args"]) != "[a b $(id)]" {
 		t.Fatalf("-n event %+v", e)
 	}
+}
+
+func TestCallbackAPI(t *testing.T) {
+	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=callback -s=2 cb EXE @@1")
+	a := s.submit(t, map[string]any{"name": "cb", "args": []string{"wait"}})
+	b := s.submit(t, map[string]any{"name": "cb", "args": []string{"wait"}})
+	s.waitState(t, a, "running")
+	s.waitState(t, b, "running")
+
+	// Wait for run a to have posted, then read its token from its output.
+	var token string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, _, _ := s.output(t, a, "")
+		if strings.Contains(out, "result ") {
+			if !strings.Contains(out, "progress 200 OK\n") || !strings.Contains(out, "result 200 OK\n") {
+				t.Fatalf("the script's callbacks failed:\n%s", out)
+			}
+			token = strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "token ")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no callbacks: %q", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := s.status(t, a)
+	p := st["progress"].(map[string]any)
+	if p["task"] != float64(2) || p["task_total"] != float64(5) || p["task_title"] != "from the script" {
+		t.Fatalf("progress %v", p)
+	}
+	if r, _ := json.Marshal(st["result"]); string(r) != `{"answer":42}` {
+		t.Fatalf("result %s", r)
+	}
+	post := func(what, id, tok, body string) (int, apiAnswer) {
+		req, _ := http.NewRequest("POST", s.url+"/scripts/v1/"+what+"/"+id, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ans apiAnswer
+		json.NewDecoder(resp.Body).Decode(&ans)
+		return resp.StatusCode, ans
+	}
+	if code, ans := post("result", b, token, `{"x":1}`); code != 403 || ans["errorcode"] != "invalid_token" {
+		t.Fatalf("run a's token on run b: %d %v", code, ans)
+	}
+	for _, body := range []string{`[1]`, `"s"`, `nope`, ``} {
+		if code, _ := post("result", a, token, body); code != 400 {
+			t.Fatalf("result %q: %d, want 400", body, code)
+		}
+	}
+	if code, _ := post("result", a, token, `{"big":"`+strings.Repeat("x", 70<<10)+`"}`); code != 413 {
+		t.Fatalf("70 KiB result: %d, want 413", code)
+	}
+	if code, _ := post("progress", a, token, `{"subtask_percent":101}`); code != 400 {
+		t.Fatalf("bad progress: %d", code)
+	}
+	done := s.waitState(t, a, "done")
+	if r, _ := json.Marshal(done["result"]); string(r) != `{"answer":42}` {
+		t.Fatalf("result after the end %s", r)
+	}
+	if code, _ := post("result", a, token, `{"late":true}`); code != 403 {
+		t.Fatalf("token after the run ended: %d, want 403", code)
+	}
+	s.waitState(t, b, "done")
 }

@@ -176,7 +176,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) ||
+			isCallback(r.URL.Path) { // a running script's own run token, checked by the handler
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -123,6 +124,24 @@ func run(mode string, args []string) int {
 			return 0 // leave the grandchild behind, holding stdout
 		}
 		select {}
+	case "callback": // post progress and a result back to rexec, print the token, then wait for stdin's end
+		url, id, token := os.Getenv("REXEC_URL"), os.Getenv("REXEC_RUN_ID"), os.Getenv("REXEC_RUN_TOKEN")
+		post := func(what, body string) string {
+			req, _ := http.NewRequest("POST", url+"/scripts/v1/"+what+"/"+id, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err.Error()
+			}
+			resp.Body.Close()
+			return resp.Status
+		}
+		fmt.Fprintln(out, "token", token)
+		fmt.Fprintln(out, "progress", post("progress", `{"task":2,"task_total":5,"task_title":"from the script"}`))
+		fmt.Fprintln(out, "result", post("result", `{"answer":42}`))
+		if len(args) > 0 && args[0] == "wait" {
+			time.Sleep(2 * time.Second)
+		}
 	case "selfkill": // kill itself with signal args[0]
 		n, _ := strconv.Atoi(args[0])
 		fmt.Fprintln(out, "dying")

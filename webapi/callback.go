@@ -1,0 +1,85 @@
+package webapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/rexec/rexec/runs"
+)
+
+// maxCallbackBody bounds a result or progress posted by a script.
+const maxCallbackBody = 64 << 10
+
+// isCallback reports whether path is one of the callback endpoints, which a
+// running script calls with its own run token instead of the server's.
+func isCallback(path string) bool {
+	return strings.HasPrefix(path, "/scripts/v1/result/") || strings.HasPrefix(path, "/scripts/v1/progress/")
+}
+
+// handlePostResult is POST /scripts/v1/result/{id}: a running script posts a
+// JSON object as its run's result, with Authorization: Bearer
+// $REXEC_RUN_TOKEN.
+func (s *Server) handlePostResult(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.callbackBody(w, r)
+	if !ok {
+		return
+	}
+	if err := s.cfg.Runs.PostResult(r.Context(), r.PathValue("id"), bearer(r), body); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	writeScripts(w, http.StatusOK, map[string]any{})
+}
+
+// handlePostProgress is POST /scripts/v1/progress/{id}: a running script sets
+// its task and subtask without printing lines.
+func (s *Server) handlePostProgress(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.callbackBody(w, r)
+	if !ok {
+		return
+	}
+	var p struct {
+		Task           int    `json:"task"`
+		TaskTotal      int    `json:"task_total"`
+		TaskTitle      string `json:"task_title"`
+		SubtaskPercent int    `json:"subtask_percent"`
+		SubtaskTitle   string `json:"subtask_title"`
+	}
+	if err := decodeStrict(body, &p); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	if p.Task < 0 || p.TaskTotal < 0 || p.SubtaskPercent < 0 || p.SubtaskPercent > 100 {
+		s.failScripts(w, badRequestf("task and task_total must be 0 or more, subtask_percent 0 to 100"))
+		return
+	}
+	if err := s.cfg.Runs.PostProgress(r.Context(), r.PathValue("id"), bearer(r), runs.Progress(p)); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	writeScripts(w, http.StatusOK, map[string]any{})
+}
+
+// callbackBody reads a callback's body: a JSON object of at most 64 KiB.
+func (s *Server) callbackBody(w http.ResponseWriter, r *http.Request) (json.RawMessage, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCallbackBody))
+	if err != nil {
+		s.failScripts(w, err)
+		return nil, false
+	}
+	body = bytes.TrimSpace(body)
+	var obj map[string]json.RawMessage
+	if len(body) == 0 || body[0] != '{' || json.Unmarshal(body, &obj) != nil {
+		s.failScripts(w, badRequestf("the body must be a JSON object"))
+		return nil, false
+	}
+	return json.RawMessage(body), true
+}
+
+func bearer(r *http.Request) string {
+	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return t
+}
