@@ -110,6 +110,7 @@ func (c *serveCmd) Run() error {
 	var st *store.Store
 	var detached *runs.Manager
 	var events *feed.Hub
+	var guests webapi.Guests
 	if c.Scripts != "" {
 		events = feed.NewHub(c.EventReplay, c.EventQueue)
 		defer events.Close()
@@ -118,6 +119,7 @@ func (c *serveCmd) Run() error {
 			return fmt.Errorf("--data-dir: %w", err)
 		}
 		defer st.Close()
+		guests = st
 		detached, err = runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
 			Env: webapi.ServerEnv(os.Environ()), Retain: time.Duration(c.Retain), Events: events, Logger: log})
 		if err != nil {
@@ -135,6 +137,7 @@ func (c *serveCmd) Run() error {
 		ScriptsOnly: c.ScriptsOnly,
 		Runs:        detached,
 		Events:      events,
+		Guests:      guests,
 	}, b)
 	if err := srv.Open(); err != nil {
 		b.Shutdown(context.Background())

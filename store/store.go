@@ -208,6 +208,18 @@ var migrations = []string{
 	) STRICT;
 	CREATE INDEX runs_active ON runs (state, script, seq) WHERE state <> 'done';
 	CREATE INDEX runs_ended ON runs (ended_at) WHERE state = 'done';`,
+	// 2: guest keys, stored as hashes only.
+	`CREATE TABLE guests (
+		id       TEXT    NOT NULL PRIMARY KEY,
+		name     TEXT    NOT NULL DEFAULT '',  -- script scope, '' = all
+		run      INTEGER NOT NULL CHECK (run IN (0, 1)),
+		cancel   INTEGER NOT NULL CHECK (cancel IN (0, 1)),
+		status   INTEGER NOT NULL CHECK (status IN (0, 1)),
+		monitor  INTEGER NOT NULL CHECK (monitor IN (0, 1)),
+		expires  INTEGER,                      -- UNIX nanoseconds, NULL = never
+		created  INTEGER NOT NULL,
+		key_hash BLOB    NOT NULL UNIQUE       -- SHA-256 of the key
+	) STRICT;`,
 }
 
 // migrate brings the schema to len(migrations), one transaction per step,

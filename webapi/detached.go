@@ -30,6 +30,9 @@ func (s *Server) routeScripts(mux *http.ServeMux) {
 	mux.HandleFunc("/scripts/v1/monitor", s.scriptsHandler(http.MethodGet, s.handleMonitor))
 	mux.HandleFunc("/scripts/v1/result/{id}", s.scriptsHandler(http.MethodPost, s.handlePostResult))
 	mux.HandleFunc("/scripts/v1/progress/{id}", s.scriptsHandler(http.MethodPost, s.handlePostProgress))
+	mux.HandleFunc("/scripts/v1/guest/list", s.scriptsHandler(http.MethodGet, s.guestsHandler(s.handleListGuests)))
+	mux.HandleFunc("/scripts/v1/guest/create", s.scriptsHandler(http.MethodPost, s.guestsHandler(s.handleCreateGuest)))
+	mux.HandleFunc("/scripts/v1/guest/delete/{id}", s.scriptsHandler(http.MethodPost, s.guestsHandler(s.handleDeleteGuest)))
 }
 
 // scriptsHandler checks the method and that detached runs are enabled.
@@ -42,6 +45,17 @@ func (s *Server) scriptsHandler(method string, h http.HandlerFunc) http.HandlerF
 		}
 		if s.cfg.Runs == nil {
 			writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// guestsHandler answers 404 when this server keeps no guest keys.
+func (s *Server) guestsHandler(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Guests == nil {
+			writeScriptsError(w, http.StatusNotFound, "no_guests", "this server keeps no guest keys")
 			return
 		}
 		h(w, r)
@@ -74,11 +88,19 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, badRequestf("field \"queue\" must be a UNIX time"))
 		return
 	}
+	if err := allowed(r, canRun, req.Name); err != nil {
+		s.failScripts(w, err)
+		return
+	}
 	var startAt time.Time
 	if req.Queue > 0 {
 		startAt = time.Unix(req.Queue, 0)
 	}
-	run, pos, err := s.cfg.Runs.Submit(r.Context(), runs.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin, StartAt: startAt})
+	var who string
+	if g := guestOf(r); g != nil {
+		who = g.ID
+	}
+	run, pos, err := s.cfg.Runs.Submit(r.Context(), runs.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin, StartAt: startAt, Who: who})
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -89,6 +111,10 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
+	if err := s.runAllowed(r, canCancel); err != nil {
+		s.failScripts(w, err)
+		return
+	}
 	if err := s.cfg.Runs.Cancel(r.Context(), r.PathValue("id")); err != nil {
 		s.failScripts(w, err)
 		return
@@ -98,6 +124,9 @@ func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRunStatus(w http.ResponseWriter, r *http.Request) {
 	run, err := s.cfg.Runs.Get(r.Context(), r.PathValue("id"))
+	if err == nil {
+		err = allowed(r, canStatus, run.Script)
+	}
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -111,8 +140,16 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, err)
 		return
 	}
+	g := guestOf(r)
+	if g != nil && !g.Status {
+		s.failScripts(w, errForbidden)
+		return
+	}
 	queued, running := map[string]any{}, map[string]any{}
 	for _, run := range active {
+		if g != nil && g.Name != "" && run.Script != g.Name {
+			continue // a guest sees only its script's runs
+		}
 		if run.State == store.StateRunning {
 			running[run.ID] = s.runStatus(run)
 		} else {
@@ -180,7 +217,7 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	}
 	follow := r.URL.Query().Get("follow")
 	following := follow == "1" || follow == "true"
-	if _, err := s.cfg.Runs.Get(r.Context(), id); err != nil {
+	if err := s.runAllowed(r, canStatus); err != nil {
 		s.failScripts(w, err)
 		return
 	}
@@ -235,6 +272,15 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	h.Set("Rexec-Output-End", strconv.FormatInt(pos, 10))
 }
 
+// runAllowed checks the request's guest, if any, against the run {id}.
+func (s *Server) runAllowed(r *http.Request, right func(store.Guest) bool) error {
+	run, err := s.cfg.Runs.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return allowed(r, right, run.Script)
+}
+
 // decodeStrict decodes one JSON object, refusing unknown fields and
 // trailing data.
 func decodeStrict(body []byte, v any) error {
@@ -277,6 +323,8 @@ func scriptsStatusOf(err error) (int, string, string) {
 		return http.StatusBadRequest, "invalid_stdin", err.Error()
 	case errors.Is(err, runs.ErrQueueFull):
 		return http.StatusTooManyRequests, "queue_full", err.Error()
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden, "forbidden", err.Error()
 	case errors.Is(err, runs.ErrRunToken):
 		return http.StatusForbidden, "invalid_token", err.Error()
 	case errors.Is(err, runs.ErrDone):

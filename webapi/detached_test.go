@@ -29,6 +29,7 @@ import (
 // dir. Its scripts run the test binary as fake children (see exectab).
 type detachedServer struct {
 	url   string
+	token string // the admin token, when the server has one
 	store *store.Store
 	runs  *runs.Manager
 }
@@ -39,6 +40,11 @@ func newDetachedServer(t *testing.T, dir string, lines ...string) *detachedServe
 }
 
 func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...string) *detachedServer {
+	t.Helper()
+	return newDetachedServerToken(t, dir, cfg, "", lines...)
+}
+
+func newDetachedServerToken(t *testing.T, dir string, cfg runs.Config, token string, lines ...string) *detachedServer {
 	t.Helper()
 	log := zerolog.Nop()
 	st, err := store.Open(context.Background(), dir, store.Options{MaxOutput: 1 << 20})
@@ -54,7 +60,7 @@ func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...s
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m, Events: hub}, b)
+	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m, Events: hub, Guests: st, Token: token}, b)
 	if err := srv.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +79,7 @@ func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...s
 		st.Close()
 		http.DefaultClient.CloseIdleConnections()
 	})
-	return &detachedServer{url: "http://" + srv.Addr(), store: st, runs: m}
+	return &detachedServer{url: "http://" + srv.Addr(), token: token, store: st, runs: m}
 }
 
 type apiAnswer map[string]any
@@ -86,6 +92,9 @@ func (s *detachedServer) call(t *testing.T, method, path string, body any) (int,
 		rd = strings.NewReader(string(b))
 	}
 	req, _ := http.NewRequest(method, s.url+path, rd)
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/rexec/rexec/feed"
@@ -34,8 +35,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		after = n
 	}
-	sub, lost := s.cfg.Events.Subscribe(after, r.URL.Query().Get("name"))
+	name := r.URL.Query().Get("name")
+	if err := allowed(r, canMonitor, name); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	sub, lost := s.cfg.Events.Subscribe(after, name)
 	defer sub.Close()
+	revoked := make(chan struct{})
+	defer s.watchGuest(r, sync.OnceFunc(func() { close(revoked) }))()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -78,6 +86,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		case <-r.Context().Done():
+			return
+		case <-revoked:
+			fmt.Fprint(w, "event: error\ndata: {\"error\":\"the key was deleted or expired\",\"errorcode\":\"revoked\"}\n\n")
+			rc.Flush()
 			return
 		case <-s.closing:
 			fmt.Fprint(w, "event: error\ndata: {\"error\":\"server is shutting down\",\"errorcode\":\"closed\"}\n\n")

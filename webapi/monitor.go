@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,11 +28,18 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 		writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
 		return
 	}
+	guest := guestOf(r)
+	if guest != nil && !guest.Monitor {
+		s.failScripts(w, errForbidden)
+		return
+	}
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered
 	}
 	defer c.CloseNow()
+	revoked := make(chan struct{})
+	defer s.watchGuest(r, sync.OnceFunc(func() { close(revoked) }))()
 	sub, _ := s.cfg.Events.Subscribe(0) // watches nothing until asked
 	defer sub.Close()
 	ctx, cancel := context.WithCancel(r.Context())
@@ -52,7 +60,12 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			ack := map[string]any{"success": false, "error": `send {"name":"script"}, or {"name":""} for every script`}
-			if json.Unmarshal(data, &req) == nil && req.Name != nil {
+			switch {
+			case json.Unmarshal(data, &req) != nil || req.Name == nil:
+			case guest != nil && guest.Name != "" && *req.Name != guest.Name:
+				ack = map[string]any{"success": false, "name": *req.Name, "enabled": false,
+					"error": "this key may only watch " + guest.Name}
+			default:
 				sub.Watch(*req.Name)
 				ack = map[string]any{"success": true, "name": *req.Name, "enabled": true}
 			}
@@ -95,6 +108,9 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-s.closing:
 			c.Close(websocket.StatusGoingAway, "server is shutting down")
+			return
+		case <-revoked:
+			c.Close(websocket.StatusPolicyViolation, "the key was deleted or expired")
 			return
 		case err = <-readErr:
 		}

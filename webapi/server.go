@@ -51,6 +51,8 @@ type Config struct {
 	Runs *runs.Manager
 	// Events is the feed that GET /scripts/v1/events streams.
 	Events *feed.Hub
+	// Guests keeps the guest keys; nil: there are none.
+	Guests Guests
 }
 
 func (c *Config) setDefaults() {
@@ -81,14 +83,19 @@ type Server struct {
 	closeOnce  sync.Once
 	// closing is closed when Close begins: streams that wait for events
 	// rather than for a process (monitors, output followers) end then.
-	closing   chan struct{}
-	tokenHash [sha256.Size]byte
+	closing chan struct{}
+	// monitors are the open event streams of guests, by guest id, so that
+	// deleting a key ends them at once.
+	monitorsMu sync.Mutex
+	monitors   map[string]map[*func()]struct{}
+	tokenHash  [sha256.Size]byte
 }
 
 // New returns a server for b. Call Open to start listening.
 func New(cfg Config, b *broker.Broker) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 1), closing: make(chan struct{})}
+	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 1), closing: make(chan struct{}),
+		monitors: map[string]map[*func()]struct{}{}}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -171,10 +178,12 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 // authenticate requires the bearer token, when one is set, on every request
 // but GET /healthz. The comparison is constant-time over hashes, so neither
 // the token's content nor its length leaks through timing.
+//
+// A guest key (see guests.go) is accepted instead, on the /scripts/v1 API
+// only, as a bearer token or, for WebSocket clients that cannot set headers,
+// as ?apikey=; the request then carries the guest, whose rights the handlers
+// check. Without --token every request is the admin's.
 func (s *Server) authenticate(next http.Handler) http.Handler {
-	if s.cfg.Token == "" {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) ||
 			isCallback(r.URL.Path) { // a running script's own run token, checked by the handler
@@ -182,13 +191,32 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		scripts := strings.HasPrefix(r.URL.Path, "/scripts/v1/")
+		if !ok && scripts {
+			got = r.URL.Query().Get("apikey")
+		}
 		h := sha256.Sum256([]byte(got))
-		if !ok || subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="rexec"`)
-			writeError(w, http.StatusUnauthorized, errUnauthorized.Error())
+		if s.cfg.Token != "" && subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 {
+			next.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if got != "" && s.cfg.Guests != nil {
+			g, err := s.cfg.Guests.GuestByKeyHash(r.Context(), h[:])
+			if err == nil && !g.Expired(time.Now()) {
+				if !scripts || strings.HasPrefix(r.URL.Path, "/scripts/v1/guest/") {
+					writeError(w, http.StatusForbidden, "a guest key may only use its rights on the /scripts/v1 API")
+					return
+				}
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), guestKey{}, &g)))
+				return
+			}
+		}
+		if s.cfg.Token == "" && got == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rexec"`)
+		writeError(w, http.StatusUnauthorized, errUnauthorized.Error())
 	})
 }
 

@@ -1,0 +1,175 @@
+package webapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/rexec/rexec/store"
+)
+
+// Guests is where guest keys are kept (the store, on a single host).
+type Guests interface {
+	CreateGuest(ctx context.Context, g *store.Guest) error
+	ListGuests(ctx context.Context) ([]store.Guest, error)
+	GuestByKeyHash(ctx context.Context, hash []byte) (store.Guest, error)
+	DeleteGuest(ctx context.Context, id string) error
+}
+
+type guestKey struct{}
+
+// guestOf is the guest making the request, nil for the admin.
+func guestOf(r *http.Request) *store.Guest {
+	g, _ := r.Context().Value(guestKey{}).(*store.Guest)
+	return g
+}
+
+var errForbidden = errors.New("this key does not have that right")
+
+// allowed checks that the request's guest, if any, has the right for a run
+// of script ("" for a request about no single script).
+func allowed(r *http.Request, right func(store.Guest) bool, script string) error {
+	g := guestOf(r)
+	if g == nil {
+		return nil
+	}
+	if !right(*g) || (g.Name != "" && script != g.Name) {
+		return errForbidden
+	}
+	return nil
+}
+
+func canRun(g store.Guest) bool     { return g.Run }
+func canCancel(g store.Guest) bool  { return g.Cancel }
+func canStatus(g store.Guest) bool  { return g.Status }
+func canMonitor(g store.Guest) bool { return g.Monitor }
+
+// watchGuest registers an open event stream of the request's guest: stop is
+// called when the key is deleted or expires. The returned function
+// unregisters it.
+func (s *Server) watchGuest(r *http.Request, stop func()) func() {
+	g := guestOf(r)
+	if g == nil {
+		return func() {}
+	}
+	var timer *time.Timer
+	if !g.Expires.IsZero() {
+		timer = time.AfterFunc(time.Until(g.Expires), stop)
+	}
+	s.monitorsMu.Lock()
+	set := s.monitors[g.ID]
+	if set == nil {
+		set = map[*func()]struct{}{}
+		s.monitors[g.ID] = set
+	}
+	set[&stop] = struct{}{}
+	s.monitorsMu.Unlock()
+	return func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		s.monitorsMu.Lock()
+		delete(set, &stop)
+		if len(set) == 0 && len(s.monitors[g.ID]) == 0 {
+			delete(s.monitors, g.ID)
+		}
+		s.monitorsMu.Unlock()
+	}
+}
+
+type createGuestRequest struct {
+	Name    string `json:"name"`
+	Run     bool   `json:"run"`
+	Cancel  bool   `json:"cancel"`
+	Status  bool   `json:"status"`
+	Monitor bool   `json:"monitor"`
+	Expires int64  `json:"expires"` // UNIX time; 0: never
+}
+
+func guestInfo(g store.Guest) map[string]any {
+	var expires int64
+	if !g.Expires.IsZero() {
+		expires = g.Expires.Unix()
+	}
+	return map[string]any{"id": g.ID, "name": g.Name, "run": g.Run, "cancel": g.Cancel, "status": g.Status,
+		"monitor": g.Monitor, "expires": expires, "created": g.Created.Unix()}
+}
+
+// handleCreateGuest is POST /scripts/v1/guest/create (admin only). The key is
+// in the answer, once: only its hash is kept.
+func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	if err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	var req createGuestRequest
+	if err := decodeStrict(body, &req); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	if req.Expires < 0 || (req.Expires > 0 && time.Unix(req.Expires, 0).Before(time.Now())) {
+		s.failScripts(w, badRequestf("field \"expires\" must be a UNIX time in the future, or 0 for never"))
+		return
+	}
+	if !req.Run && !req.Cancel && !req.Status && !req.Monitor {
+		s.failScripts(w, badRequestf("give the key at least one right: run, cancel, status or monitor"))
+		return
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	key := hex.EncodeToString(raw)
+	hash := sha256.Sum256([]byte(key))
+	g := store.Guest{Name: req.Name, Run: req.Run, Cancel: req.Cancel, Status: req.Status, Monitor: req.Monitor,
+		KeyHash: hash[:]}
+	if req.Expires > 0 {
+		g.Expires = time.Unix(req.Expires, 0)
+	}
+	if err := s.cfg.Guests.CreateGuest(r.Context(), &g); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	info := guestInfo(g)
+	info["apikey"] = key
+	writeScripts(w, http.StatusOK, map[string]any{"id": g.ID, "info": info})
+}
+
+// handleListGuests is GET /scripts/v1/guest/list (admin only): never keys.
+func (s *Server) handleListGuests(w http.ResponseWriter, r *http.Request) {
+	gs, err := s.cfg.Guests.ListGuests(r.Context())
+	if err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	list := make([]map[string]any, 0, len(gs))
+	for _, g := range gs {
+		list = append(list, guestInfo(g))
+	}
+	writeScripts(w, http.StatusOK, map[string]any{"guests": list})
+}
+
+// handleDeleteGuest is POST /scripts/v1/guest/delete/{id} (admin only). The
+// key's open monitors end at once.
+func (s *Server) handleDeleteGuest(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.cfg.Guests.DeleteGuest(r.Context(), id); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	s.monitorsMu.Lock()
+	var stops []func()
+	for stop := range s.monitors[id] {
+		stops = append(stops, *stop)
+	}
+	delete(s.monitors, id)
+	s.monitorsMu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+	writeScripts(w, http.StatusOK, map[string]any{})
+}
