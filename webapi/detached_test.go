@@ -54,7 +54,10 @@ func newDetachedServerToken(t *testing.T, dir string, cfg runs.Config, token str
 	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
 	scripts := exectab(t, lines...)
 	env := append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)
-	hub := feed.NewHub(100, 64)
+	hub, _ := cfg.Events.(*feed.Hub)
+	if hub == nil {
+		hub = feed.NewHub(100, 64)
+	}
 	cfg.Store, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Tick, cfg.Logger, cfg.Events = st, b, scripts.Load, env, 50*time.Millisecond, log, hub
 	m, err := runs.New(context.Background(), cfg)
 	if err != nil {

@@ -44,6 +44,15 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 	defer sub.Close()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	// A monitor that fell behind is usually stuck in a write to a full
+	// socket: end that write at once rather than after its timeout.
+	go func() {
+		select {
+		case <-sub.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
 	// The reader takes the client's watch requests; the writer below is the
 	// connection's only writer.

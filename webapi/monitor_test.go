@@ -3,11 +3,14 @@ package webapi_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/runs"
 )
 
 func TestMonitorWebSocket(t *testing.T) {
@@ -77,5 +80,58 @@ func TestMonitorWebSocket(t *testing.T) {
 	s.submit(t, map[string]any{"name": "other"})
 	if e := read(one); e["name"] != "other" || e["state"] != "queued" {
 		t.Fatalf("after adding other: %v", e)
+	}
+}
+
+// TestSlowMonitorIsDisconnected: a monitor that stops reading is dropped when
+// its queue is full, while another one keeps receiving everything.
+func TestSlowMonitorIsDisconnected(t *testing.T) {
+	hub := feed.NewHub(10, 4)
+	s := newDetachedServerWith(t, t.TempDir(), runs.Config{Events: hub}, "-e=TESTCHILD=exit job EXE 0")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dial := func() *websocket.Conn {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.url, "http")+"/scripts/v1/monitor", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadLimit(1 << 20)
+		t.Cleanup(func() { c.CloseNow() })
+		c.Write(ctx, websocket.MessageText, []byte(`{"name":""}`))
+		if _, _, err := c.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	slow, fast := dial(), dial()
+
+	const n = 400 // of 64 KiB each: far more than the sockets between them hold
+	big := strings.Repeat("x", 64<<10)
+	got := make(chan int, 1)
+	go func() {
+		count := 0
+		for count < n {
+			if _, _, err := fast.Read(ctx); err != nil {
+				break
+			}
+			count++
+		}
+		got <- count
+	}()
+	for i := range n {
+		hub.Publish(feed.Event{Name: "job", State: "done", Run: strconv.Itoa(i), Args: []string{big}})
+		time.Sleep(time.Millisecond) // let the fast monitor keep up
+	}
+	if count := <-got; count != n {
+		t.Fatalf("the fast monitor got %d events of %d", count, n)
+	}
+	// The slow one was dropped: reading what was buffered ends in an error.
+	for {
+		if _, _, err := slow.Read(ctx); err != nil {
+			if ctx.Err() != nil {
+				t.Fatal("the slow monitor was never disconnected")
+			}
+			break
+		}
 	}
 }
