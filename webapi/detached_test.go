@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -672,4 +673,38 @@ func TestCallbackAPI(t *testing.T) {
 		t.Fatalf("token after the run ended: %d, want 403", code)
 	}
 	s.waitState(t, b, "done")
+}
+
+func TestEventsIncludeProgress(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "steps.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho '[1/2] First'\nsleep 0.3\necho '[2] Second'\n"), 0o755)
+	s := newDetachedServer(t, t.TempDir(), "steps "+script)
+	resp, err := http.Get(s.url + "/scripts/v1/events?name=steps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	id := s.submit(t, map[string]any{"name": "steps"})
+	var states []string
+	var titles []string
+	for {
+		e := readSSE(t, br)
+		states = append(states, e.event)
+		if p, ok := e.data["progress"].(map[string]any); ok {
+			titles = append(titles, p["task_title"].(string))
+		}
+		if e.event == "done" {
+			if e.data["run"] != id {
+				t.Fatalf("done of %v", e.data["run"])
+			}
+			break
+		}
+	}
+	got := strings.Join(states, ",")
+	if !strings.HasPrefix(got, "queued,running,progress") || !strings.HasSuffix(got, "progress,done") ||
+		titles[0] != "First" || titles[len(titles)-1] != "Second" {
+		t.Fatalf("events %s, titles %v", got, titles)
+	}
 }

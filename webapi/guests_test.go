@@ -99,11 +99,19 @@ func TestGuestKeys(t *testing.T) {
 	if code, _ := call(jobKey, "GET", "/scripts/v1/status/"+longID, nil); code != 403 {
 		t.Fatalf("guest status of another script's run: %d", code)
 	}
-	s.call(t, "POST", "/scripts/v1/cancel/"+longID, nil)
+	// A key with the cancel right, for the long script only.
+	_, cancelKey := create(map[string]any{"name": "long", "cancel": true})
+	if code, a := call(cancelKey, "POST", "/scripts/v1/cancel/"+longID, nil); code != 200 {
+		t.Fatalf("guest cancel with the right: %d %v", code, a)
+	}
+	if code, _ := call(cancelKey, "GET", "/scripts/v1/status/"+longID, nil); code != 403 {
+		t.Fatalf("cancel-only key reading status: %d", code)
+	}
+	s.waitState(t, longID, "done")
 
 	// The list never shows keys, and the database holds only hashes.
 	code, a = call(admin, "GET", "/scripts/v1/guest/list", nil)
-	if code != 200 || len(a["guests"].([]any)) != 1 || strings.Contains(toJSON(a), jobKey) {
+	if code != 200 || len(a["guests"].([]any)) != 2 || strings.Contains(toJSON(a), jobKey) || strings.Contains(toJSON(a), cancelKey) {
 		t.Fatalf("list: %d %v", code, a)
 	}
 	for _, f := range []string{"rexec.db", "rexec.db-wal"} {
