@@ -1,7 +1,6 @@
 package webapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -279,20 +278,6 @@ func (s *Server) runAllowed(r *http.Request, right func(store.Guest) bool) error
 		return err
 	}
 	return allowed(r, right, run.Script)
-}
-
-// decodeStrict decodes one JSON object, refusing unknown fields and
-// trailing data.
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequestf("unexpected data after the JSON object")
-	}
-	return nil
 }
 
 // failScripts answers with the status and errorcode of err's kind.

@@ -45,19 +45,28 @@ func decodeProcessRequest(body []byte) (*processRequest, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, badRequestf("empty body: expected a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var req processRequest
-	if err := dec.Decode(&req); err != nil {
-		return nil, jsonError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, badRequestf("unexpected data after the JSON object")
+	if err := decodeStrict(body, &req); err != nil {
+		return nil, err
 	}
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
 	return &req, nil
+}
+
+// decodeStrict decodes one JSON object, refusing unknown fields and
+// trailing data.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequestf("unexpected data after the JSON object")
+	}
+	return nil
 }
 
 // jsonError turns a decoding error into a message a user can act on.
