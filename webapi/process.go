@@ -25,6 +25,27 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed: use POST")
 		return
 	}
+	// Starting and streaming are two functions: the start's frame (the
+	// decoded request, the child's spec) is gone before the stream parks on
+	// this goroutine's stack for the whole run.
+	if run := s.startRun(w, r); run != nil {
+		s.serveRun(w, r, run)
+	}
+}
+
+// startedRun is a child started for a request, with what serving it needs.
+type startedRun struct {
+	alias, script, path string
+	proc                *child.Process
+	stdin               *liveStdin
+	ndjson              bool
+}
+
+// startRun decodes the request and starts its child. On failure it answers
+// the request itself and returns nil.
+//
+//go:noinline
+func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *startedRun {
 	var (
 		req   *processRequest
 		stdin *liveStdin // set when the body streams the child's stdin
@@ -40,13 +61,13 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		fail(w, s.log, err)
-		return
+		return nil
 	}
 	ndjson := wantsNDJSON(r.Header.Get("Accept"))
 	spec, limit, err := s.runSpec(req, ndjson, stdin != nil)
 	if err != nil {
 		fail(w, s.log, err)
-		return
+		return nil
 	}
 	if stdin != nil {
 		spec.Stdin = stdin
@@ -57,8 +78,14 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		fail(w, s.log.With().Str("alias", req.Alias).Logger(), err)
-		return
+		return nil
 	}
+	return &startedRun{alias: req.Alias, script: req.Script, path: spec.Path, proc: proc, stdin: stdin, ndjson: ndjson}
+}
+
+// serveRun streams a started run to its client and logs how it ended.
+func (s *Server) serveRun(w http.ResponseWriter, r *http.Request, run *startedRun) {
+	proc, stdin, ndjson := run.proc, run.stdin, run.ndjson
 	stop := context.AfterFunc(r.Context(), func() { proc.Kill(child.ReasonDisconnect) })
 	defer stop()
 
@@ -92,10 +119,10 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 		enc.end(st)
 	}
 	ev := s.log.Info().
-		Str("alias", req.Alias).
-		Str("cmd", spec.Path)
-	if req.Script != "" {
-		ev = ev.Str("script", req.Script)
+		Str("alias", run.alias).
+		Str("cmd", run.path)
+	if run.script != "" {
+		ev = ev.Str("script", run.script)
 	}
 	ev = ev.
 		Int("pid", proc.Pid()).
