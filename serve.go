@@ -107,6 +107,7 @@ func (c *serveCmd) Run() error {
 		Child:      child.Options{KillGrace: c.KillGrace, OutputSize: c.StdoutSize},
 		Logger:     log,
 	})
+	env := webapi.ServerEnv(os.Environ()) // what every child starts from
 	var st *store.Store
 	var detached *runs.Manager
 	var events *feed.Hub
@@ -121,7 +122,7 @@ func (c *serveCmd) Run() error {
 		defer st.Close()
 		guests = st
 		detached, err = runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
-			Env: webapi.ServerEnv(os.Environ()), Retain: time.Duration(c.Retain), Events: events, Logger: log})
+			Env: env, Retain: time.Duration(c.Retain), Events: events, Logger: log})
 		if err != nil {
 			b.Shutdown(context.Background())
 			return err
@@ -129,6 +130,7 @@ func (c *serveCmd) Run() error {
 	}
 	srv := webapi.New(webapi.Config{
 		Addr:        net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
+		Env:         env,
 		Token:       c.Token,
 		MaxBody:     int64(c.MaxBody),
 		Heartbeat:   c.Heartbeat,

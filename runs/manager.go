@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -528,7 +529,7 @@ func (m *Manager) spec(r store.Run, sc *catalog.Script, token string) (child.Spe
 	spec := child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: env, Credential: cred,
 		Stderr: child.StderrMerge}
 	if b, err := os.ReadFile(m.stdinPath(r.ID)); err == nil {
-		spec.Stdin = bytesReader(b)
+		spec.Stdin = bytes.NewReader(b)
 	}
 	return spec, nil
 }

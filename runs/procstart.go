@@ -2,14 +2,11 @@ package runs
 
 import (
 	"bytes"
-	"io"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // userHZ is the unit of /proc/PID/stat's start time: USER_HZ, 100 on every
 // Linux architecture Go supports.

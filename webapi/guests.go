@@ -75,7 +75,7 @@ func (s *Server) watchGuest(r *http.Request, stop func()) func() {
 		}
 		s.monitorsMu.Lock()
 		delete(set, &stop)
-		if len(set) == 0 && len(s.monitors[g.ID]) == 0 {
+		if len(set) == 0 {
 			delete(s.monitors, g.ID)
 		}
 		s.monitorsMu.Unlock()
