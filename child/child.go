@@ -3,7 +3,7 @@
 // reap. It knows nothing of HTTP, aliases or other processes.
 //
 // The exit of the process is watched through a pidfd in one epoll set shared
-// by all children (exits.go), so a running child holds neither an OS thread
+// by all children (exits.go, internal/fdwatch), so a running child holds neither an OS thread
 // (os/exec's Wait parks one in waitid for every child) nor a goroutine. The process is reaped
 // only once the pidfd says it has exited, and only after its group has been
 // signalled: while the leader is an unreaped zombie its PID (and so the group
@@ -341,7 +341,7 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	}
 	if pidfd < 0 {
 		go p.superviseWithoutPidfd()
-	} else if err := exits.watch(p); err != nil {
+	} else if err := watchExit(p); err != nil {
 		// Cannot happen short of running out of memory for epoll; the
 		// process runs, so supervise it the old way rather than lose it.
 		go p.superviseWithoutPidfd()

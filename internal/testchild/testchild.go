@@ -38,7 +38,7 @@ func Command(mode string) (path string, env string) {
 // for goleak.VerifyTestMain.
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{goleak.IgnoreTopFunction("golang.org/x/sys/unix.EpollWait"),
-		goleak.IgnoreAnyFunction("github.com/rexec/rexec/child.(*exitWatcher).loop")}
+		goleak.IgnoreAnyFunction("github.com/rexec/rexec/internal/fdwatch.(*watcher).loop")}
 }
 
 // RaceEnv stops the race detector's one-second sleep at exit of a child.
