@@ -85,39 +85,55 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *startedRun {
 
 // serveRun streams a started run to its client and logs how it ended.
 func (s *Server) serveRun(w http.ResponseWriter, r *http.Request, run *startedRun) {
-	proc, stdin, ndjson := run.proc, run.stdin, run.ndjson
-	stop := context.AfterFunc(r.Context(), func() { proc.Kill(child.ReasonDisconnect) })
+	stop := context.AfterFunc(r.Context(), func() { run.proc.Kill(child.ReasonDisconnect) })
 	defer stop()
 
-	var enc streamEncoder
-	if ndjson {
-		enc = newNDJSONEncoder(w)
-	} else {
-		enc = textEncoder{w}
-	}
+	rs := newRunStream(run, s.cfg.Heartbeat, w)
 	h := w.Header()
-	h.Set("Content-Type", enc.contentType())
+	h.Set("Content-Type", rs.enc.contentType())
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Trailer", "Process-Exit-Code, Process-Signal")
 	w.WriteHeader(http.StatusOK)
-	written, clientOK := s.stream(w, r, proc, enc, ndjson, stdin.failed())
-	if !clientOK {
-		// The client is gone: its child's group is being terminated (by
-		// the AfterFunc above, or here after a failed write). Drop the rest
-		// of the output and wait for the reap, to log how it ended.
-		proc.Kill(child.ReasonDisconnect)
-		proc.Discard()
+
+	rc := http.NewResponseController(w)
+	// A stream that goes quiet is parked (park.go): served from then on
+	// without net/http's connection goroutine and buffers, which is most
+	// of what a held stream costs. A body still streaming stdin, or a
+	// connection of unknown kind, stays here.
+	parkAfter := time.Duration(0)
+	if run.stdin == nil && canPark(r) {
+		parkAfter = s.cfg.ParkAfter
 	}
-	st := proc.Wait()
-	if clientOK {
+	end := rs.pump(rc.Flush, r.Context().Done(), run.stdin.failed(), parkAfter)
+	if end == streamPark {
+		// Past this point only the parked stream watches the client.
+		if stop() && s.park(rc, r, run, rs) {
+			return
+		}
+		end = rs.pump(rc.Flush, r.Context().Done(), nil, 0)
+	}
+	st := s.endRun(run, rs, end == streamDone)
+	if end == streamDone {
 		h.Set("Process-Exit-Code", strconv.Itoa(st.Code))
 		if st.Signal != 0 {
 			h.Set("Process-Signal", st.SignalName())
 		}
-		enc.end(st)
+		rs.enc.end(st)
 	}
+}
+
+// endRun waits for the run's reap and logs how it ended. A client no longer
+// there (clientOK false) has its child's group terminated and the rest of
+// the output dropped.
+func (s *Server) endRun(run *startedRun, rs *runStream, clientOK bool) child.Status {
+	proc := run.proc
+	if !clientOK {
+		proc.Kill(child.ReasonDisconnect)
+		proc.Discard()
+	}
+	st := proc.Wait()
 	ev := s.log.Info().
 		Str("alias", run.alias).
 		Str("cmd", run.path)
@@ -131,9 +147,10 @@ func (s *Server) serveRun(w http.ResponseWriter, r *http.Request, run *startedRu
 		ev = ev.Str("signal", st.SignalName())
 	}
 	ev.Int64("duration_ms", st.Duration.Milliseconds()).
-		Int64("bytes", written).
+		Int64("bytes", rs.written).
 		Str("reason", string(st.Reason)).
 		Msg("run ended")
+	return st
 }
 
 // headerDelay is how long the response head may wait for the child's first
@@ -141,83 +158,137 @@ func (s *Server) serveRun(w http.ResponseWriter, r *http.Request, run *startedRu
 // and trailers) instead of two. A quiet child's client gets the head then.
 const headerDelay = 10 * time.Millisecond
 
-// stream copies the child's output to the client until the child has been
-// reaped or the client is gone. It returns the bytes of output written and
-// whether the client is still there.
-// A non-nil bodyFailed is closed when reading the request body (live stdin)
-// fails: the client is gone.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, proc *child.Process, enc streamEncoder, ndjson bool, bodyFailed <-chan struct{}) (written int64, clientOK bool) {
-	rc := http.NewResponseController(w)
-	// One timer: first the head's delay, then (NDJSON) the heartbeat.
-	timer := time.NewTimer(headerDelay)
-	defer timer.Stop()
-	headSent := false
-	rearm := func() {
-		if ndjson {
-			timer.Reset(s.cfg.Heartbeat)
+// runStream is the state of one run's response while it streams: the same
+// on the handler's goroutine and, once parked, on the parked stream's.
+type runStream struct {
+	proc      *child.Process
+	enc       streamEncoder
+	ndjson    bool
+	heartbeat time.Duration
+	out       <-chan child.Chunk // nil once closed
+	done      <-chan struct{}    // nil once closed
+	// timer is first the head's delay, then (NDJSON) the heartbeat.
+	timer    *time.Timer
+	headSent bool
+	written  int64 // bytes of output written
+}
+
+func newRunStream(run *startedRun, heartbeat time.Duration, w io.Writer) *runStream {
+	rs := &runStream{proc: run.proc, ndjson: run.ndjson, heartbeat: heartbeat,
+		out: run.proc.Output(), done: run.proc.Done(), timer: time.NewTimer(headerDelay)}
+	if run.ndjson {
+		rs.enc = newNDJSONEncoder(w)
+	} else {
+		rs.enc = &textEncoder{w}
+	}
+	return rs
+}
+
+// streamEnd says why pump returned.
+type streamEnd uint8
+
+const (
+	streamDone streamEnd = iota // the child is reaped and its output written
+	streamGone                  // the client is gone (or a write failed)
+	streamPark                  // quiet for parkAfter: time to park
+)
+
+// pump copies the child's output to the client until the child has been
+// reaped, the client is gone, or (parkAfter > 0) the head is out and
+// nothing happened for parkAfter. flush pushes what the encoder wrote to
+// the client; gone and bodyFailed (either may be nil) say the client left.
+func (rs *runStream) pump(flush func() error, gone, bodyFailed <-chan struct{}, parkAfter time.Duration) streamEnd {
+	var parkC <-chan time.Time
+	var park *time.Timer
+	armPark := func() {
+		if parkAfter <= 0 || !rs.headSent {
+			return
+		}
+		if park == nil {
+			park = time.NewTimer(parkAfter)
+			parkC = park.C
+		} else {
+			park.Reset(parkAfter)
 		}
 	}
-	out, done := proc.Output(), proc.Done()
-	for out != nil || done != nil {
+	defer func() {
+		if park != nil {
+			park.Stop()
+		}
+	}()
+	armPark()
+	rearm := func() {
+		if rs.ndjson {
+			rs.timer.Reset(rs.heartbeat)
+		}
+		armPark()
+	}
+	for rs.out != nil || rs.done != nil {
 		select {
-		case c, ok := <-out:
+		case c, ok := <-rs.out:
 			if !ok {
-				out = nil
+				rs.out = nil
 				break
 			}
-			err := enc.chunk(c)
-			written += int64(len(c.Data))
-			c.Release()
+			err := rs.write(c)
 			// Coalesce what is already waiting into the same flush; never
 			// hold anything back once the channel is empty.
 		more:
 			for err == nil {
 				select {
-				case c, ok := <-out:
+				case c, ok := <-rs.out:
 					if !ok {
-						out = nil
+						rs.out = nil
 						break more
 					}
-					err = enc.chunk(c)
-					written += int64(len(c.Data))
-					c.Release()
+					err = rs.write(c)
 				default:
 					break more
 				}
 			}
 			if err == nil {
-				err = rc.Flush()
+				err = flush()
 			}
 			if err != nil {
-				return written, false
+				return streamGone
 			}
-			if !headSent {
-				headSent = true
-				timer.Stop()
+			if !rs.headSent {
+				rs.headSent = true
+				rs.timer.Stop()
 			}
 			rearm()
-		case <-done:
-			done = nil
-		case <-timer.C:
+		case <-rs.done:
+			rs.done = nil
+		case <-rs.timer.C:
 			var err error
-			if headSent {
-				err = enc.heartbeat()
+			if rs.headSent {
+				err = rs.enc.heartbeat()
 			}
-			headSent = true
+			rs.headSent = true
 			if err == nil {
-				err = rc.Flush()
+				err = flush()
 			}
 			if err != nil {
-				return written, false
+				return streamGone
 			}
 			rearm()
-		case <-r.Context().Done():
-			return written, false
+		case <-parkC:
+			return streamPark
+		case <-gone:
+			return streamGone
 		case <-bodyFailed:
-			return written, false
+			return streamGone
 		}
 	}
-	return written, true
+	rs.timer.Stop()
+	return streamDone
+}
+
+func (rs *runStream) write(c child.Chunk) error {
+	err := rs.enc.chunk(c)
+	rs.written += int64(len(c.Data))
+	c.Release()
+	return err
 }
 
 // wantsNDJSON reports whether the Accept header asks for application/x-ndjson.
@@ -234,6 +305,8 @@ func wantsNDJSON(accept string) bool {
 // streamEncoder writes a run's output in one of the response formats.
 type streamEncoder interface {
 	contentType() string
+	// setWriter moves the encoder to another writer (when a stream parks).
+	setWriter(io.Writer)
 	chunk(child.Chunk) error
 	heartbeat() error
 	end(child.Status) error
@@ -243,13 +316,14 @@ type streamEncoder interface {
 // the end of the run is in the trailers.
 type textEncoder struct{ w io.Writer }
 
-func (textEncoder) contentType() string { return "text/plain; charset=utf-8" }
-func (e textEncoder) chunk(c child.Chunk) error {
+func (*textEncoder) contentType() string { return "text/plain; charset=utf-8" }
+func (e *textEncoder) setWriter(w io.Writer) { e.w = w }
+func (e *textEncoder) chunk(c child.Chunk) error {
 	_, err := e.w.Write(c.Data)
 	return err
 }
-func (textEncoder) heartbeat() error       { return nil }
-func (textEncoder) end(child.Status) error { return nil }
+func (*textEncoder) heartbeat() error       { return nil }
+func (*textEncoder) end(child.Status) error { return nil }
 
 // maxNDJSONLine bounds the part of a line held while waiting for its newline.
 // A longer line is sent in pieces marked "partial":true, to be joined by the
@@ -276,9 +350,14 @@ type ndjsonEnd struct {
 }
 
 func newNDJSONEncoder(w io.Writer) *ndjsonEncoder {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return &ndjsonEncoder{enc: enc}
+	e := &ndjsonEncoder{}
+	e.setWriter(w)
+	return e
+}
+
+func (e *ndjsonEncoder) setWriter(w io.Writer) {
+	e.enc = json.NewEncoder(w)
+	e.enc.SetEscapeHTML(false)
 }
 
 func (*ndjsonEncoder) contentType() string { return "application/x-ndjson" }

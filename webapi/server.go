@@ -53,6 +53,10 @@ type Config struct {
 	Events *feed.Hub
 	// Guests keeps the guest keys; nil: there are none.
 	Guests Guests
+	// ParkAfter is how long a stream whose head has been sent may stay
+	// quiet before it is parked: served off net/http, which saves most of
+	// a held stream's memory (park.go). Default 25ms; negative: never.
+	ParkAfter time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -64,6 +68,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Env == nil {
 		c.Env = ServerEnv(os.Environ())
+	}
+	if c.ParkAfter == 0 {
+		c.ParkAfter = 25 * time.Millisecond
 	}
 }
 
@@ -89,13 +96,19 @@ type Server struct {
 	monitorsMu sync.Mutex
 	monitors   map[string]map[*func()]struct{}
 	tokenHash  [sha256.Size]byte
+
+	// Parked streams (park.go): nil once the server is closing.
+	parkMu  sync.Mutex
+	parked  map[*parkedStream]struct{}
+	parkWG  sync.WaitGroup
+	requeue *connQueue // where a parked stream's connection goes back
 }
 
 // New returns a server for b. Call Open to start listening.
 func New(cfg Config, b *broker.Broker) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 1), closing: make(chan struct{}),
-		monitors: map[string]map[*func()]struct{}{}}
+	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 2), closing: make(chan struct{}),
+		monitors: map[string]map[*func()]struct{}{}, parked: map[*parkedStream]struct{}{}}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -106,6 +119,9 @@ func New(cfg Config, b *broker.Broker) *Server {
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: it would cut every stream longer than it.
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 		ErrorLog:    log.New(httpErrorLog{s.log}, "", 0),
 	}
 	return s
@@ -131,7 +147,9 @@ func (s *Server) Open() error {
 		return err
 	}
 	s.ln = ln
+	s.requeue = newConnQueue(ln.Addr())
 	go func() { s.serveErr <- s.http.Serve(ln) }()
+	go func() { s.serveErr <- s.http.Serve(s.requeue) }()
 	return nil
 }
 
@@ -146,6 +164,7 @@ func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		parked := s.stopParking()
 		brokerDone := make(chan error, 1)
 		go func() { brokerDone <- s.broker.Shutdown(ctx) }()
 		err = s.http.Shutdown(ctx)
@@ -153,12 +172,17 @@ func (s *Server) Close(ctx context.Context) error {
 			s.cancelBase()
 			s.http.Close()
 		}
+		if perr := s.waitParked(ctx, parked); err == nil {
+			err = perr
+		}
 		if berr := <-brokerDone; err == nil {
 			err = berr
 		}
 		s.cancelBase()
-		if serr := <-s.serveErr; err == nil && !errors.Is(serr, http.ErrServerClosed) {
-			err = serr
+		for range 2 {
+			if serr := <-s.serveErr; err == nil && !errors.Is(serr, http.ErrServerClosed) {
+				err = serr
+			}
 		}
 	})
 	return err

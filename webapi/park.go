@@ -1,0 +1,328 @@
+package webapi
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/internal/fdwatch"
+)
+
+// Parking a quiet stream.
+//
+// Most of what a held stream costs is not rexec's: net/http keeps, for every
+// connection, a goroutine running the handler (whose stack is as deep as the
+// deepest call it ever made), a goroutine reading in the background to notice
+// a client that leaves, and about 10 KiB of buffers. A stream that has gone
+// quiet for Config.ParkAfter, with its head sent, is taken over (hijacked):
+// the handler returns, and the stream is served from then on by one goroutine
+// with a shallow stack, parked on the child's output channel, writing HTTP/1.1
+// chunks itself with no buffer held between writes. The client's going away
+// is seen through EPOLLRDHUP on its socket, in the one epoll set of package
+// fdwatch, with no goroutine reading it.
+//
+// When the run ends, the trailers are written and the connection goes back
+// to the http.Server through a listener of its own (connQueue), so that a
+// keep-alive client can send its next request on it as if nothing happened.
+
+// connKey carries a request's connection in its context (http.Server's
+// ConnContext): only a connection with a file descriptor can park.
+type connKey struct{}
+
+// canPark reports whether r's stream could be parked: HTTP/1.1 on a socket
+// whose hangup can be watched.
+func canPark(r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+		return false // HTTP/1.0 has no chunks; HTTP/2 is not hijacked
+	}
+	switch r.Context().Value(connKey{}).(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
+}
+
+// parkedStream is a run being served off net/http.
+type parkedStream struct {
+	run   *startedRun
+	rs    *runStream
+	conn  net.Conn
+	cw    chunkWriter
+	rest  []byte // bytes the client sent after its request (pipelining)
+	keep  bool   // the connection may serve another request after this one
+	watch *fdwatch.Watch
+	gone  chan struct{} // closed when the client hangs up
+	once  sync.Once
+}
+
+func (ps *parkedStream) hangup() { ps.once.Do(func() { close(ps.gone) }) }
+
+// park takes r's connection over from net/http and serves the rest of the
+// stream on a goroutine of its own. It returns false, with the response
+// still net/http's, when the connection could not be taken.
+func (s *Server) park(rc *http.ResponseController, r *http.Request, run *startedRun, rs *runStream) bool {
+	s.parkMu.Lock()
+	defer s.parkMu.Unlock()
+	if s.parked == nil {
+		return false // closing: stay where the shutdown waits for us
+	}
+	conn, brw, err := rc.Hijack()
+	if err != nil {
+		return false
+	}
+	ps := &parkedStream{run: run, rs: rs, conn: conn, keep: !r.Close, gone: make(chan struct{})}
+	ps.cw.conn = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		ps.rest = append([]byte(nil), b...)
+	}
+	rs.enc.setWriter(&ps.cw)
+
+	var werr error
+	if sc, ok := conn.(syscall.Conn); !ok {
+		werr = syscall.ENOTSOCK
+	} else if raw, err := sc.SyscallConn(); err != nil {
+		werr = err
+	} else if err := raw.Control(func(fd uintptr) {
+		ps.watch, werr = fdwatch.Add(int(fd), unix.EPOLLRDHUP, ps.hangup)
+	}); err != nil {
+		werr = err
+	}
+	if werr != nil {
+		// Cannot happen short of the kernel refusing epoll memory. Notice
+		// the hangup the way net/http does, by reading; what is read is
+		// lost, so the connection is not used again.
+		s.log.Warn().Err(werr).Msg("parking a stream: watching its socket failed; reading it instead")
+		ps.keep = false
+		go func() {
+			var b [1]byte
+			conn.Read(b[:])
+			ps.hangup()
+		}()
+	}
+	s.parked[ps] = struct{}{}
+	s.parkWG.Add(1)
+	go s.serveParked(ps)
+	return true
+}
+
+// serveParked streams a parked run to its end.
+func (s *Server) serveParked(ps *parkedStream) {
+	defer s.parkWG.Done()
+	end := ps.rs.pump(ps.cw.Flush, ps.gone, nil, 0)
+	st := s.endRun(ps.run, ps.rs, end == streamDone)
+	ok := end == streamDone
+	if ok {
+		ok = ps.rs.enc.end(st) == nil && ps.cw.end(st) == nil
+	}
+	ps.cw.release()
+	if ps.watch != nil && !ps.watch.Stop() {
+		ok = false // the client hung up (half-closed): nothing more to serve
+	}
+
+	s.parkMu.Lock()
+	delete(s.parked, ps)
+	open := s.parked != nil
+	s.parkMu.Unlock()
+	if ok && ps.keep && open {
+		var c net.Conn = ps.conn
+		if len(ps.rest) > 0 {
+			c = &prefixConn{Conn: ps.conn, rest: ps.rest}
+		}
+		if s.requeue.put(c) {
+			return
+		}
+	}
+	ps.conn.Close()
+}
+
+// stopParking makes the streams parked from now on stay with net/http, and
+// the parked ones close their connection at their end instead of serving
+// another request. It returns the parked streams.
+func (s *Server) stopParking() map[*parkedStream]struct{} {
+	s.parkMu.Lock()
+	defer s.parkMu.Unlock()
+	streams := s.parked
+	s.parked = nil
+	return streams
+}
+
+// waitParked waits for the parked streams to end, or for ctx, after which
+// their connections are cut.
+func (s *Server) waitParked(ctx context.Context, streams map[*parkedStream]struct{}) error {
+	done := make(chan struct{})
+	go func() { s.parkWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.parkMu.Lock()
+	for ps := range streams {
+		ps.conn.Close()
+		ps.hangup()
+	}
+	s.parkMu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// chunkWriter writes an HTTP/1.1 chunked body straight to a connection.
+// Small writes gather in a pooled buffer until Flush sends them as one chunk
+// in one write; a large one goes out at once, without a copy, in one writev
+// with whatever was gathered. Between flushes it holds no buffer.
+type chunkWriter struct {
+	conn net.Conn
+	buf  *[]byte // nil when empty; the first chunkHeadRoom bytes are the chunk's size line
+	size [chunkHeadRoom]byte
+}
+
+const (
+	chunkHeadRoom = 10      // up to 8 hex digits and CRLF
+	directWrite   = 8 << 10 // a write this large is sent without a copy
+)
+
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+var crlf = []byte("\r\n")
+
+func (cw *chunkWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(p) >= directWrite {
+		bufs := net.Buffers{cw.take(), sizeLine(cw.size[:], len(p)), p, crlf}
+		_, err := bufs.WriteTo(cw.conn)
+		cw.release()
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if cw.buf == nil {
+		cw.buf = chunkBufs.Get().(*[]byte)
+		*cw.buf = append((*cw.buf)[:0], make([]byte, chunkHeadRoom)...)
+	}
+	*cw.buf = append(*cw.buf, p...)
+	return len(p), nil
+}
+
+// take frames what has been gathered as one chunk and returns it (nil when
+// nothing has). The buffer stays taken until release.
+func (cw *chunkWriter) take() []byte {
+	if cw.buf == nil || len(*cw.buf) == chunkHeadRoom {
+		return nil
+	}
+	b := *cw.buf
+	var line [chunkHeadRoom]byte
+	sl := sizeLine(line[:], len(b)-chunkHeadRoom)
+	start := chunkHeadRoom - len(sl)
+	copy(b[start:], sl)
+	b = append(b, crlf...)
+	*cw.buf = b
+	return b[start:]
+}
+
+func (cw *chunkWriter) release() {
+	if cw.buf != nil {
+		if cap(*cw.buf) <= 1<<20 {
+			chunkBufs.Put(cw.buf)
+		}
+		cw.buf = nil
+	}
+}
+
+// Flush sends what has been gathered as one chunk.
+func (cw *chunkWriter) Flush() error {
+	b := cw.take()
+	if b == nil {
+		return nil
+	}
+	_, err := cw.conn.Write(b)
+	cw.release()
+	return err
+}
+
+// end sends what is left, the last chunk and the trailers, in one write.
+func (cw *chunkWriter) end(st child.Status) error {
+	last := []byte("0\r\nProcess-Exit-Code: ")
+	last = strconv.AppendInt(last, int64(st.Code), 10)
+	last = append(last, crlf...)
+	if st.Signal != 0 {
+		last = append(last, "Process-Signal: "...)
+		last = append(last, st.SignalName()...)
+		last = append(last, crlf...)
+	}
+	last = append(last, crlf...)
+	bufs := net.Buffers{cw.take(), last}
+	_, err := bufs.WriteTo(cw.conn)
+	cw.release()
+	return err
+}
+
+// sizeLine writes n in hex and CRLF into b and returns that part of it.
+func sizeLine(b []byte, n int) []byte {
+	b = strconv.AppendInt(b[:0], int64(n), 16)
+	return append(b, crlf...)
+}
+
+// prefixConn gives back the bytes read ahead from a connection before what
+// is still in the socket.
+type prefixConn struct {
+	net.Conn
+	rest []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.rest) > 0 {
+		n := copy(p, c.rest)
+		c.rest = c.rest[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// connQueue is the listener through which connections that served a parked
+// stream go back to the http.Server for their next request.
+type connQueue struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// put hands c to the server; false when the server is closed.
+func (q *connQueue) put(c net.Conn) bool {
+	select {
+	case q.conns <- c:
+		return true
+	case <-q.closed:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
