@@ -108,6 +108,7 @@ func (s *Server) park(rc *http.ResponseController, r *http.Request, run *started
 	}
 	s.parked[ps] = struct{}{}
 	s.parkWG.Add(1)
+	s.log.Debug().Str("alias", run.alias).Int("pid", run.proc.Pid()).Msg("stream parked")
 	go s.serveParked(ps)
 	return true
 }

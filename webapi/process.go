@@ -316,7 +316,7 @@ type streamEncoder interface {
 // the end of the run is in the trailers.
 type textEncoder struct{ w io.Writer }
 
-func (*textEncoder) contentType() string { return "text/plain; charset=utf-8" }
+func (*textEncoder) contentType() string     { return "text/plain; charset=utf-8" }
 func (e *textEncoder) setWriter(w io.Writer) { e.w = w }
 func (e *textEncoder) chunk(c child.Chunk) error {
 	_, err := e.w.Write(c.Data)

@@ -122,7 +122,7 @@ func New(cfg Config, b *broker.Broker) *Server {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
-		ErrorLog:    log.New(httpErrorLog{s.log}, "", 0),
+		ErrorLog: log.New(httpErrorLog{s.log}, "", 0),
 	}
 	return s
 }

@@ -79,6 +79,17 @@ func run(mode string, args []string) int {
 			w.WriteByte(byte(i*7 + i/251))
 		}
 		w.Flush()
+	case "quiet-gen": // sleep args[0], write args[1] bytes as gen does, exit with code args[2]
+		d, _ := time.ParseDuration(args[0])
+		time.Sleep(d)
+		n, _ := strconv.Atoi(args[1])
+		w := bufio.NewWriterSize(out, 12345)
+		for i := 0; i < n; i++ {
+			w.WriteByte(byte(i*7 + i/251))
+		}
+		w.Flush()
+		code, _ := strconv.Atoi(args[2])
+		return code
 	case "longline": // one line of args[0] 'x' bytes, then "end\n"
 		n, _ := strconv.Atoi(args[0])
 		out.WriteString(strings.Repeat("x", n) + "\nend\n")

@@ -1,0 +1,222 @@
+package webapi_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/webapi"
+)
+
+// Streams that go quiet are parked: served off net/http by park.go. These
+// tests park every stream at once (ParkAfter 1ms) and check that a parked
+// stream is indistinguishable from one that is not.
+
+func parkingServer(t *testing.T, cfg webapi.Config) *testServer {
+	cfg.ParkAfter = time.Millisecond
+	return newServer(t, serverOpts{cfg: cfg})
+}
+
+func wantParked(t *testing.T, s *testServer, alias string) {
+	t.Helper()
+	waitLog(t, s, `"alias":"`+alias+`","pid":`)
+	for _, l := range strings.Split(s.logs.String(), "\n") {
+		if strings.Contains(l, `"alias":"`+alias+`"`) && strings.Contains(l, "stream parked") {
+			return
+		}
+	}
+	t.Fatalf("stream %s was not parked:\n%s", alias, s.logs.String())
+}
+
+func TestParkedStreamBytesAndTrailers(t *testing.T) {
+	s := parkingServer(t, webapi.Config{})
+	const n = 5 << 20 // written in 12,345-byte writes: small and large chunks both
+	resp, out := s.run(t, fake("pq", "quiet-gen", "100ms", strconv.Itoa(n), "3"))
+	wantStatus(t, resp, out, 200)
+	if len(out) != n {
+		t.Fatalf("%d bytes, want %d", len(out), n)
+	}
+	for i := range out {
+		if out[i] != byte(i*7+i/251) {
+			t.Fatalf("byte %d differs", i)
+		}
+	}
+	if c, sig := resp.Trailer.Get("Process-Exit-Code"), resp.Trailer.Get("Process-Signal"); c != "3" || sig != "" {
+		t.Fatalf("trailers code %q signal %q", c, sig)
+	}
+	wantParked(t, s, "pq")
+	waitLog(t, s, fmt.Sprintf(`"bytes":%d`, n))
+}
+
+func TestParkedStreamNDJSONWithHeartbeats(t *testing.T) {
+	s := parkingServer(t, webapi.Config{Heartbeat: 30 * time.Millisecond})
+	resp, out := s.run(t, fake("pn", "lines", "3", "150ms"), "Accept", "application/x-ndjson")
+	wantStatus(t, resp, out, 200)
+	var lines []string
+	heartbeats := 0
+	var end map[string]any
+	for _, l := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		switch {
+		case m["heartbeat"] == true:
+			heartbeats++
+		case m["line"] != nil:
+			lines = append(lines, m["line"].(string))
+		default:
+			end = m
+		}
+	}
+	if strings.Join(lines, "|") != "line 0|line 1|line 2" {
+		t.Fatalf("lines %q", lines)
+	}
+	if heartbeats == 0 {
+		t.Fatalf("no heartbeat in 450ms of 30ms heartbeats:\n%s", out)
+	}
+	if end["exit_code"] != float64(0) || end["reason"] != "exit" {
+		t.Fatalf("end object %v", end)
+	}
+	if resp.Trailer.Get("Process-Exit-Code") != "0" {
+		t.Fatalf("trailers %v", resp.Trailer)
+	}
+	wantParked(t, s, "pn")
+}
+
+func TestParkedConnectionServesTheNextRequest(t *testing.T) {
+	s := parkingServer(t, webapi.Config{})
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	var reused []bool
+	post := func(body any) string {
+		b, _ := json.Marshal(body)
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			GotConn: func(i httptrace.GotConnInfo) { reused = append(reused, i.Reused) },
+		})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/process", bytes.NewReader(b))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out) + "|" + resp.Trailer.Get("Process-Exit-Code")
+	}
+	for i := range 3 {
+		if got := post(fake("pk", "lines", "2", "60ms")); got != "line 0\nline 1\n|0" {
+			t.Fatalf("run %d: %q", i, got)
+		}
+	}
+	if got := post(fake("pk", "echo", "short")); got != "short\n|0" {
+		t.Fatalf("short run after parked ones: %q", got)
+	}
+	if fmt.Sprint(reused) != "[false true true true]" {
+		t.Fatalf("connection reused: %v, want one connection for all four runs", reused)
+	}
+	wantParked(t, s, "pk")
+}
+
+func TestParkedStreamPipelinedRequest(t *testing.T) {
+	s := parkingServer(t, webapi.Config{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var reqs bytes.Buffer
+	for _, body := range []map[string]any{fake("pp1", "lines", "2", "80ms"), fake("pp2", "echo", "second")} {
+		b, _ := json.Marshal(body)
+		fmt.Fprintf(&reqs, "POST /process HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	}
+	if _, err := conn.Write(reqs.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	for _, want := range []string{"line 0\nline 1\n", "second\n"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := io.ReadAll(resp.Body)
+		if err != nil || string(out) != want || resp.Trailer.Get("Process-Exit-Code") != "0" {
+			t.Fatalf("response %q %v trailers %v, want %q", out, err, resp.Trailer, want)
+		}
+	}
+}
+
+func TestParkedStreamDisconnectKillsTheGroup(t *testing.T) {
+	s := parkingServer(t, webapi.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := s.post(t, ctx, fake("pd", "grandchild"))
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, _ := strconv.Atoi(strings.TrimSpace(line))
+	wantParked(t, s, "pd")
+	cancel()
+	if !testchild.WaitGone(gc, 5*time.Second) {
+		t.Fatalf("grandchild %d survived the disconnect of a parked stream", gc)
+	}
+	waitLog(t, s, `"reason":"disconnect"`)
+	// The alias is free again.
+	resp2, out := s.run(t, fake("pd", "echo", "again"))
+	wantStatus(t, resp2, out, 200)
+}
+
+func TestParkedStreamsEndAtShutdown(t *testing.T) {
+	s := parkingServer(t, webapi.Config{})
+	resp := s.post(t, context.Background(), fake("ps", "term-exit"))
+	br := bufio.NewReader(resp.Body)
+	if line, _ := br.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("first line %q", line)
+	}
+	wantParked(t, s, "ps")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "bye\n" {
+		t.Fatalf("rest %q, %v", rest, err)
+	}
+	if c := resp.Trailer.Get("Process-Exit-Code"); c != "7" {
+		t.Fatalf("exit code %q", c)
+	}
+	waitLog(t, s, `"reason":"shutdown"`)
+}
+
+func TestHTTP10StreamIsNotParked(t *testing.T) {
+	s := parkingServer(t, webapi.Config{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	b, _ := json.Marshal(fake("p10", "lines", "2", "50ms"))
+	fmt.Fprintf(conn, "POST /process HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	out, err := io.ReadAll(conn)
+	if err != nil || !bytes.HasSuffix(out, []byte("\r\n\r\nline 0\nline 1\n")) {
+		t.Fatalf("HTTP/1.0 response %q, %v", out, err)
+	}
+	waitLog(t, s, `"alias":"p10","cmd"`)
+	if strings.Contains(s.logs.String(), "stream parked") {
+		t.Fatal("an HTTP/1.0 stream was parked")
+	}
+}
