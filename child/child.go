@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rexec/rexec/internal/fdwatch"
 )
 
 // Stream says which of the child's outputs a chunk came from.
@@ -181,7 +183,7 @@ type Process struct {
 	out       chan Chunk
 	pumpsLeft atomic.Int32
 	pumpsDone chan struct{} // closed by the last pump, after closing out
-	pipes     []*os.File    // read ends of the output pipes
+	pipes     []*outPipe    // read ends of the output pipes
 	discard   chan struct{} // closed by Discard
 	discardMu sync.Once
 	done      chan struct{} // closed after reap and OnExit
@@ -277,7 +279,7 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 		return nil, err
 	}
 	fds[1] = outW
-	p.pipes = append(p.pipes, outR)
+	p.pipes = append(p.pipes, &outPipe{f: outR, s: Stdout})
 	switch spec.Stderr {
 	case StderrMerge:
 		fds[2] = outW
@@ -287,7 +289,7 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 			return nil, err
 		}
 		fds[2] = errW
-		p.pipes = append(p.pipes, errR)
+		p.pipes = append(p.pipes, &outPipe{f: errR, s: Stderr})
 	}
 
 	pidfd := -1
@@ -328,8 +330,8 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	p.status.Started = p.start
 
 	p.pumpsLeft.Store(int32(len(p.pipes)))
-	for i, f := range p.pipes {
-		go p.pump(f, Stream(i))
+	for _, op := range p.pipes {
+		go p.startPump(op)
 	}
 	if p.stdinW != nil {
 		go p.feedStdin(spec.Stdin)
@@ -409,50 +411,54 @@ func signalGroup(pid int, sig syscall.Signal) {
 	syscall.Kill(-pid, sig)
 }
 
-// pump reads one pipe until EOF and sends what it reads to out.
-func (p *Process) pump(f *os.File, s Stream) {
-	defer func() {
-		if p.pumpsLeft.Add(-1) == 0 {
-			close(p.out)
-			close(p.pumpsDone)
-		}
-	}()
-	rc, err := f.SyscallConn()
+// outPipe is our end of an output pipe and the state of its pump.
+type outPipe struct {
+	f     *os.File
+	s     Stream
+	rc    syscall.RawConn
+	fd    int
+	grown bool
+
+	mu     sync.Mutex     // guards the fields below
+	watch  *fdwatch.Watch // set while the pump waits in the fdwatch set
+	closed bool           // closed by closePipe: never watch it again
+}
+
+// quietPipe is how long a pump waits for output on a goroutine of its own.
+// A pipe quiet for longer is watched in the fdwatch set instead, and its
+// pump goroutine ends until output comes: a child that prints nothing for
+// minutes costs no goroutine for its output, while one that writes a line
+// every few milliseconds never leaves the runtime's poller.
+const quietPipe = 50 * time.Millisecond
+
+func (p *Process) startPump(op *outPipe) {
+	rc, err := op.f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { op.fd = int(fd) })
+	}
 	if err != nil {
+		p.pumpEnded()
 		return
 	}
-	grown := false
+	op.rc = rc
+	p.pump(op)
+}
+
+// pump reads one pipe until EOF and sends what it reads to out. It returns
+// early, with the pipe watched in the fdwatch set, when the pipe is quiet;
+// the watch calls pump again once there is output or EOF.
+func (p *Process) pump(op *outPipe) {
 	for {
-		var c Chunk
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				b := bufPool.Get().(*[]byte)
-				n, e := syscall.Read(int(fd), *b)
-				switch {
-				case e == syscall.EINTR:
-					bufPool.Put(b)
-					continue
-				case e == syscall.EAGAIN:
-					bufPool.Put(b)
-					return false // wait for the poller to say readable
-				case e != nil:
-					bufPool.Put(b)
-					rerr = e
-				case n == 0:
-					bufPool.Put(b)
-					rerr = io.EOF
-				default:
-					c = Chunk{Stream: s, Data: (*b)[:n], buf: b}
-					if !grown && n >= defaultPipeSize {
-						grown = true
-						unix.FcntlInt(fd, unix.F_SETPIPE_SZ, bigPipeSize)
-					}
-				}
-				return true
+		op.f.SetReadDeadline(time.Now().Add(quietPipe))
+		c, err := op.read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if p.waitQuietly(op) {
+				return
 			}
-		})
-		if err != nil || rerr != nil {
+			continue
+		}
+		if err != nil {
+			p.pumpEnded()
 			return
 		}
 		select {
@@ -460,6 +466,88 @@ func (p *Process) pump(f *os.File, s Stream) {
 		case <-p.discard:
 			c.Release()
 		}
+	}
+}
+
+// read returns the next chunk of the pipe: io.EOF at its end.
+func (op *outPipe) read() (Chunk, error) {
+	var c Chunk
+	var rerr error
+	err := op.rc.Read(func(fd uintptr) bool {
+		for {
+			b := bufPool.Get().(*[]byte)
+			n, e := syscall.Read(int(fd), *b)
+			switch {
+			case e == syscall.EINTR:
+				bufPool.Put(b)
+				continue
+			case e == syscall.EAGAIN:
+				bufPool.Put(b)
+				return false // wait for the poller to say readable
+			case e != nil:
+				bufPool.Put(b)
+				rerr = e
+			case n == 0:
+				bufPool.Put(b)
+				rerr = io.EOF
+			default:
+				c = Chunk{Stream: op.s, Data: (*b)[:n], buf: b}
+				if !op.grown && n >= defaultPipeSize {
+					op.grown = true
+					unix.FcntlInt(fd, unix.F_SETPIPE_SZ, bigPipeSize)
+				}
+			}
+			return true
+		}
+	})
+	if err == nil {
+		err = rerr
+	}
+	return c, err
+}
+
+// waitQuietly hands a quiet pipe to the fdwatch set. It reports false when
+// the pump must go on waiting itself (the pipe is being closed, or the set
+// refused it).
+func (p *Process) waitQuietly(op *outPipe) bool {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	if op.closed {
+		return false
+	}
+	w, err := fdwatch.Add(op.fd, unix.EPOLLIN, func() {
+		op.mu.Lock()
+		op.watch = nil
+		op.mu.Unlock()
+		p.pump(op)
+	})
+	if err != nil {
+		return false
+	}
+	op.watch = w
+	return true
+}
+
+// closePipe closes a pipe whose pump may be running or waiting in the
+// fdwatch set; a waiting pump ends here, since nothing will wake it.
+func (p *Process) closePipe(op *outPipe) {
+	op.mu.Lock()
+	w := op.watch
+	op.watch = nil
+	op.closed = true
+	op.mu.Unlock()
+	stopped := w != nil && w.Stop()
+	op.f.Close()
+	if stopped {
+		p.pumpEnded()
+	}
+}
+
+// pumpEnded counts a pump out; the last one closes out.
+func (p *Process) pumpEnded() {
+	if p.pumpsLeft.Add(-1) == 0 {
+		close(p.out)
+		close(p.pumpsDone)
 	}
 }
 
@@ -496,8 +584,8 @@ func (p *Process) supervise() {
 	case <-p.pumpsDone:
 	case <-time.After(pipeCloseWait):
 		// Held open by a process outside the group: stop reading.
-		for _, f := range p.pipes {
-			f.Close()
+		for _, op := range p.pipes {
+			p.closePipe(op)
 		}
 		<-p.pumpsDone
 	}
@@ -531,8 +619,8 @@ func (p *Process) supervise() {
 	if p.pidfd >= 0 {
 		syscall.Close(p.pidfd)
 	}
-	for _, f := range p.pipes {
-		f.Close()
+	for _, op := range p.pipes {
+		op.f.Close()
 	}
 	if p.stdinW != nil {
 		p.stdinW.Close()

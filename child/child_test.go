@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -356,4 +357,67 @@ func TestFallbackWithoutPidfd(t *testing.T) {
 			t.Fatalf("status %+v, grandchild %d gone: %v", st, gc, testchild.Gone(gc))
 		}
 	})
+}
+
+// TestQuietPipeWakesForOutput: a pipe quiet for longer than its pump waits
+// is watched in the fdwatch set; output and EOF must still come through, in
+// order, every time it wakes.
+func TestQuietPipeWakesForOutput(t *testing.T) {
+	p := start(t, "lines", child.Spec{Args: []string{"4", "120ms"}}, child.Options{})
+	out, _ := collect(p)
+	if string(out) != "line 0\nline 1\nline 2\nline 3\n" {
+		t.Fatalf("output %q", out)
+	}
+	if st := p.Wait(); st.Code != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestEscapedHolderOfTheOutput: a process that left the group (setsid) and
+// keeps the output pipe open must not keep the run from ending, also when
+// the pump is waiting in the fdwatch set rather than on a goroutine.
+func TestEscapedHolderOfTheOutput(t *testing.T) {
+	p, err := child.Start(child.Spec{Path: "sh", Args: []string{"-c", "setsid sleep 30 & sleep 0.3; echo $!"}, Env: []string{"PATH=" + os.Getenv("PATH")}, Stderr: child.StderrMerge},
+		child.Options{KillGrace: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for c := range p.Output() {
+		out = append(out, c.Data...)
+		c.Release()
+	}
+	st := p.Wait()
+	escaped, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("output %q", out)
+	}
+	syscall.Kill(escaped, syscall.SIGKILL)
+	if st.Code != 0 || st.Reason != child.ReasonExit {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestQuietChildrenHoldNoGoroutine: a child that prints nothing for a while
+// has its pipe watched in the fdwatch set, not by a goroutine of its own.
+func TestQuietChildrenHoldNoGoroutine(t *testing.T) {
+	const n = 50
+	before := runtime.NumGoroutine()
+	for range n {
+		p := start(t, "hang", child.Spec{}, child.Options{})
+		if line := firstLine(t, p); line != "ready" {
+			t.Fatalf("first line %q", line)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		extra := runtime.NumGoroutine() - before
+		if extra < n/5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d quiet children hold %d goroutines", n, extra)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -60,7 +60,13 @@ func Add(fd int, events uint32, fn func()) (*Watch, error) {
 	// stopped, closed and reused must find nothing, not the new watch.
 	ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT}
 	setID(&ev, wt.id)
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+	if err == unix.EEXIST {
+		// A one-shot watch that fired leaves its descriptor in the set,
+		// disabled, until it is closed: watching it again re-arms it.
+		err = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	}
+	if err != nil {
 		w.mu.Lock()
 		delete(w.watches, wt.id)
 		w.mu.Unlock()

@@ -113,3 +113,23 @@ func TestEventDataHoldsTheID(t *testing.T) {
 		t.Fatal("the id overwrote the events field")
 	}
 }
+
+// TestWatchAgainAfterFiring is how a pump that went quiet twice waits: the
+// descriptor left in the set by the first (fired) watch is re-armed.
+func TestWatchAgainAfterFiring(t *testing.T) {
+	r, wr := pipe(t)
+	for i := range 3 {
+		fired := make(chan struct{}, 1)
+		if _, err := Add(r, unix.EPOLLIN, func() { fired <- struct{}{} }); err != nil {
+			t.Fatalf("watch %d: %v", i, err)
+		}
+		syscall.Write(wr, []byte("x"))
+		select {
+		case <-fired:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("watch %d not fired", i)
+		}
+		var b [8]byte
+		syscall.Read(r, b[:])
+	}
+}
