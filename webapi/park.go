@@ -113,10 +113,20 @@ func (s *Server) park(rc *http.ResponseController, r *http.Request, run *started
 	return true
 }
 
-// serveParked streams a parked run to its end.
+// serveParked streams a parked run to its end. Its frame is kept small
+// (the end is another function's): the stream parks on this goroutine's
+// stack, and a 2 KiB stack holds it only if the frames under the park fit
+// in about 1 KiB.
 func (s *Server) serveParked(ps *parkedStream) {
+	s.endParked(ps, ps.rs.pump(ps.cw.Flush, ps.gone, nil, 0))
+}
+
+// endParked ends a parked run: trailers, log, and the connection back to
+// the server or closed.
+//
+//go:noinline
+func (s *Server) endParked(ps *parkedStream, end streamEnd) {
 	defer s.parkWG.Done()
-	end := ps.rs.pump(ps.cw.Flush, ps.gone, nil, 0)
 	st := s.endRun(ps.run, ps.rs, end == streamDone)
 	ok := end == streamDone
 	if ok {
