@@ -52,6 +52,7 @@ type config struct {
 	lines       int           // line latency: number of lines
 	every       time.Duration // line latency: interval between lines
 	streams     int           // held streams: how many
+	marginal    bool          // held streams: also measure the cost of 4x more
 	kills       int           // held streams: how many disconnects are timed
 	leak        bool
 	leakRuns    int // leak check: sequential short runs
@@ -73,6 +74,7 @@ func parseFlags() config {
 	flag.IntVar(&c.lines, "lines", 2000, "line latency: lines written by the child")
 	flag.DurationVar(&c.every, "every", 2*time.Millisecond, "line latency: interval between lines")
 	flag.IntVar(&c.streams, "streams", 200, "held streams: concurrent streams held open")
+	flag.BoolVar(&c.marginal, "marginal", true, "held streams: also open 4x -streams more, for the RSS each further stream costs")
 	flag.IntVar(&c.kills, "kills", 20, "held streams: disconnects timed until the child is gone")
 	flag.BoolVar(&c.leak, "leak", false, "run the (long) leak check with -leak-runs and -leak-cuts")
 	flag.IntVar(&c.leakRuns, "leak-runs", 0, "leak check: sequential short runs (default 100000 with -leak; setting it enables the check)")
@@ -94,12 +96,13 @@ func parseFlags() config {
 	if c.quick {
 		// Only what was not given explicitly shrinks.
 		quick := map[string]func(){
-			"d":       func() { c.dur = time.Second },
-			"mb":      func() { c.mb = 20 },
-			"reps":    func() { c.reps = 2 },
-			"lines":   func() { c.lines = 200 },
-			"streams": func() { c.streams = 50 },
-			"kills":   func() { c.kills = 10 },
+			"d":        func() { c.dur = time.Second },
+			"mb":       func() { c.mb = 20 },
+			"reps":     func() { c.reps = 2 },
+			"lines":    func() { c.lines = 200 },
+			"streams":  func() { c.streams = 50 },
+			"kills":    func() { c.kills = 10 },
+			"marginal": func() { c.marginal = false },
 		}
 		for name, shrink := range quick {
 			if !set[name] {

@@ -16,6 +16,7 @@ import (
 // procStats is what /proc says about a process's footprint.
 type procStats struct {
 	rss     int64 // VmRSS, bytes
+	anon    int64 // RssAnon, bytes: RSS less the pages of files (the binary's code)
 	threads int
 	fds     int
 	targets map[string]int // what the fds are, for baselines only (see fdTargets)
@@ -47,6 +48,9 @@ func readStats(pid int) (procStats, error) {
 		case "VmRSS": // "  12345 kB"
 			kb, _ := strconv.ParseInt(fields[0], 10, 64)
 			st.rss = kb << 10
+		case "RssAnon":
+			kb, _ := strconv.ParseInt(fields[0], 10, 64)
+			st.anon = kb << 10
 		case "Threads":
 			st.threads, _ = strconv.Atoi(fields[0])
 		}
@@ -136,11 +140,17 @@ func childrenOf(pid int) []int {
 // waitNoChildren polls until pid has no child left or d passes, and returns
 // how long it took and how many are left.
 func waitNoChildren(pid int, d time.Duration) (time.Duration, int) {
+	return waitChildrenAtMost(pid, d, 0)
+}
+
+// waitChildrenAtMost waits up to d until pid has at most k children, and
+// returns how long it took and how many more than k are left.
+func waitChildrenAtMost(pid int, d time.Duration, k int) (time.Duration, int) {
 	start := time.Now()
 	for {
 		n := len(childrenOf(pid))
-		if n == 0 || time.Since(start) > d {
-			return time.Since(start), n
+		if n <= k || time.Since(start) > d {
+			return time.Since(start), max(n-k, 0)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -27,10 +27,23 @@ func (b *bench) heldStreams(ctx context.Context) error {
 	pid := b.srv.pid
 	c := newClient(b.srv.url, n)
 	defer c.close()
-	// One run first, so that what the server opens once for good (its
-	// /dev/null for children) is part of the baseline.
+	// A warm-up first, so that what the server sets up once for good is
+	// part of the baseline, not of the streams: its /dev/null for children,
+	// and the pages of its own code that only held streams run (parking,
+	// hangup watching), which count in RSS once touched.
 	if err := newAliasRunner("warmup", "true").run(ctx, c, nil); err != nil {
 		return fmt.Errorf("warm-up run: %w", err)
+	}
+	warm, err := openStreams(ctx, c, 16, 0, "warm")
+	if err == nil {
+		time.Sleep(300 * time.Millisecond)
+	}
+	closeStreams(warm)
+	if err != nil {
+		return fmt.Errorf("warm-up streams: %w", err)
+	}
+	if took, left := waitNoChildren(pid, 15*time.Second); left > 0 {
+		return fmt.Errorf("warm-up streams: %d children still there %s after their clients closed", left, took)
 	}
 	c.close()
 	idle, err := quiesce(pid)
@@ -39,7 +52,7 @@ func (b *bench) heldStreams(ctx context.Context) error {
 	}
 
 	start := time.Now()
-	streams, err := openStreams(ctx, c, n, m)
+	streams, err := openStreams(ctx, c, n, m, "hold")
 	defer closeStreams(streams)
 	if err != nil {
 		return err
@@ -56,6 +69,30 @@ func (b *bench) heldStreams(ctx context.Context) error {
 	b.rep.single("server fds idle -> streams held", fmt.Sprintf("%d -> %d", idle.fds, held.fds))
 	b.rep.note("held streams: %d opened (16 at a time) in %s; idle %v; held %v",
 		n, opened.Round(time.Millisecond), idle, held)
+
+	// The figure above includes what does not grow with the streams: the
+	// Go runtime lets its heap reach 4 MiB before its first collection, so
+	// a few hundred streams' garbage stays resident. What each further
+	// stream costs is the slope from n to 5n streams.
+	if b.cfg.marginal {
+		more, err := openStreams(ctx, c, 4*n, 0, "more")
+		defer closeStreams(more)
+		if err != nil {
+			return err
+		}
+		time.Sleep(300 * time.Millisecond)
+		held5, err := readStats(pid)
+		if err != nil {
+			return err
+		}
+		b.rep.single(fmt.Sprintf("RSS per further held stream, %d -> %d streams (KiB)", n, 5*n),
+			fmt.Sprintf("%.1f", float64(held5.rss-held.rss)/float64(4*n)/1024))
+		b.rep.note("held streams: %d more opened; held %v", 4*n, held5)
+		closeStreams(more)
+		if took, left := waitChildrenAtMost(pid, 15*time.Second, n); left > 0 {
+			b.rep.problem("held streams: %d more children than the %d held still there %s after their clients closed", left, n, took.Round(time.Millisecond))
+		}
+	}
 
 	if err := b.disconnectLatency(streams[:m]); err != nil {
 		return err
@@ -92,7 +129,7 @@ type held struct {
 // openStreams opens n streams, 16 at a time, each running sleep 60 under an
 // alias of its own, and returns once each has its 200 and headers. The
 // first m print their pid first; it is read.
-func openStreams(ctx context.Context, c *client, n, m int) ([]*held, error) {
+func openStreams(ctx context.Context, c *client, n, m int, prefix string) ([]*held, error) {
 	streams := make([]*held, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, 16)
@@ -101,7 +138,7 @@ func openStreams(ctx context.Context, c *client, n, m int) ([]*held, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			streams[i], errs[i] = openStream(ctx, c, i, i < m)
+			streams[i], errs[i] = openStream(ctx, c, prefix, i, i < m)
 		})
 	}
 	wg.Wait()
@@ -127,11 +164,12 @@ func firstErr(errs []error) error {
 	return nil
 }
 
-func openStream(ctx context.Context, c *client, i int, withPid bool) (*held, error) {
+func openStream(ctx context.Context, c *client, prefix string, i int, withPid bool) (*held, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	body := processBody("hold"+strconv.Itoa(i), "sleep", "60")
+	alias := prefix + strconv.Itoa(i)
+	body := processBody(alias, "sleep", "60")
 	if withPid {
-		body = processBody("hold"+strconv.Itoa(i), "sh", "-c", pidScript)
+		body = processBody(alias, "sh", "-c", pidScript)
 	}
 	// Bound the wait for the headers and the pid line, not the stream.
 	timer := time.AfterFunc(15*time.Second, cancel)
