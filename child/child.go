@@ -83,6 +83,11 @@ type Spec struct {
 	Timeout time.Duration
 	// Credential, when set, runs the process as that user and group.
 	Credential *syscall.Credential
+	// RawOutput leaves standard output to the caller: no pump reads it and
+	// Output stays empty. The caller reads OutputFile itself (to splice it
+	// to a socket, say) and calls OutputEnded at its EOF, or Discard when it
+	// stops reading before. Stderr must not be StderrSeparate.
+	RawOutput bool
 }
 
 // Options are the supervisor's settings, the same for every process.
@@ -186,6 +191,8 @@ type Process struct {
 	pipes     []*outPipe    // read ends of the output pipes
 	discard   chan struct{} // closed by Discard
 	discardMu sync.Once
+	raw       bool          // Spec.RawOutput: the caller reads pipes[0]
+	rawEnd    sync.Once     // the raw reader's end: OutputEnded or Discard
 	done      chan struct{} // closed after reap and OnExit
 	stdinW    *os.File
 
@@ -280,6 +287,9 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	}
 	fds[1] = outW
 	p.pipes = append(p.pipes, &outPipe{f: outR, s: Stdout})
+	if spec.RawOutput && spec.Stderr == StderrSeparate {
+		return nil, &StartError{Op: "pipe", Err: errors.New("raw output takes stderr discarded or merged, not separate")}
+	}
 	switch spec.Stderr {
 	case StderrMerge:
 		fds[2] = outW
@@ -330,8 +340,12 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	p.status.Started = p.start
 
 	p.pumpsLeft.Store(int32(len(p.pipes)))
-	for _, op := range p.pipes {
-		go p.startPump(op)
+	if spec.RawOutput {
+		p.raw = true
+	} else {
+		for _, op := range p.pipes {
+			go p.startPump(op)
+		}
 	}
 	if p.stdinW != nil {
 		go p.feedStdin(spec.Stdin)
@@ -372,8 +386,32 @@ func (p *Process) Wait() Status { return p.Status() }
 
 // Discard tells the pumps that nobody reads Output any more: output is read
 // and dropped from now on, so the child is never blocked by a full pipe.
+// With RawOutput, the caller has stopped reading OutputFile: a pump takes
+// over, to drop the rest.
 func (p *Process) Discard() {
 	p.discardMu.Do(func() { close(p.discard) })
+	if p.raw {
+		p.rawEnd.Do(func() { go p.startPump(p.pipes[0]) })
+	}
+}
+
+// OutputFile is the read end of the standard output pipe, for a process
+// started with RawOutput (nil otherwise). It is non-blocking and registered
+// with the runtime's poller; the supervisor closes it after the reap, or
+// earlier when a process that left the group holds it open.
+func (p *Process) OutputFile() *os.File {
+	if !p.raw {
+		return nil
+	}
+	return p.pipes[0].f
+}
+
+// OutputEnded tells a RawOutput process that its caller read OutputFile to
+// its end (EOF, or an error once the supervisor closed it).
+func (p *Process) OutputEnded() {
+	if p.raw {
+		p.rawEnd.Do(p.pumpEnded)
+	}
 }
 
 // Kill terminates the process group: SIGTERM now, SIGKILL after KillGrace.

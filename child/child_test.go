@@ -3,6 +3,7 @@ package child_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -419,5 +420,59 @@ func TestQuietChildrenHoldNoGoroutine(t *testing.T) {
 			t.Fatalf("%d quiet children hold %d goroutines", n, extra)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRawOutput: the caller reads the pipe itself; the run ends once it has
+// read to EOF and said so.
+func TestRawOutput(t *testing.T) {
+	const n = 3 << 20
+	p := start(t, "gen", child.Spec{Args: []string{strconv.Itoa(n)}, RawOutput: true}, child.Options{})
+	out, err := io.ReadAll(p.OutputFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.OutputEnded()
+	if st := p.Wait(); st.Code != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if _, ok := <-p.Output(); ok {
+		t.Fatal("Output delivered a chunk of a raw process")
+	}
+	if len(out) != n {
+		t.Fatalf("%d bytes, want %d", len(out), n)
+	}
+	for i := range out {
+		if out[i] != byte(i*7+i/251) {
+			t.Fatalf("byte %d differs", i)
+		}
+	}
+}
+
+// TestRawOutputDiscard: a caller that stops reading hands the pipe to a
+// pump that drops the rest, so the child still runs to its end.
+func TestRawOutputDiscard(t *testing.T) {
+	p := start(t, "gen", child.Spec{Args: []string{strconv.Itoa(20 << 20)}, RawOutput: true}, child.Options{})
+	var b [100]byte
+	if _, err := io.ReadFull(p.OutputFile(), b[:]); err != nil {
+		t.Fatal(err)
+	}
+	p.Discard()
+	p.OutputEnded() // after Discard: does nothing
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("child blocked on its output after Discard")
+	}
+	if st := p.Status(); st.Code != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestRawOutputRefusesSeparateStderr(t *testing.T) {
+	path, env := testchild.Command("echo")
+	_, err := child.Start(child.Spec{Path: path, Env: []string{env}, RawOutput: true, Stderr: child.StderrSeparate}, child.Options{})
+	if !errors.Is(err, child.ErrStartFailed) {
+		t.Fatalf("err %v, want a refused start", err)
 	}
 }

@@ -111,6 +111,11 @@ func run(mode string, args []string) int {
 	case "hang": // say ready, then wait forever
 		fmt.Fprintln(out, "ready")
 		select {}
+	case "late-ready": // sleep args[0], say ready, then wait forever
+		d, _ := time.ParseDuration(args[0])
+		time.Sleep(d)
+		fmt.Fprintln(out, "ready")
+		select {}
 	case "ignore-term": // ignore SIGTERM, say ready, wait forever
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Fprintln(out, "ready")
