@@ -51,38 +51,50 @@ func canPark(r *http.Request) bool {
 // parkedStream is a run being served off net/http.
 type parkedStream struct {
 	run   *startedRun
-	rs    *runStream
 	conn  net.Conn
-	cw    chunkWriter
 	rest  []byte // bytes the client sent after its request (pipelining)
 	keep  bool   // the connection may serve another request after this one
 	watch *fdwatch.Watch
 	gone  chan struct{} // closed when the client hangs up
+	wake  func()        // called at the hangup too, to wake a blocked reader
 	once  sync.Once
+
+	// One of these serves the stream: the run's output channel (rs, cw),
+	// or its pipe spliced to the socket (raw.go).
+	rs *runStream
+	cw chunkWriter
+	rw *rawWriter
 }
 
-func (ps *parkedStream) hangup() { ps.once.Do(func() { close(ps.gone) }) }
+func (ps *parkedStream) hangup() {
+	ps.once.Do(func() {
+		close(ps.gone)
+		if ps.wake != nil {
+			ps.wake()
+		}
+	})
+}
 
-// park takes r's connection over from net/http and serves the rest of the
-// stream on a goroutine of its own. It returns false, with the response
-// still net/http's, when the connection could not be taken.
-func (s *Server) park(rc *http.ResponseController, r *http.Request, run *startedRun, rs *runStream) bool {
+// hijack takes r's connection over from net/http, watches it for the
+// client's hangup (which also calls wake, if set) and counts it among the
+// parked streams. The caller must then serve it on a goroutine that ends
+// with releaseParked. It returns nil, with the response still net/http's,
+// when the connection could not be taken.
+func (s *Server) hijack(rc *http.ResponseController, r *http.Request, run *startedRun, wake func()) *parkedStream {
 	s.parkMu.Lock()
 	defer s.parkMu.Unlock()
 	if s.parked == nil {
-		return false // closing: stay where the shutdown waits for us
+		return nil // closing: stay where the shutdown waits for us
 	}
 	conn, brw, err := rc.Hijack()
 	if err != nil {
-		return false
+		return nil
 	}
-	ps := &parkedStream{run: run, rs: rs, conn: conn, keep: !r.Close, gone: make(chan struct{})}
-	ps.cw.conn = conn
+	ps := &parkedStream{run: run, conn: conn, keep: !r.Close, gone: make(chan struct{}), wake: wake}
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		ps.rest = append([]byte(nil), b...)
 	}
-	rs.enc.setWriter(&ps.cw)
 
 	var werr error
 	if sc, ok := conn.(syscall.Conn); !ok {
@@ -109,6 +121,74 @@ func (s *Server) park(rc *http.ResponseController, r *http.Request, run *started
 	s.parked[ps] = struct{}{}
 	s.parkWG.Add(1)
 	s.log.Debug().Str("alias", run.alias).Int("pid", run.proc.Pid()).Msg("stream parked")
+	return ps
+}
+
+// releaseParked gives a parked stream's connection back to the server for
+// its next request (ok: the response is complete and the client still
+// there) or closes it.
+func (s *Server) releaseParked(ps *parkedStream, ok bool) {
+	defer s.parkWG.Done()
+	if ps.watch != nil && !ps.watch.Stop() {
+		ok = false // the client hung up (half-closed): nothing more to serve
+	}
+	s.parkMu.Lock()
+	delete(s.parked, ps)
+	open := s.parked != nil
+	s.parkMu.Unlock()
+	if ok && ps.keep && open {
+		var c net.Conn = ps.conn
+		if len(ps.rest) > 0 {
+			c = &prefixConn{Conn: ps.conn, rest: ps.rest}
+		}
+		s.idleMu.Lock()
+		s.idle[c] = struct{}{}
+		s.idleMu.Unlock()
+		if s.requeue.put(c) {
+			return
+		}
+		s.forgetIdle(c)
+	}
+	ps.conn.Close()
+}
+
+// A connection given back to the server is idle until its next request:
+// http.Server sees it as new, and a shutdown would wait 5 seconds before
+// taking a new connection for an idle one. trackIdle (the server's
+// ConnState hook) forgets it once it is active or closed, and closeIdle
+// closes the ones still waiting when the server shuts down.
+func (s *Server) trackIdle(c net.Conn, st http.ConnState) {
+	if st != http.StateNew {
+		s.forgetIdle(c)
+	}
+}
+
+func (s *Server) forgetIdle(c net.Conn) {
+	s.idleMu.Lock()
+	delete(s.idle, c)
+	s.idleMu.Unlock()
+}
+
+func (s *Server) closeIdle() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	for c := range s.idle {
+		c.Close()
+		delete(s.idle, c)
+	}
+}
+
+// park serves the rest of a stream that reads the run's output channel on a
+// goroutine of its own, off net/http. It returns false, with the response
+// still net/http's, when the connection could not be taken.
+func (s *Server) park(rc *http.ResponseController, r *http.Request, run *startedRun, rs *runStream) bool {
+	ps := s.hijack(rc, r, run, nil)
+	if ps == nil {
+		return false
+	}
+	ps.rs = rs
+	ps.cw.conn = ps.conn
+	rs.enc.setWriter(&ps.cw)
 	go s.serveParked(ps)
 	return true
 }
@@ -126,31 +206,13 @@ func (s *Server) serveParked(ps *parkedStream) {
 //
 //go:noinline
 func (s *Server) endParked(ps *parkedStream, end streamEnd) {
-	defer s.parkWG.Done()
-	st := s.endRun(ps.run, ps.rs, end == streamDone)
+	st := s.endRun(ps.run, ps.rs.written, end == streamDone)
 	ok := end == streamDone
 	if ok {
 		ok = ps.rs.enc.end(st) == nil && ps.cw.end(st) == nil
 	}
 	ps.cw.release()
-	if ps.watch != nil && !ps.watch.Stop() {
-		ok = false // the client hung up (half-closed): nothing more to serve
-	}
-
-	s.parkMu.Lock()
-	delete(s.parked, ps)
-	open := s.parked != nil
-	s.parkMu.Unlock()
-	if ok && ps.keep && open {
-		var c net.Conn = ps.conn
-		if len(ps.rest) > 0 {
-			c = &prefixConn{Conn: ps.conn, rest: ps.rest}
-		}
-		if s.requeue.put(c) {
-			return
-		}
-	}
-	ps.conn.Close()
+	s.releaseParked(ps, ok)
 }
 
 // stopParking makes the streams parked from now on stay with net/http, and
@@ -262,19 +324,24 @@ func (cw *chunkWriter) Flush() error {
 
 // end sends what is left, the last chunk and the trailers, in one write.
 func (cw *chunkWriter) end(st child.Status) error {
-	last := []byte("0\r\nProcess-Exit-Code: ")
-	last = strconv.AppendInt(last, int64(st.Code), 10)
-	last = append(last, crlf...)
-	if st.Signal != 0 {
-		last = append(last, "Process-Signal: "...)
-		last = append(last, st.SignalName()...)
-		last = append(last, crlf...)
-	}
-	last = append(last, crlf...)
-	bufs := net.Buffers{cw.take(), last}
+	bufs := net.Buffers{cw.take(), lastChunk(nil, st)}
 	_, err := bufs.WriteTo(cw.conn)
 	cw.release()
 	return err
+}
+
+// lastChunk appends the last chunk of a response, with the run's end in its
+// trailers, to b.
+func lastChunk(b []byte, st child.Status) []byte {
+	b = append(b, "0\r\nProcess-Exit-Code: "...)
+	b = strconv.AppendInt(b, int64(st.Code), 10)
+	b = append(b, crlf...)
+	if st.Signal != 0 {
+		b = append(b, "Process-Signal: "...)
+		b = append(b, st.SignalName()...)
+		b = append(b, crlf...)
+	}
+	return append(b, crlf...)
 }
 
 // sizeLine writes n in hex and CRLF into b and returns that part of it.

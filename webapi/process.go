@@ -28,7 +28,12 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 	// Starting and streaming are two functions: the start's frame (the
 	// decoded request, the child's spec) is gone before the stream parks on
 	// this goroutine's stack for the whole run.
-	if run := s.startRun(w, r); run != nil {
+	run := s.startRun(w, r)
+	switch {
+	case run == nil:
+	case run.raw:
+		s.serveRaw(w, r, run)
+	default:
 		s.serveRun(w, r, run)
 	}
 }
@@ -39,6 +44,7 @@ type startedRun struct {
 	proc                *child.Process
 	stdin               *liveStdin
 	ndjson              bool
+	raw                 bool // the output is read from its pipe (raw.go)
 }
 
 // startRun decodes the request and starts its child. On failure it answers
@@ -72,6 +78,7 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *startedRun {
 	if stdin != nil {
 		spec.Stdin = stdin
 	}
+	spec.RawOutput = s.rawAllowed(r, spec, ndjson, stdin != nil)
 	proc, err := s.broker.StartIn(req.Alias, limit, spec)
 	if errors.Is(err, broker.ErrGroupBusy) {
 		err = fmt.Errorf("script %q: %w (its exectab line allows %d at once)", req.Script, err, limit.Max)
@@ -80,7 +87,7 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *startedRun {
 		fail(w, s.log.With().Str("alias", req.Alias).Logger(), err)
 		return nil
 	}
-	return &startedRun{alias: req.Alias, script: req.Script, path: spec.Path, proc: proc, stdin: stdin, ndjson: ndjson}
+	return &startedRun{alias: req.Alias, script: req.Script, path: spec.Path, proc: proc, stdin: stdin, ndjson: ndjson, raw: spec.RawOutput}
 }
 
 // serveRun streams a started run to its client and logs how it ended.
@@ -90,11 +97,7 @@ func (s *Server) serveRun(w http.ResponseWriter, r *http.Request, run *startedRu
 
 	rs := newRunStream(run, s.cfg.Heartbeat, w)
 	h := w.Header()
-	h.Set("Content-Type", rs.enc.contentType())
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Trailer", "Process-Exit-Code, Process-Signal")
+	setStreamHeaders(h, rs.enc.contentType())
 	w.WriteHeader(http.StatusOK)
 
 	rc := http.NewResponseController(w)
@@ -114,7 +117,7 @@ func (s *Server) serveRun(w http.ResponseWriter, r *http.Request, run *startedRu
 		}
 		end = rs.pump(rc.Flush, r.Context().Done(), nil, 0)
 	}
-	st := s.endRun(run, rs, end == streamDone)
+	st := s.endRun(run, rs.written, end == streamDone)
 	if end == streamDone {
 		h.Set("Process-Exit-Code", strconv.Itoa(st.Code))
 		if st.Signal != 0 {
@@ -127,7 +130,7 @@ func (s *Server) serveRun(w http.ResponseWriter, r *http.Request, run *startedRu
 // endRun waits for the run's reap and logs how it ended. A client no longer
 // there (clientOK false) has its child's group terminated and the rest of
 // the output dropped.
-func (s *Server) endRun(run *startedRun, rs *runStream, clientOK bool) child.Status {
+func (s *Server) endRun(run *startedRun, written int64, clientOK bool) child.Status {
 	proc := run.proc
 	if !clientOK {
 		proc.Kill(child.ReasonDisconnect)
@@ -147,7 +150,7 @@ func (s *Server) endRun(run *startedRun, rs *runStream, clientOK bool) child.Sta
 		ev = ev.Str("signal", st.SignalName())
 	}
 	ev.Int64("duration_ms", st.Duration.Milliseconds()).
-		Int64("bytes", rs.written).
+		Int64("bytes", written).
 		Str("reason", string(st.Reason)).
 		Msg("run ended")
 	return st

@@ -102,13 +102,16 @@ type Server struct {
 	parked  map[*parkedStream]struct{}
 	parkWG  sync.WaitGroup
 	requeue *connQueue // where a parked stream's connection goes back
+	idleMu  sync.Mutex
+	idle    map[net.Conn]struct{} // given back, no request on them yet
 }
 
 // New returns a server for b. Call Open to start listening.
 func New(cfg Config, b *broker.Broker) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 2), closing: make(chan struct{}),
-		monitors: map[string]map[*func()]struct{}{}, parked: map[*parkedStream]struct{}{}}
+		monitors: map[string]map[*func()]struct{}{}, parked: map[*parkedStream]struct{}{},
+		idle: map[net.Conn]struct{}{}}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -122,7 +125,8 @@ func New(cfg Config, b *broker.Broker) *Server {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
-		ErrorLog: log.New(httpErrorLog{s.log}, "", 0),
+		ConnState: s.trackIdle,
+		ErrorLog:  log.New(httpErrorLog{s.log}, "", 0),
 	}
 	return s
 }
@@ -165,6 +169,7 @@ func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		parked := s.stopParking()
+		s.closeIdle()
 		brokerDone := make(chan error, 1)
 		go func() { brokerDone <- s.broker.Shutdown(ctx) }()
 		err = s.http.Shutdown(ctx)
