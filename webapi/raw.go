@@ -62,7 +62,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, run *startedRu
 		proc.Kill(child.ReasonDisconnect)
 		f.SetReadDeadline(aLongTimeAgo) // wake the read below
 	})
-	defer stop()
+	defer func() { stop() }() // the one in force at the end (see copyRest below)
 
 	h := w.Header()
 	setStreamHeaders(h, "text/plain; charset=utf-8")
@@ -140,7 +140,12 @@ loop:
 			}
 		}
 		// The client left, or the connection could not be taken (the
-		// server is closing): finish here, through net/http.
+		// server is closing): finish here, through net/http, with the
+		// disconnect watched again.
+		stop = context.AfterFunc(r.Context(), func() {
+			proc.Kill(child.ReasonDisconnect)
+			f.SetReadDeadline(aLongTimeAgo)
+		})
 		end = s.copyRest(w, rc, r, f, &written)
 	}
 	if end == streamDone {
