@@ -37,6 +37,7 @@ type serveCmd struct {
 	MaxBody        byteSize      `default:"1MiB" help:"Largest request body accepted (bytes, or with KiB/MiB/GiB); larger gets 413."`
 	MaxProcs       int           `default:"0" help:"Most processes running at once; beyond it 503. 0 means no limit."`
 	Heartbeat      time.Duration `default:"15s" help:"Silence after which an NDJSON stream gets a {\"heartbeat\":true} line."`
+	ParkAfter      time.Duration `default:"25ms" help:"A stream quiet this long (a text one also past 1 MiB) is served off net/http: less memory per held stream, and text spliced from pipe to socket. 0 keeps every stream in net/http."`
 	DebugAddr      string        `help:"Serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it."`
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
 	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`
@@ -65,6 +66,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--max-procs must be 0 (no limit) or more")
 	case c.Heartbeat <= 0:
 		return errors.New("--heartbeat must be positive")
+	case c.ParkAfter < 0:
+		return errors.New("--park-after must be 0 (never) or more")
 	case c.EventReplay < 1 || c.EventQueue < 1:
 		return errors.New("--event-replay and --event-queue must be at least 1")
 	case c.MaxOutput <= 0:
@@ -134,6 +137,7 @@ func (c *serveCmd) Run() error {
 		Token:       c.Token,
 		MaxBody:     int64(c.MaxBody),
 		Heartbeat:   c.Heartbeat,
+		ParkAfter:   parkAfter(c.ParkAfter),
 		Logger:      log,
 		Scripts:     scripts.Load,
 		ScriptsOnly: c.ScriptsOnly,
@@ -252,4 +256,13 @@ func selfURL(addr string) string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// parkAfter maps the flag (0: never) onto webapi.Config (0: the default,
+// negative: never).
+func parkAfter(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
