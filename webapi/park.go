@@ -60,7 +60,7 @@ type parkedStream struct {
 	once  sync.Once
 
 	// One of these serves the stream: the run's output channel (rs, cw),
-	// or its pipe spliced to the socket (raw.go).
+	// or its pipe read directly (raw.go).
 	rs *runStream
 	cw chunkWriter
 	rw *rawWriter

@@ -245,9 +245,9 @@ func TestTextStreamWithParkingOff(t *testing.T) {
 	}
 }
 
-// TestBulkStreamIsSpliced: a stream that never goes quiet is parked once it
-// has sent rawBulk (1 MiB) through net/http, and spliced from then on.
-func TestBulkStreamIsSpliced(t *testing.T) {
+// TestBulkStreamIsParked: a stream that never goes quiet is parked once it
+// has sent rawBulk (1 MiB) through net/http, and copied off it from then on.
+func TestBulkStreamIsParked(t *testing.T) {
 	s := newServer(t, serverOpts{})
 	const n = 8 << 20
 	resp, out := s.run(t, fake("bulk", "gen", strconv.Itoa(n)))
