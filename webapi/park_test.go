@@ -263,10 +263,8 @@ func TestBulkStreamIsParked(t *testing.T) {
 	wantParked(t, s, "bulk")
 }
 
-// TestParkedOutputIsNotHeldBack: a line written to a parked (spliced) stream
-// reaches the client while the child goes on running. (Without the push at
-// an empty pipe, the kernel held it about 200 ms for more (MSG_MORE); the
-// test does not time it, but a line held for good would fail it.)
+// TestParkedOutputIsNotHeldBack: a line written to a parked stream reaches
+// the client while the child goes on running.
 func TestParkedOutputIsNotHeldBack(t *testing.T) {
 	s := parkingServer(t, webapi.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
