@@ -3,11 +3,13 @@
 // reap. It knows nothing of HTTP, aliases or other processes.
 //
 // The exit of the process is watched through a pidfd in one epoll set shared
-// by all children (exits.go, internal/fdwatch), so a running child holds neither an OS thread
-// (os/exec's Wait parks one in waitid for every child) nor a goroutine. The process is reaped
-// only once the pidfd says it has exited, and only after its group has been
-// signalled: while the leader is an unreaped zombie its PID (and so the group
-// ID) cannot be reused, so no signal can reach an unrelated process.
+// by all children (exits.go, internal/fdwatch), so a running child holds
+// neither an OS thread (os/exec's Wait parks one in waitid for every child)
+// nor a goroutine; nor does a pipe that has been quiet for a while (see
+// quietPipe). The process is reaped only once the pidfd says it has exited,
+// and only after its group has been signalled: while the leader is an
+// unreaped zombie its PID (and so the group ID) cannot be reused, so no
+// signal can reach an unrelated process.
 package child
 
 import (
@@ -84,9 +86,9 @@ type Spec struct {
 	// Credential, when set, runs the process as that user and group.
 	Credential *syscall.Credential
 	// RawOutput leaves standard output to the caller: no pump reads it and
-	// Output stays empty. The caller reads OutputFile itself (to splice it
-	// to a socket, say) and calls OutputEnded at its EOF, or Discard when it
-	// stops reading before. Stderr must not be StderrSeparate.
+	// Output stays empty. The caller reads OutputFile itself (straight into
+	// a socket's writes, say) and calls OutputEnded at its EOF, or Discard
+	// when it stops reading before. Stderr must not be StderrSeparate.
 	RawOutput bool
 }
 
@@ -214,6 +216,9 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	if opts.OutputSize < 0 {
 		opts.OutputSize = 0
 	}
+	if spec.RawOutput && spec.Stderr == StderrSeparate {
+		return nil, &StartError{Op: "pipe", Err: errors.New("raw output takes stderr discarded or merged, not separate")}
+	}
 	if spec.Dir != "" {
 		fi, err := os.Stat(spec.Dir)
 		if err != nil {
@@ -287,9 +292,6 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	}
 	fds[1] = outW
 	p.pipes = append(p.pipes, &outPipe{f: outR, s: Stdout})
-	if spec.RawOutput && spec.Stderr == StderrSeparate {
-		return nil, &StartError{Op: "pipe", Err: errors.New("raw output takes stderr discarded or merged, not separate")}
-	}
 	switch spec.Stderr {
 	case StderrMerge:
 		fds[2] = outW
@@ -369,7 +371,9 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 func (p *Process) Pid() int { return p.pid }
 
 // Output delivers the process's output as it is read. It is closed once every
-// output pipe has reached EOF. Each chunk must be Released.
+// output pipe has reached EOF. Each chunk must be Released. With
+// Spec.RawOutput it delivers nothing, and is closed once the caller's reading
+// has ended (OutputEnded, or Discard and the drain to EOF).
 func (p *Process) Output() <-chan Chunk { return p.out }
 
 // Done is closed once the process is reaped and its Status is final.
