@@ -20,12 +20,13 @@ import (
 // connection, a goroutine running the handler (whose stack is as deep as the
 // deepest call it ever made), a goroutine reading in the background to notice
 // a client that leaves, and about 10 KiB of buffers. A stream that has gone
-// quiet for Config.ParkAfter, with its head sent, is taken over (hijacked):
-// the handler returns, and the stream is served from then on by one goroutine
-// with a shallow stack, parked on the child's output channel, writing HTTP/1.1
-// chunks itself with no buffer held between writes. The client's going away
-// is seen through EPOLLRDHUP on its socket, in the one epoll set of package
-// fdwatch, with no goroutine reading it.
+// quiet for Config.ParkAfter, with its head sent (or a text stream past its
+// first MiB), is taken over (hijacked): the handler returns, and the stream
+// is served from then on by one goroutine with a 2 KiB stack, waiting on the
+// child's output channel (NDJSON, below) or on its pipe (text, raw.go), and
+// writing HTTP/1.1 chunks itself with no buffer held between writes. The
+// client's going away is seen through EPOLLRDHUP on its socket, in the one
+// epoll set of package fdwatch, with no goroutine reading it.
 //
 // When the run ends, the trailers are written and the connection goes back
 // to the http.Server through a listener of its own (connQueue), so that a
