@@ -228,7 +228,9 @@ func (s *Server) stopParking() map[*parkedStream]struct{} {
 }
 
 // waitParked waits for the parked streams to end, or for ctx, after which
-// their connections are cut.
+// their connections are cut and it returns at once, as http.Server.Close
+// does: each stream's goroutine ends once its child is reaped (the broker's
+// shutdown has signalled every group), which may take the kill grace.
 func (s *Server) waitParked(ctx context.Context, streams map[*parkedStream]struct{}) error {
 	done := make(chan struct{})
 	go func() { s.parkWG.Wait(); close(done) }()
@@ -243,7 +245,6 @@ func (s *Server) waitParked(ctx context.Context, streams map[*parkedStream]struc
 		ps.hangup()
 	}
 	s.parkMu.Unlock()
-	<-done
 	return ctx.Err()
 }
 

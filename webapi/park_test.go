@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -303,4 +304,31 @@ func TestShutdownClosesIdleGivenBackConnections(t *testing.T) {
 	if d := time.Since(start); d > 4*time.Second {
 		t.Fatalf("shutdown took %v with one idle connection", d)
 	}
+}
+
+// TestShutdownGraceCutsParkedStreams: when the shutdown's grace ends before
+// a parked stream's child is gone (it ignores SIGTERM), the connection is
+// cut and Close returns then, not after the kill grace.
+func TestShutdownGraceCutsParkedStreams(t *testing.T) {
+	s := newServer(t, serverOpts{cfg: webapi.Config{ParkAfter: time.Millisecond}, killGrace: 2 * time.Second})
+	resp := s.post(t, context.Background(), fake("pg", "ignore-term"))
+	br := bufio.NewReader(resp.Body)
+	if line, _ := br.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("first line %q", line)
+	}
+	wantParked(t, s, "pg")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close: %v, want the grace's deadline", err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("Close took %v: it waited for the kill grace", d)
+	}
+	if rest, err := io.ReadAll(br); err == nil {
+		t.Fatalf("the stream ended cleanly (%q) instead of being cut", rest)
+	}
+	// The child still goes, at the kill grace.
+	waitLog(t, s, `"signal":"SIGKILL"`)
 }
