@@ -332,3 +332,15 @@ func TestShutdownGraceCutsParkedStreams(t *testing.T) {
 	// The child still goes, at the kill grace.
 	waitLog(t, s, `"signal":"SIGKILL"`)
 }
+
+// TestChattyStreamIsParkedWithAge: a stream that is never quiet for long and
+// sends little is parked once it has run for a second.
+func TestChattyStreamIsParkedWithAge(t *testing.T) {
+	s := newServer(t, serverOpts{})
+	resp, out := s.run(t, fake("chatty", "lines", "120", "10ms"))
+	wantStatus(t, resp, out, 200)
+	if n := strings.Count(string(out), "\n"); n != 120 || !strings.HasSuffix(string(out), "line 119\n") {
+		t.Fatalf("%d lines: %q...", n, out[:min(len(out), 40)])
+	}
+	wantParked(t, s, "chatty")
+}

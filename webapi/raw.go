@@ -25,7 +25,7 @@ import (
 //     net/http at once, and a run that ends within the head's delay goes out
 //     in one write, trailers included.
 //   - Once it has been quiet for Config.ParkAfter, or has sent rawBulk bytes,
-//     it is parked (park.go): a goroutine with a 2 KiB stack waits for the
+//     or has run for rawAge, it is parked (park.go): a goroutine with a 2 KiB stack waits for the
 //     pipe to be readable, holding no buffer, then reads what the pipe holds
 //     (up to 1 MiB, the size of a grown pipe) and sends it as one chunk, size
 //     line, data and CRLF in one writev. Nothing is held back: each read is
@@ -36,9 +36,14 @@ import (
 // paid more than that back (2 GB of lines: 1,070-1,290 MB/s against 1,720-
 // 1,890 MB/s with a copy), so the copy stayed.
 
-// rawBulk is how much output a stream sends through net/http before it is
-// parked, however chatty it stays.
-const rawBulk = 1 << 20
+// rawBulk is how much output a stream sends through net/http, and rawAge how
+// long it stays there, before it is parked however chatty it stays: a build
+// printing a line every few milliseconds for an hour is parked after a
+// second, not kept on net/http's memory.
+const (
+	rawBulk = 1 << 20
+	rawAge  = time.Second
+)
 
 // rawReadSize bounds one read while the stream is in the handler.
 const rawReadSize = 128 << 10
@@ -76,7 +81,8 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, run *startedRu
 
 	var written int64
 	headSent, grown := false, false
-	deadline := time.Now().Add(headerDelay)
+	started := time.Now()
+	deadline := started.Add(headerDelay)
 	end := streamDone
 loop:
 	for {
@@ -108,7 +114,7 @@ loop:
 			written += int64(m)
 			headSent = true
 			deadline = time.Now().Add(s.cfg.ParkAfter)
-			if written >= rawBulk {
+			if written >= rawBulk || time.Since(started) >= rawAge {
 				end = streamPark
 				break loop
 			}
