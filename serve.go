@@ -37,7 +37,7 @@ type serveCmd struct {
 	MaxBody        byteSize      `default:"1MiB" help:"Largest request body accepted (bytes, or with KiB/MiB/GiB); larger gets 413."`
 	MaxProcs       int           `default:"0" help:"Most processes running at once; beyond it 503. 0 means no limit."`
 	Heartbeat      time.Duration `default:"15s" help:"Silence after which an NDJSON stream gets a {\"heartbeat\":true} line."`
-	ParkAfter      time.Duration `default:"25ms" help:"A stream quiet this long (a text one also past 1 MiB) is served off net/http, which saves memory per held stream and CPU per byte. 0 keeps every stream in net/http."`
+	ParkAfter      time.Duration `default:"25ms" help:"A stream quiet this long (a text one also past 1 MiB or 1 s) is served off net/http, which saves memory per held stream and CPU per byte. 0 keeps every stream in net/http."`
 	DebugAddr      string        `help:"Serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it."`
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
 	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`

@@ -21,7 +21,7 @@ import (
 // deepest call it ever made), a goroutine reading in the background to notice
 // a client that leaves, and about 10 KiB of buffers. A stream that has gone
 // quiet for Config.ParkAfter, with its head sent (or a text stream past its
-// first MiB), is taken over (hijacked): the handler returns, and the stream
+// first MiB or its first second), is taken over (hijacked): the handler returns, and the stream
 // is served from then on by one goroutine with a 2 KiB stack, waiting on the
 // child's output channel (NDJSON, below) or on its pipe (text, raw.go), and
 // writing HTTP/1.1 chunks itself with no buffer held between writes. The
