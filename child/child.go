@@ -410,6 +410,18 @@ func (p *Process) OutputFile() *os.File {
 	return p.pipes[0].f
 }
 
+// OutputWaiting tells a RawOutput process how many bytes its caller found
+// waiting in OutputFile: a pipe found full is grown, as the pumps grow theirs.
+func (p *Process) OutputWaiting(n int) {
+	if !p.raw || n < defaultPipeSize || p.pipes[0].grown {
+		return
+	}
+	op := p.pipes[0]
+	if rc, err := op.f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { op.growIfFull(fd, n) })
+	}
+}
+
 // OutputEnded tells a RawOutput process that its caller read OutputFile to
 // its end (EOF, or an error once the supervisor closed it).
 func (p *Process) OutputEnded() {
@@ -447,6 +459,15 @@ const (
 	defaultPipeSize = 64 << 10
 	bigPipeSize     = 1 << 20
 )
+
+// growIfFull grows the pipe, once, when n bytes (read at once, or found
+// waiting) say that it was full.
+func (op *outPipe) growIfFull(fd uintptr, n int) {
+	if !op.grown && n >= defaultPipeSize {
+		op.grown = true
+		unix.FcntlInt(fd, unix.F_SETPIPE_SZ, bigPipeSize)
+	}
+}
 
 func signalGroup(pid int, sig syscall.Signal) {
 	// ESRCH (nobody left) is success; nothing else can fail for our own child.
@@ -534,10 +555,7 @@ func (op *outPipe) read() (Chunk, error) {
 				rerr = io.EOF
 			default:
 				c = Chunk{Stream: op.s, Data: (*b)[:n], buf: b}
-				if !op.grown && n >= defaultPipeSize {
-					op.grown = true
-					unix.FcntlInt(fd, unix.F_SETPIPE_SZ, bigPipeSize)
-				}
+				op.growIfFull(fd, n)
 			}
 			return true
 		}

@@ -45,13 +45,8 @@ func TestParkedStreamBytesAndTrailers(t *testing.T) {
 	const n = 5 << 20 // written in 12,345-byte writes: small and large chunks both
 	resp, out := s.run(t, fake("pq", "quiet-gen", "100ms", strconv.Itoa(n), "3"))
 	wantStatus(t, resp, out, 200)
-	if len(out) != n {
-		t.Fatalf("%d bytes, want %d", len(out), n)
-	}
-	for i := range out {
-		if out[i] != byte(i*7+i/251) {
-			t.Fatalf("byte %d differs", i)
-		}
+	if err := testchild.CheckGen(out, n); err != nil {
+		t.Fatal(err)
 	}
 	if c, sig := resp.Trailer.Get("Process-Exit-Code"), resp.Trailer.Get("Process-Signal"); c != "3" || sig != "" {
 		t.Fatalf("trailers code %q signal %q", c, sig)
@@ -230,13 +225,8 @@ func TestTextStreamWithParkingOff(t *testing.T) {
 	const n = 5 << 20
 	resp, out := s.run(t, fake("np", "quiet-gen", "60ms", strconv.Itoa(n), "4"))
 	wantStatus(t, resp, out, 200)
-	if len(out) != n {
-		t.Fatalf("%d bytes, want %d", len(out), n)
-	}
-	for i := range out {
-		if out[i] != byte(i*7+i/251) {
-			t.Fatalf("byte %d differs", i)
-		}
+	if err := testchild.CheckGen(out, n); err != nil {
+		t.Fatal(err)
 	}
 	if c := resp.Trailer.Get("Process-Exit-Code"); c != "4" {
 		t.Fatalf("exit code %q", c)
@@ -253,13 +243,8 @@ func TestBulkStreamIsParked(t *testing.T) {
 	const n = 8 << 20
 	resp, out := s.run(t, fake("bulk", "gen", strconv.Itoa(n)))
 	wantStatus(t, resp, out, 200)
-	if len(out) != n {
-		t.Fatalf("%d bytes, want %d", len(out), n)
-	}
-	for i := range out {
-		if out[i] != byte(i*7+i/251) {
-			t.Fatalf("byte %d differs", i)
-		}
+	if err := testchild.CheckGen(out, n); err != nil {
+		t.Fatal(err)
 	}
 	wantParked(t, s, "bulk")
 }

@@ -68,10 +68,11 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, run *startedRu
 	proc := run.proc
 	f := proc.OutputFile()
 	prc, _ := f.SyscallConn() // a pipe registered with the poller: never fails
-	stop := context.AfterFunc(r.Context(), func() {
+	disconnected := func() {
 		proc.Kill(child.ReasonDisconnect)
 		f.SetReadDeadline(aLongTimeAgo) // wake the read below
-	})
+	}
+	stop := context.AfterFunc(r.Context(), disconnected)
 	defer func() { stop() }() // the one in force at the end (see copyRest below)
 
 	h := w.Header()
@@ -80,7 +81,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, run *startedRu
 	rc := http.NewResponseController(w)
 
 	var written int64
-	headSent, grown := false, false
+	headSent := false
 	started := time.Now()
 	deadline := started.Add(headerDelay)
 	end := streamDone
@@ -94,10 +95,7 @@ loop:
 		n, err := waitOutput(prc)
 		switch {
 		case err == nil:
-			if !grown && n >= defaultPipeSize {
-				grown = true
-				growPipe(prc)
-			}
+			proc.OutputWaiting(n)
 			b := rawBufs.Get().(*[]byte)
 			m, _ := f.Read((*b)[:min(n, rawReadSize)])
 			var werr error
@@ -142,7 +140,7 @@ loop:
 		if stop() {
 			ps := s.hijack(rc, r, run, func() { f.SetReadDeadline(aLongTimeAgo) })
 			if ps != nil {
-				ps.rw = &rawWriter{f: f, prc: prc, conn: ps.conn, written: written, grown: grown}
+				ps.rw = &rawWriter{proc: proc, f: f, prc: prc, conn: ps.conn, written: written}
 				go s.serveParkedRaw(ps)
 				return
 			}
@@ -150,10 +148,7 @@ loop:
 		// The client left, or the connection could not be taken (the
 		// server is closing): finish here, through net/http, with the
 		// disconnect watched again.
-		stop = context.AfterFunc(r.Context(), func() {
-			proc.Kill(child.ReasonDisconnect)
-			f.SetReadDeadline(aLongTimeAgo)
-		})
+		stop = context.AfterFunc(r.Context(), disconnected)
 		end = s.copyRest(w, rc, r, f, &written)
 	}
 	if end == streamDone {
@@ -236,25 +231,13 @@ func waitOutput(prc syscall.RawConn) (int, error) {
 	return n, nil
 }
 
-// A pipe found holding a full default buffer (64 KiB) is grown to 1 MiB: a
-// fast writer then runs ahead of the reader instead of blocking every
-// 64 KiB. A failure (beyond /proc/sys/fs/pipe-max-size) changes nothing.
-const (
-	defaultPipeSize = 64 << 10
-	bigPipeSize     = 1 << 20
-)
-
-func growPipe(prc syscall.RawConn) {
-	prc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, bigPipeSize) })
-}
-
 // rawWriter copies a parked run's pipe to its socket as HTTP/1.1 chunks.
 type rawWriter struct {
+	proc    *child.Process
 	f       *os.File
 	prc     syscall.RawConn // f's
 	conn    net.Conn
 	hdr     [64]byte
-	grown   bool
 	written int64
 }
 
@@ -302,10 +285,7 @@ func (rw *rawWriter) copy(gone <-chan struct{}) streamEnd {
 // chunk reads up to n bytes the pipe holds and sends them as one chunk, in
 // one writev.
 func (rw *rawWriter) chunk(n int) error {
-	if !rw.grown && n >= defaultPipeSize {
-		rw.grown = true
-		growPipe(rw.prc)
-	}
+	rw.proc.OutputWaiting(n)
 	b := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(b)
 	m, err := rw.f.Read((*b)[:min(n, len(*b))])

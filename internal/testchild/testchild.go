@@ -74,20 +74,12 @@ func run(mode string, args []string) int {
 		}
 	case "gen": // args[0] bytes of a repeating pattern, in odd-sized writes
 		n, _ := strconv.Atoi(args[0])
-		w := bufio.NewWriterSize(out, 12345)
-		for i := 0; i < n; i++ {
-			w.WriteByte(byte(i*7 + i/251))
-		}
-		w.Flush()
+		writeGen(out, n)
 	case "quiet-gen": // sleep args[0], write args[1] bytes as gen does, exit with code args[2]
 		d, _ := time.ParseDuration(args[0])
 		time.Sleep(d)
 		n, _ := strconv.Atoi(args[1])
-		w := bufio.NewWriterSize(out, 12345)
-		for i := 0; i < n; i++ {
-			w.WriteByte(byte(i*7 + i/251))
-		}
-		w.Flush()
+		writeGen(out, n)
 		code, _ := strconv.Atoi(args[2])
 		return code
 	case "longline": // one line of args[0] 'x' bytes, then "end\n"
@@ -168,6 +160,32 @@ func run(mode string, args []string) int {
 		return 2
 	}
 	return 0
+}
+
+// genByte is byte i of what the gen modes write.
+func genByte(i int) byte { return byte(i*7 + i/251) }
+
+// writeGen writes n bytes of the gen pattern in 12,345-byte writes.
+func writeGen(out io.Writer, n int) {
+	w := bufio.NewWriterSize(out, 12345)
+	for i := range n {
+		w.WriteByte(genByte(i))
+	}
+	w.Flush()
+}
+
+// CheckGen says how out differs from the n bytes the gen modes write, or
+// returns nil.
+func CheckGen(out []byte, n int) error {
+	if len(out) != n {
+		return fmt.Errorf("%d bytes, want %d", len(out), n)
+	}
+	for i := range out {
+		if out[i] != genByte(i) {
+			return fmt.Errorf("byte %d = %d, want %d", i, out[i], genByte(i))
+		}
+	}
+	return nil
 }
 
 // Gone reports whether pid no longer names a live process: it does not exist
