@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // Error kinds of a run's arguments; webapi maps them to 400.
@@ -17,8 +19,13 @@ var (
 	// be dropped without a word is refused instead.
 	ErrTooManyArguments = errors.New("too many arguments")
 	// ErrInvalidArgument: an argument holds a NUL byte, which no argv
-	// element can carry.
+	// element can carry, or is not valid UTF-8.
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrOptionArgument: an argument would make an argv element begin with
+	// '-' where its param does not, so that the program would take it as an
+	// option (find DIR @@1 run with -delete). The script's -a allows it, and
+	// so does a param "--" before the one the argument goes into.
+	ErrOptionArgument = errors.New("option-like argument")
 )
 
 // Argv returns the arguments that follow the executable (argv[1:], the shape
@@ -26,12 +33,24 @@ var (
 // args[N-1]. The replacement is literal and never rescanned, and no shell is
 // involved: an argument such as "; rm -rf /" or "$(id)" stays inside the one
 // element its param makes. The run must give exactly NumArgs arguments: fewer
-// is ErrMissingArgument, more ErrTooManyArguments. For a NoProcess script
-// the result is what monitors are given.
+// is ErrMissingArgument, more ErrTooManyArguments. An argument with a NUL
+// byte or that is not valid UTF-8 is ErrInvalidArgument: bytes are never
+// replaced.
+//
+// An argument that would make an element begin with '-' when its param does
+// not (@@1 given "-delete") is ErrOptionArgument, unless the script has
+// AllowOptionArgs or a param that is exactly "--" comes earlier: the program
+// must not take a run's data for an option. A '-' that the param itself
+// begins with (-o=@@1) is the exectab's and always allowed. For a NoProcess
+// script, which starts no program, the rule does not apply: the result is
+// what monitors are given.
 func (s *Script) Argv(args []string) ([]string, error) {
 	for i, a := range args {
 		if strings.IndexByte(a, 0) >= 0 {
 			return nil, fmt.Errorf("%w: argument %d holds a NUL byte", ErrInvalidArgument, i+1)
+		}
+		if !utf8.ValidString(a) {
+			return nil, fmt.Errorf("%w: argument %d is not valid UTF-8", ErrInvalidArgument, i+1)
 		}
 	}
 	need := s.NumArgs()
@@ -42,12 +61,20 @@ func (s *Script) Argv(args []string) ([]string, error) {
 		return nil, fmt.Errorf("%w: script %q uses @@%d, the run gave %d argument(s)", ErrMissingArgument, s.Name, need, len(args))
 	}
 	argv := make([]string, len(s.Params))
+	optionsEnded := s.NoProcess || s.AllowOptionArgs
 	var b strings.Builder
 	for i, p := range s.Params {
 		b.Reset()
+		first, firstArg := 0, 0 // the argument of the element's first byte, the first one substituted
 		_, err := scanParam(p, func(lit string, n int) {
 			b.WriteString(lit)
 			if n > 0 {
+				if firstArg == 0 {
+					firstArg = n
+				}
+				if b.Len() == 0 && args[n-1] != "" {
+					first = n
+				}
 				b.WriteString(args[n-1])
 			}
 		})
@@ -55,8 +82,66 @@ func (s *Script) Argv(args []string) ([]string, error) {
 			return nil, fmt.Errorf("script %q: param %q: %w", s.Name, p, err)
 		}
 		argv[i] = b.String()
+		if !optionsEnded && strings.HasPrefix(argv[i], "-") && !strings.HasPrefix(p, "-") {
+			return nil, s.optionError(p, argv[i], args, first, firstArg)
+		}
+		if p == "--" {
+			optionsEnded = true
+		}
 	}
 	return argv, nil
+}
+
+// optionError is the ErrOptionArgument for param p, whose element elem
+// begins with a '-' that came from argument first (1-based) or, when first
+// is 0, from the param's own text after empty arguments, the first of which
+// is firstArg.
+func (s *Script) optionError(p, elem string, args []string, first, firstArg int) error {
+	var why string
+	if first > 0 {
+		why = fmt.Sprintf("argument %d (%s) begins with '-'", first, quoteShort(args[first-1]))
+	} else {
+		why = fmt.Sprintf("argument %d is empty, so param %s gives %s, which begins with '-'",
+			firstArg, quoteShort(p), quoteShort(elem))
+	}
+	return fmt.Errorf("%w: %s: it would reach %s as an option; the exectab line can allow that with -a, or put -- before %s",
+		ErrOptionArgument, why, s.Path, short(p))
+}
+
+// maxShown is the most bytes of an argument or a param that an error
+// message shows, so that a huge argument does not make a huge message.
+const maxShown = 40
+
+// shorten returns s, or its first at most maxShown bytes, cut between UTF-8
+// characters, and whether it was cut.
+func shorten(s string) (string, bool) {
+	if len(s) <= maxShown {
+		return s, false
+	}
+	n := maxShown
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n], true
+}
+
+// quoteShort is s quoted with %q, shortened, with "..." after the closing
+// quote when it was.
+func quoteShort(s string) string {
+	s, cut := shorten(s)
+	if cut {
+		return fmt.Sprintf("%q...", s)
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// short is s shortened, with "..." when it was.
+func short(s string) string {
+	s, cut := shorten(s)
+	if cut {
+		return s + "..."
+	}
+	return s
 }
 
 // NumArgs is the number of arguments a run must give: the highest N of the
@@ -99,6 +184,9 @@ func (s *Script) setsEnv(name string) bool {
 // same script. It holds the -e values, which may be secrets: do not log it.
 func (s *Script) String() string {
 	var toks []string
+	if s.AllowOptionArgs {
+		toks = append(toks, "-a")
+	}
 	if s.Dir != "" {
 		toks = append(toks, "-d="+s.Dir)
 	}
@@ -123,6 +211,9 @@ func (s *Script) String() string {
 	if s.Concurrency > 1 {
 		toks = append(toks, "-s="+strconv.Itoa(s.Concurrency))
 	}
+	if s.Timeout > 0 {
+		toks = append(toks, "-t="+formatTimeout(s.Timeout))
+	}
 	if s.User != "" {
 		toks = append(toks, "-u="+s.User)
 	}
@@ -135,6 +226,19 @@ func (s *Script) String() string {
 		toks[i] = quote(t)
 	}
 	return strings.Join(toks, " ")
+}
+
+// formatTimeout writes d as -t reads it: time.Duration.String without a
+// trailing 0s or 0m (1h30m0s is 1h30m, 2h0m0s is 2h).
+func formatTimeout(d time.Duration) string {
+	t := d.String()
+	if strings.HasSuffix(t, "m0s") {
+		t = strings.TrimSuffix(t, "0s")
+	}
+	if strings.HasSuffix(t, "h0m") {
+		t = strings.TrimSuffix(t, "0m")
+	}
+	return t
 }
 
 // scanParam walks p, calling emit (when not nil) with each run of literal

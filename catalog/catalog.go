@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 	"unicode/utf8"
 )
 
@@ -22,6 +24,8 @@ const (
 	MaxNameLen = 128
 	// MaxArgs is the highest N of an @@N placeholder.
 	MaxArgs = 256
+	// MaxTimeout is the longest -t: 100 years of 365.25 days.
+	MaxTimeout = 36525 * 24 * time.Hour
 )
 
 // Error kinds of a malformed exectab. A *ParseError unwraps to one of them.
@@ -29,7 +33,8 @@ var (
 	// ErrSyntax: a line that cannot be split into tokens (an unterminated
 	// quote, a control character, invalid UTF-8, too long) or has no name.
 	ErrSyntax = errors.New("syntax error")
-	// ErrUnknownOption: an option that is not one of -d -e -g -i -m -n -r -s -u.
+	// ErrUnknownOption: an option that is not one of
+	// -a -d -e -g -i -m -n -r -s -t -u.
 	ErrUnknownOption = errors.New("unknown option")
 	// ErrBadOption: an option with a missing, extra or invalid value, given
 	// twice, or meaningless on a script that starts no process.
@@ -90,7 +95,11 @@ type Script struct {
 	// User and Group are -u and -g as written; Credential resolves them.
 	User, Group string
 
-	AllowStdin bool // -i: a run may pass stdin
+	// AllowOptionArgs (-a): a run's arguments may begin with '-' where they
+	// start a param. Without it Argv refuses such an argument
+	// (ErrOptionArgument) unless a param "--" comes before.
+	AllowOptionArgs bool
+	AllowStdin      bool // -i: a run may pass stdin
 	// MaxQueue (-m) is the most runs of this script queued and running
 	// together; 0 is unlimited.
 	MaxQueue int
@@ -100,6 +109,10 @@ type Script struct {
 	RemoveDone bool // -r: successful and cancelled runs leave no history
 	// Concurrency (-s) is how many runs may execute at once, at least 1.
 	Concurrency int
+	// Timeout (-t) is the longest a run of this script may take; a run
+	// asking for more is capped to it; the run's process group is
+	// terminated when it expires. 0 is none; else at most MaxTimeout.
+	Timeout time.Duration
 }
 
 // Catalog is a parsed exectab: an immutable set of scripts, safe for
@@ -111,10 +124,7 @@ type Catalog struct {
 
 // Lookup returns a copy of the script called name.
 func (c *Catalog) Lookup(name string) (*Script, bool) {
-	if c == nil {
-		return nil, false
-	}
-	s, ok := c.scripts[name]
+	s, ok := c.lookup(name)
 	if !ok {
 		return nil, false
 	}
@@ -145,8 +155,11 @@ func (s *Script) clone() *Script {
 }
 
 // Load parses the exectab file at path. A *ParseError from it names the file.
+// Anything but a regular file (a FIFO, a directory, a device) is refused
+// without reading from it, and without blocking on it: opening a FIFO that
+// has no writer would otherwise wait for one.
 func Load(path string) (*Catalog, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +170,54 @@ func Load(path string) (*Catalog, error) {
 		pe.File = path
 	}
 	return c, err
+}
+
+// openRegular opens path for reading, non-blocking so that a FIFO cannot
+// hold it up, and returns it in blocking mode if it is a regular file.
+func openRegular(path string) (*os.File, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		syscall.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fileKind(st.Mode))
+	}
+	// A regular file never blocks; the flag only guarded the open.
+	if err := syscall.SetNonblock(fd, false); err != nil {
+		syscall.Close(fd)
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// fileKind names the file type in a stat mode, for an error message.
+func fileKind(mode uint32) string {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFIFO:
+		return "a FIFO"
+	case syscall.S_IFDIR:
+		return "a directory"
+	case syscall.S_IFCHR:
+		return "a character device"
+	case syscall.S_IFBLK:
+		return "a block device"
+	case syscall.S_IFSOCK:
+		return "a socket"
+	}
+	return fmt.Sprintf("file type %#o", mode&syscall.S_IFMT)
 }
 
 // Parse reads an exectab. Any malformed line, duplicate name, or -u/-g that
@@ -249,8 +310,8 @@ func parseLine(lineNo int, line string) (*Script, *ParseError) {
 	for ; i < len(toks) && strings.HasPrefix(toks[i], "-"); i++ {
 		tok := toks[i]
 		opt, val, hasVal := strings.Cut(tok, "=")
-		if len(opt) != 2 || !strings.ContainsRune("degimnrsu", rune(opt[1])) {
-			return nil, fail(ErrUnknownOption, "unknown option %s", opt)
+		if len(opt) != 2 || !strings.ContainsRune(optionLetters, rune(opt[1])) {
+			return nil, fail(ErrUnknownOption, "unknown option %s: not one of %s", opt, optionList)
 		}
 		o := opt[1]
 		if seen[o] && o != 'e' {
@@ -258,11 +319,13 @@ func parseLine(lineNo int, line string) (*Script, *ParseError) {
 		}
 		seen[o] = true
 		switch o {
-		case 'i', 'n', 'r':
+		case 'a', 'i', 'n', 'r':
 			if hasVal {
 				return nil, fail(ErrBadOption, "%s takes no value, not %q", opt, val)
 			}
 			switch o {
+			case 'a':
+				s.AllowOptionArgs = true
 			case 'i':
 				s.AllowStdin = true
 			case 'n':
@@ -318,6 +381,12 @@ func parseLine(lineNo int, line string) (*Script, *ParseError) {
 				}
 				s.Concurrency = int(n)
 			}
+		case 't':
+			d, err := parseTimeout(val)
+			if err != nil {
+				return nil, fail(ErrBadOption, "-t=%s: %s", val, err)
+			}
+			s.Timeout = d
 		}
 	}
 
@@ -348,7 +417,7 @@ func parseLine(lineNo int, line string) (*Script, *ParseError) {
 		}
 	}
 	if s.NoProcess {
-		for _, o := range []byte("degiu") {
+		for _, o := range []byte("adegitu") {
 			if seen[o] {
 				return nil, fail(ErrBadOption, "-%c has no effect on script %q, which starts no process", o, s.Name)
 			}
@@ -360,7 +429,46 @@ func parseLine(lineNo int, line string) (*Script, *ParseError) {
 	return s, nil
 }
 
-var optMeta = map[byte]string{'d': "DIR", 'e': "VAR=VALUE", 'g': "GROUP", 'm': "N", 's': "N", 'u': "USER"}
+// The options, in the order of the documentation.
+const (
+	optionLetters = "adegimnrstu"
+	optionList    = "-a -d -e -g -i -m -n -r -s -t -u"
+)
+
+var optMeta = map[byte]string{'d': "DIR", 'e': "VAR=VALUE", 'g': "GROUP", 'm': "N", 's': "N", 't': "DURATION", 'u': "USER"}
+
+// parseTimeout parses the value of -t: a Go duration (30s, 10m, 2h45m),
+// optionally after a whole number of days (1d, 1d12h), positive and at most
+// MaxTimeout. No sign is accepted.
+func parseTimeout(v string) (time.Duration, error) {
+	bad := errBadTimeout
+	if v == "" || strings.ContainsAny(v, "+-") {
+		return 0, bad
+	}
+	var total time.Duration
+	if i := strings.IndexByte(v, 'd'); i >= 0 {
+		if i == 0 || i > 5 || strings.Trim(v[:i], "0123456789") != "" {
+			return 0, bad
+		}
+		n, _ := strconv.Atoi(v[:i])
+		total = time.Duration(n) * 24 * time.Hour
+		v = v[i+1:]
+	}
+	if v != "" {
+		rest, err := time.ParseDuration(v)
+		if err != nil || rest > MaxTimeout {
+			return 0, bad
+		}
+		total += rest
+	}
+	if total <= 0 || total > MaxTimeout {
+		return 0, bad
+	}
+	return total, nil
+}
+
+var errBadTimeout = fmt.Errorf("not a duration such as 30s, 10m, 2h, 1d or 1d12h (positive, at most %dd)",
+	MaxTimeout/(24*time.Hour))
 
 // checkName says what is wrong with a script name, or "".
 func checkName(n string) string {
@@ -411,4 +519,55 @@ func validEnvName(n string) bool {
 		}
 	}
 	return true
+}
+
+// Diff compares two catalogues by script name, for reporting what a reload
+// changed: added are the names only new has, removed those only old has,
+// changed those in both whose scripts differ in anything but Line (the line
+// a script is on is not a change). Each list is sorted. A nil Catalog is
+// empty.
+func Diff(old, new *Catalog) (added, removed, changed []string) {
+	for _, name := range old.Names() {
+		n, ok := new.lookup(name)
+		switch {
+		case !ok:
+			removed = append(removed, name)
+		case !old.scripts[name].same(n):
+			changed = append(changed, name)
+		}
+	}
+	for _, name := range new.Names() {
+		if _, ok := old.lookup(name); !ok {
+			added = append(added, name)
+		}
+	}
+	return added, removed, changed
+}
+
+// lookup is Lookup without the copy.
+func (c *Catalog) lookup(name string) (*Script, bool) {
+	if c == nil {
+		return nil, false
+	}
+	s, ok := c.scripts[name]
+	return s, ok
+}
+
+// same reports whether s and t are the same script, wherever they are in
+// their files: every field but Line is equal.
+func (s *Script) same(t *Script) bool {
+	return s.Name == t.Name &&
+		s.Path == t.Path &&
+		slices.Equal(s.Params, t.Params) &&
+		s.Dir == t.Dir &&
+		slices.Equal(s.Env, t.Env) &&
+		s.User == t.User &&
+		s.Group == t.Group &&
+		s.AllowOptionArgs == t.AllowOptionArgs &&
+		s.AllowStdin == t.AllowStdin &&
+		s.MaxQueue == t.MaxQueue &&
+		s.NoProcess == t.NoProcess &&
+		s.RemoveDone == t.RemoveDone &&
+		s.Concurrency == t.Concurrency &&
+		s.Timeout == t.Timeout
 }

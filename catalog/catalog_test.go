@@ -8,8 +8,10 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/rexec/rexec/catalog"
 )
@@ -84,12 +86,32 @@ func TestParseOptions(t *testing.T) {
 			catalog.Script{Name: "a", Path: "/bin/true", Concurrency: 5}},
 		{"-u and -g by id", "-u=0 -g=0 a /bin/true",
 			catalog.Script{Name: "a", Path: "/bin/true", User: "0", Group: "0", Concurrency: 1}},
+		{"-a", "-a f find /srv @@1",
+			catalog.Script{Name: "f", Path: "find", Params: []string{"/srv", "@@1"}, AllowOptionArgs: true, Concurrency: 1}},
+		{"-t seconds", "-t=30s a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: 30 * time.Second, Concurrency: 1}},
+		{"-t hours and minutes", "-t=2h45m a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: 2*time.Hour + 45*time.Minute, Concurrency: 1}},
+		{"-t as time.Duration prints it", "-t=1h30m0s a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: 90 * time.Minute, Concurrency: 1}},
+		{"-t days", "-t=1d a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: 24 * time.Hour, Concurrency: 1}},
+		{"-t days and hours", "-t=1d12h a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: 36 * time.Hour, Concurrency: 1}},
+		{"-t zero days and a second", "-t=0d1s a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: time.Second, Concurrency: 1}},
+		{"-t fraction", "-t=1.5s a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: 1500 * time.Millisecond, Concurrency: 1}},
+		{"-t at most", "-t=36525d a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: catalog.MaxTimeout, Concurrency: 1}},
+		{"-t quoted", "-t='10m' a /bin/true",
+			catalog.Script{Name: "a", Path: "/bin/true", Timeout: 10 * time.Minute, Concurrency: 1}},
 		{"-n -r -m -s together", "-n -r -m=3 -s=2 notify",
 			catalog.Script{Name: "notify", NoProcess: true, RemoveDone: true, MaxQueue: 3, Concurrency: 2}},
-		{"every process option", "-d=/tmp -e=A=1 -g=0 -i -m=4 -r -s=3 -u=0 -e=B=2 all /bin/sh -c 'echo @@1'",
+		{"every process option", "-d=/tmp -e=A=1 -g=0 -i -m=4 -r -s=3 -t=1m -u=0 -a -e=B=2 all /bin/sh -c 'echo @@1'",
 			catalog.Script{Name: "all", Path: "/bin/sh", Params: []string{"-c", "echo @@1"}, Dir: "/tmp",
-				Env: []string{"A=1", "B=2"}, User: "0", Group: "0", AllowStdin: true, MaxQueue: 4,
-				RemoveDone: true, Concurrency: 3}},
+				Env: []string{"A=1", "B=2"}, User: "0", Group: "0", AllowOptionArgs: true, AllowStdin: true, MaxQueue: 4,
+				RemoveDone: true, Concurrency: 3, Timeout: time.Minute}},
 		{"options in any order", "-s=2 -i -d=/ a /bin/true",
 			catalog.Script{Name: "a", Path: "/bin/true", Dir: "/", AllowStdin: true, Concurrency: 2}},
 		{"option-like params after the name", "a /bin/ls -l -s=2 -- -x",
@@ -205,6 +227,34 @@ func TestParseErrors(t *testing.T) {
 		{"-r with a value", "-r=1 a /bin/true", 1, catalog.ErrBadOption},
 		{"-u empty", "-u= a /bin/true", 1, catalog.ErrBadOption},
 		{"-g empty", "-g='' a /bin/true", 1, catalog.ErrBadOption},
+		{"-a with a value", "-a=1 a /bin/true", 1, catalog.ErrBadOption},
+		{"-a twice", "-a -a a /bin/true", 1, catalog.ErrBadOption},
+		{"-a on -n", "-n -a a @@1", 1, catalog.ErrBadOption},
+		{"-a on a name alone", "-a a", 1, catalog.ErrBadOption},
+		{"-t without value", "-t a /bin/true", 1, catalog.ErrBadOption},
+		{"-t empty", "-t= a /bin/true", 1, catalog.ErrBadOption},
+		{"-t twice", "-t=1s -t=2s a /bin/true", 1, catalog.ErrBadOption},
+		{"-t zero", "-t=0 a /bin/true", 1, catalog.ErrBadOption},
+		{"-t zero seconds", "-t=0s a /bin/true", 1, catalog.ErrBadOption},
+		{"-t zero days", "-t=0d a /bin/true", 1, catalog.ErrBadOption},
+		{"-t negative", "-t=-5s a /bin/true", 1, catalog.ErrBadOption},
+		{"-t plus sign", "-t=+5s a /bin/true", 1, catalog.ErrBadOption},
+		{"-t days minus hours", "-t=1d-1h a /bin/true", 1, catalog.ErrBadOption},
+		{"-t plus sign after days", "-t=1d+1h a /bin/true", 1, catalog.ErrBadOption},
+		{"-t no unit", "-t=5 a /bin/true", 1, catalog.ErrBadOption},
+		{"-t unknown unit", "-t=1w a /bin/true", 1, catalog.ErrBadOption},
+		{"-t fractional days", "-t=1.5d a /bin/true", 1, catalog.ErrBadOption},
+		{"-t d alone", "-t=d a /bin/true", 1, catalog.ErrBadOption},
+		{"-t days twice", "-t=1d1d a /bin/true", 1, catalog.ErrBadOption},
+		{"-t days last", "-t=12h1d a /bin/true", 1, catalog.ErrBadOption},
+		{"-t a space", "-t='1 h' a /bin/true", 1, catalog.ErrBadOption},
+		{"-t over 100 years in days", "-t=36526d a /bin/true", 1, catalog.ErrBadOption},
+		{"-t over 100 years by a nanosecond", "-t=36525d1ns a /bin/true", 1, catalog.ErrBadOption},
+		{"-t over 100 years in hours", "-t=876601h a /bin/true", 1, catalog.ErrBadOption},
+		{"-t days overflowing", "-t=99999999999999999999d a /bin/true", 1, catalog.ErrBadOption},
+		{"-t hours overflowing", "-t=9999999999h a /bin/true", 1, catalog.ErrBadOption},
+		{"-t on -n", "-n -t=1s a", 1, catalog.ErrBadOption},
+		{"-t on a name alone", "-t=1s a", 1, catalog.ErrBadOption},
 		{"option twice", "-s=2 -s=3 a /bin/true", 1, catalog.ErrBadOption},
 		{"flag twice", "-i -i a /bin/true", 1, catalog.ErrBadOption},
 		{"-d on -n", "-n -d=/tmp a", 1, catalog.ErrBadOption},
@@ -278,8 +328,18 @@ func TestParseErrors(t *testing.T) {
 func TestParseErrorMessage(t *testing.T) {
 	text := strings.Repeat("# comment\n", 11) + "-x a /bin/true\n"
 	_, err := catalog.Parse(strings.NewReader(text))
-	if err == nil || err.Error() != "exectab:12: unknown option -x" {
-		t.Errorf("error = %v, want exectab:12: unknown option -x", err)
+	if want := "exectab:12: unknown option -x: not one of -a -d -e -g -i -m -n -r -s -t -u"; err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %s", err, want)
+	}
+
+	_, err = catalog.Parse(strings.NewReader("-t=1w a /bin/true"))
+	if want := "exectab:1: -t=1w: not a duration such as 30s, 10m, 2h, 1d or 1d12h (positive, at most 36525d)"; err == nil || err.Error() != want {
+		t.Errorf("a bad -t's error = %v, want %s", err, want)
+	}
+
+	_, err = catalog.Parse(strings.NewReader("-t=1h a"))
+	if want := `exectab:1: -t has no effect on script "a", which starts no process`; err == nil || err.Error() != want {
+		t.Errorf("-t on a name alone: error = %v, want %s", err, want)
 	}
 
 	_, err = catalog.Parse(strings.NewReader("a/b /bin/true"))
@@ -359,7 +419,7 @@ func TestLoad(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Line != 3 || pe.File != bad {
 		t.Fatalf("Load(bad) error = %#v, want line 3 of %s", err, bad)
 	}
-	if want := bad + ":3: unknown option -z"; err.Error() != want {
+	if want := bad + ":3: unknown option -z: not one of -a -d -e -g -i -m -n -r -s -t -u"; err.Error() != want {
 		t.Errorf("error = %q, want %q", err, want)
 	}
 
@@ -375,7 +435,7 @@ func TestLoadExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"backup", "report", "sleep", "test", "test2", "test3", "test4"}
+	want := []string{"backup", "findname", "list", "number", "report", "sleep", "test", "test2", "test3", "test4"}
 	if got := c.Names(); !slices.Equal(got, want) {
 		t.Fatalf("Names() = %q, want %q", got, want)
 	}
@@ -408,6 +468,23 @@ func TestLoadExample(t *testing.T) {
 	}
 	if s, _ := c.Lookup("backup"); !s.AllowStdin || !s.RemoveDone || s.MaxQueue != 10 || len(s.Env) != 2 {
 		t.Errorf("backup = %+v", s)
+	}
+	if s, _ := c.Lookup("sleep"); s.Timeout != time.Hour || s.Concurrency != 2 {
+		t.Errorf("sleep = %+v", s)
+	}
+	findname, _ := c.Lookup("findname")
+	if _, err := findname.Argv([]string{"-delete"}); !errors.Is(err, catalog.ErrOptionArgument) {
+		t.Errorf("findname with -delete: %v, want %v", err, catalog.ErrOptionArgument)
+	}
+	list, _ := c.Lookup("list")
+	argv, err = list.Argv([]string{"-rf"})
+	if want := []string{"-l", "--", "-rf"}; err != nil || !slices.Equal(argv, want) || list.Timeout != 30*time.Second {
+		t.Errorf("list: argv %q, %v, Timeout %v; want %q, 30s", argv, err, list.Timeout, want)
+	}
+	number, _ := c.Lookup("number")
+	argv, err = number.Argv([]string{"-12"})
+	if want := []string{`%d\n`, "-12"}; err != nil || !slices.Equal(argv, want) || !number.AllowOptionArgs {
+		t.Errorf("number: argv %q, %v, AllowOptionArgs %v; want %q, true", argv, err, number.AllowOptionArgs, want)
 	}
 }
 
@@ -450,8 +527,8 @@ func TestArgvInjectionStaysLiteral(t *testing.T) {
 	attacks := [][]string{
 		{"; rm -rf /", "$(id)", "`id`"},
 		{"a b c", "x\ny", "'\"\\"},
-		{"@@2", "@@1", "@@3"}, // an argument is not scanned for placeholders
-		{"--help", "-rf", "|| true"},
+		{"@@2", "@@1", "@@3"},        // an argument is not scanned for placeholders
+		{"x --help", "-rf", "|| -x"}, // -rf goes after --file=: see TestArgvOptionArguments
 		{"", "", ""},
 		{"*", "~root", "$HOME"},
 	}
@@ -486,6 +563,12 @@ func TestArgvCounts(t *testing.T) {
 		{"repeated placeholder", "a /bin/echo @@1 @@1", []string{"x"}, []string{"x", "x"}, nil},
 		{"empty argument is present", "a /bin/echo @@1", []string{""}, []string{""}, nil},
 		{"NUL in an argument", "a /bin/echo @@1", []string{"a\x00b"}, nil, catalog.ErrInvalidArgument},
+		{"invalid UTF-8", "a /bin/echo @@1", []string{"a\xffb"}, nil, catalog.ErrInvalidArgument},
+		{"truncated UTF-8", "a /bin/echo @@1", []string{"caf\xc3"}, nil, catalog.ErrInvalidArgument},
+		{"surrogate half", "a /bin/echo @@1", []string{"\xed\xa0\x80"}, nil, catalog.ErrInvalidArgument},
+		{"invalid UTF-8 in an unused argument", "a /bin/echo @@2", []string{"\xff", "x"}, nil, catalog.ErrInvalidArgument},
+		{"invalid UTF-8 on -n", "-n a @@1", []string{"\xff"}, nil, catalog.ErrInvalidArgument},
+		{"valid UTF-8 kept as it is", "a /bin/echo @@1", []string{"café \u2028 \U0001F600 \ufffd"}, []string{"café \u2028 \U0001F600 \ufffd"}, nil},
 		{"highest placeholder", "a /bin/echo @@256", make([]string, 256), []string{""}, nil},
 		{"two-digit placeholder", "a /bin/echo @@10:@@1", []string{"1", "", "", "", "", "", "", "", "", "10"}, []string{"10:1"}, nil},
 		{"-n params for monitors", "-n a @@1 @@2", []string{"x", "y"}, []string{"x", "y"}, nil},
@@ -553,6 +636,13 @@ func TestStringRoundTrip(t *testing.T) {
 		"-n -s=2 x",
 		`-d="/srv/my dir" -e='A=b c' -e=B= -i -m=3 -r -s=4 -u=0 -g=0 b /bin/echo "" 'it'\''s' "tab	in" \\ -x=@@1`,
 		`c /bin/printf '%s\n' #x "a\"b"`,
+		"-a f find /srv @@1",
+		"-a -t=1d12h -s=2 f find /srv -- @@1",
+		"-t=1ns a /bin/true",
+		"-t=1.5s a /bin/true",
+		"-t=90m a /bin/true",
+		"-t=1h0m0.25s a /bin/true",
+		"-t=36525d a /bin/true",
 	}
 	for _, line := range lines {
 		s := mustScript(t, line)
@@ -563,5 +653,286 @@ func TestStringRoundTrip(t *testing.T) {
 	}
 	if got := mustScript(t, "-s=1 -m=0 -n a").String(); got != "a" {
 		t.Errorf("defaults printed: %q, want %q", got, "a")
+	}
+	for line, want := range map[string]string{
+		"-t=90m a /bin/true":               "-t=1h30m a /bin/true",
+		"-t=1d a /bin/true":                "-t=24h a /bin/true",
+		"-t=10m0s a /bin/true":             "-t=10m a /bin/true",
+		"-t=1500ms a /bin/true":            "-t=1.5s a /bin/true",
+		"-t=1h0m0.5s a /bin/true":          "-t=1h0m0.5s a /bin/true",
+		"-t=1m -a -s=2 x /bin/echo -- @@1": "-a -s=2 -t=1m x /bin/echo -- @@1",
+	} {
+		if got := mustScript(t, line).String(); got != want {
+			t.Errorf("%q printed as %q, want %q", line, got, want)
+		}
+	}
+}
+
+func TestArgvOptionArguments(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		args []string
+		want []string // nil: refused with ErrOptionArgument
+		msg  string   // part of the refusal's message
+	}{
+		{"option injection refused", "f find /srv @@1", []string{"-delete"}, nil, `argument 1 ("-delete") begins with '-'`},
+		{"long option refused", "f /bin/ls @@1", []string{"--version"}, nil, `argument 1 ("--version")`},
+		{"a lone dash refused", "f /bin/cat @@1", []string{"-"}, nil, `argument 1 ("-")`},
+		{"a -- from the run is no end of options", "f /bin/rm @@1 @@2", []string{"--", "-rf"}, nil, `argument 1 ("--")`},
+		{"second argument refused", "f /bin/echo @@1 @@2", []string{"x", "-n"}, nil, `argument 2 ("-n")`},
+		{"first element that begins with '-' is blamed", "f /bin/echo @@2 @@1", []string{"-a", "-b"}, nil, `argument 2 ("-b")`},
+		{"empty first argument, second begins with '-'", "f /bin/echo @@1@@2", []string{"", "-x"}, nil, `argument 2 ("-x")`},
+		{"placeholders in reverse order", "f /bin/echo @@2@@1", []string{"-x", ""}, nil, `argument 1 ("-x")`},
+		{"empty argument before the param's own '-'", "f /bin/echo @@1-x", []string{""}, nil,
+			`argument 1 is empty, so param "@@1-x" gives "-x", which begins with '-'`},
+		{"empty arguments before the param's own '-'", "f /bin/echo @@2@@1-x", []string{"", ""}, nil,
+			`argument 2 is empty, so param "@@2@@1-x" gives "-x"`},
+		{"-- after the param does not help", "f /bin/echo @@1 --", []string{"-x"}, nil, `argument 1 ("-x")`},
+		{"-- between two uses of one argument", "f /bin/echo @@1 -- @@1", []string{"-x"}, nil, `argument 1 ("-x")`},
+		{"--- is not --", "f /bin/echo --- @@1", []string{"-x"}, nil, `argument 1`},
+		{"'-- ' is not --", "f /bin/echo '-- ' @@1", []string{"-x"}, nil, `argument 1`},
+		{"--=x is not --", "f /bin/echo --=x @@1", []string{"-x"}, nil, `argument 1`},
+		{"a -- made by a placeholder is not --", "f /bin/echo -@@1 @@2", []string{"-", "-x"}, nil, `argument 2 ("-x")`},
+		{"a huge argument is cut", "f /bin/echo @@1", []string{"-" + strings.Repeat("x", 1<<20)}, nil,
+			`argument 1 ("-` + strings.Repeat("x", 39) + `"...) begins`},
+		{"an argument is cut between characters", "f /bin/echo @@1", []string{"-" + strings.Repeat("é", 30)}, nil,
+			`argument 1 ("-` + strings.Repeat("é", 19) + `"...) begins`},
+		{"an argument of 40 bytes is not cut", "f /bin/echo @@1", []string{"-" + strings.Repeat("x", 39)}, nil,
+			`argument 1 ("-` + strings.Repeat("x", 39) + `") begins`},
+		{"the way out names the param", "f /bin/echo 'pre @@1'", []string{"x"}, []string{"pre x"}, ""},
+
+		{"-a allows it", "-a f find /srv @@1", []string{"-delete"}, []string{"/srv", "-delete"}, ""},
+		{"-a allows an empty argument before '-'", "-a f /bin/echo @@1-x", []string{""}, []string{"-x"}, ""},
+		{"-- before allows it", "f /bin/rm -f -- @@1", []string{"-rf"}, []string{"-f", "--", "-rf"}, ""},
+		{"-- allows every later param", "f /bin/echo -- @@1 x @@2", []string{"-a", "--b"}, []string{"--", "-a", "x", "--b"}, ""},
+		{"-- allows only later params", "f /bin/echo @@2 -- @@1", []string{"-x", "y"}, []string{"y", "--", "-x"}, ""},
+		{"-- written quoted is --", `f /bin/echo "--" @@1`, []string{"-x"}, []string{"--", "-x"}, ""},
+		{"the param's own '-'", "f /bin/x -o=@@1", []string{"-x"}, []string{"-o=-x"}, ""},
+		{"the param's own '--'", "f /bin/x --out=@@1", []string{"--"}, []string{"--out=--"}, ""},
+		{"the param's own '-' before the argument", "f /bin/x -@@1", []string{"-x"}, []string{"--x"}, ""},
+		{"the param's own '-' before an empty argument", "f /bin/x -@@1", []string{""}, []string{"-"}, ""},
+		{"'-' inside the element", "f /bin/x x@@1 @@1-", []string{"-y"}, nil, `argument 1 ("-y")`},
+		{"'-' after the start", "f /bin/x x@@1 @@1-", []string{"y-"}, []string{"xy-", "y--"}, ""},
+		{"a param without a placeholder is untouched", "f /bin/x -v @@1 -", []string{"y"}, []string{"-v", "y", "-"}, ""},
+		{"a blank first", "f /bin/x @@1", []string{" -x"}, []string{" -x"}, ""},
+		{"a Unicode hyphen is no '-'", "f /bin/x @@1", []string{"\u2010x"}, []string{"\u2010x"}, ""},
+		{"an empty argument", "f /bin/x @@1", []string{""}, []string{""}, ""},
+		{"-n: monitors get anything", "-n f @@1 @@2", []string{"-x", "--"}, []string{"-x", "--"}, ""},
+		{"a name alone has no params", "f", nil, []string{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustScript(t, tt.line)
+			argv, err := s.Argv(tt.args)
+			if tt.want != nil {
+				if err != nil || !slices.Equal(argv, tt.want) {
+					t.Errorf("Argv(%q) = %q, %v; want %q", tt.args, argv, err, tt.want)
+				}
+				return
+			}
+			if !errors.Is(err, catalog.ErrOptionArgument) {
+				t.Fatalf("Argv(%q) = %q, %v; want %v", tt.args, argv, err, catalog.ErrOptionArgument)
+			}
+			if argv != nil {
+				t.Errorf("Argv(%q) returned %q with its error", tt.args, argv)
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("Argv(%q) error\n%s\ndoes not hold\n%s", tt.args, err, tt.msg)
+			}
+			if len(err.Error()) > 400 {
+				t.Errorf("Argv(%q) error is %d bytes long", tt.args, len(err.Error()))
+			}
+		})
+	}
+}
+
+func TestArgvOptionArgumentMessage(t *testing.T) {
+	s := mustScript(t, "f find /srv @@1")
+	_, err := s.Argv([]string{"-delete"})
+	want := `option-like argument: argument 1 ("-delete") begins with '-': it would reach find as an option; ` +
+		`the exectab line can allow that with -a, or put -- before @@1`
+	if err == nil || err.Error() != want {
+		t.Errorf("error =\n%v\nwant\n%s", err, want)
+	}
+
+	s = mustScript(t, "f /usr/bin/x 'say @@1' @@2@@1")
+	_, err = s.Argv([]string{"", "-x"})
+	want = `option-like argument: argument 2 ("-x") begins with '-': it would reach /usr/bin/x as an option; ` +
+		`the exectab line can allow that with -a, or put -- before @@2@@1`
+	if err == nil || err.Error() != want {
+		t.Errorf("error =\n%v\nwant\n%s", err, want)
+	}
+
+	long := "@@1" + strings.Repeat("y", 100)
+	s = mustScript(t, "f /bin/x "+long)
+	_, err = s.Argv([]string{"-x"})
+	if want := "put -- before @@1" + strings.Repeat("y", 37) + "..."; err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("error = %v, want it to end with %s", err, want)
+	}
+}
+
+func TestArgvInvalidUTF8Message(t *testing.T) {
+	s := mustScript(t, "a /bin/echo @@1 @@2")
+	_, err := s.Argv([]string{"ok", "caf\xc3"})
+	if want := "invalid argument: argument 2 is not valid UTF-8"; err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %s", err, want)
+	}
+}
+
+// loadWithin runs Load(path) and fails the test if it does not return
+// within a few seconds.
+func loadWithin(t *testing.T, path string) (*catalog.Catalog, error) {
+	t.Helper()
+	type result struct {
+		c   *catalog.Catalog
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := catalog.Load(path)
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-time.After(5 * time.Second):
+		// Release a Load blocked opening a FIFO, so the test ends.
+		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		t.Fatalf("Load(%s) is still blocked after 5s", path)
+		return nil, nil
+	}
+}
+
+func TestLoadNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path string
+		want string
+	}{
+		{fifo, fifo + ": not a regular file (a FIFO)"},
+		{link, link + ": not a regular file (a FIFO)"},
+		{sub, sub + ": not a regular file (a directory)"},
+		{"/dev/null", "/dev/null: not a regular file (a character device)"},
+	}
+	for _, tt := range tests {
+		if _, err := os.Lstat(tt.path); err != nil {
+			t.Logf("skipping %s: %v", tt.path, err)
+			continue
+		}
+		c, err := loadWithin(t, tt.path)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Load(%s) = %v, %v; want error %s", tt.path, c, err, tt.want)
+		}
+		if c != nil {
+			t.Errorf("Load(%s) returned a catalogue with its error", tt.path)
+		}
+	}
+}
+
+func TestLoadRegularThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "exectab")
+	if err := os.WriteFile(file, []byte("-t=1h a /bin/true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadWithin(t, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, ok := c.Lookup("a"); !ok || s.Timeout != time.Hour {
+		t.Errorf("Lookup(a) = %+v, %v", s, ok)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	tests := []struct {
+		name                    string
+		old, new                string // "nil": a nil catalogue
+		added, removed, changed []string
+	}{
+		{"both nil", "nil", "nil", nil, nil, nil},
+		{"from nil", "nil", "b /bin/true\na /bin/true", []string{"a", "b"}, nil, nil},
+		{"to nil", "b /bin/true\na /bin/true", "nil", nil, []string{"a", "b"}, nil},
+		{"nil and empty", "nil", "# nothing", nil, nil, nil},
+		{"same", "a /bin/true\nb", "a /bin/true\nb", nil, nil, nil},
+		{"moved lines are no change", "a /bin/true\nb /bin/echo @@1", "\n# moved\nb /bin/echo @@1\n\na /bin/true", nil, nil, nil},
+		{"same script written differently", "-s=1 -m=0 a /bin/echo 'x y'", `a /bin/echo x\ y`, nil, nil, nil},
+		{"everything at once",
+			"keep /bin/true\ngone1 /bin/true\nedit /bin/echo 1\ngone2\nedit2 /bin/true",
+			"zadd /bin/true\nedit /bin/echo 2\nkeep /bin/true\nadd\n-t=1s edit2 /bin/true",
+			[]string{"add", "zadd"}, []string{"gone1", "gone2"}, []string{"edit", "edit2"}},
+	}
+	parse := func(text string) *catalog.Catalog {
+		if text == "nil" {
+			return nil
+		}
+		return mustParse(t, text)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			added, removed, changed := catalog.Diff(parse(tt.old), parse(tt.new))
+			if !slices.Equal(added, tt.added) || !slices.Equal(removed, tt.removed) || !slices.Equal(changed, tt.changed) {
+				t.Errorf("Diff = %q, %q, %q; want %q, %q, %q", added, removed, changed, tt.added, tt.removed, tt.changed)
+			}
+		})
+	}
+}
+
+// TestDiffEveryField changes each field of Script in turn, and fails when a
+// field is added to Script without a case here.
+func TestDiffEveryField(t *testing.T) {
+	changes := map[string][2]string{
+		"Path":            {"s /bin/true", "s /bin/false"},
+		"Params":          {"s /bin/echo a", "s /bin/echo b"},
+		"Dir":             {"-d=/ s /bin/true", "-d=/tmp s /bin/true"},
+		"Env":             {"-e=A=1 -e=B=2 s /bin/true", "-e=B=2 -e=A=1 s /bin/true"},
+		"User":            {"-g=0 s /bin/true", "-u=0 -g=0 s /bin/true"},
+		"Group":           {"-g=0 s /bin/true", "-g=1 s /bin/true"},
+		"AllowOptionArgs": {"s /bin/true", "-a s /bin/true"},
+		"AllowStdin":      {"s /bin/true", "-i s /bin/true"},
+		"MaxQueue":        {"s /bin/true", "-m=2 s /bin/true"},
+		"NoProcess":       {"-n s /bin/true", "s /bin/true"},
+		"RemoveDone":      {"s /bin/true", "-r s /bin/true"},
+		"Concurrency":     {"s /bin/true", "-s=2 s /bin/true"},
+		"Timeout":         {"-t=1h s /bin/true", "-t=61m s /bin/true"},
+	}
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[catalog.Script]()) {
+		if f.Name == "Name" || f.Name == "Line" {
+			continue
+		}
+		pair, ok := changes[f.Name]
+		if !ok {
+			t.Errorf("Script.%s: no case in TestDiffEveryField", f.Name)
+			continue
+		}
+		old, new := mustParse(t, pair[0]), mustParse(t, pair[1])
+		o, _ := old.Lookup("s")
+		n, _ := new.Lookup("s")
+		if reflect.DeepEqual(reflect.ValueOf(*o).FieldByIndex(f.Index).Interface(), reflect.ValueOf(*n).FieldByIndex(f.Index).Interface()) {
+			t.Errorf("Script.%s: %q and %q do not differ in it", f.Name, pair[0], pair[1])
+		}
+		added, removed, changed := catalog.Diff(old, new)
+		if len(added) != 0 || len(removed) != 0 || !slices.Equal(changed, []string{"s"}) {
+			t.Errorf("Script.%s: Diff(%q, %q) = %q, %q, %q; want s changed", f.Name, pair[0], pair[1], added, removed, changed)
+		}
 	}
 }

@@ -34,6 +34,8 @@
 // takes a value is written -x=value, as in the seed (-s=5, never -s 5 or
 // -s5), and the value may be quoted (-d="/srv/my dir"):
 //
+//	-a           allow a run's arguments to begin with '-' where they start a
+//	             param (see below)
 //	-d=DIR       start directory (an absolute path)
 //	-e=VAR=VALUE environment variable added to the server's; repeatable
 //	-g=GROUP     group to run the process as (name or numeric id)
@@ -44,12 +46,17 @@
 //	             the name is params (handed to monitors), never an executable
 //	-r           remove successful and cancelled runs from the history
 //	-s=N         how many runs may execute at once (N >= 1, default 1)
+//	-t=DURATION  the longest a run may take: a run asking for more is capped
+//	             to it, and the run's process group is terminated when it
+//	             expires; a Go duration (30s, 10m, 2h45m), optionally after
+//	             a whole number of days (1d, 1d12h), positive and at most
+//	             100 years (MaxTimeout); no -t is no limit
 //	-u=USER      user to run the process as (name or numeric id)
 //
 // Each option may be given once, except -e. Flags cannot be combined (-in is
 // an unknown option). A line with only a script name starts no process and
-// only notifies monitors, like -n; -d, -e, -g, -i and -u are errors on a
-// script that starts no process, since they could have no effect.
+// only notifies monitors, like -n; -a, -d, -e, -g, -i, -t and -u are errors
+// on a script that starts no process, since they could have no effect.
 //
 // The script name holds only letters, digits, '.', '_' and '-', starts with a
 // letter, digit or '_' and is at most MaxNameLen bytes. The executable is an
@@ -65,6 +72,18 @@
 // errors, as is @@ in the executable, the directory or an environment value.
 // A run must give exactly as many arguments as the highest @@N it uses
 // (Script.NumArgs): fewer is ErrMissingArgument, more ErrTooManyArguments.
+// An argument must be valid UTF-8 without NUL bytes (ErrInvalidArgument);
+// no byte of it is ever replaced.
+//
+// A run's argument cannot become an option of the program: an argument that
+// would make a param begin with '-' when the param as written does not
+// (find /srv @@1 run with "-delete") is refused with ErrOptionArgument. A
+// '-' written in the exectab is the administrator's and always allowed:
+// -o=@@1 and --out=@@1 take any argument. Arguments may begin with '-' in
+// two cases only: the script has -a, or a param that is exactly -- comes
+// earlier in the params, the POSIX end of options after which arguments are
+// data (rm -- @@1 may remove a file called -x). A script that starts no
+// process hands its params only to monitors, and the rule does not apply.
 //
 // Any malformed line makes the whole file invalid (a *ParseError with the line
 // number), as do two scripts with the same name and a -u or -g that names a

@@ -14,15 +14,16 @@ import (
 // FuzzParse checks that Parse never panics, that every error is a
 // *ParseError on a real line, and that every script it accepts keeps the
 // package's promises: a valid unique name, Concurrency >= 1, no executable
-// exactly when no process, an Argv that takes exactly NumArgs arguments and
-// keeps each one literal, and a String that Parse reads back as the same
-// script.
+// exactly when no process, an Argv that takes exactly NumArgs arguments,
+// keeps each one literal and lets none become an option, and a String that
+// Parse reads back as the same script.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"a /bin/true",
 		"-u=0 -g=0 -s=5 test /usr/bin/php /var/scripts/myscript.php -o=@@1 @@2",
 		"-n test4 @@1 @@2\ntest3\n# comment",
 		`-d="/srv/a b" -e='X=y z' -i -m=3 -r a /bin/echo "@@1" 'x'\''y' \#`,
+		"-a -t=1d12h f find /srv @@1\n-t=90s g /bin/rm -f -- @@1 x@@2 @@2-",
 	} {
 		f.Add(s)
 	}
@@ -67,13 +68,14 @@ func checkScript(t *testing.T, s *catalog.Script) {
 		s.Name[0] == '.' || s.Name[0] == '-' {
 		t.Fatalf("invalid name %q", s.Name)
 	}
-	if s.Concurrency < 1 || s.MaxQueue < 0 || s.Line < 1 {
-		t.Fatalf("%q: Concurrency %d, MaxQueue %d, Line %d", s.Name, s.Concurrency, s.MaxQueue, s.Line)
+	if s.Concurrency < 1 || s.MaxQueue < 0 || s.Line < 1 || s.Timeout < 0 || s.Timeout > catalog.MaxTimeout {
+		t.Fatalf("%q: Concurrency %d, MaxQueue %d, Line %d, Timeout %v", s.Name, s.Concurrency, s.MaxQueue, s.Line, s.Timeout)
 	}
 	if s.NoProcess != (s.Path == "") {
 		t.Fatalf("%q: NoProcess %v with Path %q", s.Name, s.NoProcess, s.Path)
 	}
-	if s.NoProcess && (s.Dir != "" || len(s.Env) > 0 || s.User != "" || s.Group != "" || s.AllowStdin) {
+	if s.NoProcess && (s.Dir != "" || len(s.Env) > 0 || s.User != "" || s.Group != "" || s.AllowStdin ||
+		s.AllowOptionArgs || s.Timeout != 0) {
 		t.Fatalf("%q: process options on a script without a process: %+v", s.Name, s)
 	}
 	if strings.HasPrefix(s.Path, "-") || strings.Contains(s.Path, "\x00") {
@@ -119,6 +121,10 @@ func checkScript(t *testing.T, s *catalog.Script) {
 		}
 	}
 
+	for _, arg := range []string{"-opt", ""} {
+		checkOptionArgs(t, s, arg)
+	}
+
 	line := s.String()
 	back, err := catalog.Parse(strings.NewReader(line))
 	if err != nil {
@@ -128,5 +134,40 @@ func checkScript(t *testing.T, s *catalog.Script) {
 	b.Line = s.Line
 	if !reflect.DeepEqual(s, b) {
 		t.Fatalf("printed as %q\nreads back as %#v\nwant %#v", line, b, s)
+	}
+}
+
+// checkOptionArgs runs s with every argument arg and checks that Argv
+// refuses exactly when an element would begin with a '-' that its param
+// does not begin with, before any param "--", on a script that starts a
+// process without -a; and otherwise gives the plain replacement.
+func checkOptionArgs(t *testing.T, s *catalog.Script, arg string) {
+	t.Helper()
+	args := make([]string, s.NumArgs())
+	for i := range args {
+		args[i] = arg
+	}
+	argv, err := s.Argv(args)
+	want := make([]string, len(s.Params))
+	refuse := false
+	ended := s.NoProcess || s.AllowOptionArgs
+	for i, p := range s.Params {
+		want[i] = placeholder.ReplaceAllLiteralString(p, arg)
+		if !ended && strings.HasPrefix(want[i], "-") && !strings.HasPrefix(p, "-") {
+			refuse = true
+			break
+		}
+		if p == "--" {
+			ended = true
+		}
+	}
+	if refuse {
+		if !errors.Is(err, catalog.ErrOptionArgument) || argv != nil {
+			t.Fatalf("%q: Argv with arguments %q = %q, %v; want %v", s.Name, arg, argv, err, catalog.ErrOptionArgument)
+		}
+		return
+	}
+	if err != nil || !slices.Equal(argv, want) {
+		t.Fatalf("%q: Argv with arguments %q = %q, %v; want %q", s.Name, arg, argv, err, want)
 	}
 }
