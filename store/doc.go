@@ -18,6 +18,21 @@
 // written with plain write(2) and have the same property: everything a
 // Write accepted is in the file after a kill -9 of the process.
 //
+// # Files
+//
+// The database, its -wal and -shm files and the output files are made with
+// mode 0600 and the directories with 0700, whatever the umask and the mode of
+// a data directory that already existed: the history holds arguments, which
+// may be secret. Open also makes the database files of older versions 0600.
+//
+// # Conditions of the server
+//
+// Errors that come from the server rather than from the request carry a kind
+// besides their cause: ErrBusy when another process holds the database's lock
+// longer than Options.BusyTimeout, ErrFull when the disk or quota is full.
+// Ready tells, without waiting, whether the store can take writes now. A full
+// disk cuts the output of a run rather than failing it: see OutputWriter.
+//
 // # Seams
 //
 // The broker and webapi should depend on the History interface rather than

@@ -21,6 +21,11 @@ type Guest struct {
 	Expires time.Time
 	Created time.Time
 	KeyHash []byte // SHA-256 of the key
+	// WithToken says that the key was made by a holder of the admin token.
+	// Only such keys work: GuestByKeyHash does not find the others, which
+	// older versions of rexec let anyone make on a server without a token.
+	// They are still listed, so that an admin can see and delete them.
+	WithToken bool
 }
 
 // Expired reports whether the key is past its expiry at now.
@@ -28,18 +33,18 @@ func (g Guest) Expired(now time.Time) bool {
 	return !g.Expires.IsZero() && !now.Before(g.Expires)
 }
 
-const guestColumns = `id, name, run, cancel, status, monitor, expires, created, key_hash`
+const guestColumns = `id, name, run, cancel, status, monitor, expires, created, key_hash, with_token`
 
 func scanGuest(row interface{ Scan(...any) error }) (Guest, error) {
 	var g Guest
-	var run, cancel, status, monitor int
+	var run, cancel, status, monitor, withToken int
 	var expires sql.NullInt64
 	var created int64
-	err := row.Scan(&g.ID, &g.Name, &run, &cancel, &status, &monitor, &expires, &created, &g.KeyHash)
+	err := row.Scan(&g.ID, &g.Name, &run, &cancel, &status, &monitor, &expires, &created, &g.KeyHash, &withToken)
 	if err != nil {
 		return Guest{}, err
 	}
-	g.Run, g.Cancel, g.Status, g.Monitor = run == 1, cancel == 1, status == 1, monitor == 1
+	g.Run, g.Cancel, g.Status, g.Monitor, g.WithToken = run == 1, cancel == 1, status == 1, monitor == 1, withToken == 1
 	if expires.Valid {
 		g.Expires = time.Unix(0, expires.Int64)
 	}
@@ -54,12 +59,19 @@ func b2i(b bool) int {
 	return 0
 }
 
-// CreateGuest records g, assigning its ID and creation time.
-func (s *Store) CreateGuest(ctx context.Context, g *Guest) error {
+// CreateGuest records g, assigning its ID and creation time. g.WithToken is
+// stored as given: set it when the request that makes the key carried the
+// admin token. An Expires the history cannot store (see StorableTime) is
+// ErrInvalid.
+func (s *Store) CreateGuest(ctx context.Context, g *Guest) (err error) {
+	defer classifyTo(&err)
 	if len(g.KeyHash) == 0 {
 		return fmt.Errorf("store: create guest: %w: no key hash", ErrInvalid)
 	}
-	g.ID, g.Created = newID(), time.Now()
+	if err := checkTime("expiry", g.Expires); err != nil {
+		return fmt.Errorf("store: create guest: %w", err)
+	}
+	id, created := newID(), time.Now()
 	var expires any
 	if !g.Expires.IsZero() {
 		expires = g.Expires.UnixNano()
@@ -69,19 +81,23 @@ func (s *Store) CreateGuest(ctx context.Context, g *Guest) error {
 		return fmt.Errorf("store: create guest: %w", err)
 	}
 	defer end()
-	_, err = tx.ExecContext(ctx, `INSERT INTO guests (`+guestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		g.ID, g.Name, b2i(g.Run), b2i(g.Cancel), b2i(g.Status), b2i(g.Monitor), expires, g.Created.UnixNano(), g.KeyHash)
+	_, err = tx.ExecContext(ctx, `INSERT INTO guests (`+guestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, g.Name, b2i(g.Run), b2i(g.Cancel), b2i(g.Status), b2i(g.Monitor), expires, created.UnixNano(), g.KeyHash,
+		b2i(g.WithToken))
 	if err != nil {
 		return fmt.Errorf("store: create guest: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: create guest: %w", err)
 	}
+	g.ID, g.Created = id, created
 	return nil
 }
 
-// ListGuests returns every guest key, oldest first.
-func (s *Store) ListGuests(ctx context.Context) ([]Guest, error) {
+// ListGuests returns every guest key, oldest first, also those that no
+// longer work because they were made without the admin token.
+func (s *Store) ListGuests(ctx context.Context) (_ []Guest, err error) {
+	defer classifyTo(&err)
 	rows, err := s.db.QueryContext(ctx, `SELECT `+guestColumns+` FROM guests ORDER BY created, id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list guests: %w", err)
@@ -95,11 +111,17 @@ func (s *Store) ListGuests(ctx context.Context) ([]Guest, error) {
 		}
 		gs = append(gs, g)
 	}
-	return gs, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list guests: %w", err)
+	}
+	return gs, nil
 }
 
-// GuestByKeyHash finds the guest whose key hashes to hash; ErrNotFound if none.
-func (s *Store) GuestByKeyHash(ctx context.Context, hash []byte) (Guest, error) {
+// GuestByKeyHash finds the guest whose key hashes to hash. It is ErrNotFound
+// when there is none, and when the key was made without the admin token
+// (WithToken false): such keys no longer work.
+func (s *Store) GuestByKeyHash(ctx context.Context, hash []byte) (_ Guest, err error) {
+	defer classifyTo(&err)
 	g, err := scanGuest(s.db.QueryRowContext(ctx, `SELECT `+guestColumns+` FROM guests WHERE key_hash = ?`, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Guest{}, fmt.Errorf("store: guest key: %w", ErrNotFound)
@@ -107,11 +129,28 @@ func (s *Store) GuestByKeyHash(ctx context.Context, hash []byte) (Guest, error) 
 	if err != nil {
 		return Guest{}, fmt.Errorf("store: guest key: %w", err)
 	}
+	if !g.WithToken {
+		return Guest{}, fmt.Errorf("store: guest key %q was made without the admin token and no longer works: %w",
+			g.ID, ErrNotFound)
+	}
 	return g, nil
 }
 
-// DeleteGuest removes a guest key; ErrNotFound if there is none with id.
-func (s *Store) DeleteGuest(ctx context.Context, id string) error {
+// CountGuestsWithoutToken says how many guest keys were made without the
+// admin token (by an older rexec): they no longer work, and an admin may
+// want to delete them. For a warning at start-up.
+func (s *Store) CountGuestsWithoutToken(ctx context.Context) (n int, err error) {
+	defer classifyTo(&err)
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM guests WHERE with_token = 0`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count guests: %w", err)
+	}
+	return n, nil
+}
+
+// DeleteGuest removes a guest key. It is ErrNoSuchGuest, not ErrNotFound
+// (which is about runs), when there is no key with that id.
+func (s *Store) DeleteGuest(ctx context.Context, id string) (err error) {
+	defer classifyTo(&err)
 	tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("store: delete guest: %w", err)
@@ -121,8 +160,15 @@ func (s *Store) DeleteGuest(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("store: delete guest: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("store: delete guest %q: %w", id, ErrNotFound)
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: delete guest: %w", err)
 	}
-	return tx.Commit()
+	if n == 0 {
+		return fmt.Errorf("store: delete guest %q: %w", id, ErrNoSuchGuest)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: delete guest: %w", err)
+	}
+	return nil
 }

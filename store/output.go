@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // OutputWriter appends a run's output to its file, dir/output/<id>.log, up to
@@ -18,6 +20,13 @@ import (
 //
 // and from then on every write is discarded but reported as done, so the
 // process that produces the output is never blocked or failed by the cap.
+// The first write that fails (a full disk, an I/O error...) cuts the output
+// the same way: the writer tries once to add the marker line
+//
+//	\n[rexec: output truncated: writing failed: <reason>]\n
+//
+// (which may fail too, e.g. on a full disk) and discards every later write,
+// reporting it done. TruncatedReason says why the output was cut.
 // Nothing is buffered in memory: each Write goes to the file at once. It is
 // safe for concurrent use (stdout and stderr pumps may share one).
 type OutputWriter struct {
@@ -28,13 +37,15 @@ type OutputWriter struct {
 	f         *os.File   // nil once closed
 	size      atomic.Int64
 	truncated atomic.Bool
+	reason    atomic.Pointer[string] // set before truncated
 }
 
 // OpenOutput opens the output file of the run id for appending. The file is
 // made by Create, so an unknown or deleted run is ErrNotFound. Writing to a
 // file that already has content (a second OpenOutput) continues after it and
 // counts it against the cap.
-func (s *Store) OpenOutput(id string) (*OutputWriter, error) {
+func (s *Store) OpenOutput(id string) (_ *OutputWriter, err error) {
+	defer classifyTo(&err)
 	if !validID(id) {
 		return nil, fmt.Errorf("store: open output: %w", notFound(id))
 	}
@@ -52,7 +63,9 @@ func (s *Store) OpenOutput(id string) (*OutputWriter, error) {
 	}
 	w := &OutputWriter{id: id, max: s.maxOutput, f: f}
 	w.size.Store(fi.Size())
-	w.truncated.Store(fi.Size() > s.maxOutput) // the marker is there already
+	if fi.Size() > s.maxOutput { // the marker is there already
+		w.truncate(capReason(s.maxOutput))
+	}
 	return w, nil
 }
 
@@ -61,8 +74,34 @@ func TruncationMarker(max int64) string {
 	return "\n[rexec: output truncated at " + strconv.FormatInt(max, 10) + " bytes]\n"
 }
 
-// Write implements io.Writer. Once the cap is reached it returns len(p), nil
-// without writing. An error from the file is returned as it is.
+// failureMarker is the line written where output was cut because writing
+// it failed; reason is the error's text, e.g. "no space left on device".
+func failureMarker(reason string) string {
+	return "\n[rexec: output truncated: writing failed: " + reason + "]\n"
+}
+
+// capReason is the TruncatedReason of output cut at max bytes.
+func capReason(max int64) string {
+	return "output larger than " + strconv.FormatInt(max, 10) + " bytes (--max-output)"
+}
+
+// errText is the text of the system error under err ("no space left on
+// device"), without the operation and file name around it.
+func errText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// Write implements io.Writer. Once the output is cut, by the cap or by a
+// failed write, it returns len(p), nil without writing. It fails only after
+// Close (os.ErrClosed).
 func (w *OutputWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -75,24 +114,44 @@ func (w *OutputWriter) Write(p []byte) (int, error) {
 	size := w.size.Load()
 	room := w.max - size
 	if int64(len(p)) <= room {
-		n, err := w.f.Write(p)
-		w.size.Add(int64(n))
-		return n, err
+		if err := w.write(p); err != nil {
+			w.fail(err)
+		}
+		return len(p), nil
 	}
 	if room > 0 {
-		n, err := w.f.Write(p[:room])
-		w.size.Add(int64(n))
-		if err != nil {
-			return n, err
+		if err := w.write(p[:room]); err != nil {
+			w.fail(err)
+			return len(p), nil
 		}
 	}
-	n, err := io.WriteString(w.f, TruncationMarker(w.max))
-	w.size.Add(int64(n))
-	if err != nil {
-		return int(max(room, 0)), err
+	if err := w.write([]byte(TruncationMarker(w.max))); err != nil {
+		w.fail(err)
+		return len(p), nil
 	}
-	w.truncated.Store(true)
+	w.truncate(capReason(w.max))
 	return len(p), nil
+}
+
+// write writes p to the file, counting what was written. w.mu is held.
+func (w *OutputWriter) write(p []byte) error {
+	n, err := w.f.Write(p)
+	w.size.Add(int64(n))
+	return err
+}
+
+// fail cuts the output after the write error err: it tries once to write
+// the failure marker, whose own error is ignored. w.mu is held.
+func (w *OutputWriter) fail(err error) {
+	reason := errText(err)
+	w.write([]byte(failureMarker(reason)))
+	w.truncate("writing the output failed: " + reason)
+}
+
+// truncate marks the output cut, for reason.
+func (w *OutputWriter) truncate(reason string) {
+	w.reason.Store(&reason)
+	w.truncated.Store(true)
 }
 
 // Size is the size of the file so far, marker included. A follower may read
@@ -100,18 +159,32 @@ func (w *OutputWriter) Write(p []byte) (int, error) {
 // any time, also concurrently with Write.
 func (w *OutputWriter) Size() int64 { return w.size.Load() }
 
-// Truncated says whether the cap was reached and output is being discarded.
+// Truncated says whether the output was cut (the cap was reached, or a
+// write failed) and is being discarded.
 func (w *OutputWriter) Truncated() bool { return w.truncated.Load() }
+
+// TruncatedReason says why the output was cut: "" while nothing was,
+// "output larger than N bytes (--max-output)" when it reached the cap, and
+// "writing the output failed: <reason>" (e.g. "no space left on device")
+// when a write failed. Record it with MarkDone (Outcome.OutputTruncated).
+// Safe to call at any time, also concurrently with Write.
+func (w *OutputWriter) TruncatedReason() string {
+	if r := w.reason.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
 
 // Close closes the file. Writes after Close fail with os.ErrClosed; a second
 // Close returns nil.
-func (w *OutputWriter) Close() error {
+func (w *OutputWriter) Close() (err error) {
+	defer classifyTo(&err)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.f == nil {
 		return nil
 	}
-	err := w.f.Close()
+	err = w.f.Close()
 	w.f = nil
 	if err != nil {
 		return fmt.Errorf("store: close output %q: %w", w.id, err)
@@ -126,7 +199,8 @@ func (w *OutputWriter) Close() error {
 // past size while the run is writing; a follower counts the bytes it got to
 // know its next offset, and calls again (or keeps reading) when it is told
 // that more was written.
-func (s *Store) ReadOutput(id string, offset int64) (io.ReadCloser, int64, error) {
+func (s *Store) ReadOutput(id string, offset int64) (_ io.ReadCloser, _ int64, err error) {
+	defer classifyTo(&err)
 	if !validID(id) {
 		return nil, 0, fmt.Errorf("store: read output: %w", notFound(id))
 	}

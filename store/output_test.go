@@ -56,8 +56,8 @@ func TestOutputCap(t *testing.T) {
 		w := mustOpenOutput(t, s, r.ID)
 		mustWrite(t, w, data[:60])
 		mustWrite(t, w, data[60:90])
-		if w.Truncated() || w.Size() != 90 {
-			t.Fatalf("before the cap: truncated %v size %d", w.Truncated(), w.Size())
+		if w.Truncated() || w.Size() != 90 || w.TruncatedReason() != "" {
+			t.Fatalf("before the cap: truncated %v (%q) size %d", w.Truncated(), w.TruncatedReason(), w.Size())
 		}
 		mustWrite(t, w, data[90:140]) // 10 fit
 		mustWrite(t, w, data[140:])
@@ -66,8 +66,9 @@ func TestOutputCap(t *testing.T) {
 		if got := string(outputFile(t, s, r.ID)); got != want {
 			t.Fatalf("file = %q, want %q", got, want)
 		}
-		if !w.Truncated() || w.Size() != int64(len(want)) {
-			t.Errorf("truncated %v size %d, want true %d", w.Truncated(), w.Size(), len(want))
+		const reason = "output larger than 100 bytes (--max-output)"
+		if !w.Truncated() || w.Size() != int64(len(want)) || w.TruncatedReason() != reason {
+			t.Errorf("truncated %v (%q) size %d, want true (%q) %d", w.Truncated(), w.TruncatedReason(), w.Size(), reason, len(want))
 		}
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
@@ -78,12 +79,16 @@ func TestOutputCap(t *testing.T) {
 		if got := string(outputFile(t, s, r.ID)); got != want {
 			t.Errorf("after reopening: file = %q", got)
 		}
+		if w2.TruncatedReason() != reason {
+			t.Errorf("after reopening: reason %q", w2.TruncatedReason())
+		}
 		w2.Close()
-		if err := s.MarkDone(ctx, r.ID, store.Outcome{Ended: store.EndedExit, ExitCode: intp(0)}); err != nil {
+		err := s.MarkDone(ctx, r.ID, store.Outcome{Ended: store.EndedExit, ExitCode: intp(0), OutputTruncated: w2.TruncatedReason()})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if got := mustGet(t, s, r.ID).OutputSize; got != int64(len(want)) {
-			t.Errorf("recorded OutputSize %d, want %d", got, len(want))
+		if got := mustGet(t, s, r.ID); got.OutputSize != int64(len(want)) || got.OutputTruncated != reason {
+			t.Errorf("recorded OutputSize %d, OutputTruncated %q; want %d, %q", got.OutputSize, got.OutputTruncated, len(want), reason)
 		}
 	})
 

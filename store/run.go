@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 )
@@ -18,14 +19,16 @@ import (
 // implementation; one shared by several hosts can replace it.
 type History interface {
 	// Create records a new queued run: it fills in r.ID, r.QueuedAt and
-	// r.State. Only Script, Args, Who and StartAt are taken from r.
+	// r.State. Only Script, Args, Who, StartAt and Timeout are taken from
+	// r. A StartAt the history cannot store (see StorableTime) or a
+	// negative Timeout is ErrInvalid.
 	Create(ctx context.Context, r *Run) error
 	// Get returns the run with that ID, or ErrNotFound.
 	Get(ctx context.Context, id string) (Run, error)
 	// MarkStarted moves a queued run to running (ErrWrongState otherwise).
 	MarkStarted(ctx context.Context, id string, pid int, startedAt time.Time) error
 	// MarkDone moves a queued or running run to done (ErrWrongState when it
-	// is done already).
+	// is done already), recording the Outcome.
 	MarkDone(ctx context.Context, id string, o Outcome) error
 	// SetProgress replaces the run's progress.
 	SetProgress(ctx context.Context, id string, p Progress) error
@@ -93,6 +96,9 @@ type Outcome struct {
 	Signal   string // the signal that killed it, e.g. "SIGKILL"; empty when none
 	Ended    Ended  // required
 	EndedAt  time.Time
+	// OutputTruncated says why the output was cut, "" when it was not: the
+	// OutputWriter's TruncatedReason.
+	OutputTruncated string
 }
 
 // Run is one recorded run of a script.
@@ -105,7 +111,10 @@ type Run struct {
 	QueuedAt time.Time // when it was recorded
 	// StartAt is when it is scheduled to start; zero means as soon as a
 	// slot is free.
-	StartAt   time.Time
+	StartAt time.Time
+	// Timeout is the run's time limit, 0 for none. It is stored in whole
+	// milliseconds, rounded up.
+	Timeout   time.Duration
 	StartedAt time.Time // zero until it started
 	EndedAt   time.Time // zero until it is done
 	ExitCode  *int      // nil unless it exited with a status
@@ -120,6 +129,9 @@ type Run struct {
 	// marker included; for a run that is not done it is read from the
 	// file at the time of the call.
 	OutputSize int64
+	// OutputTruncated says why its output was cut, "" when it was not (or
+	// not yet known: it is recorded by MarkDone).
+	OutputTruncated string
 }
 
 // idEncoding is lowercase base32 without padding: URL- and file-name-safe.
@@ -153,9 +165,16 @@ func notFound(id string) error { return fmt.Errorf("run %q: %w", id, ErrNotFound
 
 // Create implements History. The run's (empty) output file is created with
 // the record, so ReadOutput of a queued run reads nothing rather than failing.
-func (s *Store) Create(ctx context.Context, r *Run) error {
+func (s *Store) Create(ctx context.Context, r *Run) (err error) {
+	defer classifyTo(&err)
 	if r.Script == "" {
 		return fmt.Errorf("store: create: no script name: %w", ErrInvalid)
+	}
+	if err := checkTime("start time", r.StartAt); err != nil {
+		return fmt.Errorf("store: create: %w", err)
+	}
+	if r.Timeout < 0 {
+		return fmt.Errorf("store: create: negative timeout %v: %w", r.Timeout, ErrInvalid)
 	}
 	args := r.Args
 	if args == nil {
@@ -176,7 +195,7 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("store: create output file: %w", err)
 	}
-	now, err := s.insert(ctx, id, r.Script, string(argsJSON), r.Who, r.StartAt)
+	now, err := s.insert(ctx, id, r.Script, string(argsJSON), r.Who, r.StartAt, toMillis(r.Timeout))
 	if err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("store: create: %w", err)
@@ -187,7 +206,7 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 
 // insert records the new run; QueuedAt is taken once this writer's turn has
 // come, so the order of QueuedAt is the order of seq.
-func (s *Store) insert(ctx context.Context, id, script, args, who string, startAt time.Time) (time.Time, error) {
+func (s *Store) insert(ctx context.Context, id, script, args, who string, startAt time.Time, timeoutMs int64) (time.Time, error) {
 	tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return time.Time{}, err
@@ -195,8 +214,8 @@ func (s *Store) insert(ctx context.Context, id, script, args, who string, startA
 	defer end()
 	now := time.Now()
 	_, err = tx.ExecContext(ctx,
-		`INSERT INTO runs (id, script, args, who, state, queued_at, start_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		id, script, args, who, string(StateQueued), toNanos(now), toNullNanos(startAt))
+		`INSERT INTO runs (id, script, args, who, state, queued_at, start_at, timeout_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, script, args, who, string(StateQueued), toNanos(now), toNullNanos(startAt), timeoutMs)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -206,7 +225,7 @@ func (s *Store) insert(ctx context.Context, id, script, args, who string, startA
 // runColumns are the columns scanRun reads, in its order.
 const runColumns = `id, script, args, who, state, queued_at, start_at, started_at, ended_at,
 	exit_code, signal, ended, task, task_total, task_title, subtask_percent, subtask_title,
-	result, pid, pgid, output_size`
+	result, pid, pgid, output_size, timeout_ms, output_truncated`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -216,11 +235,12 @@ func scanRun(sc scanner) (Run, error) {
 		args                                string
 		startAt, startedAt, endedAt, exitCd sql.NullInt64
 		result                              sql.NullString
-		queuedAt                            int64
+		queuedAt, timeoutMs                 int64
 	)
 	err := sc.Scan(&r.ID, &r.Script, &args, &r.Who, &r.State, &queuedAt, &startAt, &startedAt, &endedAt,
 		&exitCd, &r.Signal, &r.Ended, &r.Progress.Task, &r.Progress.TaskTotal, &r.Progress.TaskTitle,
-		&r.Progress.SubtaskPercent, &r.Progress.SubtaskTitle, &result, &r.Pid, &r.Pgid, &r.OutputSize)
+		&r.Progress.SubtaskPercent, &r.Progress.SubtaskTitle, &result, &r.Pid, &r.Pgid, &r.OutputSize,
+		&timeoutMs, &r.OutputTruncated)
 	if err != nil {
 		return Run{}, err
 	}
@@ -228,6 +248,7 @@ func scanRun(sc scanner) (Run, error) {
 		return Run{}, fmt.Errorf("run %q: args column: %w", r.ID, err)
 	}
 	r.QueuedAt = time.Unix(0, queuedAt)
+	r.Timeout = fromMillis(timeoutMs)
 	r.StartAt, r.StartedAt, r.EndedAt = fromNullNanos(startAt), fromNullNanos(startedAt), fromNullNanos(endedAt)
 	if exitCd.Valid {
 		c := int(exitCd.Int64)
@@ -250,7 +271,8 @@ func (s *Store) liveSize(r *Run) {
 }
 
 // Get implements History.
-func (s *Store) Get(ctx context.Context, id string) (Run, error) {
+func (s *Store) Get(ctx context.Context, id string) (_ Run, err error) {
+	defer classifyTo(&err)
 	if !validID(id) {
 		return Run{}, notFound(id)
 	}
@@ -265,7 +287,8 @@ func (s *Store) Get(ctx context.Context, id string) (Run, error) {
 	return r, nil
 }
 
-func (s *Store) list(ctx context.Context, query string, args ...any) ([]Run, error) {
+func (s *Store) list(ctx context.Context, query string, args ...any) (_ []Run, err error) {
+	defer classifyTo(&err)
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
@@ -304,7 +327,8 @@ func (s *Store) ListQueued(ctx context.Context, script string) ([]Run, error) {
 // update runs one UPDATE of the run id whose WHERE clause also requires one
 // of the states in want (any state when want is empty), and tells a missing
 // run (ErrNotFound) from one in another state (ErrWrongState).
-func (s *Store) update(ctx context.Context, op, id string, want []State, set string, args ...any) error {
+func (s *Store) update(ctx context.Context, op, id string, want []State, set string, args ...any) (err error) {
+	defer classifyTo(&err)
 	if !validID(id) {
 		return fmt.Errorf("store: %s: %w", op, notFound(id))
 	}
@@ -348,6 +372,9 @@ func (s *Store) MarkStarted(ctx context.Context, id string, pid int, startedAt t
 	if startedAt.IsZero() {
 		startedAt = time.Now()
 	}
+	if err := checkTime("start time", startedAt); err != nil {
+		return fmt.Errorf("store: mark started %q: %w", id, err)
+	}
 	return s.update(ctx, "mark started", id, []State{StateQueued},
 		`state = 'running', started_at = ?, pid = ?, pgid = ?`, toNanos(startedAt), pid, pid)
 }
@@ -361,6 +388,9 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 	if o.EndedAt.IsZero() {
 		o.EndedAt = time.Now()
 	}
+	if err := checkTime("end time", o.EndedAt); err != nil {
+		return fmt.Errorf("store: mark done %q: %w", id, err)
+	}
 	var exit sql.NullInt64
 	if o.ExitCode != nil {
 		exit = sql.NullInt64{Int64: int64(*o.ExitCode), Valid: true}
@@ -372,8 +402,8 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 		}
 	}
 	return s.update(ctx, "mark done", id, []State{StateQueued, StateRunning},
-		`state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?`,
-		string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size)
+		`state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?, output_truncated = ?`,
+		string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size, o.OutputTruncated)
 }
 
 // SetProgress implements History.
@@ -399,7 +429,8 @@ func (s *Store) SetResult(ctx context.Context, id string, result json.RawMessage
 // Delete implements History. The output file goes first, inside the
 // transaction: a crash between the two leaves a done run without output,
 // which the next retention pass removes, never an output file nobody knows.
-func (s *Store) Delete(ctx context.Context, id string) error {
+func (s *Store) Delete(ctx context.Context, id string) (err error) {
+	defer classifyTo(&err)
 	if !validID(id) {
 		return fmt.Errorf("store: delete: %w", notFound(id))
 	}
@@ -436,8 +467,16 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 const retentionBatch = 256
 
 // DeleteEndedBefore implements History. Runs that are not done are never
-// deleted, however old.
-func (s *Store) DeleteEndedBefore(ctx context.Context, t time.Time) (int, error) {
+// deleted, however old. A t past the times the history can store (see
+// StorableTime) is taken as the nearest one it can.
+func (s *Store) DeleteEndedBefore(ctx context.Context, t time.Time) (_ int, err error) {
+	defer classifyTo(&err)
+	switch {
+	case t.Before(minTime):
+		t = minTime
+	case t.After(maxTime):
+		t = maxTime
+	}
 	total := 0
 	for {
 		n, err := s.deleteBatch(ctx, toNanos(t))
@@ -494,7 +533,8 @@ func (s *Store) deleteBatch(ctx context.Context, before int64) (int, error) {
 
 // Recover implements History. The returned runs are as recorded after the
 // change: State done, Ended interrupted, Pid and Pgid as they were.
-func (s *Store) Recover(ctx context.Context) ([]Run, error) {
+func (s *Store) Recover(ctx context.Context) (_ []Run, err error) {
+	defer classifyTo(&err)
 	tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: recover: %w", err)
@@ -541,7 +581,58 @@ func (s *Store) Recover(ctx context.Context) ([]Run, error) {
 
 // Times are stored as UNIX nanoseconds; the zero time is NULL.
 
+// minTime and maxTime are the first and last times UNIX nanoseconds in an
+// int64 can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64).UTC() // 1677-09-21T00:12:43.145224192Z
+	maxTime = time.Unix(0, math.MaxInt64).UTC() // 2262-04-11T23:47:16.854775807Z
+)
+
+// StorableTime says whether the history can store t: whether t is between
+// 1677-09-21T00:12:43.145224192Z and 2262-04-11T23:47:16.854775807Z, the
+// times a count of nanoseconds since 1970 in an int64 can tell. The zero
+// time, which the store keeps as "none" (e.g. a Run's StartAt or a Guest's
+// Expires), is storable. Create, CreateGuest, MarkStarted and MarkDone
+// refuse other times with ErrInvalid.
+func StorableTime(t time.Time) bool {
+	return t.IsZero() || !t.Before(minTime) && !t.After(maxTime)
+}
+
+// checkTime is an ErrInvalid error, naming the time as what, when t is not
+// storable.
+func checkTime(what string, t time.Time) error {
+	switch {
+	case StorableTime(t):
+		return nil
+	case t.Before(minTime):
+		return fmt.Errorf("%s %s is before %s, the earliest time the history can store: %w",
+			what, t.Format(time.RFC3339), minTime.Format(time.DateOnly), ErrInvalid)
+	default:
+		return fmt.Errorf("%s %s is after %s, the latest time the history can store: %w",
+			what, t.Format(time.RFC3339), maxTime.Format(time.DateOnly), ErrInvalid)
+	}
+}
+
 func toNanos(t time.Time) int64 { return t.UnixNano() }
+
+// toMillis is d in whole milliseconds, rounded up so that a positive time
+// limit never becomes 0 (none).
+func toMillis(d time.Duration) int64 {
+	ms := d.Milliseconds()
+	if d%time.Millisecond > 0 {
+		ms++
+	}
+	return ms
+}
+
+// fromMillis is the Duration of ms milliseconds, the longest one past
+// what a Duration holds.
+func fromMillis(ms int64) time.Duration {
+	if ms > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
 
 func toNullNanos(t time.Time) sql.NullInt64 {
 	if t.IsZero() {

@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
+	"modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Error kinds. webapi maps them to HTTP statuses; test them with errors.Is.
@@ -30,10 +32,73 @@ var (
 	ErrBadOffset = errors.New("offset beyond the output")
 	// ErrSchemaTooNew: the database was written by a newer rexec.
 	ErrSchemaTooNew = errors.New("database schema is newer than this program")
+	// ErrNoSuchGuest: no guest key with that ID (DeleteGuest). It is not
+	// ErrNotFound, which means that there is no run with the ID.
+	ErrNoSuchGuest = errors.New("no guest key with this id")
 )
+
+// Error kinds of conditions of the server rather than of the request: the
+// same request may succeed later, once the condition has passed. Every error
+// of the store that comes from them has the kind (test with errors.Is), and
+// still holds the original error in its chain.
+var (
+	// ErrBusy: the database is locked by another connection (SQLITE_BUSY,
+	// SQLITE_LOCKED), for longer than Options.BusyTimeout.
+	ErrBusy = errors.New("the history database is busy: another process holds its lock")
+	// ErrFull: the file system of the history is full, or the quota is
+	// used up (SQLITE_FULL, ENOSPC, EDQUOT), for the database or for an
+	// output file.
+	ErrFull = errors.New("no space left for the history: the disk or quota is full")
+)
+
+// kindError is an error of the store with the kind it was classified as.
+// errors.Is and errors.As see both.
+type kindError struct {
+	kind error // ErrBusy or ErrFull
+	err  error // the error as it happened
+}
+
+func (e *kindError) Error() string   { return e.err.Error() + " (" + e.kind.Error() + ")" }
+func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+// classify gives err the kind of the condition it comes from, if it is one
+// of ErrBusy and ErrFull; other errors are returned as they are. It is
+// applied once, where errors leave the package.
+//
+// SQLite reports ENOSPC on a write as SQLITE_FULL. EDQUOT, and ENOSPC in the
+// few places SQLite reports as a SQLITE_IOERR, cannot be told from another
+// I/O error: the driver does not expose the errno of a SQLITE_IOERR.
+func classify(err error) error {
+	if err == nil || errors.Is(err, ErrBusy) || errors.Is(err, ErrFull) {
+		return err
+	}
+	var kind error
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			kind = ErrBusy
+		case sqlite3.SQLITE_FULL:
+			kind = ErrFull
+		}
+	}
+	if kind == nil && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+		kind = ErrFull
+	}
+	if kind == nil {
+		return err
+	}
+	return &kindError{kind: kind, err: err}
+}
+
+// classifyTo is classify for a deferred call on a named result.
+func classifyTo(err *error) { *err = classify(*err) }
 
 // DefaultMaxOutput is the output cap of a run when Options.MaxOutput is 0.
 const DefaultMaxOutput = 16 << 20
+
+// DefaultMinFree is the free space Ready wants when Options.MinFree is 0.
+const DefaultMinFree = 1 << 20
 
 // Options configure a Store. Zero values take the defaults.
 type Options struct {
@@ -51,11 +116,19 @@ type Options struct {
 	FullSync bool
 	// Logger receives the store's log lines; the zero Logger discards them.
 	Logger zerolog.Logger
+	// MinFree is the space, in bytes, that must be available to
+	// unprivileged users on the file system of the data directory for Ready
+	// to report the store ready. 0 means DefaultMinFree; below 0, Ready
+	// does not look at the free space.
+	MinFree int64
 }
 
 func (o *Options) setDefaults() {
 	if o.MaxOutput <= 0 {
 		o.MaxOutput = DefaultMaxOutput
+	}
+	if o.MinFree == 0 {
+		o.MinFree = DefaultMinFree
 	}
 	if o.BusyTimeout <= 0 {
 		o.BusyTimeout = 5 * time.Second
@@ -70,6 +143,7 @@ type Store struct {
 	dir       string // the data directory
 	outDir    string // dir/output
 	maxOutput int64
+	minFree   int64 // Options.MinFree
 	log       zerolog.Logger
 
 	// writer is a semaphore of one held around every write transaction:
@@ -83,7 +157,8 @@ type Store struct {
 var _ History = (*Store)(nil)
 
 // File and directory modes: the history holds arguments, which may be
-// private, so nothing is readable by others.
+// private, so nothing is readable by others, whatever the umask and the mode
+// of a data directory that existed before.
 const (
 	dirMode  = 0o700
 	fileMode = 0o600
@@ -92,7 +167,8 @@ const (
 // Open opens (creating if needed) the store in dir: the directory, the
 // database dir/rexec.db, its schema, and dir/output/. It does not recover
 // runs that a crash left running; call Recover for that.
-func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+func Open(ctx context.Context, dir string, opts Options) (s *Store, err error) {
+	defer classifyTo(&err)
 	opts.setDefaults()
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -115,13 +191,17 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	// Transactions take the write lock at BEGIN, so they wait through
 	// busy_timeout instead of failing when a read lock cannot be upgraded.
 	q.Set("_txlock", "immediate")
-	dsn := (&url.URL{Scheme: "file", Path: filepath.Join(abs, "rexec.db"), RawQuery: q.Encode()}).String()
+	dbPath := filepath.Join(abs, "rexec.db")
+	dsn := (&url.URL{Scheme: "file", Path: dbPath, RawQuery: q.Encode()}).String()
 
+	if err := makePrivate(dbPath); err != nil {
+		return nil, fmt.Errorf("store: database file: %w", err)
+	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open database: %w", err)
 	}
-	s := &Store{db: db, dir: abs, outDir: outDir, maxOutput: opts.MaxOutput,
+	s = &Store{db: db, dir: abs, outDir: outDir, maxOutput: opts.MaxOutput, minFree: opts.MinFree,
 		log: opts.Logger.With().Str("component", "store").Logger(), writer: make(chan struct{}, 1)}
 	if err := s.check(ctx); err != nil {
 		db.Close()
@@ -132,6 +212,41 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// makePrivate creates the database file db with mode 0600 when it does not
+// exist, before SQLite does it with 0644 less the umask: SQLite gives the
+// -wal and -shm files it makes the mode of the database file. The database,
+// -wal and -shm files that exist already (made by an older rexec, or under a
+// lax umask) are made 0600. The process umask is never changed: the
+// children of rexec would inherit it.
+func makePrivate(db string) error {
+	f, err := os.OpenFile(db, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
+	switch {
+	case err == nil:
+		// SQLite takes an empty file for a new database.
+		if err := f.Close(); err != nil {
+			return err
+		}
+	case !errors.Is(err, os.ErrExist):
+		return err
+	}
+	for _, name := range []string{db, db + "-wal", db + "-shm"} {
+		fi, err := os.Stat(name)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		// Also a file just made: a umask such as 0277 removes bits of 0600.
+		if fi.Mode().Perm() != fileMode {
+			if err := os.Chmod(name, fileMode); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // check verifies that the pragmas took: a journal mode silently left at
@@ -149,7 +264,8 @@ func (s *Store) check(ctx context.Context) error {
 }
 
 // Close closes the database. Open OutputWriters stay usable until closed.
-func (s *Store) Close() error {
+func (s *Store) Close() (err error) {
+	defer classifyTo(&err)
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
@@ -220,6 +336,13 @@ var migrations = []string{
 		created  INTEGER NOT NULL,
 		key_hash BLOB    NOT NULL UNIQUE       -- SHA-256 of the key
 	) STRICT;`,
+	// 3: a run's time limit and why its output was cut; guest keys made by
+	// a holder of the admin token. Keys made before have with_token 0: an
+	// older rexec let anyone make keys on a server without a token, so
+	// they no longer work (they are still listed, to be deleted).
+	`ALTER TABLE runs ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0); -- 0 = none
+	ALTER TABLE runs ADD COLUMN output_truncated TEXT NOT NULL DEFAULT '';                  -- '' = not cut
+	ALTER TABLE guests ADD COLUMN with_token INTEGER NOT NULL DEFAULT 0 CHECK (with_token IN (0, 1));`,
 }
 
 // migrate brings the schema to len(migrations), one transaction per step,

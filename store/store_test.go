@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -75,8 +76,8 @@ func TestCreateGet(t *testing.T) {
 	t.Run("round trip", func(t *testing.T) {
 		startAt := time.Unix(1_700_000_000, 0)
 		args := []string{"; rm -rf /", "$(id)", "", "ünï cödé", `"quoted" \ back`}
-		r := store.Run{Script: "backup", Args: args, Who: "ops-key", StartAt: startAt,
-			State: store.StateDone, Ended: store.EndedExit} // State and Ended are not taken from the caller
+		r := store.Run{Script: "backup", Args: args, Who: "ops-key", StartAt: startAt, Timeout: 90 * time.Second,
+			State: store.StateDone, Ended: store.EndedExit, OutputTruncated: "no"} // State, Ended... are not taken from the caller
 		before := time.Now()
 		if err := s.Create(ctx, &r); err != nil {
 			t.Fatal(err)
@@ -88,8 +89,15 @@ func TestCreateGet(t *testing.T) {
 		if got.ID != r.ID || got.Script != "backup" || got.Who != "ops-key" || !slices.Equal(got.Args, args) {
 			t.Errorf("Get = %+v", got)
 		}
-		if got.State != store.StateQueued || got.Ended != "" || got.ExitCode != nil || got.Result != nil {
-			t.Errorf("new run: state %q ended %q exit %v result %s", got.State, got.Ended, got.ExitCode, got.Result)
+		if got.State != store.StateQueued || got.Ended != "" || got.ExitCode != nil || got.Result != nil || got.OutputTruncated != "" {
+			t.Errorf("new run: state %q ended %q exit %v result %s output truncated %q",
+				got.State, got.Ended, got.ExitCode, got.Result, got.OutputTruncated)
+		}
+		if got.Timeout != 90*time.Second {
+			t.Errorf("timeout %v, want 90s", got.Timeout)
+		}
+		if queued, err := s.ListQueued(ctx, "backup"); err != nil || len(queued) != 1 || queued[0].Timeout != 90*time.Second {
+			t.Errorf("ListQueued: %+v, %v", queued, err)
 		}
 		if !got.QueuedAt.Equal(r.QueuedAt) || !got.StartAt.Equal(startAt) || !got.StartedAt.IsZero() || !got.EndedAt.IsZero() {
 			t.Errorf("times: queued %v start %v started %v ended %v", got.QueuedAt, got.StartAt, got.StartedAt, got.EndedAt)
@@ -99,8 +107,28 @@ func TestCreateGet(t *testing.T) {
 	t.Run("no args", func(t *testing.T) {
 		r := mustCreate(t, s, "noargs")
 		got := mustGet(t, s, r.ID)
-		if len(got.Args) != 0 || !got.StartAt.IsZero() {
-			t.Errorf("args %q, start at %v", got.Args, got.StartAt)
+		if len(got.Args) != 0 || !got.StartAt.IsZero() || got.Timeout != 0 {
+			t.Errorf("args %q, start at %v, timeout %v", got.Args, got.StartAt, got.Timeout)
+		}
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		for _, tc := range []struct{ in, want time.Duration }{
+			{time.Nanosecond, time.Millisecond}, // never rounded down to none
+			{1500 * time.Microsecond, 2 * time.Millisecond},
+			{time.Hour, time.Hour},
+			{math.MaxInt64, math.MaxInt64},
+		} {
+			r := store.Run{Script: "t", Timeout: tc.in}
+			if err := s.Create(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+			if got := mustGet(t, s, r.ID).Timeout; got != tc.want {
+				t.Errorf("timeout %v read back as %v, want %v", tc.in, got, tc.want)
+			}
+		}
+		if err := s.Create(ctx, &store.Run{Script: "t", Timeout: -time.Second}); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("negative timeout: %v, want ErrInvalid", err)
 		}
 	})
 
