@@ -55,6 +55,8 @@ var ErrClosed = errors.New("server is shutting down")
 type Hub struct {
 	replay, queue int
 
+	first uint64 // ID of this hub's first event
+
 	mu     sync.Mutex // guards the fields below
 	next   uint64     // ID of the next event
 	ring   []Event    // the last events, oldest first, at most replay
@@ -64,14 +66,25 @@ type Hub struct {
 
 // NewHub keeps the last replay events and gives each subscriber a queue of
 // queue events.
+//
+// Event IDs stay unique across restarts: a hub numbers its events from the
+// time it was made, in microseconds (1.8e15 in 2027, exact in a JSON
+// number), so a new server's first ID is above every ID of the one before
+// it unless that one published more than a million events a second on
+// average, or the clock went back.
 func NewHub(replay, queue int) *Hub {
+	return newHub(replay, queue, uint64(time.Now().UnixMicro()))
+}
+
+func newHub(replay, queue int, first uint64) *Hub {
 	if replay < 1 {
 		replay = 1
 	}
 	if queue < 1 {
 		queue = 1
 	}
-	return &Hub{replay: replay, queue: queue, next: 1, subs: map[*Sub]struct{}{}}
+	first = max(first, 1)
+	return &Hub{replay: replay, queue: queue, first: first, next: first, subs: map[*Sub]struct{}{}}
 }
 
 // Publish numbers e and hands it to every subscriber that watches its
@@ -105,10 +118,11 @@ func (h *Hub) Publish(e Event) {
 }
 
 // Subscribe watches names ("" watches every script; more can be added with
-// Watch). With
-// after > 0 (the last ID the monitor saw) the events after it that are still
-// in the replay window come first; lost reports whether some were already
-// out of it.
+// Watch). With after > 0 (the last ID the monitor saw) the events after it
+// that are still in the replay window come first; lost reports that the
+// hub cannot place after: events after it are already out of the window, it
+// is from an earlier life of the server (the window then replays all it
+// has), or it is an ID not yet given (from the future: nothing is replayed).
 func (h *Hub) Subscribe(after uint64, names ...string) (s *Sub, lost bool) {
 	s = &Sub{hub: h, names: map[string]bool{}, done: make(chan struct{})}
 	for _, n := range names {
@@ -117,12 +131,16 @@ func (h *Hub) Subscribe(after uint64, names ...string) (s *Sub, lost bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var backlog []Event
-	if after > 0 {
-		if len(h.ring) > 0 && h.ring[0].ID > after+1 {
-			lost = true
-		} else if len(h.ring) == 0 && h.next > after+1 {
-			lost = true
+	switch {
+	case after == 0:
+	case after >= h.next:
+		lost = true // from the future: nothing to replay
+	default:
+		oldest := h.next // the oldest ID still known
+		if len(h.ring) > 0 {
+			oldest = h.ring[0].ID
 		}
+		lost = after+1 < oldest || after+1 < h.first
 		for _, e := range h.ring {
 			if e.ID > after && s.watches(e.Name) {
 				backlog = append(backlog, e)
