@@ -72,7 +72,8 @@ type Spec struct {
 	Path string
 	// Args are argv[1:], passed unchanged: no shell is involved.
 	Args []string
-	// Dir is the working directory; empty means the server's.
+	// Dir is the working directory; empty means the server's. With a Dir,
+	// the process's PWD is set to it.
 	Dir string
 	// Env is the complete environment of the process.
 	Env []string
@@ -142,9 +143,22 @@ func (s Status) SignalName() string {
 
 // ErrStartFailed is the kind of every error Start returns for a process that
 // could not be started (no such executable or directory, permission denied).
+// Two finer kinds tell why, when the reason is not the request's own:
 var ErrStartFailed = errors.New("process could not be started")
 
-// StartError is a failed start with the operating system's reason.
+// ErrNoResources is the kind of a failed start for want of something the
+// machine or the server ran out of: file descriptors (EMFILE, ENFILE),
+// processes (EAGAIN) or memory (ENOMEM). It is a condition of the server,
+// not of the request: the same request may succeed later.
+var ErrNoResources = errors.New("the server is out of resources")
+
+// ErrArgTooLong is the kind of a failed start whose arguments and
+// environment are larger than the operating system takes (E2BIG).
+var ErrArgTooLong = errors.New("argument list too long")
+
+// StartError is a failed start with the operating system's reason. It is of
+// kind ErrStartFailed, and also ErrNoResources or ErrArgTooLong when the
+// reason is one of theirs.
 type StartError struct {
 	Op  string // what failed: "exec", "cwd", "lookup", "pipe"
 	Err error
@@ -152,6 +166,13 @@ type StartError struct {
 
 func (e *StartError) Error() string { return e.Op + ": " + e.Err.Error() }
 func (e *StartError) Unwrap() []error {
+	switch {
+	case errors.Is(e.Err, syscall.EMFILE), errors.Is(e.Err, syscall.ENFILE), errors.Is(e.Err, syscall.EAGAIN),
+		errors.Is(e.Err, syscall.ENOMEM), errors.Is(e.Err, syscall.ENOBUFS):
+		return []error{ErrStartFailed, ErrNoResources, e.Err}
+	case errors.Is(e.Err, syscall.E2BIG):
+		return []error{ErrStartFailed, ErrArgTooLong, e.Err}
+	}
 	return []error{ErrStartFailed, e.Err}
 }
 
@@ -232,6 +253,14 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	if err != nil {
 		return nil, &StartError{Op: "lookup", Err: err}
 	}
+	env := spec.Env
+	if spec.Dir != "" {
+		env = withPWD(env, spec.Dir)
+	}
+	argv := append([]string{spec.Path}, spec.Args...)
+	if err := CheckArgs(argv, env); err != nil {
+		return nil, err
+	}
 
 	// The child's ends of its pipes are closed once it has started; ours
 	// only if the start fails.
@@ -309,10 +338,9 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	if usePidfd {
 		pidfdp = &pidfd
 	}
-	argv := append([]string{spec.Path}, spec.Args...)
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
-		Env:   spec.Env,
+		Env:   env,
 		Files: fds,
 		Sys: &syscall.SysProcAttr{
 			Setpgid:    true,
