@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,12 @@ import (
 var (
 	ErrNoSuchScript = errors.New("no such script")
 	ErrQueueFull    = errors.New("the script's queue is full")
+	// ErrTooManyQueued: the server holds as many queued runs as it may
+	// (Config.MaxQueued), whatever their scripts.
+	ErrTooManyQueued = errors.New("the server's queue is full")
+	// ErrTooMuchStdin: the stdin kept for queued runs would pass
+	// Config.MaxQueuedStdin.
+	ErrTooMuchStdin = errors.New("the server keeps as much queued stdin as it may")
 	ErrStdin        = errors.New("stdin refused")
 	ErrDone         = errors.New("the run has ended")
 	ErrClosed       = errors.New("detached runs are shutting down")
@@ -57,7 +64,13 @@ type Config struct {
 	// RetainEvery (default 1h); 0 keeps all.
 	Retain      time.Duration
 	RetainEvery time.Duration
-	Logger      zerolog.Logger
+	// MaxQueued caps the runs queued at once on the server, whatever their
+	// scripts (each script's -m caps its own); default 10,000.
+	MaxQueued int
+	// MaxQueuedStdin caps the bytes of stdin kept on disk for runs that
+	// have not ended; default 256 MiB.
+	MaxQueuedStdin int64
+	Logger         zerolog.Logger
 }
 
 // Request asks for a detached run.
@@ -67,6 +80,9 @@ type Request struct {
 	Stdin   *string   // nil: none
 	StartAt time.Time // zero: as soon as a slot is free
 	Who     string    // the key that asked, for the history
+	// Timeout, when positive, is how long the run may take; the script's
+	// -t caps it, and is the default.
+	Timeout time.Duration
 }
 
 // Manager runs detached runs. Its fields under mu are its state; the run
@@ -87,6 +103,14 @@ type Manager struct {
 	active   map[string]*activeRun // queued or running, by ID
 	closed   bool
 	url      string // REXEC_URL for scripts
+	// queuedTotal counts reservations and queued runs of every script,
+	// for MaxQueued; stdinBytes the stdin files of runs not yet ended.
+	queuedTotal int
+	stdinBytes  int64
+	// unrecorded are ends (and starts) the store could not take (a full
+	// disk, a locked database): they are retried every tick, and the API
+	// sees them meanwhile, so that the end of a run is never lost.
+	unrecorded map[string]*unrecorded
 }
 
 type activeRun struct {
@@ -94,8 +118,31 @@ type activeRun struct {
 	proc      *child.Process // nil until started
 	cancelled bool           // cancel asked before the process was known
 	done      chan struct{}  // closed when the run is recorded as done
-	token     string         // REXEC_RUN_TOKEN, valid while the process runs
-	result    json.RawMessage
+	// settled is closed once a start was tried: the run is running, has
+	// ended, or is queued again.
+	settled chan struct{}
+	token   string // REXEC_RUN_TOKEN, valid while the process runs
+	result  json.RawMessage
+	stdin   int64  // bytes of its stdin file, counted in stdinBytes
+	waiting string // why it is queued again, "" for its turn (see Waiting)
+	// progress is the run's one progress state, which output lines and
+	// callbacks both change; progGen counts the changes, savedGen is the
+	// change last saved, and saveMu orders the saves.
+	progress Progress
+	progGen  int
+	savedGen int
+	saveMu   sync.Mutex
+}
+
+func newActiveRun(script string, stdin int64) *activeRun {
+	return &activeRun{script: script, stdin: stdin, done: make(chan struct{}), settled: make(chan struct{})}
+}
+
+// unrecorded is what the store has not taken yet of a run's life.
+type unrecorded struct {
+	pid     int
+	started time.Time // zero: the start is recorded (or there was none)
+	outcome *store.Outcome
 }
 
 // New recovers what a previous life left (runs that were running become
@@ -111,9 +158,16 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.RetainEvery <= 0 {
 		cfg.RetainEvery = time.Hour
 	}
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = 10000
+	}
+	if cfg.MaxQueuedStdin <= 0 {
+		cfg.MaxQueuedStdin = 256 << 20
+	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger, queue: cfg.Queue,
 		reserved: map[string]int{}, running: map[string]int{}, active: map[string]*activeRun{},
+		unrecorded: map[string]*unrecorded{},
 	}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	m.quit = make(chan struct{})
@@ -131,8 +185,17 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	for _, r := range queued {
+		var stdin int64
+		if fi, err := os.Stat(m.stdinPath(r.ID)); err == nil {
+			stdin = fi.Size()
+		}
 		m.queue.Add(r.Script, r.ID, r.StartAt)
-		m.active[r.ID] = &activeRun{script: r.Script, done: make(chan struct{})}
+		m.active[r.ID] = newActiveRun(r.Script, stdin)
+		m.queuedTotal++
+		m.stdinBytes += stdin
+	}
+	if n := len(queued); n > 0 {
+		m.log.Info().Int("queued", n).Msg("queued runs from before the restart are queued again")
 	}
 	m.ticks.Add(1)
 	go m.tick()
@@ -140,13 +203,16 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Submit records a run and queues it. It returns the run as recorded and
-// its place in the queue (0 once it started or ended).
+// Submit records a run and queues it. It returns the run as recorded once
+// it is settled: queued (with its place in the queue), running, or already
+// done (a -n script, or a start that failed), never a state it is about to
+// leave.
 func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, error) {
 	sc, ok := m.cfg.Scripts().Lookup(req.Script)
 	if !ok {
 		return store.Run{}, 0, fmt.Errorf("%w named %q", ErrNoSuchScript, req.Script)
 	}
+	var stdin int64
 	if req.Stdin != nil && *req.Stdin != "" {
 		switch {
 		case !sc.AllowStdin:
@@ -154,10 +220,22 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 		case len(*req.Stdin) > MaxStdin:
 			return store.Run{}, 0, fmt.Errorf("%w: stdin is limited to %d bytes", ErrStdin, MaxStdin)
 		}
+		stdin = int64(len(*req.Stdin))
 	}
-	if _, err := sc.Argv(req.Args); err != nil {
+	args, err := sc.Argv(req.Args)
+	if err != nil {
 		return store.Run{}, 0, err
 	}
+	if !sc.NoProcess {
+		// Refused now rather than when it starts, maybe hours later.
+		if err := child.CheckArgs(append([]string{sc.Path}, args...), m.environ(sc, "")); err != nil {
+			return store.Run{}, 0, err
+		}
+	}
+	if req.Timeout < 0 {
+		return store.Run{}, 0, errors.New("negative timeout")
+	}
+	timeout := EffectiveTimeout(req.Timeout, sc)
 
 	m.mu.Lock()
 	switch {
@@ -167,66 +245,165 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 	case sc.MaxQueue > 0 && m.queue.Len(sc.Name)+m.running[sc.Name]+m.reserved[sc.Name] >= sc.MaxQueue:
 		m.mu.Unlock()
 		return store.Run{}, 0, fmt.Errorf("%w: script %q allows %d runs queued and running", ErrQueueFull, sc.Name, sc.MaxQueue)
+	case !sc.NoProcess && m.queuedTotal >= m.cfg.MaxQueued:
+		m.mu.Unlock()
+		return store.Run{}, 0, fmt.Errorf("%w: %d runs are queued (--max-queued)", ErrTooManyQueued, m.cfg.MaxQueued)
+	case stdin > 0 && m.stdinBytes+stdin > m.cfg.MaxQueuedStdin:
+		m.mu.Unlock()
+		return store.Run{}, 0, fmt.Errorf("%w: %d bytes of stdin are kept for runs not yet ended (--max-queued-stdin %d)",
+			ErrTooMuchStdin, m.stdinBytes, m.cfg.MaxQueuedStdin)
 	}
 	m.reserved[sc.Name]++
+	m.queuedTotal++
+	m.stdinBytes += stdin
 	m.mu.Unlock()
-	unreserve := func() {
+	unreserve := func(keepStdin bool) {
 		m.mu.Lock()
 		m.reserved[sc.Name]--
+		m.queuedTotal--
+		if !keepStdin {
+			m.stdinBytes -= stdin
+		}
 		m.mu.Unlock()
 	}
 
-	run := store.Run{Script: sc.Name, Args: req.Args, Who: req.Who, StartAt: req.StartAt}
+	run := store.Run{Script: sc.Name, Args: req.Args, Who: req.Who, StartAt: req.StartAt, Timeout: timeout}
 	if err := m.cfg.Store.Create(ctx, &run); err != nil {
-		unreserve()
+		unreserve(false)
 		return store.Run{}, 0, err
 	}
-	if req.Stdin != nil && *req.Stdin != "" {
+	if stdin > 0 {
 		if err := os.WriteFile(m.stdinPath(run.ID), []byte(*req.Stdin), 0o600); err != nil {
-			unreserve()
+			os.Remove(m.stdinPath(run.ID))
+			unreserve(false)
+			err = fmt.Errorf("keeping stdin: %w", err)
 			m.finish(run.ID, sc.Name, nil, store.Outcome{Ended: store.EndedStartFailed}, false)
-			return store.Run{}, 0, fmt.Errorf("keeping stdin: %w", err)
+			return store.Run{}, 0, err
 		}
 	}
 	if sc.NoProcess {
 		// Nothing to start: the run is its notification (to monitors).
-		unreserve()
+		unreserve(false)
 		code := 0
 		m.finish(run.ID, sc.Name, run.Args, store.Outcome{ExitCode: &code, Ended: store.EndedExit, EndedAt: time.Now()}, false)
-		done, _ := m.cfg.Store.Get(ctx, run.ID)
-		if done.ID == "" {
+		done, err := m.Get(ctx, run.ID)
+		if err != nil {
 			done = run
 		}
 		return done, 0, nil
 	}
 
+	a := newActiveRun(sc.Name, stdin)
 	m.mu.Lock()
 	m.reserved[sc.Name]--
 	m.queue.Add(sc.Name, run.ID, req.StartAt)
-	m.active[run.ID] = &activeRun{script: sc.Name, done: make(chan struct{})}
+	m.active[run.ID] = a
 	m.mu.Unlock()
 	m.publish(feed.Event{Run: run.ID, Name: sc.Name, State: "queued"})
 	m.schedule()
-	rec, err := m.cfg.Store.Get(ctx, run.ID)
+	// Taken from the queue: wait for the start to settle, which takes no
+	// longer than a fork.
+	if m.Position(run.ID) == 0 {
+		select {
+		case <-a.settled:
+		case <-ctx.Done():
+		}
+	}
+	rec, err := m.Get(ctx, run.ID)
 	if err != nil {
 		rec = run
 	}
-	pos := m.Position(run.ID)
-	if pos == 0 && rec.State == store.StateQueued {
-		rec.State = store.StateRunning // taken from the queue: starting now
+	return rec, m.Position(run.ID), nil
+}
+
+// EffectiveTimeout is the time limit of a run of sc that asked for
+// requested (0: none): the script's -t caps it, and is the default.
+func EffectiveTimeout(requested time.Duration, sc *catalog.Script) time.Duration {
+	if sc.Timeout > 0 && (requested <= 0 || requested > sc.Timeout) {
+		return sc.Timeout
 	}
-	return rec, pos, nil
+	return max(requested, 0)
 }
 
 // Get returns a run of the history.
+// A start or end the store has not taken yet is shown as it happened.
 func (m *Manager) Get(ctx context.Context, id string) (store.Run, error) {
-	return m.cfg.Store.Get(ctx, id)
+	r, err := m.cfg.Store.Get(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	m.overlay(&r)
+	return r, nil
 }
 
 // Active lists the queued and running runs, oldest first.
 func (m *Manager) Active(ctx context.Context) ([]store.Run, error) {
-	return m.cfg.Store.ListActive(ctx)
+	rs, err := m.cfg.Store.ListActive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	active := rs[:0]
+	for i := range rs {
+		m.overlay(&rs[i])
+		if rs[i].State != store.StateDone {
+			active = append(active, rs[i])
+		}
+	}
+	return active, nil
 }
+
+// overlay applies to r what the store has not taken yet of its life.
+func (m *Manager) overlay(r *store.Run) {
+	m.mu.Lock()
+	u := m.unrecorded[r.ID]
+	var live Progress
+	var hasLive bool
+	if a := m.active[r.ID]; a != nil && a.progGen > 0 {
+		live, hasLive = a.progress, true
+	}
+	m.mu.Unlock()
+	if hasLive {
+		r.Progress = store.Progress(live)
+	}
+	if u == nil {
+		return
+	}
+	if !u.started.IsZero() && r.State == store.StateQueued {
+		r.State, r.StartedAt, r.Pid, r.Pgid = store.StateRunning, u.started, u.pid, u.pid
+	}
+	if o := u.outcome; o != nil && r.State != store.StateDone {
+		r.State, r.Ended, r.EndedAt, r.ExitCode, r.Signal = store.StateDone, o.Ended, o.EndedAt, o.ExitCode, o.Signal
+		r.OutputTruncated = o.OutputTruncated
+	}
+}
+
+// Waiting says why a queued run waits: "start_time" (its queue time is
+// still to come), "script_missing" (its script is not in the exectab now:
+// it waits for a reload that brings it back, or a cancel), "resources" (its
+// start failed for want of descriptors, processes or memory, and is tried
+// again), or "slot" (runs of its script use every slot -s allows, or the
+// server runs --max-procs processes). "" when it is not queued.
+func (m *Manager) Waiting(r store.Run) string {
+	if r.State != store.StateQueued {
+		return ""
+	}
+	if _, ok := m.cfg.Scripts().Lookup(r.Script); !ok {
+		return "script_missing"
+	}
+	if r.StartAt.After(time.Now()) {
+		return "start_time"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a := m.active[r.ID]; a != nil && a.waiting != "" {
+		return a.waiting
+	}
+	return "slot"
+}
+
+// ScriptsChanged tells the manager that the exectab was reloaded: queued
+// runs of a script that came back can start at once.
+func (m *Manager) ScriptsChanged() { m.schedule() }
 
 // Output reads a run's output from offset (see store.ReadOutput).
 func (m *Manager) Output(id string, offset int64) (io.ReadCloser, int64, error) {
@@ -262,7 +439,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 	switch {
 	case a == nil:
 		m.mu.Unlock()
-		r, err := m.cfg.Store.Get(ctx, id)
+		r, err := m.Get(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -271,6 +448,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("run %s is %s but not managed here", id, r.State)
 	case m.queue.Remove(id):
+		m.queuedTotal--
 		m.mu.Unlock()
 		m.finish(id, a.script, nil, store.Outcome{Ended: store.EndedCancelled, EndedAt: time.Now()}, m.removeDone(a.script))
 		return nil
@@ -302,10 +480,14 @@ func (m *Manager) Close(ctx context.Context) error {
 	defer m.stop()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if n := m.recordPending(); n > 0 {
+		m.log.Error().Int("runs", n).Msg("the ends of some runs could not be recorded (is the disk full?): " +
+			"the next start marks them interrupted")
+	}
+	return nil
 }
 
 func (m *Manager) tick() {
@@ -318,6 +500,7 @@ func (m *Manager) tick() {
 		case <-m.quit:
 			return
 		case now := <-t.C:
+			m.recordPending()
 			m.schedule()
 			if m.cfg.Retain > 0 && now.Sub(lastRetain) >= m.cfg.RetainEvery {
 				lastRetain = now
@@ -333,7 +516,9 @@ func (m *Manager) tick() {
 }
 
 // schedule starts every queued run that may start now: first in, first
-// out per script, within the script's -s.
+// out per script, within the script's -s. Runs of a script that a reload
+// removed stay queued (Waiting says so) until it comes back or they are
+// cancelled: a reload never loses queued work.
 func (m *Manager) schedule() {
 	cat := m.cfg.Scripts()
 	now := time.Now()
@@ -350,17 +535,9 @@ func (m *Manager) schedule() {
 				break
 			}
 			m.running[name]++
+			m.queuedTotal--
 			m.runs.Add(1)
 			go m.execute(id, sc)
-		}
-		if !ok { // removed from the exectab by a reload
-			for {
-				id, ready := m.queue.Ready(name, now.Add(100*365*24*time.Hour))
-				if !ready {
-					break
-				}
-				go m.finish(id, name, nil, store.Outcome{Ended: store.EndedStartFailed, EndedAt: now}, false)
-			}
 		}
 	}
 }
@@ -368,16 +545,36 @@ func (m *Manager) schedule() {
 // execute runs one detached run to its end.
 func (m *Manager) execute(id string, sc *catalog.Script) {
 	defer m.runs.Done()
+	m.mu.Lock()
+	a := m.active[id]
+	m.mu.Unlock()
+	settle := sync.OnceFunc(func() {
+		if a != nil {
+			close(a.settled)
+		}
+	})
+	defer settle()
 	ended := func() {
 		m.mu.Lock()
 		m.running[sc.Name]--
 		m.mu.Unlock()
 		m.schedule()
 	}
+	requeue := func(why string) {
+		m.mu.Lock()
+		m.running[sc.Name]--
+		m.queuedTotal++
+		m.queue.AddFront(sc.Name, id, time.Time{})
+		if a != nil {
+			a.waiting = why
+		}
+		m.mu.Unlock()
+	}
 	r, err := m.cfg.Store.Get(m.ctx, id)
 	if err != nil {
-		m.log.Error().Err(err).Str("run", id).Msg("reading a run to start")
-		ended()
+		// The store cannot say what to run now (locked, say): try later.
+		m.log.Error().Err(err).Str("run", id).Msg("reading a run to start: it stays queued")
+		requeue("storage")
 		return
 	}
 	token := newToken()
@@ -396,12 +593,16 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 	proc, err := m.cfg.Broker.StartIn("run-"+id, broker.Limit{Group: "script " + sc.Name, Max: sc.Concurrency}, spec)
 	switch {
 	case errors.Is(err, broker.ErrGroupBusy) || errors.Is(err, broker.ErrTooManyProcs):
-		// Attached runs of the script hold the slots: try again later.
+		// Attached runs of the script, or other processes, hold the
+		// slots: try again later.
 		out.Close()
-		m.mu.Lock()
-		m.running[sc.Name]--
-		m.queue.AddFront(sc.Name, id, time.Time{})
-		m.mu.Unlock()
+		requeue("slot")
+		return
+	case errors.Is(err, child.ErrNoResources):
+		// A condition of the server, not of the run: try again later.
+		out.Close()
+		m.log.Warn().Err(err).Str("run", id).Str("script", sc.Name).Msg("detached run could not start for want of resources: it stays queued")
+		requeue("resources")
 		return
 	case errors.Is(err, broker.ErrShuttingDown):
 		out.Close() // stays queued for the next start
@@ -414,28 +615,51 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 		ended()
 		return
 	}
-	if err := m.cfg.Store.MarkStarted(m.ctx, id, proc.Pid(), time.Now()); err != nil {
-		m.log.Error().Err(err).Str("run", id).Msg("recording a start")
+	started := time.Now()
+	if err := m.cfg.Store.MarkStarted(m.ctx, id, proc.Pid(), started); err != nil {
+		m.log.Error().Err(err).Str("run", id).Msg("recording a start: kept until the store takes it")
+		m.mu.Lock()
+		m.unrecorded[id] = &unrecorded{pid: proc.Pid(), started: started}
+		m.mu.Unlock()
 	}
 	m.publish(feed.Event{Run: id, Name: sc.Name, State: "running"})
 	m.mu.Lock()
-	a := m.active[id]
-	a.proc, a.token = proc, token
+	a.proc, a.token, a.waiting = proc, token, ""
 	cancelled := a.cancelled
 	m.mu.Unlock()
+	settle()
 	if cancelled {
 		proc.Kill(child.ReasonCancelled)
 	}
 
-	// Progress is saved at most every progressEvery; a change that has to
-	// wait is saved when the wait is over, even if the script goes quiet.
+	// Progress comes from output lines and from the callback API, into one
+	// state (the run's): a line changes what a callback set, never an older
+	// copy of it. It is saved at most every progressEvery; a change that has
+	// to wait is saved when the wait is over, even if the script goes quiet.
 	var scan ProgressScanner
+	seen := 0 // the progGen scan was last in step with
+	scanLines := func(b []byte) {
+		m.mu.Lock()
+		if a.progGen != seen {
+			scan.SetProgress(a.progress)
+		}
+		if scan.Write(b) {
+			a.progress = scan.Progress()
+			a.progGen++
+		}
+		seen = a.progGen
+		m.mu.Unlock()
+	}
 	var lastSaved time.Time
 	var later <-chan time.Time
-	dirty := false
 	save := func() {
-		m.saveProgress(id, sc.Name, scan.Progress())
-		lastSaved, dirty, later = time.Now(), false, nil
+		m.saveLatest(id, a)
+		lastSaved, later = time.Now(), nil
+	}
+	dirty := func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return a.progGen != a.savedGen
 	}
 	for output := proc.Output(); output != nil; {
 		select {
@@ -445,13 +669,11 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 				break
 			}
 			out.Write(c.Data)
-			if scan.Write(c.Data) {
-				dirty = true
-			}
+			scanLines(c.Data)
 			c.Release()
-			if wait := progressEvery - time.Since(lastSaved); dirty && wait <= 0 {
+			if wait := progressEvery - time.Since(lastSaved); dirty() && wait <= 0 {
 				save()
-			} else if dirty && later == nil {
+			} else if dirty() && later == nil {
 				later = time.After(wait)
 			}
 		case <-later:
@@ -459,15 +681,13 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 		}
 	}
 	// A last progress line without its newline still counts.
-	if scan.Write([]byte{'\n'}) {
-		dirty = true
-	}
-	if dirty {
+	scanLines([]byte{'\n'})
+	if dirty() {
 		save()
 	}
 	st := proc.Wait()
 	out.Close()
-	o := store.Outcome{Signal: st.SignalName(), EndedAt: time.Now()}
+	o := store.Outcome{Signal: st.SignalName(), EndedAt: time.Now(), OutputTruncated: out.TruncatedReason()}
 	if st.Signal == 0 {
 		code := st.Code
 		o.ExitCode = &code
@@ -488,6 +708,20 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 		Str("signal", st.SignalName()).Str("ended", string(o.Ended)).Int64("duration_ms", st.Duration.Milliseconds()).
 		Msg("detached run ended")
 	ended()
+}
+
+// saveLatest saves the run's progress as it is now, unless that is saved
+// already. Saves are one at a time, so the last one saves the latest.
+func (m *Manager) saveLatest(id string, a *activeRun) {
+	a.saveMu.Lock()
+	defer a.saveMu.Unlock()
+	m.mu.Lock()
+	p, gen, saved := a.progress, a.progGen, a.savedGen
+	a.savedGen = gen
+	m.mu.Unlock()
+	if gen != saved {
+		m.saveProgress(id, a.script, p)
+	}
 }
 
 // progressEvery bounds how often a chatty script's progress is written.
@@ -521,17 +755,28 @@ func (m *Manager) spec(r store.Run, sc *catalog.Script, token string) (child.Spe
 	if err != nil {
 		return child.Spec{}, err
 	}
-	// The callback API: the script may post its result and progress back
-	// with its own run's token, valid only while it runs.
-	base := sc.Environ(m.cfg.Env)
-	env := append(base[:len(base):len(base)], // never into the shared base
-		"REXEC_URL="+m.URL(), "REXEC_RUN_ID="+r.ID, "REXEC_RUN_TOKEN="+token)
-	spec := child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: env, Credential: cred,
-		Stderr: child.StderrMerge}
+	spec := child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: m.environ(sc, r.ID, token), Credential: cred,
+		Stderr: child.StderrMerge, Timeout: r.Timeout}
 	if b, err := os.ReadFile(m.stdinPath(r.ID)); err == nil {
 		spec.Stdin = bytes.NewReader(b)
 	}
 	return spec, nil
+}
+
+// environ is the environment of a run of sc: the server's, the exectab's
+// -e, and the callback API's variables (the script may post its result and
+// progress back with its own run's token, valid only while it runs).
+func (m *Manager) environ(sc *catalog.Script, id string, token ...string) []string {
+	base := sc.Environ(m.cfg.Env)
+	tok := strings.Repeat("0", 64) // as long as a real one, for CheckArgs
+	if len(token) > 0 {
+		tok = token[0]
+	}
+	if id == "" {
+		id = strings.Repeat("a", 26)
+	}
+	return append(base[:len(base):len(base)], // never into the shared base
+		"REXEC_URL="+m.URL(), "REXEC_RUN_ID="+id, "REXEC_RUN_TOKEN="+tok)
 }
 
 func (m *Manager) startFailed(r store.Run, err error) {
@@ -540,31 +785,90 @@ func (m *Manager) startFailed(r store.Run, err error) {
 }
 
 // finish records a run as done, drops what only a live run needs, and
-// deletes it when its script says so (-r).
+// deletes it when its script says so (-r). An end the store cannot take now
+// (a full disk, a locked database) is kept and retried every tick, and
+// shown by Get meanwhile: the end of a run is never lost.
 func (m *Manager) finish(id, script string, args []string, o store.Outcome, remove bool) {
-	if err := m.cfg.Store.MarkDone(m.ctx, id, o); err != nil {
-		m.log.Error().Err(err).Str("run", id).Msg("recording the end of a run")
+	if o.EndedAt.IsZero() {
+		o.EndedAt = time.Now()
+	}
+	recorded := true
+	if err := m.cfg.Store.MarkDone(m.ctx, id, o); err != nil && !errors.Is(err, store.ErrWrongState) {
+		recorded = false
+		m.log.Error().Err(err).Str("run", id).Msg("recording the end of a run: kept until the store takes it")
 	}
 	m.mu.Lock()
 	var result json.RawMessage
-	if a := m.active[id]; a != nil {
+	a := m.active[id]
+	if a != nil {
 		result = a.result
+		m.stdinBytes -= a.stdin
+	}
+	if recorded {
+		delete(m.unrecorded, id)
+	} else {
+		u := m.unrecorded[id]
+		if u == nil {
+			u = &unrecorded{}
+			m.unrecorded[id] = u
+		}
+		u.outcome = &o
 	}
 	m.mu.Unlock()
 	m.publish(feed.Event{Run: id, Name: script, State: "done", Args: args, ExitCode: o.ExitCode, Signal: o.Signal,
 		Ended: string(o.Ended), Result: result})
 	os.Remove(m.stdinPath(id))
-	if remove {
+	if remove && recorded {
 		if err := m.cfg.Store.Delete(m.ctx, id); err != nil {
 			m.log.Error().Err(err).Str("run", id).Msg("removing a run (-r)")
 		}
 	}
 	m.mu.Lock()
-	if a := m.active[id]; a != nil {
+	if a != nil {
 		close(a.done)
 		delete(m.active, id)
 	}
 	m.mu.Unlock()
+}
+
+// recordPending gives the store the starts and ends it could not take
+// before, and returns how many are still pending.
+func (m *Manager) recordPending() int {
+	m.mu.Lock()
+	pending := make(map[string]unrecorded, len(m.unrecorded))
+	for id, u := range m.unrecorded {
+		pending[id] = *u
+	}
+	m.mu.Unlock()
+	left := 0
+	for id, u := range pending {
+		if !u.started.IsZero() {
+			err := m.cfg.Store.MarkStarted(m.ctx, id, u.pid, u.started)
+			if err != nil && !errors.Is(err, store.ErrWrongState) {
+				left++
+				continue
+			}
+			m.mu.Lock()
+			if cur := m.unrecorded[id]; cur != nil {
+				cur.started = time.Time{}
+			}
+			m.mu.Unlock()
+		}
+		if u.outcome != nil {
+			err := m.cfg.Store.MarkDone(m.ctx, id, *u.outcome)
+			if err != nil && !errors.Is(err, store.ErrWrongState) {
+				left++
+				continue
+			}
+			m.log.Info().Str("run", id).Msg("the end of a run is recorded at last")
+		}
+		m.mu.Lock()
+		if cur := m.unrecorded[id]; cur != nil && cur.started.IsZero() && (cur.outcome == nil || u.outcome != nil) {
+			delete(m.unrecorded, id)
+		}
+		m.mu.Unlock()
+	}
+	return left
 }
 
 func (m *Manager) removeDone(script string) bool {
@@ -642,17 +946,52 @@ func (m *Manager) PostResult(ctx context.Context, id, token string, result json.
 	return nil
 }
 
-// PostProgress sets the progress of run id without printing lines, for the
-// run itself holding token.
-func (m *Manager) PostProgress(ctx context.Context, id, token string, p Progress) error {
+// ProgressPatch is a change of progress posted by a run: the fields given
+// (not nil) replace the run's; as a "[N/M]" line does, a new task number
+// clears the subtask unless the patch sets it too.
+type ProgressPatch struct {
+	Task, TaskTotal *int
+	TaskTitle       *string
+	SubtaskPercent  *int
+	SubtaskTitle    *string
+}
+
+func (pp ProgressPatch) apply(p Progress) Progress {
+	if pp.Task != nil && *pp.Task != p.Task {
+		p.Task, p.TaskTitle, p.SubtaskPercent, p.SubtaskTitle = *pp.Task, "", 0, ""
+	}
+	if pp.TaskTotal != nil {
+		p.TaskTotal = *pp.TaskTotal
+	}
+	if pp.TaskTitle != nil {
+		p.TaskTitle = *pp.TaskTitle
+	}
+	if pp.SubtaskPercent != nil {
+		p.SubtaskPercent = *pp.SubtaskPercent
+	}
+	if pp.SubtaskTitle != nil {
+		p.SubtaskTitle = *pp.SubtaskTitle
+	}
+	return p
+}
+
+// PostProgress changes the progress of run id without printing lines, for
+// the run itself holding token. Its output lines and its callbacks change
+// one progress state: a later line starts from what the callback set.
+func (m *Manager) PostProgress(ctx context.Context, id, token string, patch ProgressPatch) error {
 	if err := m.callback(id, token); err != nil {
 		return err
 	}
-	r, err := m.cfg.Store.Get(ctx, id)
-	if err != nil {
-		return err
+	m.mu.Lock()
+	a := m.active[id]
+	if a == nil {
+		m.mu.Unlock()
+		return ErrRunToken
 	}
-	m.saveProgress(id, r.Script, p)
+	a.progress = patch.apply(a.progress)
+	a.progGen++
+	m.mu.Unlock()
+	m.saveLatest(id, a)
 	return nil
 }
 

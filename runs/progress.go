@@ -137,6 +137,11 @@ func (s *ProgressScanner) Write(p []byte) (changed bool) {
 // Progress returns the current progress.
 func (s *ProgressScanner) Progress() Progress { return s.p }
 
+// SetProgress makes p the progress that the next lines change: a progress
+// set by other means (the callback API) is not undone by a later line. The
+// line being read goes on where it was.
+func (s *ProgressScanner) SetProgress(p Progress) { s.p = p }
+
 // endLine ends the current line, applying it if it is a progress line.
 func (s *ProgressScanner) endLine() {
 	if s.state == progBlanks || s.state == progTitle {
