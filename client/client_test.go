@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -190,6 +192,14 @@ func TestLongLine(t *testing.T) {
 		st, err := mustStart(t, context.Background(), c, fake("longline", strconv.Itoa(n))).Copy(&stdout, io.Discard)
 		if err != nil || !st.Success() || stdout.String() != strings.Repeat("x", n)+"\nend\n" {
 			t.Fatalf("%d bytes, %+v %v", stdout.Len(), st, err)
+		}
+	})
+	t.Run("an unterminated last line of pieces", func(t *testing.T) {
+		spec := client.Spec{Cmd: "sh", Args: []string{"-c", "echo a; head -c " + strconv.Itoa(n) + " /dev/zero | tr '\\0' x"}}
+		evs, err := events(t, mustStart(t, context.Background(), c, spec))
+		if err != nil || len(evs) != 3 || evs[0].Line != "a" || evs[0].Unterminated ||
+			evs[1].Kind != client.Stdout || evs[1].Line != strings.Repeat("x", n) || !evs[1].Unterminated || !evs[2].Status.Success() {
+			t.Fatalf("%d events, %v", len(evs), err)
 		}
 	})
 }
@@ -497,12 +507,108 @@ func TestNewAlias(t *testing.T) {
 	}
 }
 
+// streamLines is what Next returned of each stream, a line as "text" or,
+// when Unterminated, "text|".
+func streamLines(evs []client.Event) (stdout, stderr []string) {
+	for _, ev := range evs {
+		l := ev.Line
+		if ev.Unterminated {
+			l += "|"
+		}
+		switch ev.Kind {
+		case client.Stdout:
+			stdout = append(stdout, l)
+		case client.Stderr:
+			stderr = append(stderr, l)
+		}
+	}
+	return stdout, stderr
+}
+
 func TestNextKeepsUnterminatedLastLines(t *testing.T) {
 	c := mustClient(t, newServer(t, webapi.Config{}), "")
-	spec := client.Spec{Cmd: "sh", Args: []string{"-c", "echo a; printf b; printf c >&2"}}
-	lines, st := mustEvents(t, mustStart(t, context.Background(), c, spec))
-	got := strings.Join(lines, ",")
-	if (got != "stdout:a,stdout:b,stderr:c" && got != "stdout:a,stderr:c,stdout:b") || !st.Success() {
-		t.Fatalf("lines %q, %+v", got, st)
+	for _, tc := range []struct {
+		script         string
+		stdout, stderr string // lines, "|" marking an Unterminated one
+	}{
+		{"echo a; printf b; echo e >&2", "a,b|", "e"},
+		{"echo a; printf b; printf c >&2", "a,b|", "c|"},
+		{"echo a; echo e >&2; printf 'f\ng' >&2", "a", "e,f,g|"},
+		{"printf 'a\n\n'; printf e >&2", "a,", "e|"},
+	} {
+		t.Run(tc.script, func(t *testing.T) {
+			spec := client.Spec{Cmd: "sh", Args: []string{"-c", tc.script}}
+			evs, err := events(t, mustStart(t, context.Background(), c, spec))
+			if err != nil || !evs[len(evs)-1].Status.Success() {
+				t.Fatalf("events %+v, %v", evs, err)
+			}
+			stdout, stderr := streamLines(evs)
+			if strings.Join(stdout, ",") != tc.stdout || strings.Join(stderr, ",") != tc.stderr {
+				t.Fatalf("stdout %q stderr %q, want %q %q", stdout, stderr, tc.stdout, tc.stderr)
+			}
+			// Unterminated lines come last, just before End.
+			for j, ev := range evs[:len(evs)-1] {
+				if ev.Unterminated && !evs[j+1].Unterminated && evs[j+1].Kind != client.End {
+					t.Fatalf("event %d after an unterminated line: %+v", j+1, evs)
+				}
+			}
+		})
+	}
+}
+
+// TestNextAndCopyAgree reads the same scripted stream with Next, with Copy,
+// and with Next then Copy: each gives back the same output.
+func TestNextAndCopyAgree(t *testing.T) {
+	long := strings.Repeat("x", 100)
+	stream := []string{
+		`{"stream":"stdout","line":"a"}`,
+		`{"stream":"stdout","line":"` + long + `","partial":true}`,
+		`{"heartbeat":true}`,
+		`{"future":"thing"}`,
+		`{"stream":"stderr","line":"e","partial":true}`,
+		`{"stream":"stdout","line":"` + long + `"}`, // the long line's end
+		`{"stream":"stdout","line":"b","partial":true}`,
+		`{"stream":"stdout","line":"c","partial":true}`, // an unterminated last line of two pieces
+		`{"stream":"stderr","line":"f","partial":true}`, // "ef", unterminated too
+		`{"exit_code":2,"duration_ms":7,"reason":"exit"}`,
+	}
+	c := brokenServer(t, func(w http.ResponseWriter, r *http.Request) { ndjson(w, stream...) })
+	wantStdout, wantStderr := "a\n"+long+long+"\nbc", "ef"
+	wantEvents := []client.Event{
+		{Kind: client.Stdout, Line: "a"},
+		{Kind: client.Heartbeat},
+		{Kind: client.Stdout, Line: long + long},
+		{Kind: client.Stdout, Line: "bc", Unterminated: true},
+		{Kind: client.Stderr, Line: "ef", Unterminated: true},
+		{Kind: client.End, Status: client.Status{ExitCode: 2, Duration: 7 * time.Millisecond, Reason: client.ReasonExit}},
+	}
+	evs, err := events(t, mustStart(t, context.Background(), c, client.Spec{Cmd: "x"}))
+	if err != nil || !slices.Equal(evs, wantEvents) {
+		t.Fatalf("Next: %+v %v\nwant %+v", evs, err, wantEvents)
+	}
+	for k := range len(wantEvents) {
+		t.Run(fmt.Sprintf("Copy after %d Next", k), func(t *testing.T) {
+			run := mustStart(t, context.Background(), c, client.Spec{Cmd: "x"})
+			var out [2]strings.Builder
+			for range k {
+				ev, err := run.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev.Kind == client.Stdout || ev.Kind == client.Stderr {
+					out[ev.Kind-client.Stdout].WriteString(ev.Line)
+					if !ev.Unterminated {
+						out[ev.Kind-client.Stdout].WriteString("\n")
+					}
+				}
+			}
+			st, err := run.Copy(&out[0], &out[1])
+			if err != nil || st != wantEvents[len(wantEvents)-1].Status {
+				t.Fatalf("Copy: %+v %v", st, err)
+			}
+			if out[0].String() != wantStdout || out[1].String() != wantStderr {
+				t.Fatalf("stdout %q stderr %q", out[0].String(), out[1].String())
+			}
+		})
 	}
 }

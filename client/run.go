@@ -43,10 +43,14 @@ func (k Kind) String() string {
 // Event is one thing that happened in a run.
 type Event struct {
 	Kind Kind
-	// Line, for Stdout and Stderr, is a line without its newline. Copy
-	// writes the newline back, except after a stream's last line when the
-	// command did not end it with one.
+	// Line, for Stdout and Stderr, is a line without its newline (the
+	// pieces of a long line joined). Copy writes the newline back, except
+	// after an Unterminated line.
 	Line string
+	// Unterminated, for Stdout and Stderr, says the line is the stream's
+	// last and the command did not end it with a newline; Copy writes no
+	// newline after it. Such lines come just before End.
+	Unterminated bool
 	// Status, for End, is how the run ended.
 	Status Status
 }
@@ -91,6 +95,7 @@ type Run struct {
 	br      *bufio.Reader
 	line    []byte    // the object being read, reused
 	pending [2][]byte // pieces of a long line, per stream, until its last piece
+	later   int       // the stream that got the latest piece
 	unread  *Event    // End, held back by Next while unterminated last lines go out
 	err     error     // sticky: io.EOF after End, or why the run was lost
 }
@@ -114,57 +119,74 @@ func (r *Run) init(body io.ReadCloser) {
 
 // Next returns the run's next event: Stdout and Stderr lines (the pieces of
 // a long line joined, so a line takes as much memory as it is long),
-// heartbeats, and last End with the status. After End it returns io.EOF.
-// When the stream breaks before End, the error is ErrRunLost (an unfinished
-// long line is dropped); when the caller's context ends, its error; after
-// Close, ErrClosed.
+// heartbeats, and last End with the status. A stream's last line that the
+// command did not end with a newline comes just before End, marked
+// Unterminated, so that writing each line followed by a newline, except
+// after an Unterminated one, gives back the output exactly. After End Next
+// returns io.EOF. When the stream breaks before End, the error is ErrRunLost
+// (the pieces of an unfinished long line are dropped); when the caller's
+// context ends, its error; after Close, ErrClosed.
 func (r *Run) Next() (Event, error) {
 	for {
-		var ev Event
-		var partial bool
 		if r.unread != nil {
-			ev, r.unread = *r.unread, nil
-		} else {
-			var err error
-			if ev, partial, err = r.piece(); err != nil {
-				return Event{}, err
+			if ev, ok := r.unterminated(); ok {
+				return ev, nil
 			}
-		}
-		if ev.Kind == End {
-			// A stream's unterminated last line comes as a piece with
-			// nothing after it: it is still a line.
-			for i := range r.pending {
-				if len(r.pending[i]) > 0 {
-					line := Event{Kind: Stdout + Kind(i), Line: string(r.pending[i])}
-					r.pending[i] = r.pending[i][:0]
-					end := ev
-					r.unread = &end
-					return line, nil
-				}
-			}
-		}
-		if ev.Kind != Stdout && ev.Kind != Stderr {
+			ev := *r.unread
+			r.unread = nil
 			return ev, nil
 		}
-		i := ev.Kind - Stdout
-		if partial {
-			r.pending[i] = append(r.pending[i], ev.Line...)
-			continue
+		ev, partial, err := r.piece()
+		if err != nil {
+			return Event{}, err
 		}
-		if len(r.pending[i]) > 0 {
-			ev.Line = string(append(r.pending[i], ev.Line...))
-			r.pending[i] = r.pending[i][:0]
+		switch ev.Kind {
+		case End:
+			// A stream's unterminated last line came as a piece with
+			// nothing after it: it goes out before End.
+			r.unread = &ev
+			continue
+		case Stdout, Stderr:
+			i := int(ev.Kind - Stdout)
+			if partial {
+				r.pending[i] = append(r.pending[i], ev.Line...)
+				r.later = i
+				continue
+			}
+			if len(r.pending[i]) > 0 {
+				ev.Line = string(append(r.pending[i], ev.Line...))
+				r.pending[i] = r.pending[i][:0]
+			}
 		}
 		return ev, nil
 	}
 }
 
-// Copy writes the run's stdout and stderr lines to stdout and stderr, each
-// followed by a newline, as they arrive, and returns the status at the end.
+// unterminated takes a line left pending at End, as an Unterminated line;
+// when both streams have one, in the order their last pieces arrived.
+func (r *Run) unterminated() (Event, bool) {
+	for _, i := range [2]int{1 - r.later, r.later} {
+		if len(r.pending[i]) > 0 {
+			ev := Event{Kind: Stdout + Kind(i), Line: string(r.pending[i]), Unterminated: true}
+			r.pending[i] = nil
+			return ev, true
+		}
+	}
+	return Event{}, false
+}
+
+// Copy writes the run's stdout and stderr lines to stdout and stderr as
+// they arrive, each followed by a newline except an Unterminated one, and
+// returns the status at the end: what it writes is what the command wrote.
 // A long line is written piece by piece, so memory stays bounded. Output is
 // buffered only while more complete lines have already arrived; the order of
-// lines across the two writers is kept. Errors are those of Next, or a write
-// error (the run then goes on until Close).
+// lines across the two writers is kept. Copy may follow calls to Next: it
+// first writes what Next has taken and not returned yet (the pieces of a
+// long line, the unterminated last lines), so that Next's lines and Copy's
+// output together are the whole output. When the stream breaks before End,
+// the pieces of an unfinished long line are written, without a newline, and
+// the error is returned. Errors are those of Next (io.EOF after End), or a
+// write error (the run then goes on until Close).
 func (r *Run) Copy(stdout, stderr io.Writer) (Status, error) {
 	w := [2]*bufio.Writer{bufio.NewWriterSize(stdout, 32<<10), bufio.NewWriterSize(stderr, 32<<10)}
 	flush := func() error {
@@ -172,13 +194,24 @@ func (r *Run) Copy(stdout, stderr io.Writer) (Status, error) {
 		return errors.Join(err0, err1)
 	}
 	last := -1
-	// Pieces already taken by Next.
-	for i := range r.pending {
+	// What Next has taken: the pieces of a line, in the order they came.
+	for _, i := range [2]int{1 - r.later, r.later} {
 		if len(r.pending[i]) > 0 {
+			if last >= 0 {
+				if err := w[last].Flush(); err != nil {
+					return Status{}, err
+				}
+			}
 			w[i].Write(r.pending[i])
 			r.pending[i] = r.pending[i][:0]
 			last = i
 		}
+	}
+	if r.unread != nil {
+		// Next holds End back: the pieces were unterminated last lines.
+		st := r.unread.Status
+		r.unread = nil
+		return st, flush()
 	}
 	for {
 		if !r.lineBuffered() {
