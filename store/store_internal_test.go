@@ -266,25 +266,32 @@ func writerFd(t *testing.T, w *OutputWriter) int {
 	return fd
 }
 
-// TestOutputWriteFails: a write error cuts the output, once, and the writer
-// keeps accepting (and discarding) writes. The file is made unwritable under
-// the writer by putting a read-only /dev/null in its descriptor's place.
-func TestOutputWriteFails(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir(), Options{})
+// newRunOutput is a store with one run and its output writer open.
+func newRunOutput(t *testing.T) (*Store, Run, *OutputWriter) {
+	t.Helper()
+	s, err := Open(context.Background(), t.TempDir(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	r := Run{Script: "x"}
-	if err := s.Create(ctx, &r); err != nil {
+	if err := s.Create(context.Background(), &r); err != nil {
 		t.Fatal(err)
 	}
 	w, err := s.OpenOutput(r.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	t.Cleanup(func() { w.Close() })
+	return s, r, w
+}
+
+// TestOutputWriteFails: a write error cuts the output, once, and the writer
+// keeps accepting (and discarding) writes. The file is made unwritable under
+// the writer by putting a read-only /dev/null in its descriptor's place.
+func TestOutputWriteFails(t *testing.T) {
+	ctx := context.Background()
+	s, r, w := newRunOutput(t)
 	if n, err := w.Write([]byte("before\n")); n != 7 || err != nil {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
@@ -324,21 +331,7 @@ func TestOutputWriteFails(t *testing.T) {
 // of one page that has room for the marker but not for the write that fails
 // (EAGAIN, nothing written: it would need a second page).
 func TestOutputFailureMarker(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r := Run{Script: "x"}
-	if err := s.Create(ctx, &r); err != nil {
-		t.Fatal(err)
-	}
-	w, err := s.OpenOutput(r.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	_, _, w := newRunOutput(t)
 
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {

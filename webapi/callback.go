@@ -3,7 +3,6 @@ package webapi
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 
@@ -41,22 +40,24 @@ func (s *Server) handlePostProgress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The fields given change the run's progress; the others keep theirs.
 	var p struct {
-		Task           int    `json:"task"`
-		TaskTotal      int    `json:"task_total"`
-		TaskTitle      string `json:"task_title"`
-		SubtaskPercent int    `json:"subtask_percent"`
-		SubtaskTitle   string `json:"subtask_title"`
+		Task           *int    `json:"task"`
+		TaskTotal      *int    `json:"task_total"`
+		TaskTitle      *string `json:"task_title"`
+		SubtaskPercent *int    `json:"subtask_percent"`
+		SubtaskTitle   *string `json:"subtask_title"`
 	}
 	if err := decodeStrict(body, &p); err != nil {
 		s.failScripts(w, err)
 		return
 	}
-	if p.Task < 0 || p.TaskTotal < 0 || p.SubtaskPercent < 0 || p.SubtaskPercent > 100 {
+	neg := func(n *int) bool { return n != nil && *n < 0 }
+	if neg(p.Task) || neg(p.TaskTotal) || neg(p.SubtaskPercent) || (p.SubtaskPercent != nil && *p.SubtaskPercent > 100) {
 		s.failScripts(w, badRequestf("task and task_total must be 0 or more, subtask_percent 0 to 100"))
 		return
 	}
-	if err := s.cfg.Runs.PostProgress(r.Context(), r.PathValue("id"), bearer(r), runs.Progress(p)); err != nil {
+	if err := s.cfg.Runs.PostProgress(r.Context(), r.PathValue("id"), bearer(r), runs.ProgressPatch(p)); err != nil {
 		s.failScripts(w, err)
 		return
 	}
@@ -65,7 +66,7 @@ func (s *Server) handlePostProgress(w http.ResponseWriter, r *http.Request) {
 
 // callbackBody reads a callback's body: a JSON object of at most 64 KiB.
 func (s *Server) callbackBody(w http.ResponseWriter, r *http.Request) (json.RawMessage, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCallbackBody))
+	body, err := s.readBody(w, r, maxCallbackBody)
 	if err != nil {
 		s.failScripts(w, err)
 		return nil, false
@@ -79,7 +80,8 @@ func (s *Server) callbackBody(w http.ResponseWriter, r *http.Request) (json.RawM
 	return json.RawMessage(body), true
 }
 
+// bearer is the run token a callback carries.
 func bearer(r *http.Request) string {
-	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	t, _ := credential(r, false)
 	return t
 }

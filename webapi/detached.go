@@ -1,15 +1,13 @@
 package webapi
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
-	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/runs"
 	"github.com/rexec/rexec/store"
 )
@@ -50,26 +48,31 @@ func (s *Server) scriptsHandler(method string, h http.HandlerFunc) http.HandlerF
 	}
 }
 
-// guestsHandler answers 404 when this server keeps no guest keys.
+// guestsHandler answers 404 when this server keeps no guest keys, and 403
+// when it has no admin token: the guest API is the admin's.
 func (s *Server) guestsHandler(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Guests == nil {
+		switch {
+		case s.cfg.Guests == nil:
 			writeScriptsError(w, http.StatusNotFound, "no_guests", "this server keeps no guest keys")
-			return
+		case s.cfg.Token == "":
+			s.failScripts(w, errNoToken)
+		default:
+			h(w, r)
 		}
-		h(w, r)
 	}
 }
 
 type runScriptRequest struct {
-	Name  string   `json:"name"`
-	Args  []string `json:"args"`
-	Stdin *string  `json:"stdin"`
-	Queue int64    `json:"queue"` // UNIX time to start at; 0: now
+	Name    string   `json:"name"`
+	Args    []string `json:"args"`
+	Stdin   *string  `json:"stdin"`
+	Queue   int64    `json:"queue"`   // UNIX time to start at; 0: now
+	Timeout string   `json:"timeout"` // a Go duration; capped by the script's -t
 }
 
 func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody+runs.MaxStdin))
+	body, err := s.readBody(w, r, s.cfg.MaxBody+runs.MaxStdin)
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -87,6 +90,17 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, badRequestf("field \"queue\" must be a UNIX time"))
 		return
 	}
+	if req.Queue > 0 && !store.StorableTime(time.Unix(req.Queue, 0)) {
+		s.failScripts(w, badRequestf("field \"queue\" is after 2262-04-11, the latest time the server can keep"))
+		return
+	}
+	var timeout time.Duration
+	if req.Timeout != "" {
+		if timeout, err = time.ParseDuration(req.Timeout); err != nil || timeout <= 0 {
+			s.failScripts(w, badRequestf("field \"timeout\" must be a positive duration such as \"30s\", not %q", req.Timeout))
+			return
+		}
+	}
 	if err := allowed(r, canRun, req.Name); err != nil {
 		s.failScripts(w, err)
 		return
@@ -99,14 +113,22 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 	if g := guestOf(r); g != nil {
 		who = g.ID
 	}
-	run, pos, err := s.cfg.Runs.Submit(r.Context(), runs.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin, StartAt: startAt, Who: who})
+	run, pos, err := s.cfg.Runs.Submit(r.Context(), runs.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin,
+		StartAt: startAt, Who: who, Timeout: timeout})
 	if err != nil {
 		s.failScripts(w, err)
 		return
 	}
-	writeScripts(w, http.StatusOK, map[string]any{
+	answer := map[string]any{
 		"id": run.ID, "name": run.Script, "state": run.State, "queued": run.QueuedAt.Unix(), "position": pos,
-	})
+	}
+	if why := s.cfg.Runs.Waiting(run); why != "" {
+		answer["waiting"] = why
+	}
+	if run.State == store.StateDone {
+		answer["ended"] = run.Ended
+	}
+	writeScripts(w, http.StatusOK, answer)
 }
 
 func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
@@ -176,9 +198,14 @@ func (s *Server) runStatus(run store.Run) map[string]any {
 			"subtask_percent": run.Progress.SubtaskPercent, "subtask_title": run.Progress.SubtaskTitle,
 		},
 		"output_size": run.OutputSize,
+		"timeout":     run.Timeout.Seconds(),
 	}
 	if run.State == store.StateQueued {
 		st["position"] = s.cfg.Runs.Position(run.ID)
+		st["waiting"] = s.cfg.Runs.Waiting(run)
+	}
+	if run.OutputTruncated != "" {
+		st["output_truncated"] = run.OutputTruncated
 	}
 	if run.State == store.StateDone {
 		st["ended"] = run.Ended
@@ -220,6 +247,13 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, err)
 		return
 	}
+	if following {
+		closeMonitor, ok := s.admitMonitor(w, r)
+		if !ok {
+			return
+		}
+		defer closeMonitor()
+	}
 	ended := s.cfg.Runs.Ended(id)
 	rd, _, err := s.cfg.Runs.Output(id, offset)
 	if err != nil {
@@ -227,6 +261,10 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { rd.Close() }()
+	// A follower ends, with its trailer, when its guest key is deleted or
+	// expires, as the event monitors do.
+	revoked := make(chan struct{})
+	defer s.watchGuest(r, sync.OnceFunc(func() { close(revoked) }))()
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
@@ -263,6 +301,10 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-s.closing:
 			following = false // end with the trailer: the client resumes from it
+		case <-revoked:
+			// The key may no longer read this output: cut the connection,
+			// so the client sees the stream end without its trailer.
+			panic(http.ErrAbortHandler)
 		}
 		if !following {
 			break
@@ -280,50 +322,6 @@ func (s *Server) runAllowed(r *http.Request, right func(store.Guest) bool) error
 	return allowed(r, right, run.Script)
 }
 
-// failScripts answers with the status and errorcode of err's kind.
-func (s *Server) failScripts(w http.ResponseWriter, err error) {
-	status, code, msg := scriptsStatusOf(err)
-	if status == http.StatusInternalServerError {
-		s.log.Error().Err(err).Msg("internal error")
-	}
-	writeScriptsError(w, status, code, msg)
-}
-
-// scriptsStatusOf maps error kinds of the /scripts/v1 API to a status and
-// an errorcode, in one place.
-func scriptsStatusOf(err error) (int, string, string) {
-	var bad *badRequest
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &bad):
-		return http.StatusBadRequest, "invalid_request", bad.msg
-	case errors.As(err, &tooBig):
-		return http.StatusRequestEntityTooLarge, "too_large", "request body larger than the limit"
-	case errors.Is(err, runs.ErrNoSuchScript):
-		return http.StatusNotFound, "invalid_name", err.Error()
-	case errors.Is(err, catalog.ErrMissingArgument), errors.Is(err, catalog.ErrTooManyArguments),
-		errors.Is(err, catalog.ErrInvalidArgument):
-		return http.StatusBadRequest, "invalid_args", err.Error()
-	case errors.Is(err, runs.ErrStdin):
-		return http.StatusBadRequest, "invalid_stdin", err.Error()
-	case errors.Is(err, runs.ErrQueueFull):
-		return http.StatusTooManyRequests, "queue_full", err.Error()
-	case errors.Is(err, errForbidden):
-		return http.StatusForbidden, "forbidden", err.Error()
-	case errors.Is(err, runs.ErrRunToken):
-		return http.StatusForbidden, "invalid_token", err.Error()
-	case errors.Is(err, runs.ErrDone):
-		return http.StatusConflict, "already_done", err.Error()
-	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound, "invalid_id", "no run with this id"
-	case errors.Is(err, store.ErrBadOffset):
-		return http.StatusRequestedRangeNotSatisfiable, "invalid_offset", err.Error()
-	case errors.Is(err, runs.ErrClosed), errors.Is(err, context.Canceled):
-		return http.StatusServiceUnavailable, "shutting_down", "server is shutting down"
-	}
-	return http.StatusInternalServerError, "internal_error", "internal error"
-}
-
 func writeScripts(w http.ResponseWriter, status int, v map[string]any) {
 	v["success"] = true
 	h := w.Header()
@@ -331,12 +329,4 @@ func writeScripts(w http.ResponseWriter, status int, v map[string]any) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
-}
-
-func writeScriptsError(w http.ResponseWriter, status int, code, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"success": false, "error": msg, "errorcode": code})
 }

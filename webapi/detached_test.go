@@ -13,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/internal/testchild"
@@ -29,10 +31,12 @@ import (
 // detachedServer is a real server with detached runs on a store in a temp
 // dir. Its scripts run the test binary as fake children (see exectab).
 type detachedServer struct {
-	url   string
-	token string // the admin token, when the server has one
-	store *store.Store
-	runs  *runs.Manager
+	url     string
+	token   string // the admin token, when the server has one
+	dir     string
+	store   *store.Store
+	runs    *runs.Manager
+	scripts *atomic.Pointer[catalog.Catalog] // swap it to reload
 }
 
 func newDetachedServer(t *testing.T, dir string, lines ...string) *detachedServer {
@@ -47,8 +51,18 @@ func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...s
 
 func newDetachedServerToken(t *testing.T, dir string, cfg runs.Config, token string, lines ...string) *detachedServer {
 	t.Helper()
+	return newDetachedServerFull(t, dir, cfg, webapi.Config{Token: token}, lines...)
+}
+
+// newDetachedServerFull is a detached server with web's settings (its
+// Addr, Logger, Env, Scripts, Runs, Events, Guests and Ready are the test's).
+func newDetachedServerFull(t *testing.T, dir string, cfg runs.Config, web webapi.Config, lines ...string) *detachedServer {
+	t.Helper()
+	token := web.Token
 	log := zerolog.Nop()
-	st, err := store.Open(context.Background(), dir, store.Options{MaxOutput: 1 << 20})
+	// A short busy timeout: only tests that lock the database from
+	// outside ever wait on it.
+	st, err := store.Open(context.Background(), dir, store.Options{MaxOutput: 1 << 20, BusyTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +78,9 @@ func newDetachedServerToken(t *testing.T, dir string, cfg runs.Config, token str
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log, Env: env, Scripts: scripts.Load, Runs: m, Events: hub, Guests: st, Token: token}, b)
+	web.Addr, web.Logger, web.Env, web.Scripts, web.Runs, web.Events, web.Guests, web.Ready =
+		"127.0.0.1:0", log, env, scripts.Load, m, hub, st, st.Ready
+	srv := webapi.New(web, b)
 	if err := srv.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +99,7 @@ func newDetachedServerToken(t *testing.T, dir string, cfg runs.Config, token str
 		st.Close()
 		http.DefaultClient.CloseIdleConnections()
 	})
-	return &detachedServer{url: "http://" + srv.Addr(), token: token, store: st, runs: m}
+	return &detachedServer{url: "http://" + srv.Addr(), token: token, dir: dir, store: st, runs: m, scripts: scripts}
 }
 
 type apiAnswer map[string]any

@@ -1,68 +1,157 @@
 package webapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"syscall"
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
 
-var errUnauthorized = errors.New("unauthorized: send Authorization: Bearer <token>")
+var (
+	errUnauthorized = errors.New("unauthorized: send Authorization: Bearer <token>")
+	errBodyTimeout  = errors.New("the request body took too long to arrive (--body-timeout)")
+)
 
-// statusOf is the one place where error kinds become HTTP statuses. The
-// message is safe to show: internal faults get a generic one.
-func statusOf(err error) (int, string) {
+// retryAfter is the Retry-After of a 503: the conditions it names (out of
+// descriptors, a busy store) are usually over within a second or so.
+const retryAfter = "1"
+
+// kindOf is the one place where error kinds become an HTTP status, the
+// errorcode of the /scripts/v1 API and a message safe to show. A condition
+// of the server (out of descriptors, processes or memory; the store busy or
+// full; shutting down) is a 503 that names it, never a 404 or a bare 500;
+// anything unexpected is a 500 whose detail goes to the log only.
+func kindOf(err error) (status int, code, msg string) {
 	var bad *badRequest
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &bad):
-		return http.StatusBadRequest, bad.msg
+		return http.StatusBadRequest, "invalid_request", bad.msg
 	case errors.As(err, &tooBig):
-		return http.StatusRequestEntityTooLarge, "request body larger than the limit (--max-body)"
+		return http.StatusRequestEntityTooLarge, "too_large", "request body larger than the limit (--max-body)"
+	case errors.Is(err, errBodyTimeout), errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout, "body_timeout", errBodyTimeout.Error()
 	case errors.Is(err, errUnauthorized):
-		return http.StatusUnauthorized, err.Error()
+		return http.StatusUnauthorized, "unauthorized", err.Error()
+
+	// Conditions of the server: the same request may succeed later.
+	case errors.Is(err, child.ErrNoResources):
+		return http.StatusServiceUnavailable, "no_resources", err.Error()
+	case errors.Is(err, store.ErrFull), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return http.StatusServiceUnavailable, "storage_full", "the server's disk is full: the run history cannot be written"
+	case errors.Is(err, store.ErrBusy):
+		return http.StatusServiceUnavailable, "storage_busy", "the run history is locked by another process: try again"
+	case errors.Is(err, broker.ErrTooManyProcs):
+		return http.StatusServiceUnavailable, "too_many_procs", err.Error()
+	case errors.Is(err, broker.ErrShuttingDown), errors.Is(err, runs.ErrClosed), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "shutting_down", "server is shutting down"
+
+	// The request's arguments.
 	case errors.Is(err, catalog.ErrMissingArgument), errors.Is(err, catalog.ErrTooManyArguments),
-		errors.Is(err, catalog.ErrInvalidArgument):
-		return http.StatusBadRequest, err.Error()
-	case errors.Is(err, errScriptsOnly):
-		return http.StatusForbidden, err.Error()
-	case errors.Is(err, errNoSuchScript):
-		return http.StatusNotFound, err.Error()
-	case errors.Is(err, broker.ErrGroupBusy):
-		return http.StatusTooManyRequests, err.Error()
-	case errors.Is(err, broker.ErrAliasInUse):
-		return http.StatusConflict, err.Error()
-	case errors.Is(err, broker.ErrTooManyProcs), errors.Is(err, broker.ErrShuttingDown):
-		return http.StatusServiceUnavailable, err.Error()
+		errors.Is(err, catalog.ErrInvalidArgument), errors.Is(err, catalog.ErrOptionArgument),
+		errors.Is(err, child.ErrArgTooLong):
+		return http.StatusBadRequest, "invalid_args", err.Error()
+	case errors.Is(err, runs.ErrStdin):
+		return http.StatusBadRequest, "invalid_stdin", err.Error()
+
+	// What the request names.
+	case errors.Is(err, errNoSuchScript), errors.Is(err, runs.ErrNoSuchScript):
+		return http.StatusNotFound, "invalid_name", err.Error()
+	case errors.Is(err, store.ErrNoSuchGuest):
+		return http.StatusNotFound, "invalid_id", "no guest key with this id"
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "invalid_id", "no run with this id"
+	case errors.Is(err, store.ErrBadOffset):
+		return http.StatusRequestedRangeNotSatisfiable, "invalid_offset", err.Error()
 	case errors.Is(err, child.ErrStartFailed):
-		return http.StatusNotFound, err.Error()
+		return http.StatusNotFound, "start_failed", err.Error()
+
+	// Rights and limits.
+	case errors.Is(err, errScriptsOnly):
+		return http.StatusForbidden, "forbidden", err.Error()
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden, "forbidden", err.Error()
+	case errors.Is(err, errNoToken):
+		return http.StatusForbidden, "no_token", err.Error()
+	case errors.Is(err, runs.ErrRunToken):
+		return http.StatusForbidden, "invalid_token", err.Error()
+	case errors.Is(err, broker.ErrGroupBusy):
+		return http.StatusTooManyRequests, "busy", err.Error()
+	case errors.Is(err, runs.ErrQueueFull):
+		return http.StatusTooManyRequests, "queue_full", err.Error()
+	case errors.Is(err, runs.ErrTooManyQueued):
+		return http.StatusTooManyRequests, "too_many_queued", err.Error()
+	case errors.Is(err, runs.ErrTooMuchStdin):
+		return http.StatusTooManyRequests, "too_much_stdin", err.Error()
+	case errors.Is(err, errTooManyMonitors):
+		return http.StatusTooManyRequests, "too_many_monitors", err.Error()
+	case errors.Is(err, broker.ErrAliasInUse):
+		return http.StatusConflict, "alias_in_use", err.Error()
+	case errors.Is(err, runs.ErrDone):
+		return http.StatusConflict, "already_done", err.Error()
 	}
-	return http.StatusInternalServerError, "internal error"
+	return http.StatusInternalServerError, "internal_error", "internal error"
 }
 
-// fail answers a request with the status and message of err's kind. Internal
-// faults are logged with their detail, which the client does not see.
+// fail answers a POST /process request with the status and message of err's
+// kind. Internal faults are logged with their detail, which the client does
+// not see.
 func fail(w http.ResponseWriter, log zerolog.Logger, err error) {
-	status, msg := statusOf(err)
-	if status == http.StatusInternalServerError {
-		log.Error().Err(err).Msg("internal error")
-	} else {
-		log.Debug().Err(err).Int("status", status).Msg("request refused")
-	}
+	status, _, msg := kindOf(err)
+	logRefusal(log, status, err)
 	writeError(w, status, msg)
 }
 
+// failScripts answers a /scripts/v1 request with the status, errorcode and
+// message of err's kind.
+func (s *Server) failScripts(w http.ResponseWriter, err error) {
+	status, code, msg := kindOf(err)
+	logRefusal(s.log, status, err)
+	writeScriptsError(w, status, code, msg)
+}
+
+func logRefusal(log zerolog.Logger, status int, err error) {
+	switch {
+	case status == http.StatusInternalServerError:
+		log.Error().Err(err).Msg("internal error")
+	case status == http.StatusServiceUnavailable:
+		log.Warn().Err(err).Int("status", status).Msg("request refused: the server cannot take it now")
+	default:
+		log.Debug().Err(err).Int("status", status).Msg("request refused")
+	}
+}
+
+// writeError writes the error body of POST /process and the paths outside
+// the /scripts/v1 API: {"error": msg}.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	setErrorHeaders(w.Header(), status)
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(struct {
 		Error string `json:"error"`
 	}{msg})
+}
+
+// writeScriptsError writes the error body of the /scripts/v1 API.
+func writeScriptsError(w http.ResponseWriter, status int, code, msg string) {
+	setErrorHeaders(w.Header(), status)
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"success": false, "error": msg, "errorcode": code})
+}
+
+func setErrorHeaders(h http.Header, status int) {
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		h.Set("Retry-After", retryAfter)
+	}
 }

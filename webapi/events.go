@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/feed"
 )
 
@@ -40,6 +41,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, err)
 		return
 	}
+	if err := s.watchable(name); err != nil {
+		s.failScripts(w, err)
+		return
+	}
+	closeMonitor, ok := s.admitMonitor(w, r)
+	if !ok {
+		return
+	}
+	defer closeMonitor()
 	sub, lost := s.cfg.Events.Subscribe(after, name)
 	defer sub.Close()
 	revoked := make(chan struct{})
@@ -51,8 +61,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
+	// A comment at once, with the head: a client that shows nothing before
+	// the body's first bytes (curl -i, some proxies) knows it is connected
+	// before the first event or heartbeat.
+	fmt.Fprint(w, ": rexec events\n\n")
 	if lost {
-		fmt.Fprintf(w, "event: lost\ndata: {\"error\":\"events after %d are no longer kept; refresh with /scripts/v1/status\"}\n\n", after)
+		fmt.Fprintf(w, "event: lost\ndata: {\"error\":\"events after %d are not all known here (no longer kept, or from before a restart); refresh with /scripts/v1/status\"}\n\n", after)
 	}
 	if rc.Flush() != nil {
 		return
@@ -103,6 +117,21 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// watchable checks a name a monitor asks to watch: "" (every script) or a
+// script of the exectab in force.
+func (s *Server) watchable(name string) error {
+	if name == "" {
+		return nil
+	}
+	if _, ok := s.scripts().Lookup(name); !ok {
+		if len(name) > catalog.MaxNameLen {
+			name = name[:catalog.MaxNameLen] + "..."
+		}
+		return fmt.Errorf("%w named %q: a monitor watches scripts of the exectab", errNoSuchScript, name)
+	}
+	return nil
 }
 
 func writeEvent(w http.ResponseWriter, e feed.Event) error {

@@ -6,8 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
+	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rexec/rexec/store"
@@ -29,7 +30,11 @@ func guestOf(r *http.Request) *store.Guest {
 	return g
 }
 
-var errForbidden = errors.New("this key does not have that right")
+var (
+	errForbidden = errors.New("this key does not have that right")
+	errNoToken   = errors.New("guest keys need an admin token: start the server with --token or --token-file " +
+		"(without one, anyone who reaches the server is its admin, and a guest key would limit nobody)")
+)
 
 // allowed checks that the request's guest, if any, has the right for a run
 // of script ("" for a request about no single script).
@@ -48,6 +53,48 @@ func canRun(g store.Guest) bool     { return g.Run }
 func canCancel(g store.Guest) bool  { return g.Cancel }
 func canStatus(g store.Guest) bool  { return g.Status }
 func canMonitor(g store.Guest) bool { return g.Monitor }
+
+var errTooManyMonitors = errors.New("too many monitors")
+
+// admitMonitor counts a monitor in (openMonitor), or answers the request
+// itself with why not and returns false.
+func (s *Server) admitMonitor(w http.ResponseWriter, r *http.Request) (func(), bool) {
+	closeMonitor, err := s.openMonitor(r)
+	if err != nil {
+		s.failScripts(w, err)
+		return nil, false
+	}
+	return closeMonitor, true
+}
+
+// openMonitor counts a monitor (an event stream or WebSocket, or an output
+// follower) in, within the server's cap and its key's: the admin (or, without
+// a token, everyone) counts as one key. It returns the function that counts
+// it out.
+func (s *Server) openMonitor(r *http.Request) (func(), error) {
+	key := "admin"
+	if g := guestOf(r); g != nil {
+		key = "guest " + g.ID
+	}
+	s.monitorsMu.Lock()
+	defer s.monitorsMu.Unlock()
+	switch {
+	case s.monitorCount >= s.cfg.Monitors.Max:
+		return nil, fmt.Errorf("%w: the server has %d open (--max-monitors)", errTooManyMonitors, s.cfg.Monitors.Max)
+	case s.monitorsPerKey[key] >= s.cfg.Monitors.PerKey:
+		return nil, fmt.Errorf("%w: this key has %d open (--monitors-per-key)", errTooManyMonitors, s.cfg.Monitors.PerKey)
+	}
+	s.monitorCount++
+	s.monitorsPerKey[key]++
+	return sync.OnceFunc(func() {
+		s.monitorsMu.Lock()
+		defer s.monitorsMu.Unlock()
+		s.monitorCount--
+		if s.monitorsPerKey[key]--; s.monitorsPerKey[key] == 0 {
+			delete(s.monitorsPerKey, key)
+		}
+	}), nil
+}
 
 // watchGuest registers an open event stream of the request's guest: stop is
 // called when the key is deleted or expires. The returned function
@@ -97,13 +144,15 @@ func guestInfo(g store.Guest) map[string]any {
 		expires = g.Expires.Unix()
 	}
 	return map[string]any{"id": g.ID, "name": g.Name, "run": g.Run, "cancel": g.Cancel, "status": g.Status,
-		"monitor": g.Monitor, "expires": expires, "created": g.Created.Unix()}
+		"monitor": g.Monitor, "expires": expires, "created": g.Created.Unix(),
+		// Made without the admin token, by an older rexec: no longer works.
+		"disabled": !g.WithToken}
 }
 
 // handleCreateGuest is POST /scripts/v1/guest/create (admin only). The key is
 // in the answer, once: only its hash is kept.
 func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	body, err := s.readBody(w, r, s.cfg.MaxBody)
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -117,6 +166,16 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, badRequestf("field \"expires\" must be a UNIX time in the future, or 0 for never"))
 		return
 	}
+	if req.Expires > 0 && !store.StorableTime(time.Unix(req.Expires, 0)) {
+		s.failScripts(w, badRequestf("field \"expires\" is after 2262-04-11, the latest time the server can keep"))
+		return
+	}
+	if req.Name != "" {
+		if _, ok := s.scripts().Lookup(req.Name); !ok {
+			s.failScripts(w, fmt.Errorf("%w named %q: a guest key is for a script of the exectab, or every script (\"\")", errNoSuchScript, req.Name))
+			return
+		}
+	}
 	if !req.Run && !req.Cancel && !req.Status && !req.Monitor {
 		s.failScripts(w, badRequestf("give the key at least one right: run, cancel, status or monitor"))
 		return
@@ -126,7 +185,7 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 	key := hex.EncodeToString(raw)
 	hash := sha256.Sum256([]byte(key))
 	g := store.Guest{Name: req.Name, Run: req.Run, Cancel: req.Cancel, Status: req.Status, Monitor: req.Monitor,
-		KeyHash: hash[:]}
+		KeyHash: hash[:], WithToken: true}
 	if req.Expires > 0 {
 		g.Expires = time.Unix(req.Expires, 0)
 	}

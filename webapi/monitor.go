@@ -4,17 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/feed"
 )
 
 // monitorWriteTimeout bounds one write to a monitor: a dead peer cannot hold
 // its handler longer.
 const monitorWriteTimeout = 10 * time.Second
+
+// monitorMessageLimit bounds a message from a monitor: {"name":...} with a
+// name of at most catalog.MaxNameLen bytes fits many times over. A longer
+// one closes the connection (1009, message too big).
+const monitorMessageLimit = 4 << 10
 
 // handleMonitor is GET /scripts/v1/monitor, the WebSocket form of the event
 // feed (as in the Cloud Storage Server /scripts extension). The client sends
@@ -33,11 +40,22 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, errForbidden)
 		return
 	}
-	c, err := websocket.Accept(w, r, nil)
+	closeMonitor, ok := s.admitMonitor(w, r)
+	if !ok {
+		return
+	}
+	defer closeMonitor()
+	// The Origin was checked for every request (guard.go), with the
+	// server's --allowed-origin list, which Accept's own check knows
+	// nothing of.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		return // Accept has answered
 	}
 	defer c.CloseNow()
+	c.SetReadLimit(monitorMessageLimit)
+	maxNames := s.cfg.Monitors.Names
+	tooMany := make(chan struct{})
 	revoked := make(chan struct{})
 	defer s.watchGuest(r, sync.OnceFunc(func() { close(revoked) }))()
 	sub, _ := s.cfg.Events.Subscribe(0) // watches nothing until asked
@@ -59,6 +77,7 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 	acks := make(chan map[string]any, 8)
 	readErr := make(chan error, 1)
 	go func() {
+		watching := map[string]bool{}
 		for {
 			var req struct {
 				Name *string `json:"name"`
@@ -74,7 +93,18 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 			case guest != nil && guest.Name != "" && *req.Name != guest.Name:
 				ack = map[string]any{"success": false, "name": *req.Name, "enabled": false,
 					"error": "this key may only watch " + guest.Name}
+			case s.watchable(*req.Name) != nil:
+				name := *req.Name
+				if len(name) > catalog.MaxNameLen {
+					name = name[:catalog.MaxNameLen]
+				}
+				ack = map[string]any{"success": false, "name": name, "enabled": false, "errorcode": "invalid_name",
+					"error": s.watchable(*req.Name).Error()}
+			case !watching[*req.Name] && len(watching) >= maxNames:
+				close(tooMany)
+				return
 			default:
+				watching[*req.Name] = true
 				sub.Watch(*req.Name)
 				ack = map[string]any{"success": true, "name": *req.Name, "enabled": true}
 			}
@@ -120,6 +150,9 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-revoked:
 			c.Close(websocket.StatusPolicyViolation, "the key was deleted or expired")
+			return
+		case <-tooMany:
+			c.Close(websocket.StatusPolicyViolation, fmt.Sprintf("too many names: a monitor watches at most %d (--monitor-names)", maxNames))
 			return
 		case err = <-readErr:
 		}

@@ -137,7 +137,7 @@ func TestParkedStreamPipelinedRequest(t *testing.T) {
 	var reqs bytes.Buffer
 	for _, body := range []map[string]any{fake("pp1", "lines", "2", "80ms"), fake("pp2", "echo", "second")} {
 		b, _ := json.Marshal(body)
-		fmt.Fprintf(&reqs, "POST /process HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+		fmt.Fprintf(&reqs, "POST /process HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
 	}
 	if _, err := conn.Write(reqs.Bytes()); err != nil {
 		t.Fatal(err)

@@ -59,9 +59,9 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *startedRun {
 	)
 	switch mode := r.Header.Get(stdinHeader); mode {
 	case "":
-		req, err = readProcessRequest(w, r, s.cfg.MaxBody)
+		req, err = s.readProcessRequest(w, r)
 	case "stream":
-		req, stdin, err = readStreamingRequest(w, r, s.cfg.MaxBody)
+		req, stdin, err = s.readStreamingRequest(w, r)
 	default:
 		err = badRequestf("header %s: unknown mode %q (the only mode is \"stream\")", stdinHeader, mode)
 	}

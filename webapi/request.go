@@ -2,10 +2,7 @@ package webapi
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -53,53 +50,6 @@ func decodeProcessRequest(body []byte) (*processRequest, error) {
 		return nil, err
 	}
 	return &req, nil
-}
-
-// decodeStrict decodes one JSON object, refusing unknown fields and
-// trailing data.
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequestf("unexpected data after the JSON object")
-	}
-	return nil
-}
-
-// jsonError turns a decoding error into a message a user can act on.
-func jsonError(err error) error {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syntax):
-		return badRequestf("malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return badRequestf("the body must be a JSON object, not %s", typ.Value)
-		}
-		return badRequestf("field %q: expected %s, got %s", typ.Field, jsonType(typ.Type.String()), typ.Value)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return badRequestf("malformed JSON: unexpected end of body")
-	}
-	msg := strings.TrimPrefix(err.Error(), "json: ")
-	return badRequestf("%s", msg)
-}
-
-func jsonType(goType string) string {
-	switch goType {
-	case "string":
-		return "a string"
-	case "[]string":
-		return "an array of strings"
-	case "map[string]string":
-		return "an object of strings"
-	case "webapi.processRequest":
-		return "an object"
-	}
-	return goType
 }
 
 func (r *processRequest) validate() error {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"log"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
 
@@ -57,6 +59,34 @@ type Config struct {
 	// quiet before it is parked: served off net/http, which saves most of
 	// a held stream's memory (park.go). Default 25ms; negative: never.
 	ParkAfter time.Duration
+	// AllowedHosts are the names the server answers to in the Host
+	// header besides IP literals and localhost; ".example.com" allows a
+	// domain and its subdomains, "*" any name (guard.go).
+	AllowedHosts []string
+	// AllowedOrigins are the browser origins whose requests are served
+	// besides the server's own; "*" any origin (guard.go).
+	AllowedOrigins []string
+	// BodyTimeout is how long a client may take to send a request body,
+	// per MiB of the body's limit, and at least this long. Default 5s.
+	BodyTimeout time.Duration
+	// Ready, when set, says whether the server can take work that needs
+	// its store (GET /readyz); nil: always ready.
+	Ready func(context.Context) error
+	// Monitors caps the event monitors (SSE, WebSocket and output
+	// followers); zero values take the defaults.
+	Monitors MonitorLimits
+}
+
+// MonitorLimits cap what event monitors can make the server hold.
+type MonitorLimits struct {
+	// Max is the most monitors open at once on the server. Default 256.
+	Max int
+	// PerKey is the most monitors open at once with one key (the admin
+	// token counts as one key). Default 32.
+	PerKey int
+	// Names is the most script names one WebSocket monitor may watch.
+	// Default 64.
+	Names int
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +102,24 @@ func (c *Config) setDefaults() {
 	if c.ParkAfter == 0 {
 		c.ParkAfter = 25 * time.Millisecond
 	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 5 * time.Second
+	}
+	if c.Monitors.Max <= 0 {
+		c.Monitors.Max = 256
+	}
+	if c.Monitors.PerKey <= 0 {
+		c.Monitors.PerKey = 32
+	}
+	if c.Monitors.Names <= 0 {
+		c.Monitors.Names = 64
+	}
+}
+
+// ValidateSiteRules checks allowed hosts and origins as Config takes them.
+func ValidateSiteRules(hosts, origins []string) error {
+	_, err := newSiteGuard(hosts, origins)
+	return err
 }
 
 // Server is the HTTP front of a broker.
@@ -93,9 +141,13 @@ type Server struct {
 	closing chan struct{}
 	// monitors are the open event streams of guests, by guest id, so that
 	// deleting a key ends them at once.
-	monitorsMu sync.Mutex
-	monitors   map[string]map[*func()]struct{}
-	tokenHash  [sha256.Size]byte
+	monitorsMu     sync.Mutex
+	monitors       map[string]map[*func()]struct{}
+	monitorCount   int            // open monitors, under monitorsMu
+	monitorsPerKey map[string]int // open monitors by key, under monitorsMu
+	tokenHash      [sha256.Size]byte
+	guard          *siteGuard
+	guardErr       error
 
 	// Parked streams (park.go): nil once the server is closing.
 	parkMu  sync.Mutex
@@ -110,11 +162,12 @@ type Server struct {
 func New(cfg Config, b *broker.Broker) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 2), closing: make(chan struct{}),
-		monitors: map[string]map[*func()]struct{}{}, parked: map[*parkedStream]struct{}{},
+		monitors: map[string]map[*func()]struct{}{}, monitorsPerKey: map[string]int{}, parked: map[*parkedStream]struct{}{},
 		idle: map[net.Conn]struct{}{}}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	}
+	s.guard, s.guardErr = newSiteGuard(cfg.AllowedHosts, cfg.AllowedOrigins)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.http = &http.Server{
 		Handler:           s.Handler(),
@@ -137,6 +190,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/process", s.handleProcess)
 	mux.HandleFunc("/healthz", s.handleHealthz)
+	mux.HandleFunc("/readyz", s.handleReadyz)
 	s.routeScripts(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process and /scripts/v1)")
@@ -146,10 +200,14 @@ func (s *Server) Handler() http.Handler {
 
 // Open listens on the configured address and serves in the background.
 func (s *Server) Open() error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if s.guardErr != nil {
+		return s.guardErr
+	}
+	tcp, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return err
 	}
+	ln := newShedListener(tcp, s.log)
 	s.ln = ln
 	s.requeue = newConnQueue(ln.Addr())
 	go func() { s.serveErr <- s.http.Serve(ln) }()
@@ -193,25 +251,71 @@ func (s *Server) Close(ctx context.Context) error {
 	return err
 }
 
+// handleHealthz is the liveness probe: the server answers. It says nothing
+// of whether it can take work (see handleReadyz).
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	if !probeMethod(w, r) {
+		return
+	}
+	writeProbe(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+// handleReadyz is the readiness probe, for load balancers and Kubernetes:
+// 503 while the server is shutting down or its store cannot take writes
+// (locked by another process, disk full), so that traffic goes elsewhere
+// until it can.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if !probeMethod(w, r) {
+		return
+	}
+	select {
+	case <-s.closing:
+		w.Header().Set("Retry-After", "1")
+		writeProbe(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "error": "server is shutting down"})
+		return
+	default:
+	}
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			_, _, msg := kindOf(err)
+			w.Header().Set("Retry-After", retryAfter)
+			writeProbe(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "error": msg})
+			return
+		}
+	}
+	writeProbe(w, http.StatusOK, map[string]any{"status": "ready"})
+}
+
+func probeMethod(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed: use GET")
-		return
+		return false
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write([]byte(`{"status":"ok"}` + "\n"))
+	return true
 }
 
-// authenticate requires the bearer token, when one is set, on every request
-// but GET /healthz. The comparison is constant-time over hashes, so neither
-// the token's content nor its length leaks through timing.
+func writeProbe(w http.ResponseWriter, status int, v map[string]any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// authenticate checks, on every request and before any of its body is
+// read: that it is not a browser's request on behalf of another site
+// (guard.go), then the credentials. It also bounds the time the request's
+// body may take to arrive.
 //
-// A guest key (see guests.go) is accepted instead, on the /scripts/v1 API
-// only, as a bearer token or, for WebSocket clients that cannot set headers,
-// as ?apikey=; the request then carries the guest, whose rights the handlers
-// check. Without --token every request is the admin's.
+// With a token (--token), every request but the probes (GET /healthz and
+// /readyz) needs it as "Authorization: Bearer <token>", or a guest key
+// (guests.go) on the /scripts/v1 API, as a bearer token or, for WebSocket
+// clients that cannot set headers, as ?apikey= (the admin token is never
+// accepted in a URL, where logs and browser histories keep it); the request
+// then carries the guest, whose rights the handlers check. Without a token
+// every request is the admin's, and credentials are ignored.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The checks run in a function of their own, whose frame is gone
@@ -224,39 +328,113 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 }
 
 // authorize returns the request to serve (carrying its guest, if a guest key
-// made it), or nil after answering 401 or 403 itself.
+// made it), or nil after answering 401, 403 or 503 itself.
 //
 //go:noinline
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request {
-	if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) ||
-		isCallback(r.URL.Path) { // a running script's own run token, checked by the handler
+	if code, msg := s.guard.check(r); code != "" {
+		s.refuse(w, r, http.StatusForbidden, code, msg)
+		return nil
+	}
+	if hasBody(r) {
+		// The handler that reads the body sets the deadline of its own
+		// limit; this one bounds a body that nothing reads, which net/http
+		// reads before answering so as to reuse the connection.
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.bodyTimeout(s.cfg.MaxBody + maxScriptStdin)))
+	}
+	if isProbe(r) || isCallback(r.URL.Path) { // a callback carries its run's own token, checked by the handler
 		return r
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if s.cfg.Token == "" {
+		return r
+	}
 	scripts := strings.HasPrefix(r.URL.Path, "/scripts/v1/")
-	if !ok && scripts {
-		got = r.URL.Query().Get("apikey")
-	}
-	h := sha256.Sum256([]byte(got))
-	if s.cfg.Token != "" && subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 {
+	key, inURL := credential(r, scripts)
+	h := sha256.Sum256([]byte(key))
+	if key != "" && subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 {
+		if inURL {
+			s.refuse(w, r, http.StatusUnauthorized, "unauthorized", "the admin token is not accepted in the URL (?apikey= is for guest keys): "+
+				"send it as Authorization: Bearer <token>")
+			return nil
+		}
 		return r
 	}
-	if got != "" && s.cfg.Guests != nil {
+	if key != "" && s.cfg.Guests != nil {
 		g, err := s.cfg.Guests.GuestByKeyHash(r.Context(), h[:])
-		if err == nil && !g.Expired(time.Now()) {
+		switch {
+		case err == nil && !g.Expired(time.Now()):
 			if !scripts || strings.HasPrefix(r.URL.Path, "/scripts/v1/guest/") {
-				writeError(w, http.StatusForbidden, "a guest key may only use its rights on the /scripts/v1 API")
+				s.refuse(w, r, http.StatusForbidden, "forbidden", "a guest key may only use its rights on the /scripts/v1 API")
 				return nil
 			}
 			return r.WithContext(context.WithValue(r.Context(), guestKey{}, &g))
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			// The key could not be checked: a condition of the server.
+			status, code, msg := kindOf(err)
+			if status == http.StatusInternalServerError {
+				s.log.Error().Err(err).Msg("checking a guest key")
+				status, code, msg = http.StatusServiceUnavailable, "unavailable", "the key could not be checked; try again"
+			}
+			s.refuse(w, r, status, code, msg)
+			return nil
 		}
 	}
-	if s.cfg.Token == "" && got == "" {
-		return r
-	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="rexec"`)
-	writeError(w, http.StatusUnauthorized, errUnauthorized.Error())
+	s.refuse(w, r, http.StatusUnauthorized, "unauthorized", errUnauthorized.Error())
 	return nil
+}
+
+// credential is the key a request carries: "Authorization: Bearer <key>"
+// (the scheme in any case, RFC 9110), or on the /scripts/v1 API ?apikey=
+// (inURL). Another scheme carries no key.
+func credential(r *http.Request, scripts bool) (key string, inURL bool) {
+	if a := r.Header.Get("Authorization"); a != "" {
+		scheme, rest, _ := strings.Cut(strings.TrimSpace(a), " ")
+		if strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(rest), false
+		}
+		return "", false
+	}
+	if scripts {
+		if k := r.URL.Query().Get("apikey"); k != "" {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// isProbe reports whether r is a health or readiness probe, which needs no
+// credentials (orchestrators send none).
+func isProbe(r *http.Request) bool {
+	return (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+}
+
+// hasBody reports whether r may have a body still to read.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
+}
+
+// refuse answers a request that is refused before its body was read, in the
+// shape of the API the path belongs to. When there is a body, the
+// connection is closed after the answer, without reading the body: net/http
+// would otherwise read it to reuse the connection, and a client that never
+// sends it would hold the connection.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if hasBody(r) {
+		w.Header().Set("Connection", "close")
+		http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
+	}
+	if strings.HasPrefix(r.URL.Path, "/scripts/v1/") {
+		writeScriptsError(w, status, code, msg)
+		return
+	}
+	writeError(w, status, msg)
+}
+
+// bodyTimeout is how long a body of at most limit bytes may take to arrive.
+func (s *Server) bodyTimeout(limit int64) time.Duration {
+	mib := (limit + 1<<20 - 1) >> 20
+	return s.cfg.BodyTimeout * time.Duration(max(mib, 1))
 }
 
 // httpErrorLog sends net/http's own complaints to the structured log.

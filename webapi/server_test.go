@@ -428,7 +428,7 @@ func waitLog(t *testing.T, s *testServer, want string) {
 func TestTimeout(t *testing.T) {
 	s := newServer(t, serverOpts{})
 	body := fake("t", "hang")
-	body["timeout"] = "200ms"
+	body["timeout"] = "1s" // long enough for the child to say ready on a loaded machine
 	resp, out := s.run(t, body)
 	wantStatus(t, resp, out, 200)
 	if string(out) != "ready\n" || resp.Trailer.Get("Process-Signal") != "SIGTERM" || resp.Trailer.Get("Process-Exit-Code") != "-1" {

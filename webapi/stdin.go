@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"sync"
+	"time"
 )
 
 // stdinHeader switches POST /process to live stdin: the body is the JSON
@@ -18,20 +20,50 @@ const stdinHeader = "Rexec-Stdin"
 // readProcessRequest reads and decodes a whole request body. Reading it to
 // its end also lets net/http watch the connection, so a disconnect cancels
 // the request's context at once even while the child prints nothing.
-func readProcessRequest(w http.ResponseWriter, r *http.Request, maxBody int64) (*processRequest, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+func (s *Server) readProcessRequest(w http.ResponseWriter, r *http.Request) (*processRequest, error) {
+	body, err := s.readBody(w, r, s.cfg.MaxBody)
 	if err != nil {
 		return nil, err
 	}
 	return decodeProcessRequest(body)
 }
 
+// readBody reads a whole request body of at most limit bytes, within the
+// time a body of that limit may take (Config.BodyTimeout), so that a client
+// that never finishes its body cannot hold the connection.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(s.bodyTimeout(limit)))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, errBodyTimeout
+	}
+	if err != nil {
+		return nil, err
+	}
+	rc.SetReadDeadline(time.Time{})
+	return body, nil
+}
+
 // readStreamingRequest decodes the request on the body's first line (at most
-// maxBody bytes) and returns the rest of the body as the child's stdin.
-func readStreamingRequest(w http.ResponseWriter, r *http.Request, maxBody int64) (*processRequest, *liveStdin, error) {
-	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+// MaxBody bytes, within the body timeout) and returns the rest of the body as
+// the child's stdin.
+//
+// Such a body may still be arriving when the run ends (a child that exits
+// before reading all of its stdin), and the child's stdin feed may then be
+// blocked reading it: net/http aborts that read when the handler returns and
+// cannot tell where the body stood, so it would take the rest of the body
+// for the next request on the connection. The response therefore closes the
+// connection: a connection whose body was not read to its end is never
+// reused.
+func (s *Server) readStreamingRequest(w http.ResponseWriter, r *http.Request) (*processRequest, *liveStdin, error) {
+	maxBody := s.cfg.MaxBody
+	rc := http.NewResponseController(w)
+	if err := rc.EnableFullDuplex(); err != nil {
 		return nil, nil, err
 	}
+	w.Header().Set("Connection", "close")
+	rc.SetReadDeadline(time.Now().Add(s.bodyTimeout(maxBody)))
 	br := bufio.NewReader(r.Body)
 	var line []byte
 	for {
@@ -43,10 +75,14 @@ func readStreamingRequest(w http.ResponseWriter, r *http.Request, maxBody int64)
 		if err == nil || err == io.EOF {
 			break
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, nil, errBodyTimeout
+		}
 		if !errors.Is(err, bufio.ErrBufferFull) {
 			return nil, nil, badRequestf("reading the request line: %v", err)
 		}
 	}
+	rc.SetReadDeadline(time.Time{}) // stdin may take as long as the run
 	req, err := decodeProcessRequest(bytes.TrimRight(line, "\r\n"))
 	if err != nil {
 		return nil, nil, err

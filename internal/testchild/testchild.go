@@ -150,6 +150,21 @@ func run(mode string, args []string) int {
 		if len(args) > 0 && args[0] == "wait" {
 			time.Sleep(2 * time.Second)
 		}
+	case "progress-mix": // a task line, a progress callback, a subtask line, then wait for stdin's end
+		url, id, token := os.Getenv("REXEC_URL"), os.Getenv("REXEC_RUN_ID"), os.Getenv("REXEC_RUN_TOKEN")
+		fmt.Fprintln(out, "[1/3] From a line")
+		time.Sleep(400 * time.Millisecond) // past the save interval: the line's progress is saved
+		req, _ := http.NewRequest("POST", url+"/scripts/v1/progress/"+id,
+			strings.NewReader(`{"task":2,"task_total":3,"task_title":"From the callback"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			fmt.Fprintln(os.Stderr, "progress-mix: callback failed:", err)
+			return 3
+		}
+		resp.Body.Close()
+		fmt.Fprintln(out, "[50%] Half of it")
+		io.Copy(io.Discard, os.Stdin)
 	case "selfkill": // kill itself with signal args[0]
 		n, _ := strconv.Atoi(args[0])
 		fmt.Fprintln(out, "dying")
