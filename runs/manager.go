@@ -199,7 +199,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m.ticks.Add(1)
 	go m.tick()
-	m.schedule()
+	// Queued runs start at the first tick or at SetURL, whichever comes
+	// first: a run started before SetURL would not know where to call back.
 	return m, nil
 }
 
@@ -901,8 +902,9 @@ func killIfStillOurs(r store.Run) bool {
 // SetURL tells scripts where the server is (REXEC_URL), once it listens.
 func (m *Manager) SetURL(u string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.url = u
+	m.mu.Unlock()
+	m.schedule()
 }
 
 // URL is the server's URL as scripts see it.
