@@ -66,6 +66,9 @@ func rexecCmd(t *testing.T, env []string, args ...string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, args...)
+	// In a folder of its own: a server's default --data-dir (./rexec-data)
+	// lands there, never in the checkout.
+	cmd.Dir = t.TempDir()
 	cmd.Env = append(webapi.ServerEnv(os.Environ()), asRexec+"=1", testchild.RaceEnv)
 	cmd.Env = append(cmd.Env, env...)
 	t.Cleanup(func() {

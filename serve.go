@@ -30,7 +30,16 @@ type serveCmd struct {
 	StdoutSize     int           `default:"8" help:"Capacity, in chunks of up to 128 KiB, of each child's output channel."`
 	Verbose        int           `short:"v" type:"counter" help:"More logging: -v debug, -vv trace (default info)."`
 	LogFormat      string        `default:"json" enum:"json,console" help:"Log format: json or console."`
-	Token          string        `help:"Bearer token required on every request but GET /healthz (use REXEC_TOKEN to keep it out of ps)."`
+	Token          string        `help:"Bearer token required on every request but the probes (use REXEC_TOKEN or --token-file: ps shows a command line to every user)."`
+	TokenFile      string        `type:"path" placeholder:"FILE" help:"Read the bearer token from this file (its first line) instead of --token."`
+	AllowedHost    []string      `placeholder:"NAME" help:"A host name the server answers to besides its IP addresses and localhost (repeatable; .example.com for a domain and its subdomains). Requests for any other name are refused (403), which stops DNS rebinding. * answers to any name: unsafe on a machine with a browser."`
+	AllowedOrigin  []string      `placeholder:"ORIGIN" help:"A browser origin (https://console.example.com) whose pages may call the server besides its own (repeatable). Other pages' requests are refused (403). * allows every page: unsafe."`
+	BodyTimeout    time.Duration `default:"5s" help:"Time a client may take to send a request body, per MiB of that body's limit (and at least this long); slower bodies get 408."`
+	MaxMonitors    int           `default:"256" help:"Most event monitors (SSE, WebSocket, output followers) open at once on the server; beyond it 429."`
+	MonitorsPerKey int           `default:"32" help:"Most event monitors open at once with one key (the admin token is one key); beyond it 429."`
+	MonitorNames   int           `default:"64" help:"Most script names one WebSocket monitor may watch; one more closes it (1008)."`
+	MaxQueued      int           `default:"10000" help:"Most detached runs queued at once on the server, whatever their scripts (each script's -m caps its own); beyond it 429."`
+	MaxQueuedStdin byteSize      `default:"256MiB" help:"Most bytes of stdin kept on disk for detached runs that have not ended; beyond it 429."`
 	InsecureNoAuth bool          `help:"Allow binding a non-loopback address without --token. Anyone who reaches the port can run any command."`
 	KillGrace      time.Duration `default:"5s" help:"Time between SIGTERM and SIGKILL when a process group is terminated."`
 	ShutdownGrace  time.Duration `default:"10s" help:"Time a shutdown waits for streams to end before cutting them."`
@@ -74,6 +83,24 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--max-output must be positive")
 	case c.ScriptsOnly && c.Scripts == "":
 		return errors.New("--scripts-only needs --scripts FILE: without it nothing could run")
+	case c.BodyTimeout <= 0:
+		return errors.New("--body-timeout must be positive")
+	case c.MaxMonitors < 1 || c.MonitorsPerKey < 1 || c.MonitorNames < 1:
+		return errors.New("--max-monitors, --monitors-per-key and --monitor-names must be at least 1")
+	case c.MaxQueued < 1 || c.MaxQueuedStdin < 1:
+		return errors.New("--max-queued and --max-queued-stdin must be at least 1")
+	case c.Token != "" && c.TokenFile != "":
+		return errors.New("--token and --token-file exclude each other: give the token once")
+	}
+	if err := webapi.ValidateSiteRules(c.AllowedHost, c.AllowedOrigin); err != nil {
+		return err
+	}
+	if c.TokenFile != "" {
+		token, err := readTokenFile(c.TokenFile)
+		if err != nil {
+			return err
+		}
+		c.Token = token
 	}
 	if c.Token == "" && !c.InsecureNoAuth && !isLoopback(c.IP) {
 		return fmt.Errorf("refusing to bind %s without a token: anyone who can reach it could run any command. "+
@@ -92,6 +119,17 @@ func isLoopback(host string) bool {
 
 func (c *serveCmd) Run() error {
 	log := newLogger(c.Verbose, c.LogFormat)
+	if n, err := closeInheritedFiles(); err != nil {
+		log.Warn().Err(err).Msg("could not mark inherited descriptors close-on-exec: children may inherit them")
+	} else if n > 0 {
+		log.Info().Int("descriptors", n).Msg("descriptors inherited from whatever started rexec are kept from its children")
+	}
+	if err := hideFromChildren(); err != nil {
+		log.Warn().Err(err).Msg("could not make the server's /proc entries private (PR_SET_DUMPABLE): its children may read its environment")
+	}
+	if tokenOnCommandLine(os.Args[1:]) {
+		log.Warn().Msg("--token on the command line is visible to every user of this machine (ps, /proc/PID/cmdline): use REXEC_TOKEN or --token-file")
+	}
 	scripts, err := c.loadScripts()
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
@@ -124,27 +162,47 @@ func (c *serveCmd) Run() error {
 		}
 		defer st.Close()
 		guests = st
+		if n, err := st.CountGuestsWithoutToken(context.Background()); err == nil && n > 0 {
+			log.Warn().Int("guest_keys", n).Msg("guest keys made without an admin token (by an older rexec, by anyone) no longer work: " +
+				"list them with /scripts/v1/guest/list and delete them")
+		}
 		detached, err = runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
-			Env: env, Retain: time.Duration(c.Retain), Events: events, Logger: log})
+			Env: env, Retain: time.Duration(c.Retain), Events: events, Logger: log,
+			MaxQueued: c.MaxQueued, MaxQueuedStdin: int64(c.MaxQueuedStdin)})
 		if err != nil {
 			b.Shutdown(context.Background())
 			return err
 		}
 	}
-	srv := webapi.New(webapi.Config{
-		Addr:        net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
-		Env:         env,
-		Token:       c.Token,
-		MaxBody:     int64(c.MaxBody),
-		Heartbeat:   c.Heartbeat,
-		ParkAfter:   parkAfter(c.ParkAfter),
-		Logger:      log,
-		Scripts:     scripts.Load,
-		ScriptsOnly: c.ScriptsOnly,
-		Runs:        detached,
-		Events:      events,
-		Guests:      guests,
-	}, b)
+	cfg := webapi.Config{
+		Addr:           net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
+		Env:            env,
+		Token:          c.Token,
+		MaxBody:        int64(c.MaxBody),
+		Heartbeat:      c.Heartbeat,
+		ParkAfter:      parkAfter(c.ParkAfter),
+		Logger:         log,
+		Scripts:        scripts.Load,
+		ScriptsOnly:    c.ScriptsOnly,
+		Runs:           detached,
+		Events:         events,
+		Guests:         guests,
+		AllowedHosts:   c.AllowedHost,
+		AllowedOrigins: c.AllowedOrigin,
+		BodyTimeout:    c.BodyTimeout,
+		Monitors:       webapi.MonitorLimits{Max: c.MaxMonitors, PerKey: c.MonitorsPerKey, Names: c.MonitorNames},
+	}
+	if st != nil {
+		cfg.Ready = st.Ready
+	}
+	srv := webapi.New(cfg, b)
+	// Signals are ours from before the "listening" line: whoever takes
+	// that line for "ready" may send SIGHUP or SIGTERM at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if err := srv.Open(); err != nil {
 		b.Shutdown(context.Background())
 		return err
@@ -162,15 +220,24 @@ func (c *serveCmd) Run() error {
 		defer stopDebug()
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	go returnMemoryWhenQuiet(ctx, log, quietPeriod, quietHeapFloor)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// Reloads run on a goroutine of their own: reading the exectab can
+	// block (a hung network file system), and the signal loop must always
+	// be free to take SIGTERM. A SIGHUP during a reload asks for one more.
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range reload {
+			c.reloadScripts(scripts, detached, log)
+		}
+	}()
+	defer close(reload)
 	for ctx.Err() == nil {
 		select {
 		case <-hup:
-			c.reloadScripts(scripts, log)
+			select {
+			case reload <- struct{}{}:
+			default: // one is waiting already
+			}
 		case <-ctx.Done():
 		}
 	}
@@ -208,7 +275,8 @@ func newLogger(verbosity int, format string) zerolog.Logger {
 	}
 	var out = zerolog.New(os.Stderr)
 	if format == "console" {
-		out = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+		// Colour only for a person at a terminal, never into a file.
+		out = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339, NoColor: !isTerminal(os.Stderr)})
 	}
 	return out.Level(level).With().Timestamp().Logger()
 }
@@ -229,8 +297,10 @@ func (c *serveCmd) loadScripts() (*atomic.Pointer[catalog.Catalog], error) {
 }
 
 // reloadScripts answers SIGHUP: a new catalogue replaces the old one whole,
-// and a bad file leaves the old one in force.
-func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], log zerolog.Logger) {
+// and a bad file leaves the old one in force. It logs what the reload
+// added, removed and changed. Queued runs of a removed script stay queued,
+// waiting for it to come back (runs.Manager.Waiting).
+func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], detached *runs.Manager, log zerolog.Logger) {
 	if c.Scripts == "" {
 		log.Info().Msg("SIGHUP: no --scripts file to reload")
 		return
@@ -241,8 +311,18 @@ func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], log zerolog
 			Msg("exectab reload failed: keeping the previous one")
 		return
 	}
+	added, removed, changed := catalog.Diff(p.Load(), cat)
 	p.Store(cat)
-	log.Info().Str("file", c.Scripts).Int("scripts", cat.Len()).Msg("exectab reloaded")
+	ev := log.Info()
+	if len(removed) > 0 {
+		ev = log.Warn()
+	}
+	ev.Str("file", c.Scripts).Int("scripts", cat.Len()).
+		Strs("added", added).Strs("removed", removed).Strs("changed", changed).
+		Msg("exectab reloaded")
+	if detached != nil {
+		detached.ScriptsChanged()
+	}
 }
 
 // selfURL is how processes on this machine reach the server listening on
