@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -32,7 +33,23 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m, testchild.LeakOptions()...)
+	// Tests write only to temporary folders: a server started here with its
+	// default --data-dir must not leave rexec-data/ in the checkout.
+	_, err := os.Stat("rexec-data")
+	before := err == nil
+	code := m.Run()
+	if _, err := os.Stat("rexec-data"); err == nil && !before && code == 0 {
+		fmt.Fprintln(os.Stderr, "FAIL: the tests left rexec-data/ in the checkout")
+		os.RemoveAll("rexec-data")
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(testchild.LeakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // newServer starts a real server (broker and webapi) in the test process on
