@@ -20,6 +20,8 @@ func FuzzDecodeProcessRequest(f *testing.F) {
 		`{"alias":"a","cmd":"x","envs":{"A=B":"c"}}`,
 		`{"alias":"a","cmd":"x","timeout":"-1s"}`,
 		`[1,2]`, `null`, `{}`, `{"alias":`, `{"alias":"a","cmd":"x"} trailing`,
+		`{"alias":"a","cmd":"x","Cmd":"y"}`, `{"alias":"a","cmd":"x","cmd":"y"}`, "{\"alias\":\"a\",\"cmd\":\"\xff\"}",
+		`{"alias":"a","cmd":"\ud800"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -42,6 +44,12 @@ func FuzzDecodeProcessRequest(f *testing.F) {
 		for _, a := range req.Args {
 			if strings.ContainsRune(a, 0) {
 				t.Fatalf("accepted a NUL in args: %q", a)
+			}
+		}
+		// Nothing is repaired: what is accepted was valid UTF-8 as sent.
+		for _, v := range append([]string{req.Alias, req.Cmd, req.Script, req.Cwd}, req.Args...) {
+			if strings.ContainsRune(v, utf8.RuneError) && !utf8.Valid(body) {
+				t.Fatalf("accepted invalid UTF-8 as %q", v)
 			}
 		}
 		for k, v := range req.Envs {
