@@ -51,6 +51,7 @@ type serveCmd struct {
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
 	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`
 	DataDir        string        `type:"path" default:"./rexec-data" help:"Where detached runs (/scripts/v1) keep their history (SQLite) and output files; used with --scripts."`
+	BusyTimeout    time.Duration `default:"2s" help:"How long a write to the run history waits for another process's lock on it (the sqlite3 shell, a backup) before the request gets 503."`
 	MaxOutput      byteSize      `default:"16MiB" help:"Largest output kept per detached run; past it a truncation marker is written and the rest dropped."`
 	Retain         days          `default:"30d" help:"Delete detached runs that ended longer ago than this (e.g. 30d, 12h); 0 keeps them all."`
 	EventReplay    int           `default:"1000" help:"Run events kept for monitors that reconnect with Last-Event-ID."`
@@ -85,6 +86,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--scripts-only needs --scripts FILE: without it nothing could run")
 	case c.BodyTimeout <= 0:
 		return errors.New("--body-timeout must be positive")
+	case c.BusyTimeout <= 0:
+		return errors.New("--busy-timeout must be positive")
 	case c.MaxMonitors < 1 || c.MonitorsPerKey < 1 || c.MonitorNames < 1:
 		return errors.New("--max-monitors, --monitors-per-key and --monitor-names must be at least 1")
 	case c.MaxQueued < 1 || c.MaxQueuedStdin < 1:
@@ -156,7 +159,7 @@ func (c *serveCmd) Run() error {
 	if c.Scripts != "" {
 		events = feed.NewHub(c.EventReplay, c.EventQueue)
 		defer events.Close()
-		if st, err = store.Open(context.Background(), c.DataDir, store.Options{MaxOutput: int64(c.MaxOutput), Logger: log}); err != nil {
+		if st, err = store.Open(context.Background(), c.DataDir, store.Options{MaxOutput: int64(c.MaxOutput), BusyTimeout: c.BusyTimeout, Logger: log}); err != nil {
 			b.Shutdown(context.Background())
 			return fmt.Errorf("--data-dir: %w", err)
 		}
