@@ -59,7 +59,11 @@ func (l *shedListener) Accept() (net.Conn, error) {
 		if err == nil || !outOfDescriptors(err) {
 			return c, err
 		}
-		if !l.shed() {
+		c, ok := l.shed()
+		if c != nil {
+			return c, nil
+		}
+		if !ok {
 			return nil, err // no reserve: net/http backs off and retries
 		}
 	}
@@ -70,15 +74,17 @@ func (l *shedListener) Accept() (net.Conn, error) {
 // is waiting.
 const shedWait = 10 * time.Millisecond
 
-// shed answers one waiting connection with the reserve descriptor. It
-// reports false when it could not (no reserve, or no connection waiting):
-// the caller then returns the error, and net/http backs off and retries.
-func (l *shedListener) shed() bool {
+// shed takes one waiting connection with the reserve descriptor. If
+// descriptors are to be had again by then, it returns the connection, to be
+// served; otherwise it answers it 503 and closes it. It reports false when
+// it took none (no reserve, or no connection waiting): the caller then
+// returns the error, and net/http backs off and retries.
+func (l *shedListener) shed() (net.Conn, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.spare == nil {
 		if l.spare, _ = os.Open(os.DevNull); l.spare == nil {
-			return false
+			return nil, false
 		}
 	}
 	l.spare.Close()
@@ -91,23 +97,27 @@ func (l *shedListener) shed() bool {
 	if tl != nil {
 		tl.SetDeadline(time.Time{})
 	}
-	if err == nil {
-		c.SetDeadline(time.Now().Add(shedLinger))
-		c.Write([]byte(shedResponse))
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-		var buf [4096]byte
-		for {
-			if _, rerr := c.Read(buf[:]); rerr != nil {
-				break
-			}
-		}
-		c.Close()
-		l.log.Warn().Msg("out of file descriptors: a connection was answered 503")
+	if l.spare, _ = os.Open(os.DevNull); err != nil {
+		return nil, false
 	}
+	if l.spare != nil {
+		return c, true // descriptors are back: serve it
+	}
+	c.SetDeadline(time.Now().Add(shedLinger))
+	c.Write([]byte(shedResponse))
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	var buf [4096]byte
+	for {
+		if _, rerr := c.Read(buf[:]); rerr != nil {
+			break
+		}
+	}
+	c.Close()
 	l.spare, _ = os.Open(os.DevNull)
-	return err == nil
+	l.log.Warn().Msg("out of file descriptors: a connection was answered 503")
+	return nil, true
 }
 
 // Close closes the listener first: that ends a shed waiting in Accept,
