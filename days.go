@@ -2,13 +2,14 @@ package main
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rexec/rexec/catalog"
 )
 
 // days is a duration flag that also takes days: "30d", "12h", "1d12h"
-// ("0" means never).
+// ("0" means never), written as the exectab's -t is.
 type days time.Duration
 
 func (d *days) UnmarshalText(text []byte) error {
@@ -16,22 +17,10 @@ func (d *days) UnmarshalText(text []byte) error {
 	if s == "" {
 		return fmt.Errorf("empty duration: say 0 to keep everything, or e.g. 30d")
 	}
-	var total time.Duration
-	if i := strings.IndexByte(s, 'd'); i >= 0 {
-		n, err := strconv.ParseUint(s[:i], 10, 32)
-		if err != nil {
-			return fmt.Errorf("%q is not a duration such as 30d, 12h or 1d12h", string(text))
-		}
-		total = time.Duration(n) * 24 * time.Hour
-		s = s[i+1:]
+	v, err := catalog.ParseDuration(s)
+	if err != nil {
+		return err
 	}
-	if s != "" {
-		rest, err := time.ParseDuration(s)
-		if err != nil || rest < 0 {
-			return fmt.Errorf("%q is not a duration such as 30d, 12h or 1d12h", string(text))
-		}
-		total += rest
-	}
-	*d = days(total)
+	*d = days(v)
 	return nil
 }

@@ -382,9 +382,9 @@ func parseLine(lineNo int, line string) (*Script, *ParseError) {
 				s.Concurrency = int(n)
 			}
 		case 't':
-			d, err := parseTimeout(val)
-			if err != nil {
-				return nil, fail(ErrBadOption, "-t=%s: %s", val, err)
+			d, err := ParseDuration(val)
+			if err != nil || d == 0 {
+				return nil, fail(ErrBadOption, "-t=%s: %s", val, errBadTimeout)
 			}
 			s.Timeout = d
 		}
@@ -437,11 +437,15 @@ const (
 
 var optMeta = map[byte]string{'d': "DIR", 'e': "VAR=VALUE", 'g': "GROUP", 'm': "N", 's': "N", 't': "DURATION", 'u': "USER"}
 
-// parseTimeout parses the value of -t: a Go duration (30s, 10m, 2h45m),
-// optionally after a whole number of days (1d, 1d12h), positive and at most
-// MaxTimeout. No sign is accepted.
-func parseTimeout(v string) (time.Duration, error) {
-	bad := errBadTimeout
+// errBadTimeout says what -t takes.
+var errBadTimeout = fmt.Errorf("not a duration such as 30s, 10m, 2h, 1d or 1d12h (positive, at most %dd)",
+	MaxTimeout/(24*time.Hour))
+
+// ParseDuration parses a duration as the exectab's -t and rexec's --retain
+// write it: a Go duration (30s, 10m, 2h45m), optionally after a whole number
+// of days (1d, 1d12h); no sign, at most MaxTimeout. "0" is 0.
+func ParseDuration(v string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is not a duration such as 30s, 10m, 2h, 1d or 1d12h (at most %dd)", v, MaxTimeout/(24*time.Hour))
 	if v == "" || strings.ContainsAny(v, "+-") {
 		return 0, bad
 	}
@@ -461,14 +465,11 @@ func parseTimeout(v string) (time.Duration, error) {
 		}
 		total += rest
 	}
-	if total <= 0 || total > MaxTimeout {
+	if total > MaxTimeout {
 		return 0, bad
 	}
 	return total, nil
 }
-
-var errBadTimeout = fmt.Errorf("not a duration such as 30s, 10m, 2h, 1d or 1d12h (positive, at most %dd)",
-	MaxTimeout/(24*time.Hour))
 
 // checkName says what is wrong with a script name, or "".
 func checkName(n string) string {
@@ -554,20 +555,5 @@ func (c *Catalog) lookup(name string) (*Script, bool) {
 }
 
 // same reports whether s and t are the same script, wherever they are in
-// their files: every field but Line is equal.
-func (s *Script) same(t *Script) bool {
-	return s.Name == t.Name &&
-		s.Path == t.Path &&
-		slices.Equal(s.Params, t.Params) &&
-		s.Dir == t.Dir &&
-		slices.Equal(s.Env, t.Env) &&
-		s.User == t.User &&
-		s.Group == t.Group &&
-		s.AllowOptionArgs == t.AllowOptionArgs &&
-		s.AllowStdin == t.AllowStdin &&
-		s.MaxQueue == t.MaxQueue &&
-		s.NoProcess == t.NoProcess &&
-		s.RemoveDone == t.RemoveDone &&
-		s.Concurrency == t.Concurrency &&
-		s.Timeout == t.Timeout
-}
+// their files: String writes every field but Line, and Parse reads it back.
+func (s *Script) same(t *Script) bool { return s.String() == t.String() }

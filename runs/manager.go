@@ -229,7 +229,9 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 	}
 	if !sc.NoProcess {
 		// Refused now rather than when it starts, maybe hours later.
-		if err := child.CheckArgs(append([]string{sc.Path}, args...), m.environ(sc, "")); err != nil {
+		// The id and token of the environment are as long as real ones.
+		env := m.environ(sc, strings.Repeat("a", 26), strings.Repeat("0", 64))
+		if err := child.CheckArgs(append([]string{sc.Path}, args...), env); err != nil {
 			return store.Run{}, 0, err
 		}
 	}
@@ -767,17 +769,10 @@ func (m *Manager) spec(r store.Run, sc *catalog.Script, token string) (child.Spe
 // environ is the environment of a run of sc: the server's, the exectab's
 // -e, and the callback API's variables (the script may post its result and
 // progress back with its own run's token, valid only while it runs).
-func (m *Manager) environ(sc *catalog.Script, id string, token ...string) []string {
+func (m *Manager) environ(sc *catalog.Script, id, token string) []string {
 	base := sc.Environ(m.cfg.Env)
-	tok := strings.Repeat("0", 64) // as long as a real one, for CheckArgs
-	if len(token) > 0 {
-		tok = token[0]
-	}
-	if id == "" {
-		id = strings.Repeat("a", 26)
-	}
 	return append(base[:len(base):len(base)], // never into the shared base
-		"REXEC_URL="+m.URL(), "REXEC_RUN_ID="+id, "REXEC_RUN_TOKEN="+tok)
+		"REXEC_URL="+m.URL(), "REXEC_RUN_ID="+id, "REXEC_RUN_TOKEN="+token)
 }
 
 func (m *Manager) startFailed(r store.Run, err error) {
@@ -833,7 +828,7 @@ func (m *Manager) finish(id, script string, args []string, o store.Outcome, remo
 }
 
 // recordPending gives the store the starts and ends it could not take
-// before, and returns how many are still pending.
+// before, and returns how many runs still have some pending.
 func (m *Manager) recordPending() int {
 	m.mu.Lock()
 	pending := make(map[string]unrecorded, len(m.unrecorded))
@@ -843,31 +838,28 @@ func (m *Manager) recordPending() int {
 	m.mu.Unlock()
 	left := 0
 	for id, u := range pending {
-		if !u.started.IsZero() {
-			err := m.cfg.Store.MarkStarted(m.ctx, id, u.pid, u.started)
-			if err != nil && !errors.Is(err, store.ErrWrongState) {
-				left++
-				continue
-			}
-			m.mu.Lock()
-			if cur := m.unrecorded[id]; cur != nil {
+		recorded := func(err error) bool { return err == nil || errors.Is(err, store.ErrWrongState) }
+		startDone := u.started.IsZero() || recorded(m.cfg.Store.MarkStarted(m.ctx, id, u.pid, u.started))
+		endDone := startDone && (u.outcome == nil || recorded(m.cfg.Store.MarkDone(m.ctx, id, *u.outcome)))
+		m.mu.Lock()
+		// Clear only what was recorded: finish may have added an end since.
+		if cur := m.unrecorded[id]; cur != nil {
+			if startDone && cur.started.Equal(u.started) {
 				cur.started = time.Time{}
 			}
-			m.mu.Unlock()
-		}
-		if u.outcome != nil {
-			err := m.cfg.Store.MarkDone(m.ctx, id, *u.outcome)
-			if err != nil && !errors.Is(err, store.ErrWrongState) {
-				left++
-				continue
+			if endDone && cur.outcome == u.outcome {
+				cur.outcome = nil
 			}
-			m.log.Info().Str("run", id).Msg("the end of a run is recorded at last")
-		}
-		m.mu.Lock()
-		if cur := m.unrecorded[id]; cur != nil && cur.started.IsZero() && (cur.outcome == nil || u.outcome != nil) {
-			delete(m.unrecorded, id)
+			if cur.started.IsZero() && cur.outcome == nil {
+				delete(m.unrecorded, id)
+			} else {
+				left++
+			}
 		}
 		m.mu.Unlock()
+		if endDone && u.outcome != nil {
+			m.log.Info().Str("run", id).Msg("the end of a run is recorded at last")
+		}
 	}
 	return left
 }

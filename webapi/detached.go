@@ -86,28 +86,19 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, badRequestf("field \"name\" is required"))
 		return
 	}
-	if req.Queue < 0 {
-		s.failScripts(w, badRequestf("field \"queue\" must be a UNIX time"))
+	startAt, err := unixTimeField("queue", req.Queue)
+	if err != nil {
+		s.failScripts(w, err)
 		return
 	}
-	if req.Queue > 0 && !store.StorableTime(time.Unix(req.Queue, 0)) {
-		s.failScripts(w, badRequestf("field \"queue\" is after 2262-04-11, the latest time the server can keep"))
+	timeout, err := parseTimeout(req.Timeout)
+	if err != nil {
+		s.failScripts(w, err)
 		return
-	}
-	var timeout time.Duration
-	if req.Timeout != "" {
-		if timeout, err = time.ParseDuration(req.Timeout); err != nil || timeout <= 0 {
-			s.failScripts(w, badRequestf("field \"timeout\" must be a positive duration such as \"30s\", not %q", req.Timeout))
-			return
-		}
 	}
 	if err := allowed(r, canRun, req.Name); err != nil {
 		s.failScripts(w, err)
 		return
-	}
-	var startAt time.Time
-	if req.Queue > 0 {
-		startAt = time.Unix(req.Queue, 0)
 	}
 	var who string
 	if g := guestOf(r); g != nil {

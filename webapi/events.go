@@ -126,12 +126,18 @@ func (s *Server) watchable(name string) error {
 		return nil
 	}
 	if _, ok := s.scripts().Lookup(name); !ok {
-		if len(name) > catalog.MaxNameLen {
-			name = name[:catalog.MaxNameLen] + "..."
-		}
-		return fmt.Errorf("%w named %q: a monitor watches scripts of the exectab", errNoSuchScript, name)
+		return fmt.Errorf("%w named %q: a monitor watches scripts of the exectab", errNoSuchScript, clipName(name))
 	}
 	return nil
+}
+
+// clipName cuts a name no script can have to the longest one can, for a
+// message.
+func clipName(name string) string {
+	if len(name) > catalog.MaxNameLen {
+		return name[:catalog.MaxNameLen] + "..."
+	}
+	return name
 }
 
 func writeEvent(w http.ResponseWriter, e feed.Event) error {

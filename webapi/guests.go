@@ -162,12 +162,12 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, err)
 		return
 	}
-	if req.Expires < 0 || (req.Expires > 0 && time.Unix(req.Expires, 0).Before(time.Now())) {
-		s.failScripts(w, badRequestf("field \"expires\" must be a UNIX time in the future, or 0 for never"))
-		return
+	expires, err := unixTimeField("expires", req.Expires)
+	if req.Expires < 0 || err == nil && !expires.IsZero() && expires.Before(time.Now()) {
+		err = badRequestf("field \"expires\" must be a UNIX time in the future, or 0 for never")
 	}
-	if req.Expires > 0 && !store.StorableTime(time.Unix(req.Expires, 0)) {
-		s.failScripts(w, badRequestf("field \"expires\" is after 2262-04-11, the latest time the server can keep"))
+	if err != nil {
+		s.failScripts(w, err)
 		return
 	}
 	if req.Name != "" {
@@ -186,9 +186,7 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 	hash := sha256.Sum256([]byte(key))
 	g := store.Guest{Name: req.Name, Run: req.Run, Cancel: req.Cancel, Status: req.Status, Monitor: req.Monitor,
 		KeyHash: hash[:], WithToken: true}
-	if req.Expires > 0 {
-		g.Expires = time.Unix(req.Expires, 0)
-	}
+	g.Expires = expires
 	if err := s.cfg.Guests.CreateGuest(r.Context(), &g); err != nil {
 		s.failScripts(w, err)
 		return

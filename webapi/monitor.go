@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/feed"
 )
 
@@ -88,18 +87,19 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			ack := map[string]any{"success": false, "error": `send {"name":"script"}, or {"name":""} for every script`}
+			bad := json.Unmarshal(data, &req) != nil || req.Name == nil
+			var werr error
+			if !bad {
+				werr = s.watchable(*req.Name)
+			}
 			switch {
-			case json.Unmarshal(data, &req) != nil || req.Name == nil:
+			case bad:
 			case guest != nil && guest.Name != "" && *req.Name != guest.Name:
 				ack = map[string]any{"success": false, "name": *req.Name, "enabled": false,
 					"error": "this key may only watch " + guest.Name}
-			case s.watchable(*req.Name) != nil:
-				name := *req.Name
-				if len(name) > catalog.MaxNameLen {
-					name = name[:catalog.MaxNameLen]
-				}
-				ack = map[string]any{"success": false, "name": name, "enabled": false, "errorcode": "invalid_name",
-					"error": s.watchable(*req.Name).Error()}
+			case werr != nil:
+				ack = map[string]any{"success": false, "name": clipName(*req.Name), "enabled": false, "errorcode": "invalid_name",
+					"error": werr.Error()}
 			case !watching[*req.Name] && len(watching) >= maxNames:
 				close(tooMany)
 				return

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/store"
 )
 
 // processRequest is the JSON body of POST /process.
@@ -92,14 +93,36 @@ func (r *processRequest) validate() error {
 	default:
 		return badRequestf("field \"stderr\" must be \"discard\" or \"merge\", not %q", r.Stderr)
 	}
-	if r.Timeout != "" {
-		d, err := time.ParseDuration(r.Timeout)
-		if err != nil || d <= 0 {
-			return badRequestf("field \"timeout\" must be a positive duration such as \"30s\", not %q", r.Timeout)
-		}
-		r.timeout = d
+	d, err := parseTimeout(r.Timeout)
+	r.timeout = d
+	return err
+}
+
+// parseTimeout reads a request's "timeout" field: a positive Go duration
+// such as "30s"; "" is none.
+func parseTimeout(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
 	}
-	return nil
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, badRequestf("field \"timeout\" must be a positive duration such as \"30s\", not %q", v)
+	}
+	return d, nil
+}
+
+// unixTimeField reads a request's UNIX time field: 0 is none (the zero
+// time), and a time the history cannot keep is refused.
+func unixTimeField(name string, v int64) (time.Time, error) {
+	switch {
+	case v == 0:
+		return time.Time{}, nil
+	case v < 0:
+		return time.Time{}, badRequestf("field %q must be a UNIX time", name)
+	case !store.StorableTime(time.Unix(v, 0)):
+		return time.Time{}, badRequestf("field %q is after 2262-04-11, the latest time the server can keep", name)
+	}
+	return time.Unix(v, 0), nil
 }
 
 func validAlias(a string) error {
