@@ -16,7 +16,7 @@ import (
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/feed"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -153,7 +153,7 @@ func (c *serveCmd) Run() error {
 	})
 	env := webapi.ServerEnv(os.Environ()) // what every child starts from
 	var st *store.Store
-	var detached *runs.Manager
+	var mgr *detached.Manager
 	var events *feed.Hub
 	var guests webapi.Guests
 	if c.Scripts != "" {
@@ -169,7 +169,7 @@ func (c *serveCmd) Run() error {
 			log.Warn().Int("guest_keys", n).Msg("guest keys made without an admin token (by an older rexec, by anyone) no longer work: " +
 				"list them with /scripts/v1/guest/list and delete them")
 		}
-		detached, err = runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
+		mgr, err = detached.New(context.Background(), detached.Config{Store: st, Broker: b, Scripts: scripts.Load,
 			Env: env, Retain: time.Duration(c.Retain), Events: events, Logger: log,
 			MaxQueued: c.MaxQueued, MaxQueuedStdin: int64(c.MaxQueuedStdin)})
 		if err != nil {
@@ -187,7 +187,7 @@ func (c *serveCmd) Run() error {
 		Logger:         log,
 		Scripts:        scripts.Load,
 		ScriptsOnly:    c.ScriptsOnly,
-		Runs:           detached,
+		Runs:           mgr,
 		Events:         events,
 		Guests:         guests,
 		AllowedHosts:   c.AllowedHost,
@@ -211,8 +211,8 @@ func (c *serveCmd) Run() error {
 		return err
 	}
 	log.Info().Str("addr", srv.Addr()).Bool("auth", c.Token != "").Msg("listening")
-	if detached != nil {
-		detached.SetURL(selfURL(srv.Addr()))
+	if mgr != nil {
+		mgr.SetURL(selfURL(srv.Addr()))
 	}
 	if c.DebugAddr != "" {
 		stopDebug, err := serveDebug(c.DebugAddr, log)
@@ -230,7 +230,7 @@ func (c *serveCmd) Run() error {
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range reload {
-			c.reloadScripts(scripts, detached, log)
+			c.reloadScripts(scripts, mgr, log)
 		}
 	}()
 	defer close(reload)
@@ -252,11 +252,11 @@ func (c *serveCmd) Run() error {
 	// interrupted as the server's shutdown kills their groups.
 	runsClosed := make(chan error, 1)
 	go func() {
-		if detached == nil {
+		if mgr == nil {
 			runsClosed <- nil
 			return
 		}
-		runsClosed <- detached.Close(sctx)
+		runsClosed <- mgr.Close(sctx)
 	}()
 	if err := srv.Close(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -302,8 +302,8 @@ func (c *serveCmd) loadScripts() (*atomic.Pointer[catalog.Catalog], error) {
 // reloadScripts answers SIGHUP: a new catalogue replaces the old one whole,
 // and a bad file leaves the old one in force. It logs what the reload
 // added, removed and changed. Queued runs of a removed script stay queued,
-// waiting for it to come back (runs.Manager.Waiting).
-func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], detached *runs.Manager, log zerolog.Logger) {
+// waiting for it to come back (detached.Manager.Waiting).
+func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], mgr *detached.Manager, log zerolog.Logger) {
 	if c.Scripts == "" {
 		log.Info().Msg("SIGHUP: no --scripts file to reload")
 		return
@@ -323,8 +323,8 @@ func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], detached *r
 	ev.Str("file", c.Scripts).Int("scripts", cat.Len()).
 		Strs("added", added).Strs("removed", removed).Strs("changed", changed).
 		Msg("exectab reloaded")
-	if detached != nil {
-		detached.ScriptsChanged()
+	if mgr != nil {
+		mgr.ScriptsChanged()
 	}
 }
 

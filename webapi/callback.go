@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 )
 
 // maxCallbackBody bounds a result or progress posted by a script.
@@ -57,7 +57,7 @@ func (s *Server) handlePostProgress(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, badRequestf("task and task_total must be 0 or more, subtask_percent 0 to 100"))
 		return
 	}
-	if err := s.cfg.Runs.PostProgress(r.Context(), r.PathValue("id"), bearer(r), runs.ProgressPatch(p)); err != nil {
+	if err := s.cfg.Runs.PostProgress(r.Context(), r.PathValue("id"), bearer(r), detached.ProgressPatch(p)); err != nil {
 		s.failScripts(w, err)
 		return
 	}

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/store"
 )
 
@@ -72,7 +72,7 @@ type runScriptRequest struct {
 }
 
 func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
-	body, err := s.readBody(w, r, s.cfg.MaxBody+runs.MaxStdin)
+	body, err := s.readBody(w, r, s.cfg.MaxBody+detached.MaxStdin)
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -104,7 +104,7 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 	if g := guestOf(r); g != nil {
 		who = g.ID
 	}
-	run, pos, err := s.cfg.Runs.Submit(r.Context(), runs.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin,
+	run, pos, err := s.cfg.Runs.Submit(r.Context(), detached.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin,
 		StartAt: startAt, Who: who, Timeout: timeout})
 	if err != nil {
 		s.failScripts(w, err)

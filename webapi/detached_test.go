@@ -22,7 +22,7 @@ import (
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/internal/testchild"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -35,28 +35,28 @@ type detachedServer struct {
 	token   string // the admin token, when the server has one
 	dir     string
 	store   *store.Store
-	runs    *runs.Manager
+	runs    *detached.Manager
 	scripts *atomic.Pointer[catalog.Catalog] // swap it to reload
 }
 
 func newDetachedServer(t *testing.T, dir string, lines ...string) *detachedServer {
 	t.Helper()
-	return newDetachedServerWith(t, dir, runs.Config{}, lines...)
+	return newDetachedServerWith(t, dir, detached.Config{}, lines...)
 }
 
-func newDetachedServerWith(t *testing.T, dir string, cfg runs.Config, lines ...string) *detachedServer {
+func newDetachedServerWith(t *testing.T, dir string, cfg detached.Config, lines ...string) *detachedServer {
 	t.Helper()
 	return newDetachedServerToken(t, dir, cfg, "", lines...)
 }
 
-func newDetachedServerToken(t *testing.T, dir string, cfg runs.Config, token string, lines ...string) *detachedServer {
+func newDetachedServerToken(t *testing.T, dir string, cfg detached.Config, token string, lines ...string) *detachedServer {
 	t.Helper()
 	return newDetachedServerFull(t, dir, cfg, webapi.Config{Token: token}, lines...)
 }
 
 // newDetachedServerFull is a detached server with web's settings (its
 // Addr, Logger, Env, Scripts, Runs, Events, Guests and Ready are the test's).
-func newDetachedServerFull(t *testing.T, dir string, cfg runs.Config, web webapi.Config, lines ...string) *detachedServer {
+func newDetachedServerFull(t *testing.T, dir string, cfg detached.Config, web webapi.Config, lines ...string) *detachedServer {
 	t.Helper()
 	token := web.Token
 	log := zerolog.Nop()
@@ -74,7 +74,7 @@ func newDetachedServerFull(t *testing.T, dir string, cfg runs.Config, web webapi
 		hub = feed.NewHub(100, 64)
 	}
 	cfg.Store, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Tick, cfg.Logger, cfg.Events = st, b, scripts.Load, env, 50*time.Millisecond, log, hub
-	m, err := runs.New(context.Background(), cfg)
+	m, err := detached.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +459,7 @@ func TestDetachedLimitsUnderConcurrentRequests(t *testing.T) {
 }
 
 func TestDetachedRetention(t *testing.T) {
-	s := newDetachedServerWith(t, t.TempDir(), runs.Config{Retain: time.Millisecond, RetainEvery: 100 * time.Millisecond},
+	s := newDetachedServerWith(t, t.TempDir(), detached.Config{Retain: time.Millisecond, RetainEvery: 100 * time.Millisecond},
 		"-e=TESTCHILD=exit old EXE 0")
 	id := s.submit(t, map[string]any{"name": "old"})
 	deadline := time.Now().Add(15 * time.Second)
@@ -500,16 +500,16 @@ func TestDetachedShutdown(t *testing.T) {
 	defer st.Close()
 	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
 	scripts := exectab(t, "-e=TESTCHILD=hang -s=1 h EXE")
-	m, err := runs.New(context.Background(), runs.Config{Store: st, Broker: b, Scripts: scripts.Load,
+	m, err := detached.New(context.Background(), detached.Config{Store: st, Broker: b, Scripts: scripts.Load,
 		Env: append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv), Tick: 20 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	running, _, err := m.Submit(context.Background(), runs.Request{Script: "h"})
+	running, _, err := m.Submit(context.Background(), detached.Request{Script: "h"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	queued, _, err := m.Submit(context.Background(), runs.Request{Script: "h"})
+	queued, _, err := m.Submit(context.Background(), detached.Request{Script: "h"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
@@ -52,7 +52,7 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, "storage_busy", "the run history is locked by another process: try again"
 	case errors.Is(err, broker.ErrTooManyProcs):
 		return http.StatusServiceUnavailable, "too_many_procs", err.Error()
-	case errors.Is(err, broker.ErrShuttingDown), errors.Is(err, runs.ErrClosed), errors.Is(err, context.Canceled):
+	case errors.Is(err, broker.ErrShuttingDown), errors.Is(err, detached.ErrClosed), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "shutting_down", "server is shutting down"
 
 	// The request's arguments.
@@ -60,11 +60,11 @@ func kindOf(err error) (status int, code, msg string) {
 		errors.Is(err, catalog.ErrInvalidArgument), errors.Is(err, catalog.ErrOptionArgument),
 		errors.Is(err, child.ErrArgTooLong):
 		return http.StatusBadRequest, "invalid_args", err.Error()
-	case errors.Is(err, runs.ErrStdin):
+	case errors.Is(err, detached.ErrStdin):
 		return http.StatusBadRequest, "invalid_stdin", err.Error()
 
 	// What the request names.
-	case errors.Is(err, errNoSuchScript), errors.Is(err, runs.ErrNoSuchScript):
+	case errors.Is(err, errNoSuchScript), errors.Is(err, detached.ErrNoSuchScript):
 		return http.StatusNotFound, "invalid_name", err.Error()
 	case errors.Is(err, store.ErrNoSuchGuest):
 		return http.StatusNotFound, "invalid_id", "no guest key with this id"
@@ -82,21 +82,21 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusForbidden, "forbidden", err.Error()
 	case errors.Is(err, errNoToken):
 		return http.StatusForbidden, "no_token", err.Error()
-	case errors.Is(err, runs.ErrRunToken):
+	case errors.Is(err, detached.ErrRunToken):
 		return http.StatusForbidden, "invalid_token", err.Error()
 	case errors.Is(err, broker.ErrGroupBusy):
 		return http.StatusTooManyRequests, "busy", err.Error()
-	case errors.Is(err, runs.ErrQueueFull):
+	case errors.Is(err, detached.ErrQueueFull):
 		return http.StatusTooManyRequests, "queue_full", err.Error()
-	case errors.Is(err, runs.ErrTooManyQueued):
+	case errors.Is(err, detached.ErrTooManyQueued):
 		return http.StatusTooManyRequests, "too_many_queued", err.Error()
-	case errors.Is(err, runs.ErrTooMuchStdin):
+	case errors.Is(err, detached.ErrTooMuchStdin):
 		return http.StatusTooManyRequests, "too_much_stdin", err.Error()
 	case errors.Is(err, errTooManyMonitors):
 		return http.StatusTooManyRequests, "too_many_monitors", err.Error()
 	case errors.Is(err, broker.ErrAliasInUse):
 		return http.StatusConflict, "alias_in_use", err.Error()
-	case errors.Is(err, runs.ErrDone):
+	case errors.Is(err, detached.ErrDone):
 		return http.StatusConflict, "already_done", err.Error()
 	}
 	return http.StatusInternalServerError, "internal_error", "internal error"

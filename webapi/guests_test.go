@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 )
 
 func TestGuestKeys(t *testing.T) {
 	dir := t.TempDir()
 	const admin = "admin-token"
-	s := newDetachedServerToken(t, dir, runs.Config{}, admin,
+	s := newDetachedServerToken(t, dir, detached.Config{}, admin,
 		"-e=TESTCHILD=exit job EXE 0", "-e=TESTCHILD=exit other EXE 0", "-e=TESTCHILD=hang long EXE")
 	call := func(key, method, path string, body any) (int, apiAnswer) {
 		t.Helper()

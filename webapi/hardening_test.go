@@ -16,7 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/rexec/rexec/catalog"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/webapi"
 	_ "modernc.org/sqlite"
 )
@@ -87,7 +87,7 @@ func TestScriptArgumentsAreNotOptions(t *testing.T) {
 }
 
 func TestTimesAndSizesBeyondWhatTheServerTakes(t *testing.T) {
-	d := newDetachedServerToken(t, t.TempDir(), runs.Config{}, "tok", "-e=TESTCHILD=args job EXE @@1")
+	d := newDetachedServerToken(t, t.TempDir(), detached.Config{}, "tok", "-e=TESTCHILD=args job EXE @@1")
 	code, a := d.call(t, "POST", "/scripts/v1/run", map[string]any{"name": "job", "args": []string{"x"}, "queue": int64(9999999999)})
 	if code != 400 || !strings.Contains(a["error"].(string), "2262") {
 		t.Fatalf("queue past 2262: %d %v", code, a)
@@ -111,7 +111,7 @@ func TestTimesAndSizesBeyondWhatTheServerTakes(t *testing.T) {
 // Events and monitors watch scripts of the exectab, within caps on names
 // per monitor, monitors per key and monitors per server.
 func TestMonitorLimits(t *testing.T) {
-	d := newDetachedServerFull(t, t.TempDir(), runs.Config{},
+	d := newDetachedServerFull(t, t.TempDir(), detached.Config{},
 		webapi.Config{Token: "tok", Monitors: webapi.MonitorLimits{Max: 3, PerKey: 2, Names: 2}},
 		"-e=TESTCHILD=exit a EXE 0", "-e=TESTCHILD=exit b EXE 0", "-e=TESTCHILD=exit c EXE 0")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -236,7 +236,7 @@ func createGuest(t *testing.T, d *detachedServer, spec map[string]any) (id, key 
 // A follower of a run's output stops when its guest key is deleted, as the
 // event monitors do.
 func TestOutputFollowEndsWithItsKey(t *testing.T) {
-	d := newDetachedServerToken(t, t.TempDir(), runs.Config{}, "tok", "-e=TESTCHILD=hang long EXE")
+	d := newDetachedServerToken(t, t.TempDir(), detached.Config{}, "tok", "-e=TESTCHILD=hang long EXE")
 	id := d.submit(t, map[string]any{"name": "long"})
 	d.waitState(t, id, "running")
 	gid, gkey := createGuest(t, d, map[string]any{"name": "long", "status": true})
@@ -278,7 +278,7 @@ func TestOutputFollowEndsWithItsKey(t *testing.T) {
 // The head of an event stream is sent at once, not with the first event or
 // heartbeat: a client (or a proxy) knows at once that it is connected.
 func TestEventStreamHeadComesAtOnce(t *testing.T) {
-	d := newDetachedServerFull(t, t.TempDir(), runs.Config{}, webapi.Config{Heartbeat: time.Hour}, "-e=TESTCHILD=exit a EXE 0")
+	d := newDetachedServerFull(t, t.TempDir(), detached.Config{}, webapi.Config{Heartbeat: time.Hour}, "-e=TESTCHILD=exit a EXE 0")
 	for _, last := range []string{"", "1"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, "GET", d.url+"/scripts/v1/events", nil)
@@ -304,7 +304,7 @@ func TestEventStreamHeadComesAtOnce(t *testing.T) {
 // Queued runs are bounded server-wide, in number and in stdin kept on disk,
 // whatever the scripts' -m.
 func TestServerWideQueueCaps(t *testing.T) {
-	d := newDetachedServerWith(t, t.TempDir(), runs.Config{MaxQueued: 2, MaxQueuedStdin: 10},
+	d := newDetachedServerWith(t, t.TempDir(), detached.Config{MaxQueued: 2, MaxQueuedStdin: 10},
 		"-e=TESTCHILD=exit a EXE 0", "-e=TESTCHILD=cat -i b EXE")
 	later := time.Now().Add(time.Hour).Unix()
 	first := d.submit(t, map[string]any{"name": "a", "queue": later})

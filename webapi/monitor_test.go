@@ -10,7 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/rexec/rexec/feed"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 )
 
 func TestMonitorWebSocket(t *testing.T) {
@@ -87,7 +87,7 @@ func TestMonitorWebSocket(t *testing.T) {
 // its queue is full, while another one keeps receiving everything.
 func TestSlowMonitorIsDisconnected(t *testing.T) {
 	hub := feed.NewHub(10, 4)
-	s := newDetachedServerWith(t, t.TempDir(), runs.Config{Events: hub}, "-e=TESTCHILD=exit job EXE 0")
+	s := newDetachedServerWith(t, t.TempDir(), detached.Config{Events: hub}, "-e=TESTCHILD=exit job EXE 0")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dial := func() *websocket.Conn {

@@ -7,7 +7,7 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 )
 
 var (
@@ -54,7 +54,7 @@ func (s *Server) runSpec(req *processRequest, ndjson, liveStdin bool) (child.Spe
 	spec.Path, spec.Args, spec.Dir = sc.Path, args, sc.Dir
 	spec.Env = sc.Environ(s.cfg.Env)
 	spec.Credential = cred
-	spec.Timeout = runs.EffectiveTimeout(req.timeout, sc) // the script's -t caps it
+	spec.Timeout = detached.EffectiveTimeout(req.timeout, sc) // the script's -t caps it
 	return spec, broker.Limit{Group: "script " + sc.Name, Max: sc.Concurrency}, nil
 }
 

@@ -17,7 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/rexec/rexec/internal/testchild"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/webapi"
 )
 
@@ -57,7 +57,7 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 	for _, token := range []string{"", "s3cret"} {
 		t.Run("token="+token, func(t *testing.T) {
 			marker := filepath.Join(t.TempDir(), "ran")
-			s := newDetachedServerToken(t, t.TempDir(), runs.Config{}, token, "-e=TESTCHILD=exit job EXE 0")
+			s := newDetachedServerToken(t, t.TempDir(), detached.Config{}, token, "-e=TESTCHILD=exit job EXE 0")
 			auth := []string{}
 			if token != "" {
 				auth = []string{"Authorization", "Bearer " + token}
@@ -223,7 +223,7 @@ func TestAuthorizationHeaderRules(t *testing.T) {
 // ?apikey= is for guest keys (WebSocket clients in browsers cannot set
 // headers); the admin token in a URL would end up in logs and histories.
 func TestAdminTokenIsRefusedInTheURL(t *testing.T) {
-	s := newDetachedServerToken(t, t.TempDir(), runs.Config{}, "s3cret", "-e=TESTCHILD=exit job EXE 0")
+	s := newDetachedServerToken(t, t.TempDir(), detached.Config{}, "s3cret", "-e=TESTCHILD=exit job EXE 0")
 	code, _, body := request(t, s.url, "GET", "/scripts/v1/status?apikey=s3cret", "")
 	if code != 401 || !strings.Contains(body, "not accepted in the URL") {
 		t.Fatalf("admin token as ?apikey=: %d %s", code, body)
@@ -247,7 +247,7 @@ func TestGuestKeysNeedAnAdminToken(t *testing.T) {
 			t.Errorf("%s %s without a token: %d %s", ep.method, ep.path, code, body)
 		}
 	}
-	tok := newDetachedServerToken(t, t.TempDir(), runs.Config{}, "s3cret", "-e=TESTCHILD=exit job EXE 0")
+	tok := newDetachedServerToken(t, t.TempDir(), detached.Config{}, "s3cret", "-e=TESTCHILD=exit job EXE 0")
 	code, _, body := request(t, tok.url, "POST", "/scripts/v1/guest/delete/nosuchguest", "", "Authorization", "Bearer s3cret")
 	if code != 404 || !strings.Contains(body, "no guest key with this id") {
 		t.Fatalf("deleting an unknown guest: %d %s", code, body)

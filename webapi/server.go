@@ -21,7 +21,7 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/feed"
-	"github.com/rexec/rexec/runs"
+	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
@@ -50,7 +50,7 @@ type Config struct {
 	ScriptsOnly bool
 	// Runs serves the detached runs of /scripts/v1; nil: the API answers
 	// that this server runs no scripts.
-	Runs *runs.Manager
+	Runs *detached.Manager
 	// Events is the feed that GET /scripts/v1/events streams.
 	Events *feed.Hub
 	// Guests keeps the guest keys; nil: there are none.
