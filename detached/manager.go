@@ -21,29 +21,25 @@ import (
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
 
 // Error kinds; webapi maps them to statuses.
 var (
-	ErrNoSuchScript = errors.New("no such script")
-	ErrQueueFull    = errors.New("the script's queue is full")
+	ErrQueueFull = errors.New("the script's queue is full")
 	// ErrTooManyQueued: the server holds as many queued runs as it may
 	// (Config.MaxQueued), whatever their scripts.
 	ErrTooManyQueued = errors.New("the server's queue is full")
 	// ErrTooMuchStdin: the stdin kept for queued runs would pass
 	// Config.MaxQueuedStdin.
 	ErrTooMuchStdin = errors.New("the server keeps as much queued stdin as it may")
-	ErrStdin        = errors.New("stdin refused")
 	ErrDone         = errors.New("the run has ended")
 	ErrClosed       = errors.New("detached runs are shutting down")
 	// ErrRunToken: the run token is not the running run's (or it ended).
 	ErrRunToken = errors.New("this token is not valid for this run (a run token is valid for its own run, while it runs)")
 )
-
-// MaxStdin bounds the stdin a detached run may carry.
-const MaxStdin = 1 << 20
 
 // Config is what a Manager works with. Zero values take the defaults.
 type Config struct {
@@ -209,36 +205,30 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 // done (a -n script, or a start that failed), never a state it is about to
 // leave.
 func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, error) {
-	sc, ok := m.cfg.Scripts().Lookup(req.Script)
-	if !ok {
-		return store.Run{}, 0, fmt.Errorf("%w named %q", ErrNoSuchScript, req.Script)
-	}
-	var stdin int64
-	if req.Stdin != nil && *req.Stdin != "" {
-		switch {
-		case !sc.AllowStdin:
-			return store.Run{}, 0, fmt.Errorf("%w: script %q takes no stdin (its exectab line has no -i)", ErrStdin, sc.Name)
-		case len(*req.Stdin) > MaxStdin:
-			return store.Run{}, 0, fmt.Errorf("%w: stdin is limited to %d bytes", ErrStdin, MaxStdin)
-		}
-		stdin = int64(len(*req.Stdin))
-	}
-	args, err := sc.Argv(req.Args)
+	sc, err := launch.Lookup(m.cfg.Scripts(), req.Script)
 	if err != nil {
 		return store.Run{}, 0, err
 	}
-	if !sc.NoProcess {
-		// Refused now rather than when it starts, maybe hours later.
-		// The id and token of the environment are as long as real ones.
-		env := m.environ(sc, strings.Repeat("a", 26), strings.Repeat("0", 64))
-		if err := child.CheckArgs(append([]string{sc.Path}, args...), env); err != nil {
-			return store.Run{}, 0, err
+	var stdin int64
+	if req.Stdin != nil {
+		stdin = int64(len(*req.Stdin))
+	}
+	lr := launch.Request{Args: req.Args, Stdin: stdin, Timeout: req.Timeout}
+	if sc.NoProcess {
+		_, err = launch.Check(sc, lr)
+	} else {
+		// Refused now rather than when it starts, maybe hours later. The
+		// id and token of the environment are as long as real ones.
+		var spec child.Spec
+		spec, err = launch.Spec(sc, lr, m.cfg.Env, m.callbackEnv(strings.Repeat("a", 26), strings.Repeat("0", 64))...)
+		if err == nil {
+			err = child.CheckArgs(append([]string{spec.Path}, spec.Args...), spec.Env)
 		}
 	}
-	if req.Timeout < 0 {
-		return store.Run{}, 0, errors.New("negative timeout")
+	if err != nil {
+		return store.Run{}, 0, err
 	}
-	timeout := EffectiveTimeout(req.Timeout, sc)
+	timeout := launch.Timeout(req.Timeout, sc)
 
 	m.mu.Lock()
 	switch {
@@ -317,15 +307,6 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 		rec = run
 	}
 	return rec, m.Position(run.ID), nil
-}
-
-// EffectiveTimeout is the time limit of a run of sc that asked for
-// requested (0: none): the script's -t caps it, and is the default.
-func EffectiveTimeout(requested time.Duration, sc *catalog.Script) time.Duration {
-	if sc.Timeout > 0 && (requested <= 0 || requested > sc.Timeout) {
-		return sc.Timeout
-	}
-	return max(requested, 0)
 }
 
 // Get returns a run of the history.
@@ -581,7 +562,8 @@ func (m *Manager) execute(id string, sc *catalog.Script) {
 		return
 	}
 	token := newToken()
-	spec, err := m.spec(r, sc, token)
+	stdin, _ := os.ReadFile(m.stdinPath(r.ID)) // none when it has none
+	spec, err := m.spec(r, sc, token, stdin)
 	if err != nil {
 		m.startFailed(r, err)
 		ended()
@@ -749,30 +731,23 @@ func (m *Manager) publish(e feed.Event) {
 }
 
 // spec is what child.Start needs for run r of script sc.
-func (m *Manager) spec(r store.Run, sc *catalog.Script, token string) (child.Spec, error) {
-	args, err := sc.Argv(r.Args)
+func (m *Manager) spec(r store.Run, sc *catalog.Script, token string, stdin []byte) (child.Spec, error) {
+	spec, err := launch.Spec(sc, launch.Request{Args: r.Args, Stdin: int64(len(stdin)), Timeout: r.Timeout},
+		m.cfg.Env, m.callbackEnv(r.ID, token)...)
 	if err != nil {
 		return child.Spec{}, err
 	}
-	cred, err := sc.Credential()
-	if err != nil {
-		return child.Spec{}, err
-	}
-	spec := child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: m.environ(sc, r.ID, token), Credential: cred,
-		Stderr: child.StderrMerge, Timeout: r.Timeout}
-	if b, err := os.ReadFile(m.stdinPath(r.ID)); err == nil {
-		spec.Stdin = bytes.NewReader(b)
+	if len(stdin) > 0 {
+		spec.Stdin = bytes.NewReader(stdin)
 	}
 	return spec, nil
 }
 
-// environ is the environment of a run of sc: the server's, the exectab's
-// -e, and the callback API's variables (the script may post its result and
-// progress back with its own run's token, valid only while it runs).
-func (m *Manager) environ(sc *catalog.Script, id, token string) []string {
-	base := sc.Environ(m.cfg.Env)
-	return append(base[:len(base):len(base)], // never into the shared base
-		"REXEC_URL="+m.URL(), "REXEC_RUN_ID="+id, "REXEC_RUN_TOKEN="+token)
+// callbackEnv are the callback API's variables of run id: the script may
+// post its result and progress back with its own run's token, valid only
+// while it runs.
+func (m *Manager) callbackEnv(id, token string) []string {
+	return []string{"REXEC_URL=" + m.URL(), "REXEC_RUN_ID=" + id, "REXEC_RUN_TOKEN=" + token}
 }
 
 func (m *Manager) startFailed(r store.Run, err error) {

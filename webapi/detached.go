@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
 )
 
@@ -72,7 +73,7 @@ type runScriptRequest struct {
 }
 
 func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
-	body, err := s.readBody(w, r, s.cfg.MaxBody+detached.MaxStdin)
+	body, err := s.readBody(w, r, s.cfg.MaxBody+launch.MaxStdin)
 	if err != nil {
 		s.failScripts(w, err)
 		return

@@ -12,6 +12,7 @@ import (
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
@@ -60,11 +61,13 @@ func kindOf(err error) (status int, code, msg string) {
 		errors.Is(err, catalog.ErrInvalidArgument), errors.Is(err, catalog.ErrOptionArgument),
 		errors.Is(err, child.ErrArgTooLong):
 		return http.StatusBadRequest, "invalid_args", err.Error()
-	case errors.Is(err, detached.ErrStdin):
+	case errors.Is(err, launch.ErrStdin):
 		return http.StatusBadRequest, "invalid_stdin", err.Error()
+	case errors.Is(err, launch.ErrNoProcess), errors.Is(err, launch.ErrTimeout):
+		return http.StatusBadRequest, "invalid_request", err.Error()
 
 	// What the request names.
-	case errors.Is(err, errNoSuchScript), errors.Is(err, detached.ErrNoSuchScript):
+	case errors.Is(err, launch.ErrNoSuchScript):
 		return http.StatusNotFound, "invalid_name", err.Error()
 	case errors.Is(err, store.ErrNoSuchGuest):
 		return http.StatusNotFound, "invalid_id", "no guest key with this id"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/launch"
 )
 
 // handleEvents is GET /scripts/v1/events?name=NAME: run events as
@@ -126,7 +127,7 @@ func (s *Server) watchable(name string) error {
 		return nil
 	}
 	if _, ok := s.scripts().Lookup(name); !ok {
-		return fmt.Errorf("%w named %q: a monitor watches scripts of the exectab", errNoSuchScript, clipName(name))
+		return fmt.Errorf("%w named %q: a monitor watches scripts of the exectab", launch.ErrNoSuchScript, clipName(name))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
 )
 
@@ -172,7 +173,7 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Name != "" {
 		if _, ok := s.scripts().Lookup(req.Name); !ok {
-			s.failScripts(w, fmt.Errorf("%w named %q: a guest key is for a script of the exectab, or every script (\"\")", errNoSuchScript, req.Name))
+			s.failScripts(w, fmt.Errorf("%w named %q: a guest key is for a script of the exectab, or every script (\"\")", launch.ErrNoSuchScript, req.Name))
 			return
 		}
 	}

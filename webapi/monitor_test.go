@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/feed"
 )
 
 func TestMonitorWebSocket(t *testing.T) {

@@ -67,6 +67,11 @@ func TestScripts(t *testing.T) {
 		}
 		resp, out = s.run(t, map[string]any{"alias": "u", "script": "nostdin", "stdin": "x\n"})
 		wantError(t, resp, out, 400, "no stdin")
+		// As on /scripts/v1: an empty stdin is none, whatever the script.
+		resp, out = s.run(t, map[string]any{"alias": "u", "script": "nostdin", "stdin": ""})
+		if wantStatus(t, resp, out, 200); string(out) != "" {
+			t.Fatalf("out %q", out)
+		}
 	})
 	for _, tc := range []struct {
 		name   string

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/rexec/rexec/internal/testchild"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/internal/testchild"
 	"github.com/rexec/rexec/webapi"
 )
 

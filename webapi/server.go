@@ -20,8 +20,9 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
-	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
@@ -340,7 +341,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 		// The handler that reads the body sets the deadline of its own
 		// limit; this one bounds a body that nothing reads, which net/http
 		// reads before answering so as to reuse the connection.
-		http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.bodyTimeout(s.cfg.MaxBody + maxScriptStdin)))
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.bodyTimeout(s.cfg.MaxBody + launch.MaxStdin)))
 	}
 	if isProbe(r) || isCallback(r.URL.Path) { // a callback carries its run's own token, checked by the handler
 		return r
