@@ -1,9 +1,16 @@
 // Package broker owns the table of running processes. One goroutine, the
 // loop, holds the table; everything else talks to it over channels. It
-// enforces alias uniqueness and the process limit and kills every process at
-// shutdown. It never does I/O in its loop: it reserves an alias and replies
-// at once, and the fork/exec happens in the caller's goroutine, so spawns are
+// enforces alias uniqueness, the process limit (--max-procs) and each
+// group's limit (a script's -s, for its attached and detached runs alike:
+// the broker is the one place that counts them), and kills every process at
+// shutdown. It never does I/O in its loop: it reserves a slot and replies at
+// once, and the fork/exec happens in the caller's goroutine, so spawns are
 // not serialised on one core.
+//
+// A process has an alias (a client's name for it, unique while it runs) or
+// none: detached runs take anonymous slots, which no client alias can
+// collide with. Whoever waits for a slot (the scheduler of detached runs)
+// reads Freed, which signals every slot freed.
 package broker
 
 import (
@@ -56,16 +63,28 @@ type Broker struct {
 	// the same alias) can never be handled before it.
 	create   chan createMsg
 	started  chan startedMsg
-	release  chan string
+	release  chan key
 	status   chan exitMsg
 	shutdown chan struct{}
 	// done is closed when the loop returns; every send selects on it.
 	done chan struct{}
 
+	// freed signals that a slot was freed (see Freed); its capacity of one
+	// coalesces signals that nobody has read yet.
+	freed chan struct{}
+
 	// Owned by the loop goroutine only.
-	table        map[string]entry // by alias
-	groups       map[string]int   // running (or starting) processes per Limit.Group
+	table        map[key]entry  // by alias, or anonymous number
+	groups       map[string]int // running (or starting) processes per Limit.Group
+	lastAnon     uint64         // the number given to the last anonymous slot
 	shuttingDown bool
+}
+
+// key names a row of the table: a client's alias, or (alias "") the number
+// of an anonymous slot. The two kinds cannot collide.
+type key struct {
+	alias string
+	anon  uint64
 }
 
 // entry is a row of the table.
@@ -77,17 +96,22 @@ type entry struct {
 type createMsg struct {
 	alias string
 	limit Limit
-	reply chan error
+	reply chan reserveReply
+}
+
+type reserveReply struct {
+	key key
+	err error
 }
 
 type startedMsg struct {
-	alias string
-	proc  *child.Process
+	key  key
+	proc *child.Process
 }
 
 type exitMsg struct {
-	alias string
-	freed chan struct{} // closed by the loop once the alias is free
+	key   key
+	freed chan struct{} // closed by the loop once the slot is free
 }
 
 // New starts a broker's loop.
@@ -100,11 +124,12 @@ func New(opts Options) *Broker {
 		log:      opts.Logger,
 		create:   make(chan createMsg),
 		started:  make(chan startedMsg),
-		release:  make(chan string),
+		release:  make(chan key),
 		status:   make(chan exitMsg, opts.StatusSize),
 		shutdown: make(chan struct{}),
 		done:     make(chan struct{}),
-		table:    make(map[string]entry),
+		freed:    make(chan struct{}, 1),
+		table:    make(map[key]entry),
 		groups:   make(map[string]int),
 	}
 	go b.loop()
@@ -122,22 +147,52 @@ func (b *Broker) Start(alias string, spec child.Spec) (*child.Process, error) {
 // StartIn is Start within a group's limit: beyond lim.Max processes of
 // lim.Group running at once it returns ErrGroupBusy.
 func (b *Broker) StartIn(alias string, lim Limit, spec child.Spec) (*child.Process, error) {
-	reply := make(chan error, 1)
+	slot, err := b.Reserve(alias, lim)
+	if err != nil {
+		return nil, err
+	}
+	return slot.Start(spec)
+}
+
+// Slot is a place in the table, reserved and not yet used: Start uses it,
+// Release gives it back. One of the two must be called, once.
+type Slot struct {
+	b   *Broker
+	key key
+}
+
+// Reserve takes a slot for alias (anonymous when alias is ""), within the
+// process limit and lim. Errors: ErrAliasInUse, ErrTooManyProcs,
+// ErrGroupBusy, ErrShuttingDown.
+func (b *Broker) Reserve(alias string, lim Limit) (*Slot, error) {
+	reply := make(chan reserveReply, 1)
 	if err := send(b, b.create, createMsg{alias: alias, limit: lim, reply: reply}); err != nil {
 		return nil, err
 	}
-	if err := <-reply; err != nil {
-		return nil, err
+	r := <-reply
+	if r.err != nil {
+		return nil, r.err
 	}
+	return &Slot{b: b, key: r.key}, nil
+}
+
+// Release gives back a slot that will not be started.
+func (s *Slot) Release() { send(s.b, s.b.release, s.key) }
+
+// Start starts the process described by spec in the slot. The slot is free
+// again once the process has been reaped, before its Done is closed, or at
+// once when the start fails (an error of kind child.ErrStartFailed).
+func (s *Slot) Start(spec child.Spec) (*child.Process, error) {
+	b, k := s.b, s.key
 	// A child can exit before Start has told the loop it started; its exit
 	// must not reach the loop first, or the loop would record a dead
-	// process after forgetting it and the alias would stay taken.
+	// process after forgetting it and the slot would stay taken.
 	registered := make(chan struct{})
 	opts := b.opts.Child
 	opts.OnExit = func(*child.Process) {
 		<-registered
 		freed := make(chan struct{})
-		if send(b, b.status, exitMsg{alias: alias, freed: freed}) == nil {
+		if send(b, b.status, exitMsg{key: k, freed: freed}) == nil {
 			select {
 			case <-freed:
 			case <-b.done:
@@ -146,13 +201,19 @@ func (b *Broker) StartIn(alias string, lim Limit, spec child.Spec) (*child.Proce
 	}
 	p, err := child.Start(spec, opts)
 	if err != nil {
-		send(b, b.release, alias)
+		send(b, b.release, k)
 		return nil, err
 	}
-	send(b, b.started, startedMsg{alias: alias, proc: p})
+	send(b, b.started, startedMsg{key: k, proc: p})
 	close(registered)
 	return p, nil
 }
+
+// Freed signals that a slot was freed since it was last read: a process was
+// reaped, or a reservation released. Signals that nobody read are
+// coalesced into one. It has one reader, the scheduler of detached runs,
+// which tries its queued runs again when it fires.
+func (b *Broker) Freed() <-chan struct{} { return b.freed }
 
 // send delivers msg to the loop over ch unless the loop has ended.
 func send[T any](b *Broker, ch chan<- T, msg T) error {
@@ -187,18 +248,19 @@ func (b *Broker) loop() {
 	for {
 		select {
 		case m := <-b.create:
-			m.reply <- b.reserve(m.alias, m.limit)
+			k, err := b.reserve(m.alias, m.limit)
+			m.reply <- reserveReply{key: k, err: err}
 		case m := <-b.started:
-			e := b.table[m.alias]
+			e := b.table[m.key]
 			e.proc = m.proc
-			b.table[m.alias] = e
+			b.table[m.key] = e
 			if b.shuttingDown {
 				m.proc.Kill(child.ReasonShutdown)
 			}
-		case alias := <-b.release:
-			b.free(alias)
+		case k := <-b.release:
+			b.free(k)
 		case m := <-b.status:
-			b.free(m.alias)
+			b.free(m.key)
 			close(m.freed)
 		case <-b.shutdown:
 			if !b.shuttingDown {
@@ -217,36 +279,44 @@ func (b *Broker) loop() {
 	}
 }
 
-func (b *Broker) reserve(alias string, lim Limit) error {
+func (b *Broker) reserve(alias string, lim Limit) (key, error) {
 	if b.shuttingDown {
-		return ErrShuttingDown
+		return key{}, ErrShuttingDown
 	}
-	if _, ok := b.table[alias]; ok { // running, or reserved and starting
-		return ErrAliasInUse
+	k := key{alias: alias}
+	if alias == "" {
+		b.lastAnon++
+		k.anon = b.lastAnon
+	} else if _, ok := b.table[k]; ok { // running, or reserved and starting
+		return key{}, ErrAliasInUse
 	}
 	if b.opts.MaxProcs > 0 && len(b.table) >= b.opts.MaxProcs {
-		return ErrTooManyProcs
+		return key{}, ErrTooManyProcs
 	}
 	if lim.Max > 0 && b.groups[lim.Group] >= lim.Max {
-		return ErrGroupBusy
+		return key{}, ErrGroupBusy
 	}
-	b.table[alias] = entry{group: lim.Group}
+	b.table[k] = entry{group: lim.Group}
 	if lim.Group != "" {
 		b.groups[lim.Group]++
 	}
-	return nil
+	return k, nil
 }
 
-// free forgets alias and counts it out of its group.
-func (b *Broker) free(alias string) {
-	e, ok := b.table[alias]
+// free forgets k, counts it out of its group and signals Freed.
+func (b *Broker) free(k key) {
+	e, ok := b.table[k]
 	if !ok {
 		return
 	}
-	delete(b.table, alias)
+	delete(b.table, k)
 	if e.group != "" {
 		if b.groups[e.group]--; b.groups[e.group] == 0 {
 			delete(b.groups, e.group)
 		}
+	}
+	select {
+	case b.freed <- struct{}{}:
+	default: // a signal is waiting already
 	}
 }

@@ -216,3 +216,98 @@ func TestGroupLimit(t *testing.T) {
 	procs[1].Kill(child.ReasonCancelled)
 	drain(procs[1])
 }
+
+// Anonymous slots (detached runs) share the group's limit with aliased
+// ones (attached runs) but never their names.
+func TestAnonymousSlots(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	lim := broker.Limit{Group: "script s", Max: 2}
+	a, err := b.Reserve("", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Start(spec("hang"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Whatever alias a client picks, it is not an anonymous slot's.
+	for _, alias := range []string{"1", "run-1", "#1", "\x001"} {
+		q, err := b.Start(alias, spec("exit", "0"))
+		if err != nil {
+			t.Fatalf("alias %q: %v", alias, err)
+		}
+		drain(q)
+	}
+	attached, err := b.StartIn("attached", lim, spec("hang"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Reserve("", lim); !errors.Is(err, broker.ErrGroupBusy) {
+		t.Fatalf("third of the group: %v, want ErrGroupBusy", err)
+	}
+	p.Kill(child.ReasonCancelled)
+	drain(p)
+	c, err := b.Reserve("", lim)
+	if err != nil {
+		t.Fatalf("after the anonymous one ended: %v", err)
+	}
+	c.Release()
+	attached.Kill(child.ReasonCancelled)
+	drain(attached)
+	// Two anonymous slots at once are two, not one name taken twice.
+	x, err1 := b.Reserve("", broker.Limit{})
+	y, err2 := b.Reserve("", broker.Limit{})
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	x.Release()
+	y.Release()
+}
+
+// Freed fires when a process is reaped and when a reservation is given
+// back: the scheduler of detached runs waits for it, not for a tick.
+func TestFreedSignalsEveryFreeSlot(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	lim := broker.Limit{Group: "g", Max: 1}
+	drainFreed := func() {
+		select {
+		case <-b.Freed():
+		default:
+		}
+	}
+	wantFreed := func(what string) {
+		t.Helper()
+		select {
+		case <-b.Freed():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no Freed signal after %s", what)
+		}
+	}
+	p, err := b.StartIn("a", lim, spec("hang"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	drainFreed()
+	if _, err := b.Reserve("", lim); !errors.Is(err, broker.ErrGroupBusy) {
+		t.Fatalf("busy group: %v", err)
+	}
+	select {
+	case <-b.Freed():
+		t.Fatal("Freed fired while nothing was freed")
+	default:
+	}
+	p.Kill(child.ReasonCancelled)
+	drain(p)
+	wantFreed("a reap")
+	s, err := b.Reserve("", lim)
+	if err != nil {
+		t.Fatalf("the freed slot: %v", err)
+	}
+	s.Release()
+	wantFreed("a release")
+	// A failed start frees its slot too.
+	if _, err := b.StartIn("", lim, child.Spec{Path: "/no/such"}); !errors.Is(err, child.ErrStartFailed) {
+		t.Fatalf("failed start: %v", err)
+	}
+	wantFreed("a failed start")
+}
