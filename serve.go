@@ -15,8 +15,8 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
-	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -169,7 +169,7 @@ func (c *serveCmd) Run() error {
 			log.Warn().Int("guest_keys", n).Msg("guest keys made without an admin token (by an older rexec, by anyone) no longer work: " +
 				"list them with /scripts/v1/guest/list and delete them")
 		}
-		mgr, err = detached.New(context.Background(), detached.Config{Store: st, Broker: b, Scripts: scripts.Load,
+		mgr, err = detached.New(context.Background(), detached.Config{History: st, Outputs: st, Broker: b, Scripts: scripts.Load,
 			Env: env, Retain: time.Duration(c.Retain), Events: events, Logger: log,
 			MaxQueued: c.MaxQueued, MaxQueuedStdin: int64(c.MaxQueuedStdin)})
 		if err != nil {
@@ -188,7 +188,6 @@ func (c *serveCmd) Run() error {
 		Scripts:        scripts.Load,
 		ScriptsOnly:    c.ScriptsOnly,
 		Runs:           mgr,
-		Events:         events,
 		Guests:         guests,
 		AllowedHosts:   c.AllowedHost,
 		AllowedOrigins: c.AllowedOrigin,
@@ -197,6 +196,7 @@ func (c *serveCmd) Run() error {
 	}
 	if st != nil {
 		cfg.Ready = st.Ready
+		cfg.Events = events
 	}
 	srv := webapi.New(cfg, b)
 	// Signals are ours from before the "listening" line: whoever takes

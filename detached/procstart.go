@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -56,4 +57,19 @@ func bootTime() (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// killIfStillOurs: temporary, until child has it.
+func killIfStillOurs(pid, pgid int, startedAt time.Time) bool {
+	if pgid <= 0 || startedAt.IsZero() {
+		return false
+	}
+	started, ok := processStart(pid)
+	if !ok {
+		return false
+	}
+	if d := started.Sub(startedAt); d < -2*time.Second || d > 2*time.Second {
+		return false
+	}
+	return syscall.Kill(-pgid, syscall.SIGKILL) == nil
 }

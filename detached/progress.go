@@ -4,21 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"unicode/utf8"
-)
 
-// Progress is what a run's output last said about its progress.
-//
-// A line "[N/M] Title" starts task N of M, "[N] Title" task N keeping the
-// total the last task line gave, and "[P%] Title" sets the current task's
-// subtask. A new task has no subtask until a subtask line says so: there is
-// none while SubtaskPercent is 0 and SubtaskTitle empty (which "[0%]" with
-// no title also gives).
-type Progress struct {
-	Task, TaskTotal int // 0 when unknown
-	TaskTitle       string
-	SubtaskPercent  int // 0-100
-	SubtaskTitle    string
-}
+	"github.com/rexec/rexec/store"
+)
 
 // Limits of a progress line. The longest bracket that can be progress,
 // "[999999999/999999999]", fits in maxProgressBracket.
@@ -32,6 +20,12 @@ const (
 // child's pipe returns them: lines may be split across chunks). Its zero
 // value is ready to use. Memory is bounded: at most maxProgressTitle bytes of
 // a line's title are kept, and nothing of other lines.
+//
+// A line "[N/M] Title" starts task N of M, "[N] Title" task N keeping the
+// total the last task line gave, and "[P%] Title" sets the current task's
+// subtask. A new task has no subtask until a subtask line says so: there is
+// none while SubtaskPercent is 0 and SubtaskTitle empty (which "[0%]" with
+// no title also gives).
 //
 // The rules, where "blank" means a space or a tab:
 //   - A line ends at "\n" or "\r" (so "\r\n" and a progress bar's bare "\r"
@@ -49,7 +43,7 @@ const (
 //     bytes, tabs and control characters within the title, are kept.
 //   - A task line resets the subtask.
 type ProgressScanner struct {
-	p     Progress
+	p     store.Progress
 	state progressState
 
 	bracket    [maxProgressBracket]byte
@@ -135,12 +129,12 @@ func (s *ProgressScanner) Write(p []byte) (changed bool) {
 }
 
 // Progress returns the current progress.
-func (s *ProgressScanner) Progress() Progress { return s.p }
+func (s *ProgressScanner) Progress() store.Progress { return s.p }
 
 // SetProgress makes p the progress that the next lines change: a progress
 // set by other means (the callback API) is not undone by a later line. The
 // line being read goes on where it was.
-func (s *ProgressScanner) SetProgress(p Progress) { s.p = p }
+func (s *ProgressScanner) SetProgress(p store.Progress) { s.p = p }
 
 // endLine ends the current line, applying it if it is a progress line.
 func (s *ProgressScanner) endLine() {

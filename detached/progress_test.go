@@ -1,31 +1,33 @@
 package detached
 
 import (
+	"github.com/rexec/rexec/store"
+
 	"bytes"
 	"strings"
 	"testing"
 	"unicode/utf8"
 )
 
-// The example of the seed's "Tracking Progress", line by line, with what
+// The example of the seed's "Tracking store.Progress", line by line, with what
 // status should say after each.
 var progressSeedExample = []struct {
 	line string
-	want Progress
+	want store.Progress
 }{
-	{"[1/3] Task 1", Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1"}},
-	{"[50%] Subtask", Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1", SubtaskPercent: 50, SubtaskTitle: "Subtask"}},
-	{"[88%] Subtask", Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1", SubtaskPercent: 88, SubtaskTitle: "Subtask"}},
-	{"[2] Task 2", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2"}},
-	{"[15%] Subtask", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 15, SubtaskTitle: "Subtask"}},
-	{"[45%] Subtask", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 45, SubtaskTitle: "Subtask"}},
-	{"[98%] Subtask", Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 98, SubtaskTitle: "Subtask"}},
-	{"[3] Task 3", Progress{Task: 3, TaskTotal: 3, TaskTitle: "Task 3"}},
+	{"[1/3] Task 1", store.Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1"}},
+	{"[50%] Subtask", store.Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1", SubtaskPercent: 50, SubtaskTitle: "Subtask"}},
+	{"[88%] Subtask", store.Progress{Task: 1, TaskTotal: 3, TaskTitle: "Task 1", SubtaskPercent: 88, SubtaskTitle: "Subtask"}},
+	{"[2] Task 2", store.Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2"}},
+	{"[15%] Subtask", store.Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 15, SubtaskTitle: "Subtask"}},
+	{"[45%] Subtask", store.Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 45, SubtaskTitle: "Subtask"}},
+	{"[98%] Subtask", store.Progress{Task: 2, TaskTotal: 3, TaskTitle: "Task 2", SubtaskPercent: 98, SubtaskTitle: "Subtask"}},
+	{"[3] Task 3", store.Progress{Task: 3, TaskTotal: 3, TaskTitle: "Task 3"}},
 }
 
 func TestProgressSeedExample(t *testing.T) {
 	var s ProgressScanner
-	if got := s.Progress(); got != (Progress{}) {
+	if got := s.Progress(); got != (store.Progress{}) {
 		t.Fatalf("zero scanner: %+v", got)
 	}
 	for _, step := range progressSeedExample {
@@ -85,60 +87,60 @@ func TestProgressSplitAnywhere(t *testing.T) {
 func TestProgressMixed(t *testing.T) {
 	var s ProgressScanner
 	s.Write([]byte(progressMixed))
-	want := Progress{Task: 4, TaskTotal: 4, TaskTitle: "Done", SubtaskPercent: 100, SubtaskTitle: "Finished"}
+	want := store.Progress{Task: 4, TaskTotal: 4, TaskTitle: "Done", SubtaskPercent: 100, SubtaskTitle: "Finished"}
 	if got := s.Progress(); got != want {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 }
 
 func TestProgressLines(t *testing.T) {
-	start := Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 40, SubtaskTitle: "Sub"}
+	start := store.Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 40, SubtaskTitle: "Sub"}
 	tests := []struct {
 		name, line string
-		want       Progress // what follows start and the line; zero: start unchanged
+		want       store.Progress // what follows start and the line; zero: start unchanged
 	}{
-		{"task of total", "[3/7] Next", Progress{Task: 3, TaskTotal: 7, TaskTitle: "Next"}},
-		{"task keeps total", "[4] Next", Progress{Task: 4, TaskTotal: 5, TaskTitle: "Next"}},
-		{"task beyond total", "[9/3] Over", Progress{Task: 9, TaskTotal: 3, TaskTitle: "Over"}},
-		{"leading zeros", "[007/010] Z", Progress{Task: 7, TaskTotal: 10, TaskTitle: "Z"}},
-		{"nine digits", "[999999999/999999999] Big", Progress{Task: 999999999, TaskTotal: 999999999, TaskTitle: "Big"}},
-		{"no space", "[3/7]Next", Progress{Task: 3, TaskTotal: 7, TaskTitle: "Next"}},
-		{"no title", "[3]", Progress{Task: 3, TaskTotal: 5}},
-		{"blanks only", "[3] \t ", Progress{Task: 3, TaskTotal: 5}},
-		{"blanks around", "[3]  \t Title with  inner  spaces \t ", Progress{Task: 3, TaskTotal: 5, TaskTitle: "Title with  inner  spaces"}},
-		{"brackets in title", "[3] [1/2] x]", Progress{Task: 3, TaskTotal: 5, TaskTitle: "[1/2] x]"}},
-		{"same task again resets subtask", "[2] Before", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before"}},
-		{"subtask", "[75%] More", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 75, SubtaskTitle: "More"}},
-		{"subtask 0", "[0%] Zero", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskTitle: "Zero"}},
-		{"subtask 100", "[100%]", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 100}},
-		{"subtask 000", "[000%] z", Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskTitle: "z"}},
-		{"not UTF-8", "[3] a\xffb\xfe\xfd", Progress{Task: 3, TaskTotal: 5, TaskTitle: "a\uFFFDb\uFFFD"}},
+		{"task of total", "[3/7] Next", store.Progress{Task: 3, TaskTotal: 7, TaskTitle: "Next"}},
+		{"task keeps total", "[4] Next", store.Progress{Task: 4, TaskTotal: 5, TaskTitle: "Next"}},
+		{"task beyond total", "[9/3] Over", store.Progress{Task: 9, TaskTotal: 3, TaskTitle: "Over"}},
+		{"leading zeros", "[007/010] Z", store.Progress{Task: 7, TaskTotal: 10, TaskTitle: "Z"}},
+		{"nine digits", "[999999999/999999999] Big", store.Progress{Task: 999999999, TaskTotal: 999999999, TaskTitle: "Big"}},
+		{"no space", "[3/7]Next", store.Progress{Task: 3, TaskTotal: 7, TaskTitle: "Next"}},
+		{"no title", "[3]", store.Progress{Task: 3, TaskTotal: 5}},
+		{"blanks only", "[3] \t ", store.Progress{Task: 3, TaskTotal: 5}},
+		{"blanks around", "[3]  \t Title with  inner  spaces \t ", store.Progress{Task: 3, TaskTotal: 5, TaskTitle: "Title with  inner  spaces"}},
+		{"brackets in title", "[3] [1/2] x]", store.Progress{Task: 3, TaskTotal: 5, TaskTitle: "[1/2] x]"}},
+		{"same task again resets subtask", "[2] Before", store.Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before"}},
+		{"subtask", "[75%] More", store.Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 75, SubtaskTitle: "More"}},
+		{"subtask 0", "[0%] Zero", store.Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskTitle: "Zero"}},
+		{"subtask 100", "[100%]", store.Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskPercent: 100}},
+		{"subtask 000", "[000%] z", store.Progress{Task: 2, TaskTotal: 5, TaskTitle: "Before", SubtaskTitle: "z"}},
+		{"not UTF-8", "[3] a\xffb\xfe\xfd", store.Progress{Task: 3, TaskTotal: 5, TaskTitle: "a\uFFFDb\uFFFD"}},
 
-		{"words", "[abc] x", Progress{}},
-		{"empty", "[] x", Progress{}},
-		{"total 0", "[1/0] x", Progress{}},
-		{"task 0", "[0] x", Progress{}},
-		{"task 0 of 3", "[0/3] x", Progress{}},
-		{"negative", "[-1] x", Progress{}},
-		{"plus", "[+1] x", Progress{}},
-		{"percent 101", "[101%] x", Progress{}},
-		{"negative percent", "[-5%] x", Progress{}},
-		{"decimal percent", "[50.5%] x", Progress{}},
-		{"percent twice", "[50%%] x", Progress{}},
-		{"percent alone", "[%] x", Progress{}},
-		{"percent of total", "[1/2%] x", Progress{}},
-		{"no task", "[/3] x", Progress{}},
-		{"no total", "[1/] x", Progress{}},
-		{"two slashes", "[1/2/3] x", Progress{}},
-		{"ten digits", "[1234567890] x", Progress{}},
-		{"space inside", "[ 1/3] x", Progress{}},
-		{"space before bracket", " [1/3] x", Progress{}},
-		{"text before bracket", "x[1/3] x", Progress{}},
-		{"unclosed", "[1/3 x", Progress{}},
-		{"non-ASCII digit", "[１] x", Progress{}},
-		{"long bracket", "[" + strings.Repeat("1", 100) + "] x", Progress{}},
-		{"empty line", "", Progress{}},
-		{"plain output", "Task 1 of 3", Progress{}},
+		{"words", "[abc] x", store.Progress{}},
+		{"empty", "[] x", store.Progress{}},
+		{"total 0", "[1/0] x", store.Progress{}},
+		{"task 0", "[0] x", store.Progress{}},
+		{"task 0 of 3", "[0/3] x", store.Progress{}},
+		{"negative", "[-1] x", store.Progress{}},
+		{"plus", "[+1] x", store.Progress{}},
+		{"percent 101", "[101%] x", store.Progress{}},
+		{"negative percent", "[-5%] x", store.Progress{}},
+		{"decimal percent", "[50.5%] x", store.Progress{}},
+		{"percent twice", "[50%%] x", store.Progress{}},
+		{"percent alone", "[%] x", store.Progress{}},
+		{"percent of total", "[1/2%] x", store.Progress{}},
+		{"no task", "[/3] x", store.Progress{}},
+		{"no total", "[1/] x", store.Progress{}},
+		{"two slashes", "[1/2/3] x", store.Progress{}},
+		{"ten digits", "[1234567890] x", store.Progress{}},
+		{"space inside", "[ 1/3] x", store.Progress{}},
+		{"space before bracket", " [1/3] x", store.Progress{}},
+		{"text before bracket", "x[1/3] x", store.Progress{}},
+		{"unclosed", "[1/3 x", store.Progress{}},
+		{"non-ASCII digit", "[１] x", store.Progress{}},
+		{"long bracket", "[" + strings.Repeat("1", 100) + "] x", store.Progress{}},
+		{"empty line", "", store.Progress{}},
+		{"plain output", "Task 1 of 3", store.Progress{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,7 +148,7 @@ func TestProgressLines(t *testing.T) {
 			s.p = start
 			changed := s.Write([]byte(tt.line + "\n"))
 			want := tt.want
-			if want == (Progress{}) {
+			if want == (store.Progress{}) {
 				want = start
 			}
 			if got := s.Progress(); got != want {
@@ -165,16 +167,16 @@ func TestProgressLines(t *testing.T) {
 func TestProgressLineEnds(t *testing.T) {
 	tests := []struct {
 		name, in string
-		want     Progress
+		want     store.Progress
 	}{
-		{"LF", "[1/2] A\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
-		{"CRLF", "[1/2] A\r\n[50%] B\r\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A", SubtaskPercent: 50, SubtaskTitle: "B"}},
-		{"bare CR", "[10%] B\r[20%] C\r", Progress{SubtaskPercent: 20, SubtaskTitle: "C"}},
-		{"CR ends the title", "[1/2] A\rrest\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
-		{"unterminated", "[1/2] A\n[2] B", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
-		{"unterminated bracket", "[1/2", Progress{}},
-		{"blank lines", "\n\n\r\n[1/2] A\n\n", Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
-		{"subtask before any task", "[5%] early\n", Progress{SubtaskPercent: 5, SubtaskTitle: "early"}},
+		{"LF", "[1/2] A\n", store.Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"CRLF", "[1/2] A\r\n[50%] B\r\n", store.Progress{Task: 1, TaskTotal: 2, TaskTitle: "A", SubtaskPercent: 50, SubtaskTitle: "B"}},
+		{"bare CR", "[10%] B\r[20%] C\r", store.Progress{SubtaskPercent: 20, SubtaskTitle: "C"}},
+		{"CR ends the title", "[1/2] A\rrest\n", store.Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"unterminated", "[1/2] A\n[2] B", store.Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"unterminated bracket", "[1/2", store.Progress{}},
+		{"blank lines", "\n\n\r\n[1/2] A\n\n", store.Progress{Task: 1, TaskTotal: 2, TaskTitle: "A"}},
+		{"subtask before any task", "[5%] early\n", store.Progress{SubtaskPercent: 5, SubtaskTitle: "early"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -282,7 +284,7 @@ func TestProgressBinary(t *testing.T) {
 	}
 }
 
-func checkProgressInvariants(t *testing.T, p Progress) {
+func checkProgressInvariants(t *testing.T, p store.Progress) {
 	t.Helper()
 	if p.Task < 0 || p.TaskTotal < 0 || p.SubtaskPercent < 0 || p.SubtaskPercent > 100 {
 		t.Errorf("numbers out of range: %+v", p)
@@ -300,9 +302,9 @@ func checkProgressInvariants(t *testing.T, p Progress) {
 
 // progressModel is the scanner's rules applied the obvious way: whole
 // output in memory, split into lines.
-func progressModel(out []byte) Progress { return progressModelFrom(Progress{}, out) }
+func progressModel(out []byte) store.Progress { return progressModelFrom(store.Progress{}, out) }
 
-func progressModelFrom(p Progress, out []byte) Progress {
+func progressModelFrom(p store.Progress, out []byte) store.Progress {
 	lines := bytes.FieldsFunc(out, func(r rune) bool { return r == '\r' || r == '\n' })
 	if len(out) > 0 && out[len(out)-1] != '\n' && out[len(out)-1] != '\r' && len(lines) > 0 {
 		lines = lines[:len(lines)-1] // not ended

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/rexec/rexec/store"
 )
 
 // Event is something that happened to a run.
@@ -22,28 +24,51 @@ type Event struct {
 	State string    `json:"state"` // queued, running, progress, done
 	// Args are a run's arguments, on the events of scripts that start no
 	// process (-n): monitors are who they are for.
-	Args     []string  `json:"args,omitempty"`
-	Progress *Progress `json:"progress,omitempty"`
-	ExitCode *int      `json:"exit_code,omitempty"`
-	Signal   string    `json:"signal,omitempty"`
-	Ended    string    `json:"ended,omitempty"` // how a done run ended
+	Args     []string        `json:"args,omitempty"`
+	Progress *store.Progress `json:"progress,omitempty"`
+	ExitCode *int            `json:"exit_code,omitempty"`
+	Signal   string          `json:"signal,omitempty"`
+	Ended    string          `json:"ended,omitempty"` // how a done run ended
 	// Result is what the run posted as its result, on its done event.
 	Result json.RawMessage `json:"result,omitempty"`
 }
 
-// Progress is a run's progress, as its output last told it.
-type Progress struct {
-	Task           int    `json:"task"`
-	TaskTotal      int    `json:"task_total"`
-	TaskTitle      string `json:"task_title"`
-	SubtaskPercent int    `json:"subtask_percent"`
-	SubtaskTitle   string `json:"subtask_title"`
+// Publisher is what runs publish their events through.
+type Publisher interface {
+	// Publish numbers e and hands it to the subscribers that watch its
+	// script. It never blocks.
+	Publish(e Event)
 }
 
-// Publisher is the seam runs publish through; Hub is the single-host one.
-type Publisher interface {
-	Publish(Event)
+// Feed is the event feed of a server: detached runs publish to it, and
+// monitors subscribe to it. *Hub is the single-host implementation.
+type Feed interface {
+	Publisher
+	// Subscribe watches names ("" watches every script; more can be added
+	// with Watch). With after > 0 (the last ID the monitor saw) the events
+	// after it that the feed still keeps come first; lost reports that the
+	// feed cannot place after (it is too old, from an earlier life of the
+	// server, or not given yet).
+	Subscribe(after uint64, names ...string) (s Subscription, lost bool)
 }
+
+// Subscription is one monitor's subscription to a Feed. A subscriber that
+// falls behind is dropped with ErrTooSlow instead of slowing the publisher.
+type Subscription interface {
+	// Events delivers the subscription's events, in the order published.
+	Events() <-chan Event
+	// Done is closed when the subscription ends; Err then says why.
+	Done() <-chan struct{}
+	// Err is why the subscription ended: ErrTooSlow, ErrClosed, or nil
+	// while it goes on or after Close.
+	Err() error
+	// Watch adds a script name to watch ("" for all).
+	Watch(name string)
+	// Close ends the subscription.
+	Close()
+}
+
+var _ Feed = (*Hub)(nil)
 
 // ErrTooSlow is why a subscriber that fell behind was dropped.
 var ErrTooSlow = errors.New("monitor too slow: its queue of events was full")
@@ -123,8 +148,9 @@ func (h *Hub) Publish(e Event) {
 // hub cannot place after: events after it are already out of the window, it
 // is from an earlier life of the server (the window then replays all it
 // has), or it is an ID not yet given (from the future: nothing is replayed).
-func (h *Hub) Subscribe(after uint64, names ...string) (s *Sub, lost bool) {
-	s = &Sub{hub: h, names: map[string]bool{}, done: make(chan struct{})}
+func (h *Hub) Subscribe(after uint64, names ...string) (Subscription, bool) {
+	s := &Sub{hub: h, names: map[string]bool{}, done: make(chan struct{})}
+	var lost bool
 	for _, n := range names {
 		s.names[n] = true
 	}

@@ -12,7 +12,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func next(t *testing.T, s *feed.Sub) feed.Event {
+func next(t *testing.T, s feed.Subscription) feed.Event {
 	t.Helper()
 	select {
 	case e := <-s.Events():
@@ -49,7 +49,7 @@ func TestFanOutByName(t *testing.T) {
 	if e := next(t, none); e.ID != first.ID+2 || e.State != "done" {
 		t.Fatalf("after Watch: %+v", e)
 	}
-	for _, s := range []*feed.Sub{all, backup, none} {
+	for _, s := range []feed.Subscription{all, backup, none} {
 		if len(s.Events()) != 0 {
 			t.Fatal("unexpected event")
 		}

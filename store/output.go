@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,50 @@ import (
 	"syscall"
 )
 
-// OutputWriter appends a run's output to its file, dir/output/<id>.log, up to
+// Outputs keeps what detached runs print, and the stdin a queued run waits
+// with. A run's output has one writer, which appends to it, and any number
+// of readers, which read it from a byte offset: as it is now (ReadOutput),
+// or following the writer to the end of the run (FollowOutput). *Store is
+// the single-host implementation: files under <dir>/output/ and
+// <dir>/stdin-<id>. A run's output exists from the History's Create.
+type Outputs interface {
+	// OpenOutput opens run id's output for appending: ErrNotFound for a
+	// run the history does not have.
+	OpenOutput(id string) (OutputWriter, error)
+	// ReadOutput reads run id's output from offset to its end as it is
+	// when read, and returns the size when it was opened. An offset past
+	// that size is ErrBadOffset.
+	ReadOutput(id string, offset int64) (rd io.ReadCloser, size int64, err error)
+	// FollowOutput reads run id's output from offset as it is written: at
+	// the end of what is written, Read waits for more, and returns io.EOF
+	// once the output is complete (the run is done and its writer closed)
+	// and read to its end. When ctx ends, Read returns context.Cause(ctx).
+	FollowOutput(ctx context.Context, id string, offset int64) (io.ReadCloser, error)
+	// SaveStdin keeps stdin for run id until DeleteStdin.
+	SaveStdin(id string, stdin []byte) error
+	// Stdin is what SaveStdin kept for run id: nil when nothing.
+	Stdin(id string) ([]byte, error)
+	// DeleteStdin drops run id's stdin; none is no error.
+	DeleteStdin(id string) error
+}
+
+// OutputWriter appends to one run's output. Write never blocks or fails
+// the process that produces the output: past the store's cap, or after a
+// failed write, the rest is dropped behind a marker line, and
+// TruncatedReason says why. It is safe for concurrent use.
+type OutputWriter interface {
+	io.WriteCloser
+	// Size is the size of the output so far, marker included.
+	Size() int64
+	// Truncated says whether the output was cut.
+	Truncated() bool
+	// TruncatedReason says why the output was cut, "" while it was not.
+	TruncatedReason() string
+}
+
+var _ Outputs = (*Store)(nil)
+
+// fileOutput appends a run's output to its file, dir/output/<id>.log, up to
 // the store's MaxOutput bytes. The first write that would pass the cap
 // writes what still fits, then one marker line
 //
@@ -29,9 +73,10 @@ import (
 // reporting it done. TruncatedReason says why the output was cut.
 // Nothing is buffered in memory: each Write goes to the file at once. It is
 // safe for concurrent use (stdout and stderr pumps may share one).
-type OutputWriter struct {
-	id  string
-	max int64
+type fileOutput struct {
+	id    string
+	max   int64
+	store *Store // told of every change, for followers
 
 	mu        sync.Mutex // held by Write and Close; guards f and the file's content
 	f         *os.File   // nil once closed
@@ -44,7 +89,7 @@ type OutputWriter struct {
 // made by Create, so an unknown or deleted run is ErrNotFound. Writing to a
 // file that already has content (a second OpenOutput) continues after it and
 // counts it against the cap.
-func (s *Store) OpenOutput(id string) (_ *OutputWriter, err error) {
+func (s *Store) OpenOutput(id string) (_ OutputWriter, err error) {
 	defer classifyTo(&err)
 	if !validID(id) {
 		return nil, fmt.Errorf("store: open output: %w", notFound(id))
@@ -61,11 +106,12 @@ func (s *Store) OpenOutput(id string) (_ *OutputWriter, err error) {
 		f.Close()
 		return nil, fmt.Errorf("store: open output %q: %w", id, err)
 	}
-	w := &OutputWriter{id: id, max: s.maxOutput, f: f}
+	w := &fileOutput{id: id, max: s.maxOutput, f: f, store: s}
 	w.size.Store(fi.Size())
 	if fi.Size() > s.maxOutput { // the marker is there already
 		w.truncate(capReason(s.maxOutput))
 	}
+	s.writerOpened(id)
 	return w, nil
 }
 
@@ -102,9 +148,10 @@ func errText(err error) string {
 // Write implements io.Writer. Once the output is cut, by the cap or by a
 // failed write, it returns len(p), nil without writing. It fails only after
 // Close (os.ErrClosed).
-func (w *OutputWriter) Write(p []byte) (int, error) {
+func (w *fileOutput) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.store.outputChanged(w.id)
 	if w.f == nil {
 		return 0, fmt.Errorf("store: output %q: %w", w.id, os.ErrClosed)
 	}
@@ -134,7 +181,7 @@ func (w *OutputWriter) Write(p []byte) (int, error) {
 }
 
 // write writes p to the file, counting what was written. w.mu is held.
-func (w *OutputWriter) write(p []byte) error {
+func (w *fileOutput) write(p []byte) error {
 	n, err := w.f.Write(p)
 	w.size.Add(int64(n))
 	return err
@@ -142,14 +189,14 @@ func (w *OutputWriter) write(p []byte) error {
 
 // fail cuts the output after the write error err: it tries once to write
 // the failure marker, whose own error is ignored. w.mu is held.
-func (w *OutputWriter) fail(err error) {
+func (w *fileOutput) fail(err error) {
 	reason := errText(err)
 	w.write([]byte(failureMarker(reason)))
 	w.truncate("writing the output failed: " + reason)
 }
 
 // truncate marks the output cut, for reason.
-func (w *OutputWriter) truncate(reason string) {
+func (w *fileOutput) truncate(reason string) {
 	w.reason.Store(&reason)
 	w.truncated.Store(true)
 }
@@ -157,18 +204,18 @@ func (w *OutputWriter) truncate(reason string) {
 // Size is the size of the file so far, marker included. A follower may read
 // up to it without seeing a partial write of this writer. Safe to call at
 // any time, also concurrently with Write.
-func (w *OutputWriter) Size() int64 { return w.size.Load() }
+func (w *fileOutput) Size() int64 { return w.size.Load() }
 
 // Truncated says whether the output was cut (the cap was reached, or a
 // write failed) and is being discarded.
-func (w *OutputWriter) Truncated() bool { return w.truncated.Load() }
+func (w *fileOutput) Truncated() bool { return w.truncated.Load() }
 
 // TruncatedReason says why the output was cut: "" while nothing was,
 // "output larger than N bytes (--max-output)" when it reached the cap, and
 // "writing the output failed: <reason>" (e.g. "no space left on device")
 // when a write failed. Record it with MarkDone (Outcome.OutputTruncated).
 // Safe to call at any time, also concurrently with Write.
-func (w *OutputWriter) TruncatedReason() string {
+func (w *fileOutput) TruncatedReason() string {
 	if r := w.reason.Load(); r != nil {
 		return *r
 	}
@@ -177,7 +224,7 @@ func (w *OutputWriter) TruncatedReason() string {
 
 // Close closes the file. Writes after Close fail with os.ErrClosed; a second
 // Close returns nil.
-func (w *OutputWriter) Close() (err error) {
+func (w *fileOutput) Close() (err error) {
 	defer classifyTo(&err)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -186,6 +233,7 @@ func (w *OutputWriter) Close() (err error) {
 	}
 	err = w.f.Close()
 	w.f = nil
+	w.store.writerClosed(w.id)
 	if err != nil {
 		return fmt.Errorf("store: close output %q: %w", w.id, err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/rexec/rexec/store"
 )
 
-func mustOpenOutput(t *testing.T, s *store.Store, id string) *store.OutputWriter {
+func mustOpenOutput(t *testing.T, s *store.Store, id string) store.OutputWriter {
 	t.Helper()
 	w, err := s.OpenOutput(id)
 	if err != nil {

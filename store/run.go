@@ -82,12 +82,14 @@ func (e Ended) valid() bool {
 
 // Progress is what the run's output last said about its progress
 // ("[1/3] Title" sets the task, "[50%] Title" the subtask).
+// It is also the progress of events (package feed) and of the callback API,
+// with these JSON names.
 type Progress struct {
-	Task           int    // current task number, 0 before the first
-	TaskTotal      int    // number of tasks, 0 when not told
-	TaskTitle      string // title of the current task
-	SubtaskPercent int    // percent done of the current subtask
-	SubtaskTitle   string // title of the current subtask
+	Task           int    `json:"task"`            // current task number, 0 before the first
+	TaskTotal      int    `json:"task_total"`      // number of tasks, 0 when not told
+	TaskTitle      string `json:"task_title"`      // title of the current task
+	SubtaskPercent int    `json:"subtask_percent"` // percent done of the current subtask
+	SubtaskTitle   string `json:"subtask_title"`   // title of the current subtask
 }
 
 // Outcome is how a run ended, for MarkDone.
@@ -401,9 +403,13 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 			size = fi.Size()
 		}
 	}
-	return s.update(ctx, "mark done", id, []State{StateQueued, StateRunning},
+	err := s.update(ctx, "mark done", id, []State{StateQueued, StateRunning},
 		`state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?, output_truncated = ?`,
 		string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size, o.OutputTruncated)
+	if err == nil {
+		s.outputChanged(id) // its followers may end
+	}
+	return err
 }
 
 // SetProgress implements History.
@@ -459,6 +465,7 @@ func (s *Store) Delete(ctx context.Context, id string) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: delete %q: %w", id, err)
 	}
+	s.outputChanged(id) // its followers end
 	return nil
 }
 

@@ -152,6 +152,8 @@ type Store struct {
 	// 100 ms a try). busy_timeout still covers other processes (e.g. the
 	// sqlite3 shell) holding the lock.
 	writer chan struct{}
+	// outs are the outputs written and followed in this process.
+	outs outputs
 }
 
 var _ History = (*Store)(nil)

@@ -79,7 +79,7 @@ func FuzzOutputCap(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := &OutputWriter{id: "fuzz", max: max, f: file}
+		w := &fileOutput{id: "fuzz", max: max, f: file, store: &Store{}}
 		step := int(chunk) + 1
 		for rest := data; len(rest) > 0; {
 			n := min(step, len(rest))
@@ -253,7 +253,7 @@ func TestReady(t *testing.T) {
 }
 
 // writerFd is the descriptor of w's file.
-func writerFd(t *testing.T, w *OutputWriter) int {
+func writerFd(t *testing.T, w *fileOutput) int {
 	t.Helper()
 	var fd int
 	rc, err := w.f.SyscallConn()
@@ -267,7 +267,7 @@ func writerFd(t *testing.T, w *OutputWriter) int {
 }
 
 // newRunOutput is a store with one run and its output writer open.
-func newRunOutput(t *testing.T) (*Store, Run, *OutputWriter) {
+func newRunOutput(t *testing.T) (*Store, Run, *fileOutput) {
 	t.Helper()
 	s, err := Open(context.Background(), t.TempDir(), Options{})
 	if err != nil {
@@ -283,7 +283,7 @@ func newRunOutput(t *testing.T) (*Store, Run, *OutputWriter) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	return s, r, w
+	return s, r, w.(*fileOutput)
 }
 
 // TestOutputWriteFails: a write error cuts the output, once, and the writer

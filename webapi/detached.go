@@ -1,11 +1,12 @@
 package webapi
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/rexec/rexec/detached"
@@ -214,9 +215,11 @@ func (s *Server) runStatus(run store.Run) map[string]any {
 	return st
 }
 
-// outputPoll is how often a follower looks for new output while the run is
-// quiet; the end of the run wakes it at once.
-const outputPoll = 100 * time.Millisecond
+// Why a follower's reads stop before the run's end.
+var (
+	errServerClosing = errors.New("server is shutting down")
+	errKeyRevoked    = errors.New("the guest key was deleted or expired")
+)
 
 // handleRunOutput sends a run's output from byte ?offset=N. With ?follow=1
 // it stays open and streams new output until the run ends. The header
@@ -246,17 +249,25 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 		}
 		defer closeMonitor()
 	}
-	ended := s.cfg.Runs.Ended(id)
-	rd, _, err := s.cfg.Runs.Output(id, offset)
+	// A follower stops at the server's shutdown (with its trailer: the
+	// client resumes from it), and when its guest key is deleted or
+	// expires, as the event monitors do.
+	ctx, stop := context.WithCancelCause(r.Context())
+	defer stop(nil)
+	go func() {
+		select {
+		case <-s.closing:
+			stop(errServerClosing)
+		case <-ctx.Done():
+		}
+	}()
+	defer s.watchGuest(r, func() { stop(errKeyRevoked) })()
+	rd, err := s.cfg.Runs.Output(ctx, id, offset, following)
 	if err != nil {
 		s.failScripts(w, err)
 		return
 	}
-	defer func() { rd.Close() }()
-	// A follower ends, with its trailer, when its guest key is deleted or
-	// expires, as the event monitors do.
-	revoked := make(chan struct{})
-	defer s.watchGuest(r, sync.OnceFunc(func() { close(revoked) }))()
+	defer rd.Close()
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
@@ -264,45 +275,43 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	h.Set("Rexec-Output-Offset", strconv.FormatInt(offset, 10))
 	h.Set("Trailer", "Rexec-Output-End")
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
 	pos := offset
-	copyNew := func() error {
-		n, err := io.Copy(w, rd)
-		pos += n
-		if err == nil && n > 0 {
-			err = rc.Flush()
-		}
-		return err
-	}
-	for {
-		if err := copyNew(); err != nil {
-			return // the client is gone
-		}
-		if !following {
-			break
-		}
-		select {
-		case <-ended:
-			// One last read: what was written before the end.
-			if copyNew() != nil {
-				return
-			}
-			following = false
-		case <-time.After(outputPoll):
-		case <-r.Context().Done():
-			return
-		case <-s.closing:
-			following = false // end with the trailer: the client resumes from it
-		case <-revoked:
-			// The key may no longer read this output: cut the connection,
-			// so the client sees the stream end without its trailer.
-			panic(http.ErrAbortHandler)
-		}
-		if !following {
-			break
-		}
+	err = copyFlushing(w, rd, &pos)
+	switch cause := context.Cause(ctx); {
+	case err == nil, errors.Is(cause, errServerClosing) && errors.Is(err, errServerClosing):
+	case errors.Is(cause, errKeyRevoked):
+		// The key may no longer read this output: cut the connection,
+		// so the client sees the stream end without its trailer.
+		panic(http.ErrAbortHandler)
+	default:
+		return // the client is gone, or the output could not be read
 	}
 	h.Set("Rexec-Output-End", strconv.FormatInt(pos, 10))
+}
+
+// copyFlushing copies rd to w until rd's EOF, pushing each read to the
+// client at once, and counts the bytes written in *pos.
+func copyFlushing(w http.ResponseWriter, rd io.Reader, pos *int64) error {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rd.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			*pos += int64(n)
+			if ferr := rc.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // runAllowed checks the request's guest, if any, against the run {id}.

@@ -2,6 +2,7 @@ package webapi_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -73,7 +74,10 @@ func newDetachedServerFull(t *testing.T, dir string, cfg detached.Config, web we
 	if hub == nil {
 		hub = feed.NewHub(100, 64)
 	}
-	cfg.Store, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Tick, cfg.Logger, cfg.Events = st, b, scripts.Load, env, 50*time.Millisecond, log, hub
+	cfg.History, cfg.Outputs, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Logger, cfg.Events = st, st, b, scripts.Load, env, log, hub
+	if cfg.Tick == 0 {
+		cfg.Tick = 50 * time.Millisecond
+	}
 	m, err := detached.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -500,7 +504,7 @@ func TestDetachedShutdown(t *testing.T) {
 	defer st.Close()
 	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
 	scripts := exectab(t, "-e=TESTCHILD=hang -s=1 h EXE")
-	m, err := detached.New(context.Background(), detached.Config{Store: st, Broker: b, Scripts: scripts.Load,
+	m, err := detached.New(context.Background(), detached.Config{History: st, Outputs: st, Broker: b, Scripts: scripts.Load,
 		Env: append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv), Tick: 20 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -723,4 +727,70 @@ func TestEventsIncludeProgress(t *testing.T) {
 		titles[0] != "First" || titles[len(titles)-1] != "Second" {
 		t.Fatalf("events %s, titles %v", got, titles)
 	}
+}
+
+// A queued run waits for the broker's slot, not for a tick: whoever held
+// the slot (an attached run of the script, another detached run), the run
+// starts when it frees. The tick here is an hour, so only the freed slot
+// can start it. A client's alias cannot take a detached run's place.
+func TestQueuedRunStartsWhenSlotFrees(t *testing.T) {
+	s := newDetachedServerWith(t, t.TempDir(), detached.Config{Tick: time.Hour},
+		"-e=TESTCHILD=hang -s=1 one EXE")
+	hang, _ := testchild.Command("hang")
+
+	t.Run("after an attached run", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		body, _ := json.Marshal(map[string]any{"alias": "holder", "script": "one"})
+		req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/process", bytes.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "ready\n" {
+			t.Fatalf("attached run: %q %v", line, err)
+		}
+		id := s.submit(t, map[string]any{"name": "one"})
+		if a := s.status(t, id); a["state"] != "queued" || a["waiting"] != "slot" {
+			t.Fatalf("while the attached run holds the slot: %v", a)
+		}
+		cancel() // the client goes: its run is killed, its slot freed
+		s.waitState(t, id, "running")
+		s.call(t, "POST", "/scripts/v1/cancel/"+id, nil)
+		s.waitState(t, id, "done")
+	})
+	t.Run("after a detached run, with its alias taken", func(t *testing.T) {
+		first := s.submit(t, map[string]any{"name": "one"})
+		s.waitState(t, first, "running")
+		second := s.submit(t, map[string]any{"name": "one"})
+		if a := s.status(t, second); a["state"] != "queued" {
+			t.Fatalf("second run: %v", a)
+		}
+		// Detached runs once took the alias run-<id>: a client that
+		// took it first made the run fail to start.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		body, _ := json.Marshal(map[string]any{"alias": "run-" + second, "cmd": hang,
+			"envs": map[string]string{"TESTCHILD": "hang"}})
+		req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/process", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("ad-hoc run with the alias: %d", resp.StatusCode)
+		}
+		s.call(t, "POST", "/scripts/v1/cancel/"+first, nil)
+		a := s.waitState(t, second, "running")
+		if a["ended"] != nil {
+			t.Fatalf("second run: %v", a)
+		}
+		s.call(t, "POST", "/scripts/v1/cancel/"+second, nil)
+		if a := s.waitState(t, second, "done"); a["ended"] != "cancelled" {
+			t.Fatalf("second run ended %v", a["ended"])
+		}
+	})
 }

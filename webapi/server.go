@@ -53,7 +53,7 @@ type Config struct {
 	// that this server runs no scripts.
 	Runs *detached.Manager
 	// Events is the feed that GET /scripts/v1/events streams.
-	Events *feed.Hub
+	Events feed.Feed
 	// Guests keeps the guest keys; nil: there are none.
 	Guests Guests
 	// ParkAfter is how long a stream whose head has been sent may stay

@@ -1,0 +1,126 @@
+package detached
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+
+	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/store"
+)
+
+// callback checks that token is the run token of the running run id.
+func (m *Manager) callback(id, token string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.active[id]
+	if a == nil || a.token == "" || a.proc == nil ||
+		subtle.ConstantTimeCompare([]byte(a.token), []byte(token)) != 1 {
+		return ErrRunToken
+	}
+	select {
+	case <-a.proc.Done():
+		return ErrRunToken
+	default:
+	}
+	return nil
+}
+
+// PostResult stores result (a JSON object) as the result of run id, for the
+// run itself holding token: status shows it, and its done event carries it.
+func (m *Manager) PostResult(ctx context.Context, id, token string, result json.RawMessage) error {
+	if err := m.callback(id, token); err != nil {
+		return err
+	}
+	if err := m.cfg.History.SetResult(ctx, id, result); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if a := m.active[id]; a != nil {
+		a.result = result
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// ProgressPatch is a change of progress posted by a run: the fields given
+// (not nil) replace the run's; as a "[N/M]" line does, a new task number
+// clears the subtask unless the patch sets it too.
+type ProgressPatch struct {
+	Task, TaskTotal *int
+	TaskTitle       *string
+	SubtaskPercent  *int
+	SubtaskTitle    *string
+}
+
+func (pp ProgressPatch) apply(p store.Progress) store.Progress {
+	if pp.Task != nil && *pp.Task != p.Task {
+		p.Task, p.TaskTitle, p.SubtaskPercent, p.SubtaskTitle = *pp.Task, "", 0, ""
+	}
+	if pp.TaskTotal != nil {
+		p.TaskTotal = *pp.TaskTotal
+	}
+	if pp.TaskTitle != nil {
+		p.TaskTitle = *pp.TaskTitle
+	}
+	if pp.SubtaskPercent != nil {
+		p.SubtaskPercent = *pp.SubtaskPercent
+	}
+	if pp.SubtaskTitle != nil {
+		p.SubtaskTitle = *pp.SubtaskTitle
+	}
+	return p
+}
+
+// PostProgress changes the progress of run id without printing lines, for
+// the run itself holding token. Its output lines and its callbacks change
+// one progress state: a later line starts from what the callback set.
+func (m *Manager) PostProgress(ctx context.Context, id, token string, patch ProgressPatch) error {
+	if err := m.callback(id, token); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	a := m.active[id]
+	if a == nil {
+		m.mu.Unlock()
+		return ErrRunToken
+	}
+	a.progress = patch.apply(a.progress)
+	a.progGen++
+	m.mu.Unlock()
+	m.saveLatest(id, a)
+	return nil
+}
+
+func newToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// saveLatest saves the run's progress as it is now, unless that is saved
+// already. Saves are one at a time, so the last one saves the latest.
+func (m *Manager) saveLatest(id string, a *activeRun) {
+	a.saveMu.Lock()
+	defer a.saveMu.Unlock()
+	m.mu.Lock()
+	p, gen, saved := a.progress, a.progGen, a.savedGen
+	a.savedGen = gen
+	m.mu.Unlock()
+	if gen != saved {
+		m.saveProgress(id, a.script, p)
+	}
+}
+
+// progressEvery bounds how often a chatty script's progress is written.
+const progressEvery = 250 * time.Millisecond
+
+func (m *Manager) saveProgress(id, script string, p store.Progress) {
+	if err := m.cfg.History.SetProgress(m.ctx, id, p); err != nil {
+		m.log.Error().Err(err).Str("run", id).Msg("recording progress")
+	}
+	m.publish(feed.Event{Run: id, Name: script, State: "progress", Progress: &p})
+}
