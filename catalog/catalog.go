@@ -74,8 +74,9 @@ func (e *ParseError) Error() string {
 
 func (e *ParseError) Unwrap() error { return e.Err }
 
-// Script is one line of the exectab. The broker enforces its limits. Lookup
-// hands out copies: changing one changes nothing in its Catalog.
+// Script is one line of the exectab. Package launch and package detached
+// apply it (see the package doc). Lookup hands out copies: changing one
+// changes nothing in its Catalog.
 type Script struct {
 	Name string // unique in its Catalog
 	Line int    // the exectab line that defined it
@@ -283,150 +284,243 @@ func readLine(br *bufio.Reader, buf []byte) ([]byte, error) {
 // parseLine parses one line (without its line end). It returns nil, nil for
 // a blank line or a comment.
 func parseLine(lineNo int, line string) (*Script, *ParseError) {
-	fail := func(kind error, format string, a ...any) *ParseError {
-		return &ParseError{Line: lineNo, Msg: fmt.Sprintf(format, a...), Err: kind}
+	p := &lineParser{lineNo: lineNo}
+	if err := p.checkText(line); err != nil {
+		return nil, err
 	}
-	if !utf8.ValidString(line) {
-		return nil, fail(ErrSyntax, "not valid UTF-8")
-	}
-	for i := 0; i < len(line); i++ {
-		if c := line[i]; c < 0x20 && c != '\t' || c == 0x7f {
-			return nil, fail(ErrSyntax, "control character 0x%02x", c)
-		}
-	}
-	trimmed := strings.TrimLeft(line, " \t")
-	if trimmed == "" || trimmed[0] == '#' {
+	if trimmed := strings.TrimLeft(line, " \t"); trimmed == "" || trimmed[0] == '#' {
 		return nil, nil
 	}
 	toks, err := tokenize(line)
 	if err != nil {
-		return nil, fail(ErrSyntax, "%s", err)
+		return nil, p.fail(ErrSyntax, "%s", err)
 	}
+	p.s = &Script{Line: lineNo, Concurrency: 1}
+	p.seen = make(map[byte]bool)
+	p.envNames = make(map[string]bool)
+	rest, perr := p.options(toks)
+	if perr != nil {
+		return nil, perr
+	}
+	if rest, perr = p.name(rest); perr != nil {
+		return nil, perr
+	}
+	if perr = p.command(rest); perr != nil {
+		return nil, perr
+	}
+	if perr = p.checkNoProcess(); perr != nil {
+		return nil, perr
+	}
+	if _, err := p.s.Credential(); err != nil {
+		return nil, p.fail(err, "%s", err)
+	}
+	return p.s, nil
+}
 
-	s := &Script{Line: lineNo, Concurrency: 1}
-	seen := make(map[byte]bool)
-	envNames := make(map[string]bool)
+// lineParser is the state of parseLine: the line's number, for its errors,
+// and what the line has said so far.
+type lineParser struct {
+	lineNo   int
+	s        *Script
+	seen     map[byte]bool   // the options given, by letter
+	envNames map[string]bool // the variables -e has set
+}
+
+// fail is a ParseError of kind on the line.
+func (p *lineParser) fail(kind error, format string, a ...any) *ParseError {
+	return &ParseError{Line: p.lineNo, Msg: fmt.Sprintf(format, a...), Err: kind}
+}
+
+// checkText refuses invalid UTF-8 and control characters other than tab,
+// anywhere in the line, comments included.
+func (p *lineParser) checkText(line string) *ParseError {
+	if !utf8.ValidString(line) {
+		return p.fail(ErrSyntax, "not valid UTF-8")
+	}
+	for i := 0; i < len(line); i++ {
+		if c := line[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return p.fail(ErrSyntax, "control character 0x%02x", c)
+		}
+	}
+	return nil
+}
+
+// options parses the options at the start of toks, every token that begins
+// with '-', and returns the tokens after them.
+func (p *lineParser) options(toks []string) ([]string, *ParseError) {
 	i := 0
 	for ; i < len(toks) && strings.HasPrefix(toks[i], "-"); i++ {
-		tok := toks[i]
-		opt, val, hasVal := strings.Cut(tok, "=")
-		if len(opt) != 2 || !strings.ContainsRune(optionLetters, rune(opt[1])) {
-			return nil, fail(ErrUnknownOption, "unknown option %s: not one of %s", opt, optionList)
-		}
-		o := opt[1]
-		if seen[o] && o != 'e' {
-			return nil, fail(ErrBadOption, "%s given twice", opt)
-		}
-		seen[o] = true
-		switch o {
-		case 'a', 'i', 'n', 'r':
-			if hasVal {
-				return nil, fail(ErrBadOption, "%s takes no value, not %q", opt, val)
-			}
-			switch o {
-			case 'a':
-				s.AllowOptionArgs = true
-			case 'i':
-				s.AllowStdin = true
-			case 'n':
-				s.NoProcess = true
-			case 'r':
-				s.RemoveDone = true
-			}
-			continue
-		}
-		if !hasVal || val == "" {
-			return nil, fail(ErrBadOption, "%s needs a value: write %s=%s", opt, opt, optMeta[o])
-		}
-		switch o {
-		case 'd':
-			if hasPlaceholder(val) {
-				return nil, fail(ErrBadOption, "-d=%s: @@N placeholders are replaced only in params", val)
-			}
-			if !filepath.IsAbs(val) {
-				return nil, fail(ErrBadOption, "-d=%s: the start directory must be an absolute path", val)
-			}
-			s.Dir = val
-		case 'e':
-			// Messages name the variable, never its value: it may be a secret.
-			name, value, ok := strings.Cut(val, "=")
-			if !ok {
-				return nil, fail(ErrBadOption, "-e needs VAR=VALUE, not a bare name")
-			}
-			if !validEnvName(name) {
-				return nil, fail(ErrBadOption, "-e: %q is not a variable name (letters, digits and '_', not starting with a digit)", name)
-			}
-			if hasPlaceholder(value) {
-				return nil, fail(ErrBadOption, "-e=%s=...: @@N placeholders are replaced only in params", name)
-			}
-			if envNames[name] {
-				return nil, fail(ErrBadOption, "-e: %s set twice", name)
-			}
-			envNames[name] = true
-			s.Env = append(s.Env, val)
-		case 'g':
-			s.Group = val
-		case 'u':
-			s.User = val
-		case 'm', 's':
-			n, err := strconv.ParseUint(val, 10, 31)
-			if err != nil {
-				return nil, fail(ErrBadOption, "%s=%s: not a whole number below 2^31", opt, val)
-			}
-			if o == 'm' {
-				s.MaxQueue = int(n)
-			} else {
-				if n < 1 {
-					return nil, fail(ErrBadOption, "-s=%s: at least one run must be allowed at a time", val)
-				}
-				s.Concurrency = int(n)
-			}
-		case 't':
-			d, err := ParseDuration(val)
-			if err != nil || d == 0 {
-				return nil, fail(ErrBadOption, "-t=%s: %s", val, errBadTimeout)
-			}
-			s.Timeout = d
+		if err := p.option(toks[i]); err != nil {
+			return nil, err
 		}
 	}
+	return toks[i:], nil
+}
 
-	if i == len(toks) {
-		return nil, fail(ErrSyntax, "missing script name after the options")
+// option parses one option: -x, or -x=value.
+func (p *lineParser) option(tok string) *ParseError {
+	opt, val, hasVal := strings.Cut(tok, "=")
+	if len(opt) != 2 || !strings.ContainsRune(optionLetters, rune(opt[1])) {
+		return p.fail(ErrUnknownOption, "unknown option %s: not one of %s", opt, optionList)
 	}
-	s.Name = toks[i]
-	if msg := checkName(s.Name); msg != "" {
-		return nil, fail(ErrBadName, "script name %q %s", s.Name, msg)
+	o := opt[1]
+	if p.seen[o] && o != 'e' {
+		return p.fail(ErrBadOption, "%s given twice", opt)
 	}
-	rest := toks[i+1:]
+	p.seen[o] = true
+	switch o {
+	case 'a', 'i', 'n', 'r':
+		if hasVal {
+			return p.fail(ErrBadOption, "%s takes no value, not %q", opt, val)
+		}
+		p.s.setFlag(o)
+		return nil
+	}
+	if !hasVal || val == "" {
+		return p.fail(ErrBadOption, "%s needs a value: write %s=%s", opt, opt, optMeta[o])
+	}
+	switch o {
+	case 'd':
+		return p.dirOption(val)
+	case 'e':
+		return p.envOption(val)
+	case 'g':
+		p.s.Group = val
+	case 'u':
+		p.s.User = val
+	case 'm', 's':
+		return p.countOption(opt, val)
+	case 't':
+		return p.timeoutOption(val)
+	}
+	return nil
+}
+
+// setFlag sets what a flag option, one without a value, turns on.
+func (s *Script) setFlag(o byte) {
+	switch o {
+	case 'a':
+		s.AllowOptionArgs = true
+	case 'i':
+		s.AllowStdin = true
+	case 'n':
+		s.NoProcess = true
+	case 'r':
+		s.RemoveDone = true
+	}
+}
+
+// dirOption parses -d=DIR.
+func (p *lineParser) dirOption(val string) *ParseError {
+	if hasPlaceholder(val) {
+		return p.fail(ErrBadOption, "-d=%s: @@N placeholders are replaced only in params", val)
+	}
+	if !filepath.IsAbs(val) {
+		return p.fail(ErrBadOption, "-d=%s: the start directory must be an absolute path", val)
+	}
+	p.s.Dir = val
+	return nil
+}
+
+// envOption parses one -e=VAR=VALUE. Its messages name the variable, never
+// its value: it may be a secret.
+func (p *lineParser) envOption(val string) *ParseError {
+	name, value, ok := strings.Cut(val, "=")
+	if !ok {
+		return p.fail(ErrBadOption, "-e needs VAR=VALUE, not a bare name")
+	}
+	if !validEnvName(name) {
+		return p.fail(ErrBadOption, "-e: %q is not a variable name (letters, digits and '_', not starting with a digit)", name)
+	}
+	if hasPlaceholder(value) {
+		return p.fail(ErrBadOption, "-e=%s=...: @@N placeholders are replaced only in params", name)
+	}
+	if p.envNames[name] {
+		return p.fail(ErrBadOption, "-e: %s set twice", name)
+	}
+	p.envNames[name] = true
+	p.s.Env = append(p.s.Env, val)
+	return nil
+}
+
+// countOption parses -m=N or -s=N.
+func (p *lineParser) countOption(opt, val string) *ParseError {
+	n, err := strconv.ParseUint(val, 10, 31)
+	if err != nil {
+		return p.fail(ErrBadOption, "%s=%s: not a whole number below 2^31", opt, val)
+	}
+	if opt == "-m" {
+		p.s.MaxQueue = int(n)
+		return nil
+	}
+	if n < 1 {
+		return p.fail(ErrBadOption, "-s=%s: at least one run must be allowed at a time", val)
+	}
+	p.s.Concurrency = int(n)
+	return nil
+}
+
+// timeoutOption parses -t=DURATION.
+func (p *lineParser) timeoutOption(val string) *ParseError {
+	d, err := ParseDuration(val)
+	if err != nil || d == 0 {
+		return p.fail(ErrBadOption, "-t=%s: %s", val, errBadTimeout)
+	}
+	p.s.Timeout = d
+	return nil
+}
+
+// name takes the script name, the first token after the options, and
+// returns the tokens after it.
+func (p *lineParser) name(toks []string) ([]string, *ParseError) {
+	if len(toks) == 0 {
+		return nil, p.fail(ErrSyntax, "missing script name after the options")
+	}
+	p.s.Name = toks[0]
+	if msg := checkName(p.s.Name); msg != "" {
+		return nil, p.fail(ErrBadName, "script name %q %s", p.s.Name, msg)
+	}
+	return toks[1:], nil
+}
+
+// command takes what follows the name: the executable, unless the script
+// starts no process (-n, or nothing after the name), then the params with
+// their @@N placeholders.
+func (p *lineParser) command(rest []string) *ParseError {
+	s := p.s
 	if !s.NoProcess {
 		if len(rest) == 0 {
 			s.NoProcess = true // a name alone only notifies monitors, as in the seed
 		} else {
 			s.Path, rest = rest[0], rest[1:]
 			if msg := checkExecutable(s.Path); msg != "" {
-				return nil, fail(ErrBadExecutable, "executable %q %s", s.Path, msg)
+				return p.fail(ErrBadExecutable, "executable %q %s", s.Path, msg)
 			}
 		}
 	}
 	if len(rest) > 0 {
 		s.Params = rest
 	}
-	for _, p := range s.Params {
-		if _, err := scanParam(p, nil); err != nil {
-			return nil, fail(ErrBadParam, "param %q: %s", p, err)
+	for _, param := range s.Params {
+		if _, err := scanParam(param, nil); err != nil {
+			return p.fail(ErrBadParam, "param %q: %s", param, err)
 		}
 	}
-	if s.NoProcess {
-		for _, o := range []byte("adegitu") {
-			if seen[o] {
-				return nil, fail(ErrBadOption, "-%c has no effect on script %q, which starts no process", o, s.Name)
-			}
+	return nil
+}
+
+// checkNoProcess refuses, on a script that starts no process, the options
+// that could have no effect.
+func (p *lineParser) checkNoProcess() *ParseError {
+	if !p.s.NoProcess {
+		return nil
+	}
+	for _, o := range []byte("adegitu") {
+		if p.seen[o] {
+			return p.fail(ErrBadOption, "-%c has no effect on script %q, which starts no process", o, p.s.Name)
 		}
 	}
-	if _, err := s.Credential(); err != nil {
-		return nil, fail(err, "%s", err)
-	}
-	return s, nil
+	return nil
 }
 
 // The options, in the order of the documentation.

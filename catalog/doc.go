@@ -2,9 +2,11 @@
 // exectab file into immutable Scripts and turns a run's arguments into argv,
 // never through a shell. It reads the exectab and the user and group
 // databases (for -u and -g) and nothing else: it starts no process, keeps no
-// queue, limit or history (the broker and the store enforce what a Script
-// says) and knows nothing of HTTP. Reloading is the caller's: Load a new
-// Catalog and swap it whole; a Catalog never changes.
+// queue, limit or history, and knows nothing of HTTP. What a Script says is
+// applied elsewhere: package launch turns it into what the broker starts
+// (-i, -t, and -s as a limit of the broker), and package detached keeps its
+// queue (-m) and its history in the store (-r). Reloading is the caller's:
+// Load a new Catalog and swap it whole; a Catalog never changes.
 //
 // # The exectab format
 //

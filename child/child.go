@@ -1,6 +1,9 @@
 // Package child starts and supervises one OS process: its own process group,
 // argv, cwd, environment, stdin, output pumps, timeout, escalating kill and
-// reap. It knows nothing of HTTP, aliases or other processes.
+// reap. It knows nothing of HTTP, aliases or other processes, except for
+// the one rule on a group that a crash of the server left behind:
+// KillIfStillOurs kills it only if its leader is still the process that was
+// started (interrupted.go).
 //
 // The exit of the process is watched through a pidfd in one epoll set shared
 // by all children (exits.go, internal/fdwatch), so a running child holds
@@ -230,109 +233,176 @@ type Process struct {
 
 // Start starts the process described by spec in a process group of its own.
 // A failed start returns an error of kind ErrStartFailed (see StartError).
-func Start(spec Spec, opts Options) (p *Process, err error) {
-	if opts.KillGrace <= 0 {
-		opts.KillGrace = defaultKillGrace
-	}
-	if opts.OutputSize < 0 {
-		opts.OutputSize = 0
-	}
-	if spec.RawOutput && spec.Stderr == StderrSeparate {
-		return nil, &StartError{Op: "pipe", Err: errors.New("raw output takes stderr discarded or merged, not separate")}
-	}
-	if spec.Dir != "" {
-		fi, err := os.Stat(spec.Dir)
-		if err != nil {
-			return nil, &StartError{Op: "cwd", Err: unwrapPathError(err)}
-		}
-		if !fi.IsDir() {
-			return nil, &StartError{Op: "cwd", Err: fmt.Errorf("%s: %w", spec.Dir, syscall.ENOTDIR)}
-		}
-	}
-	path, err := lookPath(spec.Path, spec.Env, spec.Dir)
+func Start(spec Spec, opts Options) (*Process, error) {
+	// argv is built here, not in resolve, so that it stays on the stack
+	// (BenchmarkStart reports the allocations of a start).
+	argv := append([]string{spec.Path}, spec.Args...)
+	path, env, err := resolve(spec, argv)
 	if err != nil {
-		return nil, &StartError{Op: "lookup", Err: err}
+		return nil, err
 	}
-	env := spec.Env
+	p := newProcess(opts.withDefaults())
+	// The child's ends of its pipes are closed once it has started (or
+	// failed to); ours only if the start fails.
+	var std stdio
+	defer std.closeChildEnds()
+	if err := p.openStdio(&std, spec); err != nil {
+		std.closeOurs()
+		return nil, err
+	}
+	if err := p.exec(spec, path, argv, env, std.files[:]); err != nil {
+		std.closeOurs()
+		return nil, err
+	}
+	p.startPumps(spec)
+	p.armTimeout(spec.Timeout)
+	p.awaitExit()
+	return p, nil
+}
+
+// withDefaults fills in the settings left zero (or negative).
+func (o Options) withDefaults() Options {
+	if o.KillGrace <= 0 {
+		o.KillGrace = defaultKillGrace
+	}
+	if o.OutputSize < 0 {
+		o.OutputSize = 0
+	}
+	return o
+}
+
+// resolve checks spec and its argv before anything is opened, and finds
+// what to exec: the executable (looked up in PATH when spec.Path has no
+// slash) and the environment (with PWD set to spec.Dir when there is one).
+func resolve(spec Spec, argv []string) (path string, env []string, err error) {
+	if spec.RawOutput && spec.Stderr == StderrSeparate {
+		return "", nil, &StartError{Op: "pipe", Err: errors.New("raw output takes stderr discarded or merged, not separate")}
+	}
+	if err = checkDir(spec.Dir); err != nil {
+		return "", nil, err
+	}
+	path, err = lookPath(spec.Path, spec.Env, spec.Dir)
+	if err != nil {
+		return "", nil, &StartError{Op: "lookup", Err: err}
+	}
+	env = spec.Env
 	if spec.Dir != "" {
 		env = withPWD(env, spec.Dir)
 	}
-	argv := append([]string{spec.Path}, spec.Args...)
-	if err := CheckArgs(argv, env); err != nil {
-		return nil, err
+	if err = CheckArgs(argv, env); err != nil {
+		return "", nil, err
 	}
+	return path, env, nil
+}
 
-	// The child's ends of its pipes are closed once it has started; ours
-	// only if the start fails.
-	var childEnds []int
-	var ours []*os.File
-	defer func() {
-		for _, fd := range childEnds {
-			syscall.Close(fd)
-		}
-		if err != nil {
-			for _, f := range ours {
-				f.Close()
-			}
-		}
-	}()
-	null, err := devNull()
+// checkDir fails unless dir is "" (the server's) or an existing directory.
+func checkDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	fi, err := os.Stat(dir)
 	if err != nil {
-		return nil, &StartError{Op: "open " + os.DevNull, Err: err}
+		return &StartError{Op: "cwd", Err: unwrapPathError(err)}
 	}
-	nullFd := null.Fd()
+	if !fi.IsDir() {
+		return &StartError{Op: "cwd", Err: fmt.Errorf("%s: %w", dir, syscall.ENOTDIR)}
+	}
+	return nil
+}
 
-	p = &Process{
+// newProcess is the Process of a start, before anything is opened for it.
+func newProcess(opts Options) *Process {
+	return &Process{
 		opts:      opts,
 		out:       make(chan Chunk, opts.OutputSize),
 		pumpsDone: make(chan struct{}),
 		discard:   make(chan struct{}),
 		done:      make(chan struct{}),
 	}
-	// newPipe returns our end, registered with the runtime's poller, and
-	// the child's, left blocking as programs expect of their stdio.
-	newPipe := func(weRead bool) (*os.File, uintptr, error) {
-		var fds [2]int
-		if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
-			return nil, 0, &StartError{Op: "pipe", Err: err}
-		}
-		mine, theirs := fds[0], fds[1]
-		if !weRead {
-			mine, theirs = theirs, mine
-		}
-		childEnds = append(childEnds, theirs)
-		if err := syscall.SetNonblock(mine, true); err != nil {
-			syscall.Close(mine)
-			return nil, 0, &StartError{Op: "pipe", Err: err}
-		}
-		f := os.NewFile(uintptr(mine), "pipe")
-		ours = append(ours, f)
-		return f, uintptr(theirs), nil
-	}
-	fds := []uintptr{nullFd, 0, nullFd}
-	if spec.Stdin != nil {
-		if p.stdinW, fds[0], err = newPipe(false); err != nil {
-			return nil, err
-		}
-	}
-	outR, outW, err := newPipe(true)
+}
+
+// stdio is the standard files of a process being started: what the child
+// gets as descriptors 0, 1 and 2, and both ends of the pipes opened for
+// them.
+type stdio struct {
+	files     [3]uintptr
+	childEnds []int      // closed once the child has started, or failed to
+	ours      []*os.File // closed only if the start fails
+}
+
+// openStdio opens the pipes spec asks for, /dev/null standing in for the
+// rest, and hands p its ends: stdinW and the output pipes.
+func (p *Process) openStdio(std *stdio, spec Spec) error {
+	null, err := devNull()
 	if err != nil {
-		return nil, err
+		return &StartError{Op: "open " + os.DevNull, Err: err}
 	}
-	fds[1] = outW
+	nullFd := null.Fd()
+	std.files = [3]uintptr{nullFd, 0, nullFd}
+	if spec.Stdin != nil {
+		if p.stdinW, std.files[0], err = std.pipe(false); err != nil {
+			return err
+		}
+	}
+	outR, outW, err := std.pipe(true)
+	if err != nil {
+		return err
+	}
+	std.files[1] = outW
 	p.pipes = append(p.pipes, &outPipe{f: outR, s: Stdout})
 	switch spec.Stderr {
 	case StderrMerge:
-		fds[2] = outW
+		std.files[2] = outW
 	case StderrSeparate:
-		errR, errW, err := newPipe(true)
+		errR, errW, err := std.pipe(true)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		fds[2] = errW
+		std.files[2] = errW
 		p.pipes = append(p.pipes, &outPipe{f: errR, s: Stderr})
 	}
+	return nil
+}
 
+// pipe returns our end of a new pipe, registered with the runtime's poller,
+// and the child's, left blocking as programs expect of their stdio.
+func (std *stdio) pipe(weRead bool) (*os.File, uintptr, error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		return nil, 0, &StartError{Op: "pipe", Err: err}
+	}
+	mine, theirs := fds[0], fds[1]
+	if !weRead {
+		mine, theirs = theirs, mine
+	}
+	std.childEnds = append(std.childEnds, theirs)
+	if err := syscall.SetNonblock(mine, true); err != nil {
+		syscall.Close(mine)
+		return nil, 0, &StartError{Op: "pipe", Err: err}
+	}
+	f := os.NewFile(uintptr(mine), "pipe")
+	std.ours = append(std.ours, f)
+	return f, uintptr(theirs), nil
+}
+
+// closeChildEnds closes the child's ends of the pipes: it has its copies.
+func (std *stdio) closeChildEnds() {
+	for _, fd := range std.childEnds {
+		syscall.Close(fd)
+	}
+}
+
+// closeOurs closes our ends of the pipes, after a failed start.
+func (std *stdio) closeOurs() {
+	for _, f := range std.ours {
+		f.Close()
+	}
+}
+
+// exec forks and execs path with files as its descriptors 0, 1 and 2, as
+// the leader of a new process group, and records its PID and pidfd (-1 on a
+// kernel without pidfd).
+func (p *Process) exec(spec Spec, path string, argv, env []string, files []uintptr) error {
 	pidfd := -1
 	var pidfdp *int
 	if usePidfd {
@@ -341,7 +411,7 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   env,
-		Files: fds,
+		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Setpgid:    true,
 			PidFD:      pidfdp,
@@ -359,16 +429,27 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	pid, _, err := syscall.StartProcess(path, argv, attr)
 	if err != nil {
 		forgetPath(spec.Path)
-		if spec.Credential != nil && err == syscall.EPERM {
-			return nil, &StartError{Op: "exec", Err: fmt.Errorf("%s as uid %d gid %d: %w (switching user or group needs root, or CAP_SETUID and CAP_SETGID)",
-				path, spec.Credential.Uid, spec.Credential.Gid, err)}
-		}
-		return nil, &StartError{Op: "exec", Err: fmt.Errorf("%s: %w", path, err)}
+		return execError(path, spec.Credential, err)
 	}
 	p.pid = pid
 	p.pidfd = pidfd
 	p.status.Started = p.start
+	return nil
+}
 
+// execError is the StartError of a failed exec of path. An EPERM when
+// switching user or group says what that takes.
+func execError(path string, cred *syscall.Credential, err error) error {
+	if cred != nil && err == syscall.EPERM {
+		return &StartError{Op: "exec", Err: fmt.Errorf("%s as uid %d gid %d: %w (switching user or group needs root, or CAP_SETUID and CAP_SETGID)",
+			path, cred.Uid, cred.Gid, err)}
+	}
+	return &StartError{Op: "exec", Err: fmt.Errorf("%s: %w", path, err)}
+}
+
+// startPumps starts reading the output pipes, each on a goroutine of its own
+// (none with RawOutput: the caller reads), and feeding stdin.
+func (p *Process) startPumps(spec Spec) {
 	p.pumpsLeft.Store(int32(len(p.pipes)))
 	if spec.RawOutput {
 		p.raw = true
@@ -380,19 +461,30 @@ func Start(spec Spec, opts Options) (p *Process, err error) {
 	if p.stdinW != nil {
 		go p.feedStdin(spec.Stdin)
 	}
-	if spec.Timeout > 0 {
-		p.mu.Lock()
-		p.timeout = time.AfterFunc(spec.Timeout, func() { p.Kill(ReasonTimeout) })
-		p.mu.Unlock()
+}
+
+// armTimeout kills the group with ReasonTimeout once d has passed; d <= 0
+// is no timeout.
+func (p *Process) armTimeout(d time.Duration) {
+	if d <= 0 {
+		return
 	}
-	if pidfd < 0 {
-		go p.superviseWithoutPidfd()
-	} else if err := watchExit(p); err != nil {
-		// Cannot happen short of running out of memory for epoll; the
-		// process runs, so supervise it the old way rather than lose it.
-		go p.superviseWithoutPidfd()
+	p.mu.Lock()
+	p.timeout = time.AfterFunc(d, func() { p.Kill(ReasonTimeout) })
+	p.mu.Unlock()
+}
+
+// awaitExit has supervise run once the leader exits: when its pidfd turns
+// readable in the fdwatch set, or, without a pidfd, after a goroutine's
+// waitid.
+func (p *Process) awaitExit() {
+	if p.pidfd >= 0 && watchExit(p) == nil {
+		return
 	}
-	return p, nil
+	// A watch refused cannot happen short of running out of memory for
+	// epoll; the process runs, so supervise it the old way rather than
+	// lose it.
+	go p.superviseWithoutPidfd()
 }
 
 // Pid is the process ID, which is also its process group ID.

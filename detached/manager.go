@@ -189,7 +189,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		return fmt.Errorf("recovering runs: %w", err)
 	}
 	for _, r := range interrupted {
-		killed := r.Pgid > 0 && killIfStillOurs(r.Pid, r.Pgid, r.StartedAt)
+		killed := child.KillIfStillOurs(r.Pid, r.Pgid, r.StartedAt)
 		m.log.Warn().Str("run", r.ID).Str("script", r.Script).Int("pid", r.Pid).Bool("killed", killed).
 			Msg("run interrupted by a restart")
 	}

@@ -1,4 +1,4 @@
-package detached
+package child
 
 import (
 	"bytes"
@@ -8,6 +8,32 @@ import (
 	"syscall"
 	"time"
 )
+
+// startSlack is how far the start of a process read back from /proc may be
+// from the one recorded when it was started and still be the same process:
+// /proc gives the boot time in whole seconds and the start in clock ticks
+// since, and the caller records its own time.Now around the start.
+const startSlack = 2 * time.Second
+
+// KillIfStillOurs kills with SIGKILL the process group pgid of a run that a
+// crash of the server interrupted, but only if the group's leader is still
+// the process that run started: same PID and a start time within two
+// seconds of the recorded one, started. After a reboot or PID reuse the PID
+// names another process, which is left alone. It reports whether the group
+// was signalled; a pid or pgid <= 0, or a zero started, kills nothing.
+func KillIfStillOurs(pid, pgid int, started time.Time) bool {
+	if pid <= 0 || pgid <= 0 || started.IsZero() {
+		return false
+	}
+	at, ok := processStart(pid)
+	if !ok {
+		return false
+	}
+	if d := at.Sub(started); d < -startSlack || d > startSlack {
+		return false
+	}
+	return syscall.Kill(-pgid, syscall.SIGKILL) == nil
+}
 
 // userHZ is the unit of /proc/PID/stat's start time: USER_HZ, 100 on every
 // Linux architecture Go supports.
@@ -57,19 +83,4 @@ func bootTime() (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
-}
-
-// killIfStillOurs: temporary, until child has it.
-func killIfStillOurs(pid, pgid int, startedAt time.Time) bool {
-	if pgid <= 0 || startedAt.IsZero() {
-		return false
-	}
-	started, ok := processStart(pid)
-	if !ok {
-		return false
-	}
-	if d := started.Sub(startedAt); d < -2*time.Second || d > 2*time.Second {
-		return false
-	}
-	return syscall.Kill(-pgid, syscall.SIGKILL) == nil
 }
