@@ -3,23 +3,20 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rexec/rexec/broker"
-	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testserver"
+	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/webapi"
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
 
@@ -52,25 +49,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// newServer starts a real server (broker and webapi) in the test process on
-// 127.0.0.1:0 and returns its URL.
+// newServer starts a real server in the test process on 127.0.0.1:0 and
+// returns its URL.
 func newServer(t *testing.T, token string) string {
 	t.Helper()
-	log := zerolog.Nop()
-	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: 2 * time.Second}})
-	s := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Token: token, Logger: log,
-		Env: append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)}, b)
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := s.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return "http://" + s.Addr()
+	return testserver.Start(t, node.Config{Web: webapi.Config{Token: token}}).URL
 }
 
 // rexecCmd is the command "rexec args...", with env added to a clean
@@ -179,22 +162,7 @@ func (r *startedRexec) wait(t *testing.T) (code int, rest string) {
 }
 
 // syncBuffer collects output written by another goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testserver.SyncBuffer
 
 // serverProcess starts "rexec serve -p 0" as a process of its own, to be
 // killed by the test, and returns its URL.

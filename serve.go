@@ -8,15 +8,13 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/rexec/rexec/broker"
-	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/detached"
-	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -122,6 +120,49 @@ func isLoopback(host string) bool {
 
 func (c *serveCmd) Run() error {
 	log := newLogger(c.Verbose, c.LogFormat)
+	c.prepareProcess(log)
+	n := node.New(c.nodeConfig(log))
+	// Signals are ours from before the "listening" line: whoever takes
+	// that line for "ready" may send SIGHUP or SIGTERM at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := n.Open(); err != nil {
+		var cerr *node.ConfigError
+		if errors.As(err, &cerr) {
+			return &exitError{code: exitUsage, err: err}
+		}
+		return err
+	}
+	log.Info().Str("addr", n.Addr()).Bool("auth", c.Token != "").Msg("listening")
+	if c.DebugAddr != "" {
+		stopDebug, err := serveDebug(c.DebugAddr, log)
+		if err != nil {
+			n.Close(context.Background())
+			return err
+		}
+		defer stopDebug()
+	}
+	go returnMemoryWhenQuiet(ctx, log, quietPeriod, quietHeapFloor)
+	c.serveSignals(ctx, hup, n, log)
+	stop() // a second signal ends the process at once
+	log.Info().Dur("grace", c.ShutdownGrace).Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
+	defer cancel()
+	if err := n.Close(sctx); err != nil {
+		return err
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// prepareProcess does what belongs to the process as a whole before the
+// node starts: descriptors inherited from whatever started rexec are kept
+// from its children, its /proc entries are made private, and the open-file
+// limit is raised to the hard limit.
+func (c *serveCmd) prepareProcess(log zerolog.Logger) {
 	if n, err := closeInheritedFiles(); err != nil {
 		log.Warn().Err(err).Msg("could not mark inherited descriptors close-on-exec: children may inherit them")
 	} else if n > 0 {
@@ -133,104 +174,59 @@ func (c *serveCmd) Run() error {
 	if tokenOnCommandLine(os.Args[1:]) {
 		log.Warn().Msg("--token on the command line is visible to every user of this machine (ps, /proc/PID/cmdline): use REXEC_TOKEN or --token-file")
 	}
-	scripts, err := c.loadScripts()
-	if err != nil {
-		return &exitError{code: exitUsage, err: err}
-	}
-	if c.Scripts != "" {
-		log.Info().Str("file", c.Scripts).Int("scripts", scripts.Load().Len()).Msg("exectab loaded")
-	}
 	if before, after, err := raiseFileLimit(); err != nil {
 		log.Warn().Err(err).Uint64("open_files", after.Cur).Msg("could not raise the open-file limit")
 	} else if after.Cur != before.Cur {
 		log.Debug().Uint64("from", before.Cur).Uint64("to", after.Cur).Msg("raised the open-file limit")
 	}
-	b := broker.New(broker.Options{
-		StatusSize: c.StatusSize,
-		MaxProcs:   c.MaxProcs,
-		Child:      child.Options{KillGrace: c.KillGrace, OutputSize: c.StdoutSize},
-		Logger:     log,
-	})
-	env := webapi.ServerEnv(os.Environ()) // what every child starts from
-	var st *store.Store
-	var mgr *detached.Manager
-	var events *feed.Hub
-	var guests webapi.Guests
-	if c.Scripts != "" {
-		events = feed.NewHub(c.EventReplay, c.EventQueue)
-		defer events.Close()
-		if st, err = store.Open(context.Background(), c.DataDir, store.Options{MaxOutput: int64(c.MaxOutput), BusyTimeout: c.BusyTimeout, Logger: log}); err != nil {
-			b.Shutdown(context.Background())
-			return fmt.Errorf("--data-dir: %w", err)
-		}
-		defer st.Close()
-		guests = st
-		if n, err := st.CountGuestsWithoutToken(context.Background()); err == nil && n > 0 {
-			log.Warn().Int("guest_keys", n).Msg("guest keys made without an admin token (by an older rexec, by anyone) no longer work: " +
-				"list them with /scripts/v1/guest/list and delete them")
-		}
-		mgr, err = detached.New(context.Background(), detached.Config{History: st, Outputs: st, Broker: b, Scripts: scripts.Load,
-			Env: env, Retain: time.Duration(c.Retain), Events: events, Logger: log,
-			MaxQueued: c.MaxQueued, MaxQueuedStdin: int64(c.MaxQueuedStdin)})
-		if err != nil {
-			b.Shutdown(context.Background())
-			return err
-		}
-	}
-	cfg := webapi.Config{
-		Addr:           net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
-		Env:            env,
-		Token:          c.Token,
-		MaxBody:        int64(c.MaxBody),
-		Heartbeat:      c.Heartbeat,
-		ParkAfter:      parkAfter(c.ParkAfter),
-		Logger:         log,
-		Scripts:        scripts.Load,
-		ScriptsOnly:    c.ScriptsOnly,
-		Runs:           mgr,
-		Guests:         guests,
-		AllowedHosts:   c.AllowedHost,
-		AllowedOrigins: c.AllowedOrigin,
-		BodyTimeout:    c.BodyTimeout,
-		Monitors:       webapi.MonitorLimits{Max: c.MaxMonitors, PerKey: c.MonitorsPerKey, Names: c.MonitorNames},
-	}
-	if st != nil {
-		cfg.Ready = st.Ready
-		cfg.Events = events
-	}
-	srv := webapi.New(cfg, b)
-	// Signals are ours from before the "listening" line: whoever takes
-	// that line for "ready" may send SIGHUP or SIGTERM at once.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	if err := srv.Open(); err != nil {
-		b.Shutdown(context.Background())
-		return err
-	}
-	log.Info().Str("addr", srv.Addr()).Bool("auth", c.Token != "").Msg("listening")
-	if mgr != nil {
-		mgr.SetURL(selfURL(srv.Addr()))
-	}
-	if c.DebugAddr != "" {
-		stopDebug, err := serveDebug(c.DebugAddr, log)
-		if err != nil {
-			srv.Close(context.Background())
-			return err
-		}
-		defer stopDebug()
-	}
+}
 
-	go returnMemoryWhenQuiet(ctx, log, quietPeriod, quietHeapFloor)
-	// Reloads run on a goroutine of their own: reading the exectab can
-	// block (a hung network file system), and the signal loop must always
-	// be free to take SIGTERM. A SIGHUP during a reload asks for one more.
+// nodeConfig maps the flags onto the node's settings.
+func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
+	return node.Config{
+		Logger:      log,
+		ScriptsFile: c.Scripts,
+		DataDir:     c.DataDir,
+		EventReplay: c.EventReplay,
+		EventQueue:  c.EventQueue,
+		Broker: broker.Options{
+			StatusSize: c.StatusSize,
+			MaxProcs:   c.MaxProcs,
+			Child:      child.Options{KillGrace: c.KillGrace, OutputSize: c.StdoutSize},
+		},
+		Web: webapi.Config{
+			Addr:           net.JoinHostPort(c.IP, strconv.Itoa(c.Port)),
+			Token:          c.Token,
+			MaxBody:        int64(c.MaxBody),
+			Heartbeat:      c.Heartbeat,
+			ParkAfter:      parkAfter(c.ParkAfter),
+			ScriptsOnly:    c.ScriptsOnly,
+			AllowedHosts:   c.AllowedHost,
+			AllowedOrigins: c.AllowedOrigin,
+			BodyTimeout:    c.BodyTimeout,
+			Monitors:       webapi.MonitorLimits{Max: c.MaxMonitors, PerKey: c.MonitorsPerKey, Names: c.MonitorNames},
+		},
+		Store: store.Options{MaxOutput: int64(c.MaxOutput), BusyTimeout: c.BusyTimeout},
+		Detached: detached.Config{
+			Retain:         time.Duration(c.Retain),
+			MaxQueued:      c.MaxQueued,
+			MaxQueuedStdin: int64(c.MaxQueuedStdin),
+		},
+	}
+}
+
+// serveSignals runs until ctx ends (SIGINT or SIGTERM), answering SIGHUP
+// with a reload of the exectab. Reloads run on a goroutine of their own:
+// reading the exectab can block (a hung network file system), and the
+// signal loop must always be free to take SIGTERM. A SIGHUP during a
+// reload asks for one more.
+func (c *serveCmd) serveSignals(ctx context.Context, hup <-chan os.Signal, n *node.Node, log zerolog.Logger) {
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range reload {
-			c.reloadScripts(scripts, mgr, log)
+			if err := n.Reload(); errors.Is(err, node.ErrNoScriptsFile) {
+				log.Info().Msg("SIGHUP: no --scripts file to reload")
+			}
 		}
 	}()
 	defer close(reload)
@@ -244,28 +240,6 @@ func (c *serveCmd) Run() error {
 		case <-ctx.Done():
 		}
 	}
-	stop() // a second signal ends the process at once
-	log.Info().Dur("grace", c.ShutdownGrace).Msg("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
-	defer cancel()
-	// Detached runs stop being scheduled at once, and are recorded as
-	// interrupted as the server's shutdown kills their groups.
-	runsClosed := make(chan error, 1)
-	go func() {
-		if mgr == nil {
-			runsClosed <- nil
-			return
-		}
-		runsClosed <- mgr.Close(sctx)
-	}()
-	if err := srv.Close(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-runsClosed; err != nil {
-		return fmt.Errorf("shutdown of detached runs: %w", err)
-	}
-	log.Info().Msg("stopped")
-	return nil
 }
 
 func newLogger(verbosity int, format string) zerolog.Logger {
@@ -282,63 +256,6 @@ func newLogger(verbosity int, format string) zerolog.Logger {
 		out = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339, NoColor: !isTerminal(os.Stderr)})
 	}
 	return out.Level(level).With().Timestamp().Logger()
-}
-
-// loadScripts reads --scripts, if given, into the pointer that requests
-// read. Without the flag the catalogue is empty.
-func (c *serveCmd) loadScripts() (*atomic.Pointer[catalog.Catalog], error) {
-	var p atomic.Pointer[catalog.Catalog]
-	if c.Scripts == "" {
-		return &p, nil
-	}
-	cat, err := catalog.Load(c.Scripts)
-	if err != nil {
-		return nil, err
-	}
-	p.Store(cat)
-	return &p, nil
-}
-
-// reloadScripts answers SIGHUP: a new catalogue replaces the old one whole,
-// and a bad file leaves the old one in force. It logs what the reload
-// added, removed and changed. Queued runs of a removed script stay queued,
-// waiting for it to come back (detached.Manager.Waiting).
-func (c *serveCmd) reloadScripts(p *atomic.Pointer[catalog.Catalog], mgr *detached.Manager, log zerolog.Logger) {
-	if c.Scripts == "" {
-		log.Info().Msg("SIGHUP: no --scripts file to reload")
-		return
-	}
-	cat, err := catalog.Load(c.Scripts)
-	if err != nil {
-		log.Error().Err(err).Str("file", c.Scripts).Int("scripts", p.Load().Len()).
-			Msg("exectab reload failed: keeping the previous one")
-		return
-	}
-	added, removed, changed := catalog.Diff(p.Load(), cat)
-	p.Store(cat)
-	ev := log.Info()
-	if len(removed) > 0 {
-		ev = log.Warn()
-	}
-	ev.Str("file", c.Scripts).Int("scripts", cat.Len()).
-		Strs("added", added).Strs("removed", removed).Strs("changed", changed).
-		Msg("exectab reloaded")
-	if mgr != nil {
-		mgr.ScriptsChanged()
-	}
-}
-
-// selfURL is how processes on this machine reach the server listening on
-// addr: a wildcard address becomes loopback.
-func selfURL(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "http://" + addr
-	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return "http://" + net.JoinHostPort(host, port)
 }
 
 // parkAfter maps the flag (0: never) onto webapi.Config (0: the default,

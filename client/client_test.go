@@ -18,12 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rexec/rexec/broker"
-	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/client"
 	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testserver"
+	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/webapi"
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
 
@@ -32,27 +31,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testchild.LeakOptions()...)
 }
 
-// newServer starts a real server (broker and webapi) on 127.0.0.1:0 and
-// returns its URL.
+// newServer starts a real server on 127.0.0.1:0 and returns its URL.
 func newServer(t *testing.T, cfg webapi.Config) string {
 	t.Helper()
-	log := zerolog.Nop()
-	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: 2 * time.Second}})
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Logger = log
-	cfg.Env = append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)
-	s := webapi.New(cfg, b)
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := s.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return "http://" + s.Addr()
+	return testserver.Start(t, node.Config{Web: cfg}).URL
 }
 
 func mustClient(t *testing.T, url, token string) *client.Client {

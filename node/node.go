@@ -1,0 +1,276 @@
+// Package node wires rexec's pieces into one server, a node: the broker
+// (the process table), the exectab, the run history and output store, the
+// event feed, the manager of detached runs and the HTTP API. Open starts
+// them in order; Close stops them in the order a clean shutdown needs.
+// The rexec command (package main) and every test that needs a whole
+// server use it, so the wiring is written once.
+//
+// A node owns what it opens. What belongs to the process as a whole
+// (signals, the open-file limit, descriptors inherited from the parent,
+// the debug listener) stays with the command.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/store"
+	"github.com/rexec/rexec/webapi"
+	"github.com/rs/zerolog"
+)
+
+// Config is a node's settings. The parts' own settings are theirs (Broker,
+// Web, Store, Detached): a node fills in only how the parts reach each
+// other (the broker, the catalogue, the history, the feed, the logger).
+type Config struct {
+	Logger zerolog.Logger
+	// Env is the environment every child starts from. Default: the
+	// server's, without REXEC_* variables (webapi.ServerEnv).
+	Env []string
+
+	// ScriptsFile is the exectab; Reload reads it again. Catalog, when
+	// ScriptsFile is empty, is a catalogue given whole (tests, embedding).
+	// Without either the node runs no scripts, and has no history.
+	ScriptsFile string
+	Catalog     *catalog.Catalog
+	// DataDir is where the history and the output of detached runs live.
+	DataDir string
+	// EventReplay and EventQueue size the event feed (feed.NewHub).
+	EventReplay, EventQueue int
+
+	Broker   broker.Options
+	Web      webapi.Config
+	Store    store.Options
+	Detached detached.Config
+}
+
+// Node is one running server. Its fields are the parts, for the command
+// and for tests; they are set by Open.
+type Node struct {
+	cfg Config
+	log zerolog.Logger
+
+	Broker  *broker.Broker
+	Scripts *atomic.Pointer[catalog.Catalog] // the exectab in force
+	Store   *store.Store                     // nil without scripts
+	Events  *feed.Hub                        // nil without scripts
+	Runs    *detached.Manager                // nil without scripts
+	Web     *webapi.Server
+
+	reloadMu  sync.Mutex // one reload at a time
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New returns a node for cfg. Call Open to start it.
+func New(cfg Config) *Node {
+	if cfg.Env == nil {
+		cfg.Env = webapi.ServerEnv(os.Environ())
+	}
+	return &Node{cfg: cfg, log: cfg.Logger, Scripts: &atomic.Pointer[catalog.Catalog]{}}
+}
+
+// hasScripts says whether the node runs scripts (and so keeps a history).
+func (n *Node) hasScripts() bool { return n.cfg.ScriptsFile != "" || n.cfg.Catalog != nil }
+
+// Open loads the exectab, opens the history, starts the broker and the
+// manager of detached runs, and listens. On an error, what was opened is
+// closed again.
+func (n *Node) Open() (err error) {
+	defer func() {
+		if err != nil {
+			n.Close(context.Background())
+		}
+	}()
+	if err := n.loadScripts(); err != nil {
+		return &ConfigError{Err: err}
+	}
+	bo := n.cfg.Broker
+	bo.Logger = n.log
+	n.Broker = broker.New(bo)
+	if n.hasScripts() {
+		if err := n.openDetached(); err != nil {
+			return err
+		}
+	}
+	if err := n.openWeb(); err != nil {
+		return err
+	}
+	if n.Runs != nil {
+		n.Runs.SetURL(n.URL())
+	}
+	return nil
+}
+
+// ConfigError is an error of the configuration (a bad exectab, say), not
+// of the machine: the command exits with its usage code.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// loadScripts reads the exectab, if there is one.
+func (n *Node) loadScripts() error {
+	switch {
+	case n.cfg.ScriptsFile != "":
+		cat, err := catalog.Load(n.cfg.ScriptsFile)
+		if err != nil {
+			return err
+		}
+		n.Scripts.Store(cat)
+		n.log.Info().Str("file", n.cfg.ScriptsFile).Int("scripts", cat.Len()).Msg("exectab loaded")
+	case n.cfg.Catalog != nil:
+		n.Scripts.Store(n.cfg.Catalog)
+	}
+	return nil
+}
+
+// openDetached opens the history and the event feed, and starts the
+// manager of detached runs on them.
+func (n *Node) openDetached() error {
+	so := n.cfg.Store
+	so.Logger = n.log
+	st, err := store.Open(context.Background(), n.cfg.DataDir, so)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	n.Store = st
+	if c, err := st.CountGuestsWithoutToken(context.Background()); err == nil && c > 0 {
+		n.log.Warn().Int("guest_keys", c).Msg("guest keys made without an admin token (by an older rexec, by anyone) no longer work: " +
+			"list them with /scripts/v1/guest/list and delete them")
+	}
+	n.Events = feed.NewHub(n.cfg.EventReplay, n.cfg.EventQueue)
+	dc := n.cfg.Detached
+	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger =
+		st, st, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log
+	n.Runs, err = detached.New(context.Background(), dc)
+	return err
+}
+
+// openWeb starts the HTTP API on the parts.
+func (n *Node) openWeb() error {
+	wc := n.cfg.Web
+	wc.Env, wc.Logger, wc.Scripts = n.cfg.Env, n.log, n.Scripts.Load
+	if n.Runs != nil {
+		wc.Runs, wc.Events, wc.Guests, wc.Ready = n.Runs, n.Events, n.Store, n.Store.Ready
+	}
+	web := webapi.New(wc, n.Broker)
+	if err := web.Open(); err != nil {
+		return err
+	}
+	n.Web = web
+	return nil
+}
+
+// Addr is the address the node listens on.
+func (n *Node) Addr() string { return n.Web.Addr() }
+
+// URL is how processes on this machine reach the node: a wildcard address
+// becomes loopback.
+func (n *Node) URL() string {
+	host, port, err := net.SplitHostPort(n.Addr())
+	if err != nil {
+		return "http://" + n.Addr()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// ErrNoScriptsFile: Reload of a node without an exectab file.
+var ErrNoScriptsFile = errors.New("no --scripts file to reload")
+
+// Reload reads the exectab again. A new catalogue replaces the old one
+// whole, and a bad file leaves the old one in force. It logs what the
+// reload added, removed and changed. Queued runs of a removed script stay
+// queued, waiting for it to come back (detached.Manager.Waiting).
+func (n *Node) Reload() error {
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	if n.cfg.ScriptsFile == "" {
+		return ErrNoScriptsFile
+	}
+	cat, err := catalog.Load(n.cfg.ScriptsFile)
+	if err != nil {
+		n.log.Error().Err(err).Str("file", n.cfg.ScriptsFile).Int("scripts", n.Scripts.Load().Len()).
+			Msg("exectab reload failed: keeping the previous one")
+		return err
+	}
+	added, removed, changed := catalog.Diff(n.Scripts.Load(), cat)
+	n.Scripts.Store(cat)
+	ev := n.log.Info()
+	if len(removed) > 0 {
+		ev = n.log.Warn()
+	}
+	ev.Str("file", n.cfg.ScriptsFile).Int("scripts", cat.Len()).
+		Strs("added", added).Strs("removed", removed).Strs("changed", changed).
+		Msg("exectab reloaded")
+	if n.Runs != nil {
+		n.Runs.ScriptsChanged()
+	}
+	return nil
+}
+
+// Close shuts the node down within ctx: detached runs stop being
+// scheduled, every process group is terminated (TERM, then KILL after the
+// kill grace) so that each stream ends with its trailers and each running
+// detached run is recorded as interrupted, and the HTTP server waits for
+// its streams. When ctx ends first, the remaining connections are cut.
+// Then the feed and the history close. A second Close returns the first's
+// error.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() { n.closeErr = n.close(ctx) })
+	return n.closeErr
+}
+
+func (n *Node) close(ctx context.Context) error {
+	var errs []error
+	runsClosed := make(chan error, 1)
+	go func() {
+		if n.Runs == nil {
+			runsClosed <- nil
+			return
+		}
+		if err := n.Runs.Close(ctx); err != nil {
+			runsClosed <- fmt.Errorf("shutdown of detached runs: %w", err)
+			return
+		}
+		runsClosed <- nil
+	}()
+	brokerDone := make(chan error, 1)
+	go func() {
+		if n.Broker == nil {
+			brokerDone <- nil
+			return
+		}
+		brokerDone <- n.Broker.Shutdown(ctx)
+	}()
+	if n.Web != nil {
+		if err := n.Web.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
+		}
+	}
+	if err := <-brokerDone; err != nil {
+		errs = append(errs, fmt.Errorf("shutdown of processes: %w", err))
+	}
+	errs = append(errs, <-runsClosed)
+	if n.Events != nil {
+		n.Events.Close()
+	}
+	if n.Store != nil {
+		if err := n.Store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
