@@ -37,11 +37,12 @@ type Config struct {
 	// server's, without REXEC_* variables (webapi.ServerEnv).
 	Env []string
 
-	// ScriptsFile is the exectab; Reload reads it again. Catalog, when
-	// ScriptsFile is empty, is a catalogue given whole (tests, embedding).
-	// Without either the node runs no scripts, and has no history.
+	// ScriptsFile is the exectab; Reload reads it again. Scripts, when
+	// ScriptsFile is empty, holds a catalogue that the caller keeps and
+	// may swap (tests, embedding). Without either the node runs no
+	// scripts, and has no history.
 	ScriptsFile string
-	Catalog     *catalog.Catalog
+	Scripts     *atomic.Pointer[catalog.Catalog]
 	// DataDir is where the history and the output of detached runs live.
 	DataDir string
 	// EventReplay and EventQueue size the event feed (feed.NewHub).
@@ -68,7 +69,6 @@ type Node struct {
 
 	reloadMu  sync.Mutex // one reload at a time
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // New returns a node for cfg. Call Open to start it.
@@ -76,11 +76,15 @@ func New(cfg Config) *Node {
 	if cfg.Env == nil {
 		cfg.Env = webapi.ServerEnv(os.Environ())
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, Scripts: &atomic.Pointer[catalog.Catalog]{}}
+	scripts := cfg.Scripts
+	if scripts == nil {
+		scripts = &atomic.Pointer[catalog.Catalog]{}
+	}
+	return &Node{cfg: cfg, log: cfg.Logger, Scripts: scripts}
 }
 
 // hasScripts says whether the node runs scripts (and so keeps a history).
-func (n *Node) hasScripts() bool { return n.cfg.ScriptsFile != "" || n.cfg.Catalog != nil }
+func (n *Node) hasScripts() bool { return n.cfg.ScriptsFile != "" || n.cfg.Scripts != nil }
 
 // Open loads the exectab, opens the history, starts the broker and the
 // manager of detached runs, and listens. On an error, what was opened is
@@ -120,17 +124,15 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 
 // loadScripts reads the exectab, if there is one.
 func (n *Node) loadScripts() error {
-	switch {
-	case n.cfg.ScriptsFile != "":
-		cat, err := catalog.Load(n.cfg.ScriptsFile)
-		if err != nil {
-			return err
-		}
-		n.Scripts.Store(cat)
-		n.log.Info().Str("file", n.cfg.ScriptsFile).Int("scripts", cat.Len()).Msg("exectab loaded")
-	case n.cfg.Catalog != nil:
-		n.Scripts.Store(n.cfg.Catalog)
+	if n.cfg.ScriptsFile == "" {
+		return nil
 	}
+	cat, err := catalog.Load(n.cfg.ScriptsFile)
+	if err != nil {
+		return err
+	}
+	n.Scripts.Store(cat)
+	n.log.Info().Str("file", n.cfg.ScriptsFile).Int("scripts", cat.Len()).Msg("exectab loaded")
 	return nil
 }
 
@@ -226,11 +228,12 @@ func (n *Node) Reload() error {
 // kill grace) so that each stream ends with its trailers and each running
 // detached run is recorded as interrupted, and the HTTP server waits for
 // its streams. When ctx ends first, the remaining connections are cut.
-// Then the feed and the history close. A second Close returns the first's
-// error.
+// Then the feed and the history close. A second Close does nothing and
+// returns nil.
 func (n *Node) Close(ctx context.Context) error {
-	n.closeOnce.Do(func() { n.closeErr = n.close(ctx) })
-	return n.closeErr
+	var err error
+	n.closeOnce.Do(func() { err = n.close(ctx) })
+	return err
 }
 
 func (n *Node) close(ctx context.Context) error {

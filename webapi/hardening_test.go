@@ -81,7 +81,7 @@ func TestScriptArgumentsAreNotOptions(t *testing.T) {
 		}
 	}
 	// The same rule for a script run attached, through POST /process.
-	s := newServer(t, serverOpts{cfg: webapi.Config{Scripts: exectab(t, "-e=TESTCHILD=args plain EXE fixed @@1").Load}})
+	s := newServer(t, serverOpts{scripts: exectab(t, "-e=TESTCHILD=args plain EXE fixed @@1")})
 	resp, out := s.run(t, map[string]any{"alias": "p", "script": "plain", "args": []string{"-delete"}})
 	wantError(t, resp, out, 400, "argument 1")
 }
@@ -391,7 +391,7 @@ func TestDetachedTimeouts(t *testing.T) {
 		t.Fatalf("a bad timeout: %d %v", code, a)
 	}
 	// Attached runs of a script are capped alike.
-	s := newServer(t, serverOpts{cfg: webapi.Config{Scripts: d.scripts.Load}})
+	s := newServer(t, serverOpts{scripts: d.scripts})
 	resp, out := s.run(t, map[string]any{"alias": "cap", "script": "capped", "timeout": "1h"})
 	if resp.StatusCode != 200 || resp.Trailer.Get("Process-Signal") != "SIGTERM" {
 		t.Fatalf("attached: %d %q %v", resp.StatusCode, out, resp.Trailer)
@@ -414,7 +414,7 @@ func TestProgressLinesAndCallbacksShareOneState(t *testing.T) {
 // A script's -d, or a request's cwd, is the child's PWD too.
 func TestWorkingDirectoryIsThePWD(t *testing.T) {
 	dir := t.TempDir()
-	s := newServer(t, serverOpts{cfg: webapi.Config{Scripts: exectab(t, "-e=TESTCHILD=env -d="+dir+" where EXE").Load}})
+	s := newServer(t, serverOpts{scripts: exectab(t, "-e=TESTCHILD=env -d="+dir+" where EXE")})
 	resp, out := s.run(t, map[string]any{"alias": "w", "script": "where"})
 	if resp.StatusCode != 200 || !strings.Contains(string(out), "\nPWD="+dir+"\n") {
 		t.Fatalf("script -d: %d, PWD not %s in\n%s", resp.StatusCode, dir, out)

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/node"
 )
 
 func TestMonitorWebSocket(t *testing.T) {
@@ -86,8 +86,7 @@ func TestMonitorWebSocket(t *testing.T) {
 // TestSlowMonitorIsDisconnected: a monitor that stops reading is dropped when
 // its queue is full, while another one keeps receiving everything.
 func TestSlowMonitorIsDisconnected(t *testing.T) {
-	hub := feed.NewHub(10, 4)
-	s := newDetachedServerWith(t, t.TempDir(), detached.Config{Events: hub}, "-e=TESTCHILD=exit job EXE 0")
+	s := newDetachedNode(t, node.Config{EventReplay: 10, EventQueue: 4}, "-e=TESTCHILD=exit job EXE 0")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dial := func() *websocket.Conn {
@@ -110,7 +109,7 @@ func TestSlowMonitorIsDisconnected(t *testing.T) {
 	// In lockstep with the fast monitor: it is never more than one event
 	// behind, while the slow one reads nothing.
 	for i := range n {
-		hub.Publish(feed.Event{Name: "job", State: "done", Run: strconv.Itoa(i), Args: []string{big}})
+		s.node.Events.Publish(feed.Event{Name: "job", State: "done", Run: strconv.Itoa(i), Args: []string{big}})
 		_, data, err := fast.Read(ctx)
 		if err != nil {
 			t.Fatalf("the fast monitor lost its stream at event %d: %v", i, err)

@@ -40,7 +40,7 @@ func TestScripts(t *testing.T) {
 		"-n notify @@1",
 		"-d=/tmp dir /bin/pwd",
 	)
-	s := newServer(t, serverOpts{cfg: webapi.Config{Scripts: scripts.Load}})
+	s := newServer(t, serverOpts{scripts: scripts})
 
 	t.Run("arguments stay literal", func(t *testing.T) {
 		resp, out := s.run(t, map[string]any{"alias": "a", "script": "argv", "args": []string{"; rm -rf /", "$(id) `id`"}})
@@ -117,7 +117,7 @@ func TestScripts(t *testing.T) {
 
 func TestScriptsOnly(t *testing.T) {
 	scripts := exectab(t, "-e=TESTCHILD=echo ok EXE fine")
-	s := newServer(t, serverOpts{cfg: webapi.Config{Scripts: scripts.Load, ScriptsOnly: true}})
+	s := newServer(t, serverOpts{scripts: scripts, cfg: webapi.Config{ScriptsOnly: true}})
 	resp, out := s.run(t, fake("a", "echo", "x"))
 	wantError(t, resp, out, 403, "--scripts-only")
 	resp, out = s.run(t, map[string]any{"alias": "a", "script": "ok"})
@@ -135,7 +135,7 @@ func TestScriptRunsAsAnotherUser(t *testing.T) {
 		t.Skip("no user nobody here")
 	}
 	scripts := exectab(t, "-u=nobody who /usr/bin/id -u")
-	s := newServer(t, serverOpts{cfg: webapi.Config{Scripts: scripts.Load}})
+	s := newServer(t, serverOpts{scripts: scripts})
 	resp, out := s.run(t, map[string]any{"alias": "who", "script": "who"})
 	if wantStatus(t, resp, out, 200); strings.TrimSpace(string(out)) != nobody.Uid {
 		t.Fatalf("id -u = %q, want %s", out, nobody.Uid)

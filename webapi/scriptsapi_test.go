@@ -18,15 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
-	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/detached"
-	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testserver"
+	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
-	"github.com/rs/zerolog"
 )
 
 // detachedServer is a real server with detached runs on a store in a temp
@@ -38,6 +36,7 @@ type detachedServer struct {
 	store   *store.Store
 	runs    *detached.Manager
 	scripts *atomic.Pointer[catalog.Catalog] // swap it to reload
+	node    *testserver.Server
 }
 
 func newDetachedServer(t *testing.T, dir string, lines ...string) *detachedServer {
@@ -55,55 +54,38 @@ func newDetachedServerToken(t *testing.T, dir string, cfg detached.Config, token
 	return newDetachedServerFull(t, dir, cfg, webapi.Config{Token: token}, lines...)
 }
 
-// newDetachedServerFull is a detached server with web's settings (its
-// Addr, Logger, Env, Scripts, Runs, Events, Guests and Ready are the test's).
+// newDetachedServerFull is a detached server with web's settings and
+// cfg's (their wiring is the node's).
 func newDetachedServerFull(t *testing.T, dir string, cfg detached.Config, web webapi.Config, lines ...string) *detachedServer {
 	t.Helper()
-	token := web.Token
-	log := zerolog.Nop()
-	// A short busy timeout: only tests that lock the database from
-	// outside ever wait on it.
-	st, err := store.Open(context.Background(), dir, store.Options{MaxOutput: 1 << 20, BusyTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
+	return newDetachedNode(t, node.Config{DataDir: dir, Detached: cfg, Web: web}, lines...)
+}
+
+// newDetachedNode is a detached server on a node with nc's settings, and
+// the test's defaults for what nc leaves zero: a short scheduling tick, a
+// 1 MiB output cap, a short busy timeout (only tests that lock the
+// database from outside ever wait on it), a small event feed.
+func newDetachedNode(t *testing.T, nc node.Config, lines ...string) *detachedServer {
+	t.Helper()
 	scripts := exectab(t, lines...)
-	env := append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)
-	hub, _ := cfg.Events.(*feed.Hub)
-	if hub == nil {
-		hub = feed.NewHub(100, 64)
+	nc.Scripts = scripts
+	if nc.Detached.Tick == 0 {
+		nc.Detached.Tick = 50 * time.Millisecond
 	}
-	cfg.History, cfg.Outputs, cfg.Broker, cfg.Scripts, cfg.Env, cfg.Logger, cfg.Events = st, st, b, scripts.Load, env, log, hub
-	if cfg.Tick == 0 {
-		cfg.Tick = 50 * time.Millisecond
+	if nc.Store.MaxOutput == 0 {
+		nc.Store.MaxOutput = 1 << 20
 	}
-	m, err := detached.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
+	if nc.Store.BusyTimeout == 0 {
+		nc.Store.BusyTimeout = 300 * time.Millisecond
 	}
-	web.Addr, web.Logger, web.Env, web.Scripts, web.Runs, web.Events, web.Guests, web.Ready =
-		"127.0.0.1:0", log, env, scripts.Load, m, hub, st, st.Ready
-	srv := webapi.New(web, b)
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
+	if nc.EventReplay == 0 {
+		nc.EventReplay, nc.EventQueue = 100, 64
 	}
-	m.SetURL("http://" + srv.Addr())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		closed := make(chan error, 1)
-		go func() { closed <- m.Close(ctx) }()
-		if err := srv.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		if err := <-closed; err != nil {
-			t.Errorf("close runs: %v", err)
-		}
-		st.Close()
-		http.DefaultClient.CloseIdleConnections()
-	})
-	return &detachedServer{url: "http://" + srv.Addr(), token: token, dir: dir, store: st, runs: m, scripts: scripts}
+	if nc.Broker.Child.KillGrace == 0 {
+		nc.Broker.Child.KillGrace = time.Second
+	}
+	n := testserver.Start(t, nc)
+	return &detachedServer{url: n.URL, token: nc.Web.Token, dir: n.Store.Dir(), store: n.Store, runs: n.Runs, scripts: scripts, node: n}
 }
 
 type apiAnswer map[string]any
@@ -496,45 +478,27 @@ func TestDetachedRunAsAnotherUser(t *testing.T) {
 // interrupted and keeps queued runs queued.
 func TestDetachedShutdown(t *testing.T) {
 	dir := t.TempDir()
-	log := zerolog.Nop()
+	d := newDetachedNode(t, node.Config{DataDir: dir, Detached: detached.Config{Tick: 20 * time.Millisecond}},
+		"-e=TESTCHILD=hang -s=1 h EXE")
+	running, _, err := d.runs.Submit(context.Background(), detached.Request{Script: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, _, err := d.runs.Submit(context.Background(), detached.Request{Script: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.waitState(t, running.ID, "running")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.node.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	st, err := store.Open(context.Background(), dir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: time.Second}})
-	scripts := exectab(t, "-e=TESTCHILD=hang -s=1 h EXE")
-	m, err := detached.New(context.Background(), detached.Config{History: st, Outputs: st, Broker: b, Scripts: scripts.Load,
-		Env: append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv), Tick: 20 * time.Millisecond, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	running, _, err := m.Submit(context.Background(), detached.Request{Script: "h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	queued, _, err := m.Submit(context.Background(), detached.Request{Script: "h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if r, _ := st.Get(context.Background(), running.ID); r.State == store.StateRunning {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("never started")
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	closed := make(chan error, 1)
-	go func() { closed <- m.Close(ctx) }()
-	if err := b.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-closed; err != nil {
-		t.Fatal(err)
-	}
 	if r, _ := st.Get(context.Background(), running.ID); r.State != store.StateDone || r.Ended != store.EndedInterrupted {
 		t.Fatalf("running run after shutdown: %+v", r)
 	}

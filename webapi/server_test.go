@@ -12,14 +12,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testserver"
+	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/webapi"
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
 
@@ -28,65 +31,27 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testchild.LeakOptions()...)
 }
 
-// syncBuffer collects log lines from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testserver.SyncBuffer
 
 type testServer struct {
-	*webapi.Server
+	*testserver.Server
 	url  string
 	logs *syncBuffer
 }
 
 type serverOpts struct {
 	cfg       webapi.Config
+	scripts   *atomic.Pointer[catalog.Catalog] // the exectab, which the test may swap
 	maxProcs  int
 	killGrace time.Duration
 }
 
-// newServer starts a real server on 127.0.0.1:0 with a real broker.
+// newServer starts a real server on 127.0.0.1:0 (a whole node).
 func newServer(t *testing.T, o serverOpts) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
-	log := zerolog.New(logs).Level(zerolog.DebugLevel)
-	if o.killGrace == 0 {
-		o.killGrace = 2 * time.Second
-	}
-	b := broker.New(broker.Options{MaxProcs: o.maxProcs, Logger: log,
-		Child: child.Options{KillGrace: o.killGrace, OutputSize: 8}})
-	cfg := o.cfg
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Logger = log
-	if cfg.Env == nil {
-		cfg.Env = append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)
-	}
-	s := webapi.New(cfg, b)
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := s.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		http.DefaultClient.CloseIdleConnections()
-	})
-	return &testServer{Server: s, url: "http://" + s.Addr(), logs: logs}
+	s := testserver.Start(t, node.Config{Env: o.cfg.Env, Scripts: o.scripts, Web: o.cfg,
+		Broker: broker.Options{MaxProcs: o.maxProcs, Child: child.Options{KillGrace: o.killGrace, OutputSize: 8}}})
+	return &testServer{Server: s, url: s.URL, logs: s.Logs}
 }
 
 // fake is a request body that runs the test binary as mode.
@@ -619,15 +584,7 @@ func TestFiftyConcurrentAliases(t *testing.T) {
 }
 
 func TestShutdownEndsStreamsWithTrailers(t *testing.T) {
-	logs := &syncBuffer{}
-	log := zerolog.New(logs)
-	b := broker.New(broker.Options{Logger: log, Child: child.Options{KillGrace: 300 * time.Millisecond}})
-	srv := webapi.New(webapi.Config{Addr: "127.0.0.1:0", Logger: log,
-		Env: append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)}, b)
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	s := &testServer{Server: srv, url: "http://" + srv.Addr(), logs: logs}
+	s := newServer(t, serverOpts{killGrace: 300 * time.Millisecond})
 	var resps []*http.Response
 	for i, mode := range []string{"hang", "ignore-term", "term-exit"} {
 		resp := s.post(t, context.Background(), fake(fmt.Sprint("s", i), mode))
@@ -637,7 +594,7 @@ func TestShutdownEndsStreamsWithTrailers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	closed := make(chan error, 1)
-	go func() { closed <- srv.Close(ctx) }()
+	go func() { closed <- s.Close(ctx) }()
 	want := []string{"SIGTERM", "SIGKILL", ""}
 	for i, resp := range resps {
 		io.Copy(io.Discard, resp.Body)
@@ -654,7 +611,7 @@ func TestShutdownEndsStreamsWithTrailers(t *testing.T) {
 	if _, err := http.Get(s.url + "/healthz"); err == nil {
 		t.Fatal("still accepting after shutdown")
 	}
-	if n := strings.Count(logs.String(), `"reason":"shutdown"`); n != 3 {
+	if n := strings.Count(s.logs.String(), `"reason":"shutdown"`); n != 3 {
 		t.Fatalf("%d runs ended by shutdown in the log, want 3", n)
 	}
 }
