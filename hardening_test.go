@@ -486,8 +486,8 @@ func TestOutOfDescriptors(t *testing.T) {
 	run := func() string { runs++; return fmt.Sprintf(`{"alias":"a%d","cmd":"true"}`, runs) }
 	// How long a shortage lasts after the answers the test waits for.
 	const shortage = 250 * time.Millisecond
-	// What a shed connection is told (webapi/shed.go): the answer of the
-	// listener, not of the handler.
+	// What a shed connection is told (stream/shed.go, with webapi's
+	// text): the answer of the listener, not of the handler.
 	shed := func(msg string) bool { return strings.Contains(msg, "out of file descriptors") }
 
 	// oneLeft leaves the server exactly one descriptor below its limit:
@@ -579,7 +579,7 @@ func TestOutOfDescriptors(t *testing.T) {
 
 // fillGapsBelowReserve opens idle connections to the server at addr, process
 // pid, until no descriptor below its reserve (the listener's /dev/null,
-// webapi/shed.go) is free, each connection taking the lowest free one. They
+// stream/shed.go) is free, each connection taking the lowest free one. They
 // are closed at the end of the test.
 func fillGapsBelowReserve(t *testing.T, pid int, addr string) {
 	t.Helper()

@@ -20,7 +20,7 @@ import (
 	"github.com/rexec/rexec/webapi"
 )
 
-// Streams that go quiet are parked: served off net/http by park.go. These
+// Streams that go quiet are parked: served off net/http (stream/park.go). These
 // tests park every stream at once (ParkAfter 1ms) and check that a parked
 // stream is indistinguishable from one that is not.
 

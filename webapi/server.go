@@ -1,7 +1,8 @@
 // Package webapi owns HTTP and nothing else: routing, authentication,
-// decoding and validating requests, mapping error kinds to statuses (in
-// errors.go, one place), and writing streams with their trailers. It never
-// touches a process directly, only the handles the broker gives it.
+// decoding and validating requests, and mapping error kinds to statuses (in
+// errors.go, one place). A started run's stream, with its trailers, is
+// package stream's. It never touches a process or a descriptor directly,
+// only the handles the broker gives it.
 package webapi
 
 import (
@@ -24,6 +25,7 @@ import (
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
+	"github.com/rexec/rexec/stream"
 	"github.com/rs/zerolog"
 )
 
@@ -58,7 +60,8 @@ type Config struct {
 	Guests Guests
 	// ParkAfter is how long a stream whose head has been sent may stay
 	// quiet before it is parked: served off net/http, which saves most of
-	// a held stream's memory (park.go). Default 25ms; negative: never.
+	// a held stream's memory (package stream). Default 25ms; negative:
+	// never.
 	ParkAfter time.Duration
 	// AllowedHosts are the names the server answers to in the Host
 	// header besides IP literals and localhost; ".example.com" allows a
@@ -150,37 +153,32 @@ type Server struct {
 	guard          *siteGuard
 	guardErr       error
 
-	// Parked streams (park.go): nil once the server is closing.
-	parkMu  sync.Mutex
-	parked  map[*parkedStream]struct{}
-	parkWG  sync.WaitGroup
-	requeue *connQueue // where a parked stream's connection goes back
-	idleMu  sync.Mutex
-	idle    map[net.Conn]struct{} // given back, no request on them yet
+	// stream serves the streams of /process; its hooks are s.http's and
+	// its listeners are the ones Open serves.
+	stream *stream.Engine
 }
 
 // New returns a server for b. Call Open to start listening.
 func New(cfg Config, b *broker.Broker) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 2), closing: make(chan struct{}),
-		monitors: map[string]map[*func()]struct{}{}, monitorsPerKey: map[string]int{}, parked: map[*parkedStream]struct{}{},
-		idle: map[net.Conn]struct{}{}}
+		monitors: map[string]map[*func()]struct{}{}, monitorsPerKey: map[string]int{}}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	}
 	s.guard, s.guardErr = newSiteGuard(cfg.AllowedHosts, cfg.AllowedOrigins)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.stream = stream.New(stream.Options{Heartbeat: cfg.Heartbeat, ParkAfter: cfg.ParkAfter,
+		ShedResponse: shedResponse, Logger: s.log})
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: it would cut every stream longer than it.
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, c)
-		},
-		ConnState: s.trackIdle,
-		ErrorLog:  log.New(httpErrorLog{s.log}, "", 0),
+		ConnContext: s.stream.ConnContext,
+		ConnState:   s.stream.ConnState,
+		ErrorLog:    log.New(httpErrorLog{s.log}, "", 0),
 	}
 	return s
 }
@@ -204,43 +202,36 @@ func (s *Server) Open() error {
 	if s.guardErr != nil {
 		return s.guardErr
 	}
-	tcp, err := net.Listen("tcp", s.cfg.Addr)
+	ln, handback, err := s.stream.Listen(s.cfg.Addr)
 	if err != nil {
 		return err
 	}
-	ln := newShedListener(tcp, s.log)
 	s.ln = ln
-	s.requeue = newConnQueue(ln.Addr())
 	go func() { s.serveErr <- s.http.Serve(ln) }()
-	go func() { s.serveErr <- s.http.Serve(s.requeue) }()
+	go func() { s.serveErr <- s.http.Serve(handback) }()
 	return nil
 }
 
 // Addr is the address the server listens on (useful with port 0).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Close shuts down: it stops accepting, terminates every child's group
-// (TERM, then KILL after the kill grace) so that each stream ends with its
-// trailers, and waits for the streams to end. When ctx ends first, the
-// remaining connections are cut.
+// Close shuts the HTTP side down: it stops accepting, ends the monitors
+// and followers, and waits for the streams to end. They end when their
+// processes do: whoever owns the broker shuts it down alongside (package
+// node does), which terminates every group so that each stream ends with
+// its trailers. When ctx ends first, the remaining connections are cut.
 func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		parked := s.stopParking()
-		s.closeIdle()
-		brokerDone := make(chan error, 1)
-		go func() { brokerDone <- s.broker.Shutdown(ctx) }()
+		s.stream.Stop()
 		err = s.http.Shutdown(ctx)
 		if err != nil {
 			s.cancelBase()
 			s.http.Close()
 		}
-		if perr := s.waitParked(ctx, parked); err == nil {
+		if perr := s.stream.Wait(ctx); err == nil {
 			err = perr
-		}
-		if berr := <-brokerDone; err == nil {
-			err = berr
 		}
 		s.cancelBase()
 		for range 2 {
@@ -414,6 +405,9 @@ func isProbe(r *http.Request) bool {
 func hasBody(r *http.Request) bool {
 	return r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
 }
+
+// aLongTimeAgo is a deadline in the past: it wakes a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // refuse answers a request that is refused before its body was read, in the
 // shape of the API the path belongs to. When there is a body, the

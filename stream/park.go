@@ -1,7 +1,6 @@
-package webapi
+package stream
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"strconv"
@@ -20,21 +19,18 @@ import (
 // connection, a goroutine running the handler (whose stack is as deep as the
 // deepest call it ever made), a goroutine reading in the background to notice
 // a client that leaves, and about 10 KiB of buffers. A stream that has gone
-// quiet for Config.ParkAfter, with its head sent (or a text stream past its
-// first MiB or its first second), is taken over (hijacked): the handler returns, and the stream
-// is served from then on by one goroutine with a 2 KiB stack, waiting on the
-// child's output channel (NDJSON, below) or on its pipe (text, raw.go), and
-// writing HTTP/1.1 chunks itself with no buffer held between writes. The
-// client's going away is seen through EPOLLRDHUP on its socket, in the one
-// epoll set of package fdwatch, with no goroutine reading it.
+// quiet for Options.ParkAfter, with its head sent (or a text stream past its
+// first MiB or its first second), is taken over (hijacked): the handler
+// returns, and the stream is served from then on by one goroutine with a
+// 2 KiB stack, waiting on the child's output channel (pump.go) or on its
+// pipe (raw.go), and writing HTTP/1.1 chunks itself with no buffer held
+// between writes. The client's going away is seen through EPOLLRDHUP on its
+// socket, in the one epoll set of package fdwatch, with no goroutine
+// reading it.
 //
 // When the run ends, the trailers are written and the connection goes back
 // to the http.Server through a listener of its own (connQueue), so that a
 // keep-alive client can send its next request on it as if nothing happened.
-
-// connKey carries a request's connection in its context (http.Server's
-// ConnContext): only a connection with a file descriptor can park.
-type connKey struct{}
 
 // canPark reports whether r's stream could be parked: HTTP/1.1 on a socket
 // whose hangup can be watched.
@@ -51,7 +47,7 @@ func canPark(r *http.Request) bool {
 
 // parkedStream is a run being served off net/http.
 type parkedStream struct {
-	run   *startedRun
+	run   *Run
 	conn  net.Conn
 	rest  []byte // bytes the client sent after its request (pipelining)
 	keep  bool   // the connection may serve another request after this one
@@ -61,7 +57,7 @@ type parkedStream struct {
 	once  sync.Once
 
 	// One of these serves the stream: the run's output channel (rs, cw),
-	// or its pipe read directly (raw.go).
+	// or its pipe read directly (rw).
 	rs *runStream
 	cw chunkWriter
 	rw *rawWriter
@@ -81,10 +77,10 @@ func (ps *parkedStream) hangup() {
 // parked streams. The caller must then serve it on a goroutine that ends
 // with releaseParked. It returns nil, with the response still net/http's,
 // when the connection could not be taken.
-func (s *Server) hijack(rc *http.ResponseController, r *http.Request, run *startedRun, wake func()) *parkedStream {
-	s.parkMu.Lock()
-	defer s.parkMu.Unlock()
-	if s.parked == nil {
+func (e *Engine) hijack(rc *http.ResponseController, r *http.Request, run *Run, wake func()) *parkedStream {
+	e.parkMu.Lock()
+	defer e.parkMu.Unlock()
+	if e.parked == nil {
 		return nil // closing: stay where the shutdown waits for us
 	}
 	conn, brw, err := rc.Hijack()
@@ -111,7 +107,7 @@ func (s *Server) hijack(rc *http.ResponseController, r *http.Request, run *start
 		// Cannot happen short of the kernel refusing epoll memory. Notice
 		// the hangup the way net/http does, by reading; what is read is
 		// lost, so the connection is not used again.
-		s.log.Warn().Err(werr).Msg("parking a stream: watching its socket failed; reading it instead")
+		e.log.Warn().Err(werr).Msg("parking a stream: watching its socket failed; reading it instead")
 		ps.keep = false
 		go func() {
 			var b [1]byte
@@ -119,133 +115,58 @@ func (s *Server) hijack(rc *http.ResponseController, r *http.Request, run *start
 			ps.hangup()
 		}()
 	}
-	s.parked[ps] = struct{}{}
-	s.parkWG.Add(1)
-	s.log.Debug().Str("alias", run.alias).Int("pid", run.proc.Pid()).Msg("stream parked")
+	e.parked[ps] = struct{}{}
+	e.parkWG.Add(1)
+	e.log.Debug().Str("alias", run.Alias).Int("pid", run.Proc.Pid()).Msg("stream parked")
 	return ps
 }
 
 // releaseParked gives a parked stream's connection back to the server for
 // its next request (ok: the response is complete and the client still
 // there) or closes it.
-func (s *Server) releaseParked(ps *parkedStream, ok bool) {
-	defer s.parkWG.Done()
+func (e *Engine) releaseParked(ps *parkedStream, ok bool) {
+	defer e.parkWG.Done()
 	if ps.watch != nil && !ps.watch.Stop() {
 		ok = false // the client hung up (half-closed): nothing more to serve
 	}
-	s.parkMu.Lock()
-	delete(s.parked, ps)
-	open := s.parked != nil
-	s.parkMu.Unlock()
+	e.parkMu.Lock()
+	delete(e.parked, ps)
+	open := e.parked != nil
+	e.parkMu.Unlock()
 	if ok && ps.keep && open {
 		var c net.Conn = ps.conn
 		if len(ps.rest) > 0 {
 			c = &prefixConn{Conn: ps.conn, rest: ps.rest}
 		}
-		s.idleMu.Lock()
-		s.idle[c] = struct{}{}
-		s.idleMu.Unlock()
-		if s.requeue.put(c) {
+		e.idleMu.Lock()
+		e.idle[c] = struct{}{}
+		e.idleMu.Unlock()
+		if e.handback.put(c) {
 			return
 		}
-		s.forgetIdle(c)
+		e.forgetIdle(c)
 	}
 	ps.conn.Close()
 }
 
 // A connection given back to the server is idle until its next request:
 // http.Server sees it as new, and a shutdown would wait 5 seconds before
-// taking a new connection for an idle one. trackIdle (the server's
-// ConnState hook) forgets it once it is active or closed, and closeIdle
-// closes the ones still waiting when the server shuts down.
-func (s *Server) trackIdle(c net.Conn, st http.ConnState) {
-	if st != http.StateNew {
-		s.forgetIdle(c)
-	}
+// taking a new connection for an idle one. ConnState forgets it once it is
+// active or closed, and closeIdle (Stop) closes the ones still waiting.
+
+func (e *Engine) forgetIdle(c net.Conn) {
+	e.idleMu.Lock()
+	delete(e.idle, c)
+	e.idleMu.Unlock()
 }
 
-func (s *Server) forgetIdle(c net.Conn) {
-	s.idleMu.Lock()
-	delete(s.idle, c)
-	s.idleMu.Unlock()
-}
-
-func (s *Server) closeIdle() {
-	s.idleMu.Lock()
-	defer s.idleMu.Unlock()
-	for c := range s.idle {
+func (e *Engine) closeIdle() {
+	e.idleMu.Lock()
+	defer e.idleMu.Unlock()
+	for c := range e.idle {
 		c.Close()
-		delete(s.idle, c)
+		delete(e.idle, c)
 	}
-}
-
-// park serves the rest of a stream that reads the run's output channel on a
-// goroutine of its own, off net/http. It returns false, with the response
-// still net/http's, when the connection could not be taken.
-func (s *Server) park(rc *http.ResponseController, r *http.Request, run *startedRun, rs *runStream) bool {
-	ps := s.hijack(rc, r, run, nil)
-	if ps == nil {
-		return false
-	}
-	ps.rs = rs
-	ps.cw.conn = ps.conn
-	rs.enc.setWriter(&ps.cw)
-	go s.serveParked(ps)
-	return true
-}
-
-// serveParked streams a parked run to its end. Its frame is kept small
-// (the end is another function's): the stream parks on this goroutine's
-// stack, and a 2 KiB stack holds it only if the frames under the park fit
-// in about 1 KiB.
-func (s *Server) serveParked(ps *parkedStream) {
-	s.endParked(ps, ps.rs.pump(ps.cw.Flush, ps.gone, nil, 0))
-}
-
-// endParked ends a parked run: trailers, log, and the connection back to
-// the server or closed.
-//
-//go:noinline
-func (s *Server) endParked(ps *parkedStream, end streamEnd) {
-	st := s.endRun(ps.run, ps.rs.written, end == streamDone)
-	ok := end == streamDone
-	if ok {
-		ok = ps.rs.enc.end(st) == nil && ps.cw.end(st) == nil
-	}
-	ps.cw.release()
-	s.releaseParked(ps, ok)
-}
-
-// stopParking makes the streams parked from now on stay with net/http, and
-// the parked ones close their connection at their end instead of serving
-// another request. It returns the parked streams.
-func (s *Server) stopParking() map[*parkedStream]struct{} {
-	s.parkMu.Lock()
-	defer s.parkMu.Unlock()
-	streams := s.parked
-	s.parked = nil
-	return streams
-}
-
-// waitParked waits for the parked streams to end, or for ctx, after which
-// their connections are cut and it returns at once, as http.Server.Close
-// does: each stream's goroutine ends once its child is reaped (the broker's
-// shutdown has signalled every group), which may take the kill grace.
-func (s *Server) waitParked(ctx context.Context, streams map[*parkedStream]struct{}) error {
-	done := make(chan struct{})
-	go func() { s.parkWG.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	s.parkMu.Lock()
-	for ps := range streams {
-		ps.conn.Close()
-		ps.hangup()
-	}
-	s.parkMu.Unlock()
-	return ctx.Err()
 }
 
 // chunkWriter writes an HTTP/1.1 chunked body straight to a connection.
@@ -332,20 +253,6 @@ func (cw *chunkWriter) end(st child.Status) error {
 	return err
 }
 
-// lastChunk appends the last chunk of a response, with the run's end in its
-// trailers, to b.
-func lastChunk(b []byte, st child.Status) []byte {
-	b = append(b, "0\r\nProcess-Exit-Code: "...)
-	b = strconv.AppendInt(b, int64(st.Code), 10)
-	b = append(b, crlf...)
-	if st.Signal != 0 {
-		b = append(b, "Process-Signal: "...)
-		b = append(b, st.SignalName()...)
-		b = append(b, crlf...)
-	}
-	return append(b, crlf...)
-}
-
 // sizeLine writes n in hex and CRLF into b and returns that part of it.
 func sizeLine(b []byte, n int) []byte {
 	b = strconv.AppendInt(b[:0], int64(n), 16)
@@ -371,14 +278,14 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 // connQueue is the listener through which connections that served a parked
 // stream go back to the http.Server for their next request.
 type connQueue struct {
-	addr   net.Addr
+	addr   net.Addr // set by Listen, before the server accepts
 	conns  chan net.Conn
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+func newConnQueue() *connQueue {
+	return &connQueue{conns: make(chan net.Conn), closed: make(chan struct{})}
 }
 
 // put hands c to the server; false when the server is closed.

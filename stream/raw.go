@@ -1,4 +1,4 @@
-package webapi
+package stream
 
 import (
 	"context"
@@ -17,24 +17,33 @@ import (
 	"github.com/rexec/rexec/child"
 )
 
-// A text stream on a connection that can be parked reads the child's pipe
-// itself (child.Spec.RawOutput) instead of through a pump goroutine and a
-// channel:
+// The pipe path: a text stream on a connection that can be parked reads the
+// child's pipe itself (child.Spec.RawOutput, see RawOutput) instead of
+// through a pump goroutine and a channel:
 //
 //   - While it is young it runs in the handler: each read is written through
 //     net/http at once, and a run that ends within the head's delay goes out
 //     in one write, trailers included.
-//   - Once it has been quiet for Config.ParkAfter, or has sent rawBulk bytes,
-//     or has run for rawAge, it is parked (park.go): a goroutine with a 2 KiB stack waits for the
-//     pipe to be readable, holding no buffer, then reads what the pipe holds
-//     (up to 1 MiB, the size of a grown pipe) and sends it as one chunk, size
-//     line, data and CRLF in one writev. Nothing is held back: each read is
-//     sent at once, and a fast writer's output is coalesced by the pipe.
+//   - Once it has been quiet for ParkAfter, or has sent rawBulk bytes, or has
+//     run for rawAge, it is parked (park.go): a goroutine with a 2 KiB stack
+//     waits for the pipe to be readable, holding no buffer, then reads what
+//     the pipe holds (up to 1 MiB, the size of a grown pipe) and sends it as
+//     one chunk, size line, data and CRLF in one writev. Nothing is held
+//     back: each read is sent at once, and a fast writer's output is
+//     coalesced by the pipe.
 //
 // splice(2) from the pipe to the socket was tried for the parked copy: it
 // halved rexec's CPU per byte, but on loopback the client and the writer
 // paid more than that back (2 GB of lines: 1,070-1,290 MB/s against 1,720-
 // 1,890 MB/s with a copy), so the copy stayed.
+
+// RawOutput reports whether a run may be started with child.Spec.RawOutput,
+// its output read from its pipe by the stream instead of through a pump
+// and a channel (raw.go): a text stream whose connection could be parked,
+// and whose stream ends nowhere else (no live stdin, no separate stderr).
+func (e *Engine) RawOutput(r *http.Request, spec child.Spec, ndjson, liveStdin bool) bool {
+	return !ndjson && !liveStdin && e.opts.ParkAfter > 0 && spec.Stderr != child.StderrSeparate && canPark(r)
+}
 
 // rawBulk is how much output a stream sends through net/http, and rawAge how
 // long it stays there, before it is parked however chatty it stays: a build
@@ -56,16 +65,10 @@ var rawBufs = sync.Pool{New: func() any { b := make([]byte, rawReadSize); return
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// rawAllowed reports whether a run's text output may be read raw: the
-// connection could be parked, and the stream ends nowhere else.
-func (s *Server) rawAllowed(r *http.Request, spec child.Spec, ndjson, liveStdin bool) bool {
-	return !ndjson && !liveStdin && s.cfg.ParkAfter > 0 && spec.Stderr != child.StderrSeparate && canPark(r)
-}
-
 // serveRaw streams a RawOutput run: in the handler while young, parked
 // after.
-func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, run *startedRun) {
-	proc := run.proc
+func (e *Engine) serveRaw(w http.ResponseWriter, r *http.Request, run *Run) {
+	proc := run.Proc
 	f := proc.OutputFile()
 	prc, _ := f.SyscallConn() // a pipe registered with the poller: never fails
 	disconnected := func() {
@@ -111,7 +114,7 @@ loop:
 			}
 			written += int64(m)
 			headSent = true
-			deadline = time.Now().Add(s.cfg.ParkAfter)
+			deadline = time.Now().Add(e.opts.ParkAfter)
 			if written >= rawBulk || time.Since(started) >= rawAge {
 				end = streamPark
 				break loop
@@ -138,10 +141,10 @@ loop:
 	if end == streamPark {
 		f.SetReadDeadline(time.Time{})
 		if stop() {
-			ps := s.hijack(rc, r, run, func() { f.SetReadDeadline(aLongTimeAgo) })
+			ps := e.hijack(rc, r, run, func() { f.SetReadDeadline(aLongTimeAgo) })
 			if ps != nil {
 				ps.rw = &rawWriter{proc: proc, f: f, prc: prc, conn: ps.conn, written: written}
-				go s.serveParkedRaw(ps)
+				go e.serveParkedRaw(ps)
 				return
 			}
 		}
@@ -149,23 +152,20 @@ loop:
 		// server is closing): finish here, through net/http, with the
 		// disconnect watched again.
 		stop = context.AfterFunc(r.Context(), disconnected)
-		end = s.copyRest(w, rc, r, f, &written)
+		end = copyRest(w, rc, r, f, &written)
 	}
 	if end == streamDone {
 		proc.OutputEnded()
 	}
-	st := s.endRun(run, written, end == streamDone)
+	st := e.endRun(run, written, end == streamDone)
 	if end == streamDone {
-		h.Set("Process-Exit-Code", strconv.Itoa(st.Code))
-		if st.Signal != 0 {
-			h.Set("Process-Signal", st.SignalName())
-		}
+		setTrailers(h, st)
 	}
 }
 
 // copyRest copies the rest of the output through net/http, for a stream
 // that could not be parked.
-func (s *Server) copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, f *os.File, written *int64) streamEnd {
+func copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, f *os.File, written *int64) streamEnd {
 	b := rawBufs.Get().(*[]byte)
 	defer rawBufs.Put(b)
 	for {
@@ -188,13 +188,26 @@ func (s *Server) copyRest(w http.ResponseWriter, rc *http.ResponseController, r 
 	}
 }
 
-// setStreamHeaders sets the headers of a streamed run's response.
-func setStreamHeaders(h http.Header, contentType string) {
-	h.Set("Content-Type", contentType)
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Trailer", "Process-Exit-Code, Process-Signal")
+// serveParkedRaw streams a parked raw run to its end; see serveParked for
+// why its frame is small.
+func (e *Engine) serveParkedRaw(ps *parkedStream) {
+	e.endParkedRaw(ps, ps.rw.copy(ps.gone))
+}
+
+// endParkedRaw ends a parked raw run: trailers, log, and the connection
+// back to the server or closed.
+//
+//go:noinline
+func (e *Engine) endParkedRaw(ps *parkedStream, end streamEnd) {
+	ok := end == streamDone
+	if ok {
+		ps.run.Proc.OutputEnded()
+	}
+	st := e.endRun(ps.run, ps.rw.written, ok)
+	if ok {
+		ok = ps.rw.end(st) == nil
+	}
+	e.releaseParked(ps, ok)
 }
 
 // (TIOCINQ is FIONREAD under its other name: the bytes a pipe holds.)
@@ -239,25 +252,6 @@ type rawWriter struct {
 	conn    net.Conn
 	hdr     [64]byte
 	written int64
-}
-
-// serveParkedRaw streams a parked raw run to its end; see serveParked for
-// why its frame is small.
-func (s *Server) serveParkedRaw(ps *parkedStream) {
-	s.endParkedRaw(ps, ps.rw.copy(ps.gone))
-}
-
-//go:noinline
-func (s *Server) endParkedRaw(ps *parkedStream, end streamEnd) {
-	ok := end == streamDone
-	if ok {
-		ps.run.proc.OutputEnded()
-	}
-	st := s.endRun(ps.run, ps.rw.written, ok)
-	if ok {
-		ok = ps.rw.end(st) == nil
-	}
-	s.releaseParked(ps, ok)
 }
 
 // copy copies the output to the client until the pipe's end, or until the
