@@ -35,8 +35,9 @@ type Event struct {
 
 // Publisher is what runs publish their events through.
 type Publisher interface {
-	// Publish numbers e and hands it to the subscribers that watch its
-	// script. It never blocks.
+	// Publish numbers e (and stamps it with the time when e.Time is zero)
+	// and hands it to the subscribers that watch its script. It never
+	// blocks.
 	Publish(e Event)
 }
 
@@ -50,6 +51,9 @@ type Feed interface {
 	// feed cannot place after (it is too old, from an earlier life of the
 	// server, or not given yet).
 	Subscribe(after uint64, names ...string) (s Subscription, lost bool)
+	// Close ends every subscription, and those made after, with
+	// ErrClosed; Publish then drops events.
+	Close()
 }
 
 // Subscription is one monitor's subscription to a Feed. A subscriber that

@@ -2,60 +2,22 @@ package feed_test
 
 import (
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/feed/feedtest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func next(t *testing.T, s feed.Subscription) feed.Event {
-	t.Helper()
-	select {
-	case e := <-s.Events():
-		return e
-	default:
-		t.Fatal("no event waiting")
-		return feed.Event{}
-	}
-}
-
-func TestFanOutByName(t *testing.T) {
-	h := feed.NewHub(10, 10)
-	all, _ := h.Subscribe(0, "")
-	backup, _ := h.Subscribe(0, "backup")
-	none, _ := h.Subscribe(0)
-	h.Publish(feed.Event{Name: "backup", State: "queued"})
-	h.Publish(feed.Event{Name: "deploy", State: "queued"})
-	none.Watch("deploy")
-	h.Publish(feed.Event{Name: "deploy", State: "done"})
-
-	first := next(t, all)
-	if first.ID == 0 || first.Name != "backup" || first.Time.IsZero() {
-		t.Fatalf("all: %+v", first)
-	}
-	if e := next(t, all); e.ID != first.ID+1 {
-		t.Fatalf("all: %+v", e)
-	}
-	if e := next(t, all); e.ID != first.ID+2 {
-		t.Fatalf("all: %+v", e)
-	}
-	if e := next(t, backup); e.ID != first.ID {
-		t.Fatalf("backup: %+v", e)
-	}
-	if e := next(t, none); e.ID != first.ID+2 || e.State != "done" {
-		t.Fatalf("after Watch: %+v", e)
-	}
-	for _, s := range []feed.Subscription{all, backup, none} {
-		if len(s.Events()) != 0 {
-			t.Fatal("unexpected event")
-		}
-		s.Close()
-		s.Close() // idempotent
-	}
+// TestHub runs the conformance suite of feed.Feed against the single-host
+// hub.
+func TestHub(t *testing.T) {
+	feedtest.TestFeed(t, func(t *testing.T, replay, queue int) feed.Feed {
+		return feed.NewHub(replay, queue)
+	})
 }
 
 // publishN publishes n events and returns their IDs.
@@ -64,38 +26,54 @@ func publishN(h *feed.Hub, n int) []uint64 {
 	defer watch.Close()
 	ids := make([]uint64, n)
 	for i := range n {
-		h.Publish(feed.Event{Name: "x", State: fmt.Sprint(i)})
+		h.Publish(feed.Event{Name: "x"})
 		ids[i] = (<-watch.Events()).ID
 	}
 	return ids
 }
 
-func TestReplayAfterLastID(t *testing.T) {
-	h := feed.NewHub(3, 10)
-	ids := publishN(h, 5)
-	// Kept: the last 3.
-	s, lost := h.Subscribe(ids[2], "")
-	if lost {
-		t.Fatal("nothing after the third was lost")
+// TestHubSynchronous: the hub hands an event to its subscribers, or drops
+// them, before Publish returns; IDs follow each other.
+func TestHubSynchronous(t *testing.T) {
+	h := feed.NewHub(10, 2)
+	defer h.Close()
+	s, _ := h.Subscribe(0, "")
+	slow, _ := h.Subscribe(0, "")
+	h.Publish(feed.Event{Name: "x"})
+	h.Publish(feed.Event{Name: "x"})
+	if len(s.Events()) != 2 {
+		t.Fatalf("%d events waiting after Publish returned, want 2", len(s.Events()))
 	}
-	if a, b := next(t, s), next(t, s); a.ID != ids[3] || b.ID != ids[4] {
-		t.Fatalf("replayed %d, %d", a.ID, b.ID)
+	if a, b := <-s.Events(), <-s.Events(); b.ID != a.ID+1 {
+		t.Errorf("IDs %d, %d: not consecutive", a.ID, b.ID)
 	}
-	s.Close()
-	s, lost = h.Subscribe(ids[0], "")
-	if !lost {
-		t.Fatal("the second event is gone: lost should be true")
+	h.Publish(feed.Event{Name: "x"}) // the third: slow's queue of 2 is full
+	select {
+	case <-slow.Done():
+	default:
+		t.Fatal("the Publish that overflowed a queue returned before dropping its subscriber")
 	}
-	if e := next(t, s); e.ID != ids[2] {
-		t.Fatalf("first replayed %d", e.ID)
+	if !errors.Is(slow.Err(), feed.ErrTooSlow) {
+		t.Errorf("reason %v", slow.Err())
 	}
-	s.Close()
-	// The last ID: nothing lost, nothing to replay.
-	s, lost = h.Subscribe(ids[4], "")
-	if lost || len(s.Events()) != 0 {
-		t.Fatalf("after the last ID: lost %v, %d replayed", lost, len(s.Events()))
+}
+
+// TestHubQueueAndReplayAtLeastOne: sizes below one are taken as one.
+func TestHubQueueAndReplayAtLeastOne(t *testing.T) {
+	h := feed.NewHub(0, 0)
+	defer h.Close()
+	ids := publishN(h, 2)
+	s, lost := h.Subscribe(ids[0], "")
+	if lost || len(s.Events()) != 1 {
+		t.Fatalf("replay of 0: lost %v, %d replayed; want the last event kept", lost, len(s.Events()))
 	}
-	s.Close()
+	<-s.Events()
+	h.Publish(feed.Event{Name: "x"})
+	select {
+	case <-s.Done():
+		t.Fatalf("queue of 0: dropped with %v by one event", s.Err())
+	default:
+	}
 }
 
 // A server's restart must not make an old Last-Event-ID skip events: IDs go
@@ -126,33 +104,4 @@ func TestIDsAcrossRestarts(t *testing.T) {
 		t.Fatalf("a known ID: lost %v, %d replayed", lost, len(s.Events()))
 	}
 	s.Close()
-}
-
-func TestSlowSubscriberIsDroppedOthersGoOn(t *testing.T) {
-	h := feed.NewHub(100, 2)
-	slow, _ := h.Subscribe(0, "")
-	fast, _ := h.Subscribe(0, "")
-	for i := range 5 {
-		h.Publish(feed.Event{Name: "x"})
-		next(t, fast)
-		_ = i
-	}
-	select {
-	case <-slow.Done():
-	default:
-		t.Fatal("a subscriber that never reads was not dropped")
-	}
-	if !errors.Is(slow.Err(), feed.ErrTooSlow) {
-		t.Fatalf("reason %v", slow.Err())
-	}
-	select {
-	case <-fast.Done():
-		t.Fatal("the fast subscriber was dropped")
-	default:
-	}
-	h.Close()
-	<-fast.Done()
-	if !errors.Is(fast.Err(), feed.ErrClosed) {
-		t.Fatalf("after Close: %v", fast.Err())
-	}
 }

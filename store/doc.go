@@ -1,9 +1,10 @@
 // Package store owns the run history of rexec: the SQLite database
-// <dir>/rexec.db that records every run (script, arguments, who asked, state,
-// times, progress, result, how it ended) and the output file of each run under
-// <dir>/output/. It never starts, signals or waits for processes and knows
-// nothing of HTTP: the broker records what happened through it, and webapi
-// reads from it.
+// <dir>/rexec.db that records every detached run (script, arguments, who
+// asked, state, times, progress, result, how it ended) and its guest keys,
+// the output file of each run under <dir>/output/, and the stdin a queued run
+// waits with (<dir>/stdin-<id>). It never starts, signals or waits for
+// processes and knows nothing of HTTP: package detached records what
+// happened through it, and webapi reads from it.
 //
 // # Durability
 //
@@ -35,6 +36,7 @@
 //
 // # Seams
 //
-// The broker and webapi should depend on the History interface rather than
+// Package detached depends on the History and Outputs interfaces only, never
 // on *Store, so that a history shared by several hosts can take its place.
+// Package storetest holds the tests any implementation of them must pass.
 package store

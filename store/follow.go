@@ -70,7 +70,10 @@ func (s *Store) outputChanged(id string) {
 func (s *Store) watch(id string) (changed <-chan struct{}, writing bool) {
 	s.outs.mu.Lock()
 	defer s.outs.mu.Unlock()
-	return s.outs.watches[id].changed, s.outs.writers[id] > 0
+	if w := s.outs.watches[id]; w != nil {
+		changed = w.changed
+	}
+	return changed, s.outs.writers[id] > 0
 }
 
 func (s *Store) follow(id string) {
@@ -105,19 +108,27 @@ func (s *Store) FollowOutput(ctx context.Context, id string, offset int64) (io.R
 		return nil, err
 	}
 	s.follow(id)
-	return &follower{s: s, id: id, ctx: ctx, f: rd.(*os.File)}, nil
+	return &follower{s: s, id: id, ctx: ctx, f: rd.(*os.File), closed: make(chan struct{})}, nil
 }
 
+// follower is a reader of FollowOutput. Read and Close may be called from
+// different goroutines: Close ends a Read that waits, with os.ErrClosed.
 type follower struct {
-	s      *Store
-	id     string
-	ctx    context.Context
-	f      *os.File
-	closed sync.Once
+	s         *Store
+	id        string
+	ctx       context.Context
+	f         *os.File
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 func (fr *follower) Read(p []byte) (int, error) {
 	for {
+		select {
+		case <-fr.closed:
+			return 0, os.ErrClosed
+		default:
+		}
 		// The channel is taken before the file is read: a change after
 		// the read closes it, so no write is missed.
 		changed, writing := fr.s.watch(fr.id)
@@ -140,6 +151,9 @@ func (fr *follower) Read(p []byte) (int, error) {
 		case <-fr.ctx.Done():
 			t.Stop()
 			return 0, context.Cause(fr.ctx)
+		case <-fr.closed:
+			t.Stop()
+			return 0, os.ErrClosed
 		}
 		t.Stop()
 	}
@@ -157,7 +171,8 @@ func (fr *follower) done() bool {
 
 func (fr *follower) Close() error {
 	var err error
-	fr.closed.Do(func() {
+	fr.closeOnce.Do(func() {
+		close(fr.closed)
 		fr.s.unfollow(fr.id)
 		err = fr.f.Close()
 	})

@@ -7,9 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
+	"time"
 
 	"github.com/rexec/rexec/store"
 )
@@ -41,8 +40,9 @@ func outputFile(t *testing.T, s *store.Store, id string) []byte {
 	return b
 }
 
+// TestOutputCap: the file on disk holds the output up to the cap and the
+// marker, and the store says why in words that name the option.
 func TestOutputCap(t *testing.T) {
-	ctx := context.Background()
 	const max = 100
 	marker := store.TruncationMarker(max)
 	if marker != "\n[rexec: output truncated at 100 bytes]\n" {
@@ -50,85 +50,46 @@ func TestOutputCap(t *testing.T) {
 	}
 	s := mustOpen(t, t.TempDir(), store.Options{MaxOutput: max})
 	data := bytes.Repeat([]byte("0123456789"), 20) // 200 bytes
+	r := mustCreate(t, s, "x")
+	w := mustOpenOutput(t, s, r.ID)
+	mustWrite(t, w, data[:90])
+	mustWrite(t, w, data[90:])
+	want := string(data[:max]) + marker
+	if got := string(outputFile(t, s, r.ID)); got != want {
+		t.Fatalf("file = %q, want %q", got, want)
+	}
+	const reason = "output larger than 100 bytes (--max-output)"
+	if w.TruncatedReason() != reason {
+		t.Errorf("reason %q, want %q", w.TruncatedReason(), reason)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w2 := mustOpenOutput(t, s, r.ID)
+	if w2.TruncatedReason() != reason {
+		t.Errorf("after reopening: reason %q", w2.TruncatedReason())
+	}
+	mustWrite(t, w2, []byte("more"))
+	if got := string(outputFile(t, s, r.ID)); got != want {
+		t.Errorf("after reopening: file = %q", got)
+	}
+}
 
-	t.Run("cut in a write", func(t *testing.T) {
-		r := mustCreate(t, s, "x")
-		w := mustOpenOutput(t, s, r.ID)
-		mustWrite(t, w, data[:60])
-		mustWrite(t, w, data[60:90])
-		if w.Truncated() || w.Size() != 90 || w.TruncatedReason() != "" {
-			t.Fatalf("before the cap: truncated %v (%q) size %d", w.Truncated(), w.TruncatedReason(), w.Size())
-		}
-		mustWrite(t, w, data[90:140]) // 10 fit
-		mustWrite(t, w, data[140:])
-		mustWrite(t, w, bytes.Repeat([]byte("x"), 1<<16))
-		want := string(data[:max]) + marker
-		if got := string(outputFile(t, s, r.ID)); got != want {
-			t.Fatalf("file = %q, want %q", got, want)
-		}
-		const reason = "output larger than 100 bytes (--max-output)"
-		if !w.Truncated() || w.Size() != int64(len(want)) || w.TruncatedReason() != reason {
-			t.Errorf("truncated %v (%q) size %d, want true (%q) %d", w.Truncated(), w.TruncatedReason(), w.Size(), reason, len(want))
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		// A second writer (e.g. after a restart) does not grow it either.
-		w2 := mustOpenOutput(t, s, r.ID)
-		mustWrite(t, w2, []byte("more"))
-		if got := string(outputFile(t, s, r.ID)); got != want {
-			t.Errorf("after reopening: file = %q", got)
-		}
-		if w2.TruncatedReason() != reason {
-			t.Errorf("after reopening: reason %q", w2.TruncatedReason())
-		}
-		w2.Close()
-		err := s.MarkDone(ctx, r.ID, store.Outcome{Ended: store.EndedExit, ExitCode: intp(0), OutputTruncated: w2.TruncatedReason()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := mustGet(t, s, r.ID); got.OutputSize != int64(len(want)) || got.OutputTruncated != reason {
-			t.Errorf("recorded OutputSize %d, OutputTruncated %q; want %d, %q", got.OutputSize, got.OutputTruncated, len(want), reason)
-		}
-	})
-
-	t.Run("exactly at the cap", func(t *testing.T) {
-		r := mustCreate(t, s, "x")
-		w := mustOpenOutput(t, s, r.ID)
-		mustWrite(t, w, data[:max])
-		if w.Truncated() || string(outputFile(t, s, r.ID)) != string(data[:max]) {
-			t.Fatal("a write that fits exactly was truncated")
-		}
-		if got := mustGet(t, s, r.ID).OutputSize; got != max {
-			t.Errorf("live OutputSize %d, want %d", got, max)
-		}
-		mustWrite(t, w, []byte("!"))
-		if got := string(outputFile(t, s, r.ID)); got != string(data[:max])+marker {
-			t.Errorf("file = %q", got)
-		}
-	})
-
-	t.Run("closed", func(t *testing.T) {
-		r := mustCreate(t, s, "x")
-		w := mustOpenOutput(t, s, r.ID)
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte("late")); !errors.Is(err, os.ErrClosed) {
-			t.Errorf("Write after Close: %v, want os.ErrClosed", err)
-		}
-		if err := w.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
-	})
-
-	t.Run("unknown run", func(t *testing.T) {
-		for _, id := range []string{"zzzzzzzzzzzzzzzzzzzzzzzzzz", "../rexec.db", ""} {
-			if _, err := s.OpenOutput(id); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("OpenOutput(%q): %v, want ErrNotFound", id, err)
-			}
-		}
-	})
+// TestOutputClosed: a closed writer fails writes with os.ErrClosed, and
+// closes again without error.
+func TestOutputClosed(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), store.Options{})
+	r := mustCreate(t, s, "x")
+	w := mustOpenOutput(t, s, r.ID)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("late")); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Write after Close: %v, want os.ErrClosed", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
 }
 
 func TestOutputDefaultCap(t *testing.T) {
@@ -149,100 +110,75 @@ func TestOutputDefaultCap(t *testing.T) {
 	}
 }
 
-func TestOutputConcurrentWriters(t *testing.T) {
-	s := mustOpen(t, t.TempDir(), store.Options{MaxOutput: 5000})
+// TestFollowEndRecordedElsewhere: a run's end recorded by another process
+// (here another Store on the same directory) sends no signal to this one's
+// followers; they find it by looking again (followRecheck).
+func TestFollowEndRecordedElsewhere(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := mustOpen(t, dir, store.Options{})
+	other := mustOpen(t, dir, store.Options{})
 	r := mustCreate(t, s, "x")
-	w := mustOpenOutput(t, s, r.ID)
-	var wg sync.WaitGroup
-	for _, line := range []string{"stdout...\n", "stderr...\n"} {
-		wg.Go(func() {
-			for range 1000 {
-				if n, err := io.WriteString(w, line); n != len(line) || err != nil {
-					t.Errorf("write: %d, %v", n, err)
-					return
-				}
-				_ = w.Size() // a follower polling
-			}
-		})
+	if err := s.MarkStarted(ctx, r.ID, 1, time.Now()); err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	got := string(outputFile(t, s, r.ID))
-	body, ok := strings.CutSuffix(got, store.TruncationMarker(5000))
-	if !ok || len(body) != 5000 {
-		t.Fatalf("file of %d bytes does not end in the marker after 5000", len(got))
+	w := mustOpenOutput(t, other, r.ID)
+	mustWrite(t, w, []byte("written elsewhere\n"))
+	w.Close()
+
+	rc, err := s.FollowOutput(ctx, r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, l := range strings.Split(body, "\n") { // 5000 is a whole number of lines
-		if l != "" && l != "stdout..." && l != "stderr..." {
-			t.Fatalf("interleaved line %q", l)
+	defer rc.Close()
+	type result struct {
+		b   []byte
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(rc)
+		c <- result{b, err}
+	}()
+	if err := other.MarkDone(ctx, r.ID, store.Outcome{Ended: store.EndedExit, ExitCode: intp(0)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-c:
+		if string(res.b) != "written elsewhere\n" || res.err != nil {
+			t.Errorf("follower got %q, %v", res.b, res.err)
 		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the follower did not see the end recorded by another process")
 	}
 }
 
-func TestReadOutput(t *testing.T) {
+// TestFollowCloseWhileReading: Close from another goroutine ends a Read
+// that waits at the end of the output, and a Read after Close fails; neither
+// panics.
+func TestFollowCloseWhileReading(t *testing.T) {
 	s := mustOpen(t, t.TempDir(), store.Options{})
-	read := func(t *testing.T, id string, offset int64) (string, int64) {
-		t.Helper()
-		rc, size, err := s.ReadOutput(id, offset)
-		if err != nil {
-			t.Fatalf("ReadOutput(%d): %v", offset, err)
-		}
-		defer rc.Close()
-		b, err := io.ReadAll(rc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b), size
-	}
-
 	r := mustCreate(t, s, "x")
-	t.Run("queued, no output yet", func(t *testing.T) {
-		if got, size := read(t, r.ID, 0); got != "" || size != 0 {
-			t.Errorf("got %q size %d", got, size)
-		}
-	})
-
-	w := mustOpenOutput(t, s, r.ID)
-	mustWrite(t, w, []byte("0123456789"))
-	for _, tc := range []struct {
-		offset int64
-		want   string
-	}{{0, "0123456789"}, {4, "456789"}, {9, "9"}, {10, ""}} {
-		if got, size := read(t, r.ID, tc.offset); got != tc.want || size != 10 {
-			t.Errorf("offset %d: got %q size %d, want %q size 10", tc.offset, got, size, tc.want)
-		}
+	rc, err := s.FollowOutput(context.Background(), r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, off := range []int64{11, 1 << 40, -1} {
-		if _, _, err := s.ReadOutput(r.ID, off); !errors.Is(err, store.ErrBadOffset) {
-			t.Errorf("offset %d: %v, want ErrBadOffset", off, err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := rc.Read(make([]byte, 10))
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the Read is waiting
+	rc.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("waiting Read after Close: %v, want os.ErrClosed", err)
 		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a waiting Read")
 	}
-	for _, id := range []string{"zzzzzzzzzzzzzzzzzzzzzzzzzz", "../../etc/passwd"} {
-		if _, _, err := s.ReadOutput(id, 0); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("ReadOutput(%q): %v, want ErrNotFound", id, err)
-		}
+	if _, err := rc.Read(make([]byte, 10)); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read after Close: %v", err)
 	}
-
-	t.Run("resume without gaps or repeats", func(t *testing.T) {
-		// A follower reads what there is, loses its connection, the run
-		// writes more, the follower comes back with the offset it reached.
-		first, size := read(t, r.ID, 3)
-		mustWrite(t, w, []byte("abcdef"))
-		second, size2 := read(t, r.ID, 3+int64(len(first)))
-		if first+second != "3456789abcdef" || size != 10 || size2 != 16 {
-			t.Errorf("got %q + %q (sizes %d, %d)", first, second, size, size2)
-		}
-	})
-
-	t.Run("reader sees growth", func(t *testing.T) {
-		rc, size, err := s.ReadOutput(r.ID, w.Size())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		mustWrite(t, w, []byte("tail"))
-		b, _ := io.ReadAll(rc)
-		if string(b) != "tail" || size != 16 || w.Size() != 20 {
-			t.Errorf("got %q, size %d, writer size %d", b, size, w.Size())
-		}
-	})
 }

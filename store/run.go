@@ -14,9 +14,10 @@ import (
 	"time"
 )
 
-// History is what the rest of rexec needs from a run history: the broker
-// records runs through it and webapi reads them. *Store is the single-host
-// implementation; one shared by several hosts can replace it.
+// History is what the rest of rexec needs from a run history: package
+// detached records runs through it (and webapi reads them through detached).
+// *Store is the single-host implementation; one shared by several hosts can
+// replace it, and must pass storetest.TestHistory.
 type History interface {
 	// Create records a new queued run: it fills in r.ID, r.QueuedAt and
 	// r.State. Only Script, Args, Who, StartAt and Timeout are taken from
@@ -94,10 +95,10 @@ type Progress struct {
 
 // Outcome is how a run ended, for MarkDone.
 type Outcome struct {
-	ExitCode *int   // the exit status, nil when there is none (signal, never started)
-	Signal   string // the signal that killed it, e.g. "SIGKILL"; empty when none
-	Ended    Ended  // required
-	EndedAt  time.Time
+	ExitCode *int      // the exit status, nil when there is none (signal, never started)
+	Signal   string    // the signal that killed it, e.g. "SIGKILL"; empty when none
+	Ended    Ended     // required
+	EndedAt  time.Time // zero: now
 	// OutputTruncated says why the output was cut, "" when it was not: the
 	// OutputWriter's TruncatedReason.
 	OutputTruncated string
