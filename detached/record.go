@@ -61,6 +61,7 @@ func (m *Manager) finish(id, script string, args []string, o store.Outcome, remo
 	if a != nil {
 		close(a.done)
 		delete(m.active, id)
+		m.forget(a.script)
 	}
 	m.mu.Unlock()
 }

@@ -758,3 +758,26 @@ func TestQueuedRunStartsWhenSlotFrees(t *testing.T) {
 		}
 	})
 }
+
+// TestQueueLimitCountsRunsNotDone: a script's -m counts the runs queued and
+// running; a run that ended, was cancelled or failed to start leaves room.
+func TestQueueLimitCountsRunsNotDone(t *testing.T) {
+	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=exit -m=1 quick EXE 0",
+		"-e=TESTCHILD=hang -m=1 -s=1 slow EXE", "-m=1 missing /no/such/program")
+	for i := range 5 {
+		id := s.submit(t, map[string]any{"name": "quick"})
+		if a := s.waitState(t, id, "done"); a["ended"] != "exit" {
+			t.Fatalf("run %d: %v", i, a)
+		}
+		id = s.submit(t, map[string]any{"name": "missing"})
+		if a := s.waitState(t, id, "done"); a["ended"] != "start_failed" {
+			t.Fatalf("run %d of a missing program: %v", i, a)
+		}
+		id = s.submit(t, map[string]any{"name": "slow"})
+		if code, ans := s.call(t, "POST", "/scripts/v1/run", map[string]any{"name": "slow"}); code != 429 || ans["errorcode"] != "queue_full" {
+			t.Fatalf("-m=1 with one running: %d %v", code, ans)
+		}
+		s.call(t, "POST", "/scripts/v1/cancel/"+id, nil)
+		s.waitState(t, id, "done")
+	}
+}
