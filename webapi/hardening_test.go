@@ -321,6 +321,20 @@ func TestServerWideQueueCaps(t *testing.T) {
 		t.Fatalf("stdin past the cap: %d %v", code, a)
 	}
 	d.submit(t, map[string]any{"name": "b", "queue": later, "stdin": "1234"})
+	// Runs that end give their room back, in number and in stdin.
+	_, list := d.call(t, "GET", "/scripts/v1/status", nil)
+	for id := range list["queued"].(map[string]any) {
+		d.call(t, "POST", "/scripts/v1/cancel/"+id, nil)
+		d.waitState(t, id, "done")
+	}
+	for i := range 5 {
+		for _, body := range []map[string]any{{"name": "a"}, {"name": "b", "stdin": "1234567890"}} {
+			id := d.submit(t, body)
+			if a := d.waitState(t, id, "done"); a["ended"] != "exit" {
+				t.Fatalf("round %d, %v: %v", i, body, a)
+			}
+		}
+	}
 }
 
 // A reload that drops a script never loses its queued runs: they wait for
