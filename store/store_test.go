@@ -37,23 +37,10 @@ func mustOpen(t *testing.T, dir string, opts store.Options) *store.Store {
 }
 
 // mustCreate records a queued run of script.
-func mustCreate(t *testing.T, s store.History, script string, args ...string) store.Run {
-	t.Helper()
-	r := store.Run{Script: script, Args: args, Who: "key-1"}
-	if err := s.Create(context.Background(), &r); err != nil {
-		t.Fatalf("Create(%s): %v", script, err)
-	}
-	return r
-}
+var mustCreate = storetest.MustCreate
 
-func mustGet(t *testing.T, s store.History, id string) store.Run {
-	t.Helper()
-	r, err := s.Get(context.Background(), id)
-	if err != nil {
-		t.Fatalf("Get(%s): %v", id, err)
-	}
-	return r
-}
+// mustGet returns the run id.
+var mustGet = storetest.MustGet
 
 func ids(runs []store.Run) []string {
 	var out []string
