@@ -1,17 +1,14 @@
 package webapi
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/feed"
-	"github.com/rexec/rexec/launch"
 )
 
 // handleEvents is GET /scripts/v1/events?name=NAME: run events as
@@ -20,11 +17,40 @@ import (
 // (an "event: lost" says when it no longer is). No name watches every
 // script. A monitor that falls behind is told why and disconnected.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Events == nil {
-		writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+	var q eventsQuery
+	closeMonitor, ok := s.admitFeedMonitor(w, r, func() (err error) {
+		q, err = s.parseEventsQuery(r)
+		return err
+	})
+	if !ok {
 		return
 	}
-	var after uint64
+	defer closeMonitor()
+	sub, lost := s.cfg.Events.Subscribe(q.after, q.name)
+	defer sub.Close()
+	revoked, unwatch := s.watchRevocation(r)
+	defer unwatch()
+	rc := http.NewResponseController(w)
+	if startEvents(w, rc, q.after, lost) != nil {
+		return
+	}
+	if end, ok := s.forwardEvents(r.Context(), w, rc, sub, revoked); ok {
+		writeEventsEnd(w, rc, end)
+	}
+}
+
+// eventsQuery is what GET /scripts/v1/events asks for: the events after an
+// id (0: only those to come) of a script ("" for every script).
+type eventsQuery struct {
+	after uint64
+	name  string
+}
+
+// parseEventsQuery reads the request's Last-Event-ID (or its last_event_id
+// parameter) and name, and checks that its key may watch that name and that
+// the name is a script's.
+func (s *Server) parseEventsQuery(r *http.Request) (eventsQuery, error) {
+	var q eventsQuery
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = r.URL.Query().Get("last_event_id")
@@ -32,36 +58,29 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if last != "" {
 		n, err := strconv.ParseUint(last, 10, 64)
 		if err != nil {
-			s.failScripts(w, badRequestf("Last-Event-ID must be an event id, not %q", last))
-			return
+			return eventsQuery{}, badRequestf("Last-Event-ID must be an event id, not %q", last)
 		}
-		after = n
+		q.after = n
 	}
-	name := r.URL.Query().Get("name")
-	if err := allowed(r, canMonitor, name); err != nil {
-		s.failScripts(w, err)
-		return
+	q.name = r.URL.Query().Get("name")
+	if err := allowed(r, canMonitor, q.name); err != nil {
+		return eventsQuery{}, err
 	}
-	if err := s.watchable(name); err != nil {
-		s.failScripts(w, err)
-		return
+	if err := s.watchable(q.name); err != nil {
+		return eventsQuery{}, err
 	}
-	closeMonitor, ok := s.admitMonitor(w, r)
-	if !ok {
-		return
-	}
-	defer closeMonitor()
-	sub, lost := s.cfg.Events.Subscribe(after, name)
-	defer sub.Close()
-	revoked := make(chan struct{})
-	defer s.watchGuest(r, sync.OnceFunc(func() { close(revoked) }))()
+	return q, nil
+}
 
+// startEvents writes the head of an event stream, a comment, and an
+// "event: lost" if lost says the feed no longer has every event after
+// after; it returns the error of their flush.
+func startEvents(w http.ResponseWriter, rc *http.ResponseController, after uint64, lost bool) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
 	// A comment at once, with the head: a client that shows nothing before
 	// the body's first bytes (curl -i, some proxies) knows it is connected
 	// before the first event or heartbeat.
@@ -69,76 +88,53 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if lost {
 		fmt.Fprintf(w, "event: lost\ndata: {\"error\":\"events after %d are not all known here (no longer kept, or from before a restart); refresh with /scripts/v1/status\"}\n\n", after)
 	}
-	if rc.Flush() != nil {
-		return
-	}
+	return rc.Flush()
+}
+
+// forwardEvents writes sub's events, and a ping comment every heartbeat,
+// with a flush after each batch, until the server ends the stream (it returns
+// why, and true) or the client goes or a write fails (false).
+func (s *Server) forwardEvents(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sub feed.Subscription, revoked <-chan struct{}) (feedEnd, bool) {
 	ping := time.NewTicker(s.cfg.Heartbeat)
 	defer ping.Stop()
 	for {
 		var err error
 		select {
 		case e := <-sub.Events():
-			err = writeEvent(w, e)
-		more:
-			for err == nil {
-				select {
-				case e := <-sub.Events():
-					err = writeEvent(w, e)
-				default:
-					break more
-				}
-			}
+			err = writeQueuedEvents(w, sub, e)
 		case <-ping.C:
 			_, err = fmt.Fprint(w, ": ping\n\n")
 		case <-sub.Done():
-			if why := sub.Err(); why != nil {
-				code := "closed"
-				if errors.Is(why, feed.ErrTooSlow) {
-					code = "too_slow"
-				}
-				fmt.Fprintf(w, "event: error\ndata: {\"error\":%q,\"errorcode\":%q}\n\n", why.Error(), code)
-				rc.Flush()
-			}
-			return
-		case <-r.Context().Done():
-			return
+			return endDropped(sub.Err()), true
+		case <-ctx.Done():
+			return feedEnd{}, false
 		case <-revoked:
-			fmt.Fprint(w, "event: error\ndata: {\"error\":\"the key was deleted or expired\",\"errorcode\":\"revoked\"}\n\n")
-			rc.Flush()
-			return
+			return endRevoked, true
 		case <-s.closing:
-			fmt.Fprint(w, "event: error\ndata: {\"error\":\"server is shutting down\",\"errorcode\":\"closed\"}\n\n")
-			rc.Flush()
-			return
+			return endShutdown, true
 		}
 		if err == nil {
 			err = rc.Flush()
 		}
 		if err != nil {
-			return
+			return feedEnd{}, false
 		}
 	}
 }
 
-// watchable checks a name a monitor asks to watch: "" (every script) or a
-// script of the exectab in force.
-func (s *Server) watchable(name string) error {
-	if name == "" {
-		return nil
+// writeQueuedEvents writes e and the events already queued behind it, for
+// one flush, until the queue is empty or a write fails.
+func writeQueuedEvents(w http.ResponseWriter, sub feed.Subscription, e feed.Event) error {
+	err := writeEvent(w, e)
+	for err == nil {
+		select {
+		case e := <-sub.Events():
+			err = writeEvent(w, e)
+		default:
+			return nil
+		}
 	}
-	if _, ok := s.scripts().Lookup(name); !ok {
-		return fmt.Errorf("%w named %q: a monitor watches scripts of the exectab", launch.ErrNoSuchScript, clipName(name))
-	}
-	return nil
-}
-
-// clipName cuts a name no script can have to the longest one can, for a
-// message.
-func clipName(name string) string {
-	if len(name) > catalog.MaxNameLen {
-		return name[:catalog.MaxNameLen] + "..."
-	}
-	return name
+	return err
 }
 
 func writeEvent(w http.ResponseWriter, e feed.Event) error {
@@ -148,4 +144,15 @@ func writeEvent(w http.ResponseWriter, e feed.Event) error {
 	}
 	_, err = fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.State, data)
 	return err
+}
+
+// writeEventsEnd tells the client why the server ends its event stream, in
+// an "event: error", and flushes it; it writes nothing for an end without a
+// message.
+func writeEventsEnd(w http.ResponseWriter, rc *http.ResponseController, end feedEnd) {
+	if end.msg == "" {
+		return
+	}
+	fmt.Fprintf(w, "event: error\ndata: {\"error\":%q,\"errorcode\":%q}\n\n", end.msg, end.code)
+	rc.Flush()
 }
