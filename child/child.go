@@ -1,6 +1,6 @@
 // Package child starts and supervises one OS process: its own process group,
-// argv, cwd, environment, stdin, output pumps, timeout, escalating kill and
-// reap. It knows nothing of HTTP, aliases or other processes, except for
+// argv, cwd, environment, stdin, output pumps (or a pipe that its caller
+// reads itself, pipe.go), timeout, escalating kill and reap. It knows nothing of HTTP, aliases or other processes, except for
 // the one rule on a group that a crash of the server left behind:
 // KillIfStillOurs kills it only if its leader is still the process that was
 // started (interrupted.go).
@@ -26,8 +26,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/rexec/rexec/internal/fdwatch"
 )
 
 // Stream says which of the child's outputs a chunk came from.
@@ -90,9 +88,10 @@ type Spec struct {
 	// Credential, when set, runs the process as that user and group.
 	Credential *syscall.Credential
 	// RawOutput leaves standard output to the caller: no pump reads it and
-	// Output stays empty. The caller reads OutputFile itself (straight into
-	// a socket's writes, say) and calls OutputEnded at its EOF, or Discard
-	// when it stops reading before. Stderr must not be StderrSeparate.
+	// Output stays empty. The caller reads it through Process.RawPipe
+	// (straight into a socket's writes, say) and ends with Pipe.End at its
+	// EOF, or Pipe.Discard when it stops reading before. Stderr must not be
+	// StderrSeparate.
 	RawOutput bool
 }
 
@@ -214,11 +213,10 @@ type Process struct {
 	out       chan Chunk
 	pumpsLeft atomic.Int32
 	pumpsDone chan struct{} // closed by the last pump, after closing out
-	pipes     []*outPipe    // read ends of the output pipes
+	pipes     []*Pipe       // read ends of the output pipes
+	rawPipe   *Pipe         // Spec.RawOutput: pipes[0], read by the caller
 	discard   chan struct{} // closed by Discard
 	discardMu sync.Once
-	raw       bool          // Spec.RawOutput: the caller reads pipes[0]
-	rawEnd    sync.Once     // the raw reader's end: OutputEnded or Discard
 	done      chan struct{} // closed after reap and OnExit
 	stdinW    *os.File
 
@@ -349,7 +347,7 @@ func (p *Process) openStdio(std *stdio, spec Spec) error {
 		return err
 	}
 	std.files[1] = outW
-	p.pipes = append(p.pipes, &outPipe{f: outR, s: Stdout})
+	p.pipes = append(p.pipes, &Pipe{p: p, f: outR, s: Stdout})
 	switch spec.Stderr {
 	case StderrMerge:
 		std.files[2] = outW
@@ -359,7 +357,7 @@ func (p *Process) openStdio(std *stdio, spec Spec) error {
 			return err
 		}
 		std.files[2] = errW
-		p.pipes = append(p.pipes, &outPipe{f: errR, s: Stderr})
+		p.pipes = append(p.pipes, &Pipe{p: p, f: errR, s: Stderr})
 	}
 	return nil
 }
@@ -452,7 +450,7 @@ func execError(path string, cred *syscall.Credential, err error) error {
 func (p *Process) startPumps(spec Spec) {
 	p.pumpsLeft.Store(int32(len(p.pipes)))
 	if spec.RawOutput {
-		p.raw = true
+		p.rawPipe = p.pipes[0]
 	} else {
 		for _, op := range p.pipes {
 			go p.startPump(op)
@@ -492,8 +490,8 @@ func (p *Process) Pid() int { return p.pid }
 
 // Output delivers the process's output as it is read. It is closed once every
 // output pipe has reached EOF. Each chunk must be Released. With
-// Spec.RawOutput it delivers nothing, and is closed once the caller's reading
-// has ended (OutputEnded, or Discard and the drain to EOF).
+// Spec.RawOutput it delivers nothing, and is closed once the caller is done
+// with the pipe (Pipe.End, or Pipe.Discard and the drain to EOF).
 func (p *Process) Output() <-chan Chunk { return p.out }
 
 // Done is closed once the process is reaped and its Status is final.
@@ -510,44 +508,10 @@ func (p *Process) Wait() Status { return p.Status() }
 
 // Discard tells the pumps that nobody reads Output any more: output is read
 // and dropped from now on, so the child is never blocked by a full pipe.
-// With RawOutput, the caller has stopped reading OutputFile: a pump takes
-// over, to drop the rest.
+// A raw pipe (Spec.RawOutput) has no pump to tell until its reader gives
+// it up with Pipe.Discard.
 func (p *Process) Discard() {
 	p.discardMu.Do(func() { close(p.discard) })
-	if p.raw {
-		p.rawEnd.Do(func() { go p.startPump(p.pipes[0]) })
-	}
-}
-
-// OutputFile is the read end of the standard output pipe, for a process
-// started with RawOutput (nil otherwise). It is non-blocking and registered
-// with the runtime's poller; the supervisor closes it after the reap, or
-// earlier when a process that left the group holds it open.
-func (p *Process) OutputFile() *os.File {
-	if !p.raw {
-		return nil
-	}
-	return p.pipes[0].f
-}
-
-// OutputWaiting tells a RawOutput process how many bytes its caller found
-// waiting in OutputFile: a pipe found full is grown, as the pumps grow theirs.
-func (p *Process) OutputWaiting(n int) {
-	if !p.raw || n < defaultPipeSize || p.pipes[0].grown {
-		return
-	}
-	op := p.pipes[0]
-	if rc, err := op.f.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { op.growIfFull(fd, n) })
-	}
-}
-
-// OutputEnded tells a RawOutput process that its caller read OutputFile to
-// its end (EOF, or an error once the supervisor closed it).
-func (p *Process) OutputEnded() {
-	if p.raw {
-		p.rawEnd.Do(p.pumpEnded)
-	}
 }
 
 // Kill terminates the process group: SIGTERM now, SIGKILL after KillGrace.
@@ -570,165 +534,9 @@ func (p *Process) Kill(reason Reason) {
 	})
 }
 
-// A pipe found full (a read took defaultPipeSize bytes or more) is grown to
-// bigPipeSize: a child that writes fast then runs ahead of the reader instead
-// of blocking every 64 KiB, which roughly doubles the throughput of a big
-// stream. Only chatty children pay for the fcntl; a failure (beyond
-// /proc/sys/fs/pipe-max-size) leaves the pipe as it was.
-const (
-	defaultPipeSize = 64 << 10
-	bigPipeSize     = 1 << 20
-)
-
-// growIfFull grows the pipe, once, when n bytes (read at once, or found
-// waiting) say that it was full.
-func (op *outPipe) growIfFull(fd uintptr, n int) {
-	if !op.grown && n >= defaultPipeSize {
-		op.grown = true
-		unix.FcntlInt(fd, unix.F_SETPIPE_SZ, bigPipeSize)
-	}
-}
-
 func signalGroup(pid int, sig syscall.Signal) {
 	// ESRCH (nobody left) is success; nothing else can fail for our own child.
 	syscall.Kill(-pid, sig)
-}
-
-// outPipe is our end of an output pipe and the state of its pump.
-type outPipe struct {
-	f     *os.File
-	s     Stream
-	rc    syscall.RawConn
-	fd    int
-	grown bool
-
-	mu     sync.Mutex     // guards the fields below
-	watch  *fdwatch.Watch // set while the pump waits in the fdwatch set
-	closed bool           // closed by closePipe: never watch it again
-}
-
-// quietPipe is how long a pump waits for output on a goroutine of its own.
-// A pipe quiet for longer is watched in the fdwatch set instead, and its
-// pump goroutine ends until output comes: a child that prints nothing for
-// minutes costs no goroutine for its output, while one that writes a line
-// every few milliseconds never leaves the runtime's poller.
-const quietPipe = 50 * time.Millisecond
-
-func (p *Process) startPump(op *outPipe) {
-	rc, err := op.f.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(fd uintptr) { op.fd = int(fd) })
-	}
-	if err != nil {
-		p.pumpEnded()
-		return
-	}
-	op.rc = rc
-	p.pump(op)
-}
-
-// pump reads one pipe until EOF and sends what it reads to out. It returns
-// early, with the pipe watched in the fdwatch set, when the pipe is quiet;
-// the watch calls pump again once there is output or EOF.
-func (p *Process) pump(op *outPipe) {
-	for {
-		op.f.SetReadDeadline(time.Now().Add(quietPipe))
-		c, err := op.read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if p.waitQuietly(op) {
-				return
-			}
-			continue
-		}
-		if err != nil {
-			p.pumpEnded()
-			return
-		}
-		select {
-		case p.out <- c:
-		case <-p.discard:
-			c.Release()
-		}
-	}
-}
-
-// read returns the next chunk of the pipe: io.EOF at its end.
-func (op *outPipe) read() (Chunk, error) {
-	var c Chunk
-	var rerr error
-	err := op.rc.Read(func(fd uintptr) bool {
-		for {
-			b := bufPool.Get().(*[]byte)
-			n, e := syscall.Read(int(fd), *b)
-			switch {
-			case e == syscall.EINTR:
-				bufPool.Put(b)
-				continue
-			case e == syscall.EAGAIN:
-				bufPool.Put(b)
-				return false // wait for the poller to say readable
-			case e != nil:
-				bufPool.Put(b)
-				rerr = e
-			case n == 0:
-				bufPool.Put(b)
-				rerr = io.EOF
-			default:
-				c = Chunk{Stream: op.s, Data: (*b)[:n], buf: b}
-				op.growIfFull(fd, n)
-			}
-			return true
-		}
-	})
-	if err == nil {
-		err = rerr
-	}
-	return c, err
-}
-
-// waitQuietly hands a quiet pipe to the fdwatch set. It reports false when
-// the pump must go on waiting itself (the pipe is being closed, or the set
-// refused it).
-func (p *Process) waitQuietly(op *outPipe) bool {
-	op.mu.Lock()
-	defer op.mu.Unlock()
-	if op.closed {
-		return false
-	}
-	w, err := fdwatch.Add(op.fd, unix.EPOLLIN, func() {
-		op.mu.Lock()
-		op.watch = nil
-		op.mu.Unlock()
-		p.pump(op)
-	})
-	if err != nil {
-		return false
-	}
-	op.watch = w
-	return true
-}
-
-// closePipe closes a pipe whose pump may be running or waiting in the
-// fdwatch set; a waiting pump ends here, since nothing will wake it.
-func (p *Process) closePipe(op *outPipe) {
-	op.mu.Lock()
-	w := op.watch
-	op.watch = nil
-	op.closed = true
-	op.mu.Unlock()
-	stopped := w != nil && w.Stop()
-	op.f.Close()
-	if stopped {
-		p.pumpEnded()
-	}
-}
-
-// pumpEnded counts a pump out; the last one closes out.
-func (p *Process) pumpEnded() {
-	if p.pumpsLeft.Add(-1) == 0 {
-		close(p.out)
-		close(p.pumpsDone)
-	}
 }
 
 func (p *Process) feedStdin(r io.Reader) {

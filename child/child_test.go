@@ -34,7 +34,11 @@ func start(t *testing.T, mode string, spec child.Spec, opts child.Options) *chil
 	}
 	t.Cleanup(func() {
 		p.Kill(child.ReasonShutdown)
-		p.Discard()
+		if pipe := p.RawPipe(); pipe != nil {
+			pipe.Discard()
+		} else {
+			p.Discard()
+		}
 		p.Wait()
 	})
 	return p
@@ -423,11 +427,11 @@ func TestQuietChildrenHoldNoGoroutine(t *testing.T) {
 func TestRawOutput(t *testing.T) {
 	const n = 3 << 20
 	p := start(t, "gen", child.Spec{Args: []string{strconv.Itoa(n)}, RawOutput: true}, child.Options{})
-	out, err := io.ReadAll(p.OutputFile())
+	out, err := io.ReadAll(p.RawPipe())
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.OutputEnded()
+	p.RawPipe().End()
 	if st := p.Wait(); st.Code != 0 {
 		t.Fatalf("status %+v", st)
 	}
@@ -444,11 +448,11 @@ func TestRawOutput(t *testing.T) {
 func TestRawOutputDiscard(t *testing.T) {
 	p := start(t, "gen", child.Spec{Args: []string{strconv.Itoa(20 << 20)}, RawOutput: true}, child.Options{})
 	var b [100]byte
-	if _, err := io.ReadFull(p.OutputFile(), b[:]); err != nil {
+	if _, err := io.ReadFull(p.RawPipe(), b[:]); err != nil {
 		t.Fatal(err)
 	}
-	p.Discard()
-	p.OutputEnded() // after Discard: does nothing
+	p.RawPipe().Discard()
+	p.RawPipe().End() // after Discard: does nothing
 	select {
 	case <-p.Done():
 	case <-time.After(30 * time.Second):

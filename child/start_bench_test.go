@@ -25,8 +25,8 @@ func BenchmarkStart(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if tc.spec.RawOutput {
-					p.Discard()
+				if pipe := p.RawPipe(); pipe != nil {
+					pipe.Discard()
 				}
 				for c := range p.Output() {
 					c.Release()

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/internal/fdwatch"
 )
@@ -94,14 +92,10 @@ func (e *Engine) hijack(rc *http.ResponseController, r *http.Request, run *Run, 
 	}
 
 	var werr error
-	if sc, ok := conn.(syscall.Conn); !ok {
+	if sc, ok := conn.(syscall.Conn); ok {
+		ps.watch, werr = fdwatch.AddHangup(sc, ps.hangup)
+	} else {
 		werr = syscall.ENOTSOCK
-	} else if raw, err := sc.SyscallConn(); err != nil {
-		werr = err
-	} else if err := raw.Control(func(fd uintptr) {
-		ps.watch, werr = fdwatch.Add(int(fd), unix.EPOLLRDHUP, ps.hangup)
-	}); err != nil {
-		werr = err
 	}
 	if werr != nil {
 		// Cannot happen short of the kernel refusing epoll memory. Notice

@@ -81,31 +81,9 @@ func newRunStream(run *Run, heartbeat time.Duration, w io.Writer) *runStream {
 // nothing happened for parkAfter. flush pushes what the encoder wrote to
 // the client; gone and bodyFailed (either may be nil) say the client left.
 func (rs *runStream) pump(flush func() error, gone, bodyFailed <-chan struct{}, parkAfter time.Duration) streamEnd {
-	var parkC <-chan time.Time
-	var park *time.Timer
-	armPark := func() {
-		if parkAfter <= 0 || !rs.headSent {
-			return
-		}
-		if park == nil {
-			park = time.NewTimer(parkAfter)
-			parkC = park.C
-		} else {
-			park.Reset(parkAfter)
-		}
-	}
-	defer func() {
-		if park != nil {
-			park.Stop()
-		}
-	}()
-	armPark()
-	rearm := func() {
-		if rs.ndjson {
-			rs.timer.Reset(rs.heartbeat)
-		}
-		armPark()
-	}
+	park := parkTimer{after: parkAfter}
+	defer park.stop()
+	park.arm(rs.headSent)
 	for rs.out != nil || rs.done != nil {
 		select {
 		case c, ok := <-rs.out:
@@ -113,49 +91,18 @@ func (rs *runStream) pump(flush func() error, gone, bodyFailed <-chan struct{}, 
 				rs.out = nil
 				break
 			}
-			err := rs.write(c)
-			// Coalesce what is already waiting into the same flush; never
-			// hold anything back once the channel is empty.
-		more:
-			for err == nil {
-				select {
-				case c, ok := <-rs.out:
-					if !ok {
-						rs.out = nil
-						break more
-					}
-					err = rs.write(c)
-				default:
-					break more
-				}
-			}
-			if err == nil {
-				err = flush()
-			}
-			if err != nil {
+			if rs.send(c, flush) != nil {
 				return streamGone
 			}
-			if !rs.headSent {
-				rs.headSent = true
-				rs.timer.Stop()
-			}
-			rearm()
+			rs.rearm(&park)
 		case <-rs.done:
 			rs.done = nil
 		case <-rs.timer.C:
-			var err error
-			if rs.headSent {
-				err = rs.enc.heartbeat()
-			}
-			rs.headSent = true
-			if err == nil {
-				err = flush()
-			}
-			if err != nil {
+			if rs.tick(flush) != nil {
 				return streamGone
 			}
-			rearm()
-		case <-parkC:
+			rs.rearm(&park)
+		case <-park.c:
 			return streamPark
 		case <-gone:
 			return streamGone
@@ -165,6 +112,87 @@ func (rs *runStream) pump(flush func() error, gone, bodyFailed <-chan struct{}, 
 	}
 	rs.timer.Stop()
 	return streamDone
+}
+
+// send writes c, and with it whatever output is already waiting, and
+// flushes it all at once; nothing is held back once the channel is empty.
+// The head goes out with the first.
+func (rs *runStream) send(c child.Chunk, flush func() error) error {
+	err := rs.write(c)
+more:
+	for err == nil {
+		select {
+		case c, ok := <-rs.out:
+			if !ok {
+				rs.out = nil
+				break more
+			}
+			err = rs.write(c)
+		default:
+			break more
+		}
+	}
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return err
+	}
+	if !rs.headSent {
+		rs.headSent = true
+		rs.timer.Stop()
+	}
+	return nil
+}
+
+// tick answers rs.timer: at the head's delay the head goes out before any
+// output, and after it (NDJSON) a heartbeat goes out each time.
+func (rs *runStream) tick(flush func() error) error {
+	var err error
+	if rs.headSent {
+		err = rs.enc.heartbeat()
+	}
+	rs.headSent = true
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// rearm restarts the waits that something sent resets: the heartbeat
+// (NDJSON) and the park's.
+func (rs *runStream) rearm(park *parkTimer) {
+	if rs.ndjson {
+		rs.timer.Reset(rs.heartbeat)
+	}
+	park.arm(rs.headSent)
+}
+
+// parkTimer says when a stream whose head is out has been quiet for after;
+// with after zero or negative, never.
+type parkTimer struct {
+	after time.Duration
+	t     *time.Timer
+	c     <-chan time.Time // t's, nil until armed
+}
+
+// arm starts (or restarts) the wait, once the head is out.
+func (pt *parkTimer) arm(headSent bool) {
+	if pt.after <= 0 || !headSent {
+		return
+	}
+	if pt.t == nil {
+		pt.t = time.NewTimer(pt.after)
+		pt.c = pt.t.C
+	} else {
+		pt.t.Reset(pt.after)
+	}
+}
+
+func (pt *parkTimer) stop() {
+	if pt.t != nil {
+		pt.t.Stop()
+	}
 }
 
 func (rs *runStream) write(c child.Chunk) error {

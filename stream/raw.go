@@ -3,23 +3,19 @@ package stream
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/rexec/rexec/child"
 )
 
 // The pipe path: a text stream on a connection that can be parked reads the
-// child's pipe itself (child.Spec.RawOutput, see RawOutput) instead of
-// through a pump goroutine and a channel:
+// child's pipe itself (child.Spec.RawOutput and child.Pipe, see RawOutput)
+// instead of through a pump goroutine and a channel:
 //
 //   - While it is young it runs in the handler: each read is written through
 //     net/http at once, and a run that ends within the head's delay goes out
@@ -65,15 +61,13 @@ var rawBufs = sync.Pool{New: func() any { b := make([]byte, rawReadSize); return
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// serveRaw streams a RawOutput run: in the handler while young, parked
-// after.
-func (e *Engine) serveRaw(w http.ResponseWriter, r *http.Request, run *Run) {
+// serveRaw streams a RawOutput run, whose pipe is pipe: in the handler while
+// young, parked after.
+func (e *Engine) serveRaw(w http.ResponseWriter, r *http.Request, run *Run, pipe *child.Pipe) {
 	proc := run.Proc
-	f := proc.OutputFile()
-	prc, _ := f.SyscallConn() // a pipe registered with the poller: never fails
 	disconnected := func() {
 		proc.Kill(child.ReasonDisconnect)
-		f.SetReadDeadline(aLongTimeAgo) // wake the read below
+		pipe.SetReadDeadline(aLongTimeAgo) // wake the read
 	}
 	stop := context.AfterFunc(r.Context(), disconnected)
 	defer func() { stop() }() // the one in force at the end (see copyRest below)
@@ -83,79 +77,20 @@ func (e *Engine) serveRaw(w http.ResponseWriter, r *http.Request, run *Run) {
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 
-	var written int64
-	headSent := false
-	started := time.Now()
-	deadline := started.Add(headerDelay)
-	end := streamDone
-loop:
-	for {
-		if r.Context().Err() != nil {
-			end = streamGone
-			break
-		}
-		f.SetReadDeadline(deadline)
-		n, err := waitOutput(prc)
-		switch {
-		case err == nil:
-			proc.OutputWaiting(n)
-			b := rawBufs.Get().(*[]byte)
-			m, _ := f.Read((*b)[:min(n, rawReadSize)])
-			var werr error
-			if m > 0 {
-				if _, werr = w.Write((*b)[:m]); werr == nil {
-					werr = rc.Flush()
-				}
-			}
-			rawBufs.Put(b)
-			if werr != nil {
-				end = streamGone
-				break loop
-			}
-			written += int64(m)
-			headSent = true
-			deadline = time.Now().Add(e.opts.ParkAfter)
-			if written >= rawBulk || time.Since(started) >= rawAge {
-				end = streamPark
-				break loop
-			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if r.Context().Err() != nil {
-				end = streamGone
-				break loop
-			}
-			if !headSent {
-				if rc.Flush() != nil {
-					end = streamGone
-					break loop
-				}
-			}
-			end = streamPark
-			break loop
-		default:
-			// EOF, or the supervisor closed the pipe: the output is over.
-			break loop
-		}
-	}
-
+	written, end := e.copyYoung(w, rc, r, pipe)
 	if end == streamPark {
-		f.SetReadDeadline(time.Time{})
-		if stop() {
-			ps := e.hijack(rc, r, run, func() { f.SetReadDeadline(aLongTimeAgo) })
-			if ps != nil {
-				ps.rw = &rawWriter{proc: proc, f: f, prc: prc, conn: ps.conn, written: written}
-				go e.serveParkedRaw(ps)
-				return
-			}
+		pipe.SetReadDeadline(time.Time{})
+		if stop() && e.parkRaw(rc, r, run, pipe, written) {
+			return
 		}
 		// The client left, or the connection could not be taken (the
 		// server is closing): finish here, through net/http, with the
 		// disconnect watched again.
 		stop = context.AfterFunc(r.Context(), disconnected)
-		end = copyRest(w, rc, r, f, &written)
+		end = copyRest(w, rc, r, pipe, &written)
 	}
 	if end == streamDone {
-		proc.OutputEnded()
+		pipe.End()
 	}
 	st := e.endRun(run, written, end == streamDone)
 	if end == streamDone {
@@ -163,16 +98,68 @@ loop:
 	}
 }
 
+// copyYoung streams the output through net/http while the stream is young,
+// each read written and flushed at once, and returns how much it wrote and
+// why it stopped: the output is over, the client is gone, or it is time to
+// park (quiet for ParkAfter with the head sent, past rawBulk or rawAge). A
+// run that ends within the head's delay goes out in one write.
+func (e *Engine) copyYoung(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, pipe *child.Pipe) (written int64, end streamEnd) {
+	headSent := false
+	started := time.Now()
+	deadline := started.Add(headerDelay)
+	for r.Context().Err() == nil {
+		pipe.SetReadDeadline(deadline)
+		n, err := pipe.Wait()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Quiet, or woken by the disconnect. The head goes out now
+			// if it has not.
+			if r.Context().Err() != nil || !headSent && rc.Flush() != nil {
+				return written, streamGone
+			}
+			return written, streamPark
+		}
+		if err != nil {
+			return written, streamDone // EOF, or the supervisor closed the pipe
+		}
+		m, err := writeWaiting(w, rc, pipe, n)
+		if err != nil {
+			return written, streamGone
+		}
+		written += int64(m)
+		headSent = true
+		deadline = time.Now().Add(e.opts.ParkAfter)
+		if written >= rawBulk || time.Since(started) >= rawAge {
+			return written, streamPark
+		}
+	}
+	return written, streamGone
+}
+
+// writeWaiting reads up to n bytes that the pipe holds (rawReadSize at
+// most), writes them through net/http and flushes them.
+func writeWaiting(w http.ResponseWriter, rc *http.ResponseController, pipe *child.Pipe, n int) (int, error) {
+	b := rawBufs.Get().(*[]byte)
+	defer rawBufs.Put(b)
+	m, _ := pipe.Read((*b)[:min(n, rawReadSize)])
+	if m == 0 {
+		return 0, nil
+	}
+	if _, err := w.Write((*b)[:m]); err != nil {
+		return 0, err
+	}
+	return m, rc.Flush()
+}
+
 // copyRest copies the rest of the output through net/http, for a stream
 // that could not be parked.
-func copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, f *os.File, written *int64) streamEnd {
+func copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, pipe *child.Pipe, written *int64) streamEnd {
 	b := rawBufs.Get().(*[]byte)
 	defer rawBufs.Put(b)
 	for {
 		if r.Context().Err() != nil {
 			return streamGone
 		}
-		n, err := f.Read(*b)
+		n, err := pipe.Read(*b)
 		if n > 0 {
 			if _, werr := w.Write((*b)[:n]); werr != nil || rc.Flush() != nil {
 				return streamGone
@@ -188,6 +175,20 @@ func copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Reques
 	}
 }
 
+// parkRaw serves the rest of a raw stream on a goroutine of its own, off
+// net/http, reading the pipe and writing the chunks with a rawWriter. It
+// returns false, with the response still net/http's, when the connection
+// could not be taken.
+func (e *Engine) parkRaw(rc *http.ResponseController, r *http.Request, run *Run, pipe *child.Pipe, written int64) bool {
+	ps := e.hijack(rc, r, run, func() { pipe.SetReadDeadline(aLongTimeAgo) })
+	if ps == nil {
+		return false
+	}
+	ps.rw = &rawWriter{pipe: pipe, conn: ps.conn, written: written}
+	go e.serveParkedRaw(ps)
+	return true
+}
+
 // serveParkedRaw streams a parked raw run to its end; see serveParked for
 // why its frame is small.
 func (e *Engine) serveParkedRaw(ps *parkedStream) {
@@ -201,7 +202,7 @@ func (e *Engine) serveParkedRaw(ps *parkedStream) {
 func (e *Engine) endParkedRaw(ps *parkedStream, end streamEnd) {
 	ok := end == streamDone
 	if ok {
-		ps.run.Proc.OutputEnded()
+		ps.rw.pipe.End()
 	}
 	st := e.endRun(ps.run, ps.rw.written, ok)
 	if ok {
@@ -210,45 +211,9 @@ func (e *Engine) endParkedRaw(ps *parkedStream, end streamEnd) {
 	e.releaseParked(ps, ok)
 }
 
-// (TIOCINQ is FIONREAD under its other name: the bytes a pipe holds.)
-
-// waitOutput waits until the pipe holds output, and returns how many bytes,
-// or io.EOF once every writer has closed it and it is empty, or the error
-// of its read deadline. It reads nothing.
-func waitOutput(prc syscall.RawConn) (int, error) {
-	var n int
-	var eof bool
-	err := prc.Read(func(fd uintptr) bool {
-		if avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil && avail > 0 {
-			n = avail
-			return true
-		}
-		// Empty: at its end (every writer gone), or not yet.
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if k, _ := unix.Poll(pfd, 0); k > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
-			if avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil && avail > 0 {
-				n = avail
-				return true
-			}
-			eof = true
-			return true
-		}
-		return false // wait for the poller
-	})
-	if err != nil {
-		return 0, err
-	}
-	if eof {
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
 // rawWriter copies a parked run's pipe to its socket as HTTP/1.1 chunks.
 type rawWriter struct {
-	proc    *child.Process
-	f       *os.File
-	prc     syscall.RawConn // f's
+	pipe    *child.Pipe
 	conn    net.Conn
 	hdr     [64]byte
 	written int64
@@ -258,7 +223,7 @@ type rawWriter struct {
 // client is gone (its hangup wakes the wait through the read deadline).
 func (rw *rawWriter) copy(gone <-chan struct{}) streamEnd {
 	for {
-		n, err := waitOutput(rw.prc)
+		n, err := rw.pipe.Wait()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return streamGone
 		}
@@ -279,10 +244,9 @@ func (rw *rawWriter) copy(gone <-chan struct{}) streamEnd {
 // chunk reads up to n bytes the pipe holds and sends them as one chunk, in
 // one writev.
 func (rw *rawWriter) chunk(n int) error {
-	rw.proc.OutputWaiting(n)
 	b := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(b)
-	m, err := rw.f.Read((*b)[:min(n, len(*b))])
+	m, err := rw.pipe.Read((*b)[:min(n, len(*b))])
 	if m == 0 {
 		return err
 	}

@@ -33,8 +33,8 @@ type Run struct {
 // read here (raw.go); any other run is read from its output channel
 // (pump.go).
 func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, run *Run) {
-	if run.Proc.OutputFile() != nil {
-		e.serveRaw(w, r, run)
+	if pipe := run.Proc.RawPipe(); pipe != nil {
+		e.serveRaw(w, r, run, pipe)
 		return
 	}
 	e.servePump(w, r, run)
@@ -101,7 +101,11 @@ func (e *Engine) endRun(run *Run, written int64, clientOK bool) child.Status {
 	proc := run.Proc
 	if !clientOK {
 		proc.Kill(child.ReasonDisconnect)
-		proc.Discard()
+		if pipe := proc.RawPipe(); pipe != nil {
+			pipe.Discard()
+		} else {
+			proc.Discard()
+		}
 	}
 	st := proc.Wait()
 	ev := e.log.Info().

@@ -56,13 +56,13 @@ func TestHeldStreamStacks(t *testing.T) {
 		goroutines         float64
 		frames, raceFrames float64
 	}{
-		// One goroutine waiting on the child's pipe: 520 bytes measured
-		// (720 under -race).
+		// One goroutine waiting on the child's pipe: 504 bytes measured
+		// (704 under -race).
 		{name: "parked text", parked: true, goroutines: 1, frames: 640, raceFrames: 832},
-		// One goroutine waiting on the child's output channel: 832 (1,136).
+		// One goroutine waiting on the child's output channel: 801 (1,040).
 		{name: "parked ndjson", accept: "application/x-ndjson", parked: true, goroutines: 1, frames: 960, raceFrames: 1280},
-		// The handler's goroutine and net/http's background read: 3,264
-		// (4,360).
+		// The handler's goroutine and net/http's background read: 3,241
+		// (4,257).
 		{name: "held by net/http", cfg: webapi.Config{ParkAfter: -1}, goroutines: 2, frames: 3584, raceFrames: 4608},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,6 +75,26 @@ func Add(fd int, events uint32, fn func()) (*Watch, error) {
 	return wt, nil
 }
 
+// AddHangup calls fn once, as Add does, when the peer of the socket c hangs
+// up: it closed the connection or shut down its writing (EPOLLRDHUP), or
+// the socket failed. Nothing is read from c.
+func AddHangup(c syscall.Conn, fn func()) (*Watch, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var added struct {
+		wt  *Watch
+		err error
+	}
+	if err := raw.Control(func(fd uintptr) {
+		added.wt, added.err = Add(int(fd), unix.EPOLLRDHUP, fn)
+	}); err != nil {
+		return nil, err
+	}
+	return added.wt, added.err
+}
+
 // Stop removes the watch. It reports whether it stopped the watch before
 // its function was called.
 func (wt *Watch) Stop() bool {

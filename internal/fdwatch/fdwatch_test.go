@@ -65,41 +65,50 @@ func TestStopBeforeEvent(t *testing.T) {
 	}
 }
 
-// TestPeerHangup is how a parked stream learns its client went away.
+// TestPeerHangup is how a parked stream learns its client went away: the
+// client closes the connection, or shuts down its writing half.
 func TestPeerHangup(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cl, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	raw, _ := srv.(*net.TCPConn).SyscallConn()
-	fired := make(chan struct{}, 1)
-	var addErr error
-	raw.Control(func(fd uintptr) {
-		_, addErr = Add(int(fd), unix.EPOLLRDHUP, func() { fired <- struct{}{} })
-	})
-	if addErr != nil {
-		t.Fatal(addErr)
-	}
-	select {
-	case <-fired:
-		t.Fatal("fired while the client was there")
-	case <-time.After(20 * time.Millisecond):
-	}
-	cl.Close()
-	select {
-	case <-fired:
-	case <-time.After(5 * time.Second):
-		t.Fatal("hangup not reported")
+	for _, tc := range []struct {
+		name   string
+		hangup func(*net.TCPConn) error
+	}{
+		{"close", (*net.TCPConn).Close},
+		{"close write", (*net.TCPConn).CloseWrite},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			srv, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			fired := make(chan struct{}, 1)
+			wt, err := AddHangup(srv.(*net.TCPConn), func() { fired <- struct{}{} })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer wt.Stop()
+			select {
+			case <-fired:
+				t.Fatal("fired while the client was there")
+			case <-time.After(20 * time.Millisecond):
+			}
+			tc.hangup(cl.(*net.TCPConn))
+			select {
+			case <-fired:
+			case <-time.After(5 * time.Second):
+				t.Fatal("hangup not reported")
+			}
+		})
 	}
 }
 
