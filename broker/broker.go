@@ -16,6 +16,10 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/rexec/rexec/child"
 	"github.com/rs/zerolog"
@@ -32,6 +36,26 @@ var (
 	// ErrGroupBusy: the group's limit (a script's -s) is reached.
 	ErrGroupBusy = errors.New("as many runs as allowed are running")
 )
+
+// ErrNoSuchAlias: no process with that alias is running.
+var ErrNoSuchAlias = errors.New("no process with this alias is running")
+
+// Labels describe a process to whoever lists the table (GET /process). The
+// broker keeps them; it decides nothing by them.
+type Labels struct {
+	Command string // what runs: the executable as asked
+	Script  string // the exectab script, "" for an ad-hoc command
+	Who     string // who asked: "" for the admin
+	Remote  string // the client's address
+}
+
+// Info is one row of the table, as List returns it.
+type Info struct {
+	Alias   string
+	Labels  Labels
+	Pid     int
+	Started time.Time
+}
 
 // Limit caps how many processes of one group (one script) run at once.
 // The zero Limit caps nothing.
@@ -65,6 +89,8 @@ type Broker struct {
 	started  chan startedMsg
 	release  chan key
 	status   chan exitMsg
+	list     chan chan []Info
+	stop     chan stopMsg
 	shutdown chan struct{}
 	// done is closed when the loop returns; every send selects on it.
 	done chan struct{}
@@ -89,14 +115,26 @@ type key struct {
 
 // entry is a row of the table.
 type entry struct {
-	proc  *child.Process // nil while reserved and starting
-	group string
+	proc    *child.Process // nil while reserved and starting
+	group   string
+	labels  Labels
+	started time.Time
+	// stop is the reason a Stop gave while the process was starting: it
+	// is killed as soon as it is known.
+	stop child.Reason
 }
 
 type createMsg struct {
-	alias string
-	limit Limit
-	reply chan reserveReply
+	alias  string
+	limit  Limit
+	labels Labels
+	reply  chan reserveReply
+}
+
+type stopMsg struct {
+	alias  string
+	reason child.Reason
+	reply  chan error
 }
 
 type reserveReply struct {
@@ -107,6 +145,7 @@ type reserveReply struct {
 type startedMsg struct {
 	key  key
 	proc *child.Process
+	at   time.Time
 }
 
 type exitMsg struct {
@@ -126,6 +165,8 @@ func New(opts Options) *Broker {
 		started:  make(chan startedMsg),
 		release:  make(chan key),
 		status:   make(chan exitMsg, opts.StatusSize),
+		list:     make(chan chan []Info),
+		stop:     make(chan stopMsg),
 		shutdown: make(chan struct{}),
 		done:     make(chan struct{}),
 		freed:    make(chan struct{}, 1),
@@ -147,7 +188,7 @@ func (b *Broker) Start(alias string, spec child.Spec) (*child.Process, error) {
 // StartIn is Start within a group's limit: beyond lim.Max processes of
 // lim.Group running at once it returns ErrGroupBusy.
 func (b *Broker) StartIn(alias string, lim Limit, spec child.Spec) (*child.Process, error) {
-	slot, err := b.Reserve(alias, lim)
+	slot, err := b.Reserve(alias, lim, Labels{Command: spec.Path})
 	if err != nil {
 		return nil, err
 	}
@@ -162,11 +203,11 @@ type Slot struct {
 }
 
 // Reserve takes a slot for alias (anonymous when alias is ""), within the
-// process limit and lim. Errors: ErrAliasInUse, ErrTooManyProcs,
-// ErrGroupBusy, ErrShuttingDown.
-func (b *Broker) Reserve(alias string, lim Limit) (*Slot, error) {
+// process limit and lim, for a process that labels describe. Errors:
+// ErrAliasInUse, ErrTooManyProcs, ErrGroupBusy, ErrShuttingDown.
+func (b *Broker) Reserve(alias string, lim Limit, labels Labels) (*Slot, error) {
 	reply := make(chan reserveReply, 1)
-	if err := send(b, b.create, createMsg{alias: alias, limit: lim, reply: reply}); err != nil {
+	if err := send(b, b.create, createMsg{alias: alias, limit: lim, labels: labels, reply: reply}); err != nil {
 		return nil, err
 	}
 	r := <-reply
@@ -204,9 +245,33 @@ func (s *Slot) Start(spec child.Spec) (*child.Process, error) {
 		send(b, b.release, k)
 		return nil, err
 	}
-	send(b, b.started, startedMsg{key: k, proc: p})
+	send(b, b.started, startedMsg{key: k, proc: p, at: time.Now()})
 	close(registered)
 	return p, nil
+}
+
+// List returns the processes with an alias (the attached runs; detached
+// runs take anonymous slots), started and not yet reaped, by alias.
+func (b *Broker) List() []Info {
+	reply := make(chan []Info, 1)
+	if send(b, b.list, reply) != nil {
+		return nil
+	}
+	return <-reply
+}
+
+// Stop terminates the group of the process with that alias for reason
+// (TERM, then KILL after the kill grace); one still starting is
+// terminated as soon as it has started. ErrNoSuchAlias when none runs.
+func (b *Broker) Stop(alias string, reason child.Reason) error {
+	if alias == "" {
+		return ErrNoSuchAlias
+	}
+	reply := make(chan error, 1)
+	if err := send(b, b.stop, stopMsg{alias: alias, reason: reason, reply: reply}); err != nil {
+		return err
+	}
+	return <-reply
 }
 
 // Freed signals that a slot was freed since it was last read: a process was
@@ -248,15 +313,22 @@ func (b *Broker) loop() {
 	for {
 		select {
 		case m := <-b.create:
-			k, err := b.reserve(m.alias, m.limit)
+			k, err := b.reserve(m.alias, m.limit, m.labels)
 			m.reply <- reserveReply{key: k, err: err}
 		case m := <-b.started:
 			e := b.table[m.key]
-			e.proc = m.proc
+			e.proc, e.started = m.proc, m.at
 			b.table[m.key] = e
-			if b.shuttingDown {
+			switch {
+			case b.shuttingDown:
 				m.proc.Kill(child.ReasonShutdown)
+			case e.stop != "":
+				m.proc.Kill(e.stop)
 			}
+		case reply := <-b.list:
+			reply <- b.snapshot()
+		case m := <-b.stop:
+			m.reply <- b.stopAlias(m.alias, m.reason)
 		case k := <-b.release:
 			b.free(k)
 		case m := <-b.status:
@@ -279,7 +351,7 @@ func (b *Broker) loop() {
 	}
 }
 
-func (b *Broker) reserve(alias string, lim Limit) (key, error) {
+func (b *Broker) reserve(alias string, lim Limit, labels Labels) (key, error) {
 	if b.shuttingDown {
 		return key{}, ErrShuttingDown
 	}
@@ -296,7 +368,7 @@ func (b *Broker) reserve(alias string, lim Limit) (key, error) {
 	if lim.Max > 0 && b.groups[lim.Group] >= lim.Max {
 		return key{}, ErrGroupBusy
 	}
-	b.table[k] = entry{group: lim.Group}
+	b.table[k] = entry{group: lim.Group, labels: labels}
 	if lim.Group != "" {
 		b.groups[lim.Group]++
 	}
@@ -319,4 +391,33 @@ func (b *Broker) free(k key) {
 	case b.freed <- struct{}{}:
 	default: // a signal is waiting already
 	}
+}
+
+// snapshot lists the started processes that have an alias, by alias.
+func (b *Broker) snapshot() []Info {
+	var infos []Info
+	for k, e := range b.table {
+		if k.alias != "" && e.proc != nil {
+			infos = append(infos, Info{Alias: k.alias, Labels: e.labels, Pid: e.proc.Pid(), Started: e.started})
+		}
+	}
+	slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(a.Alias, b.Alias) })
+	return infos
+}
+
+// stopAlias kills the process of alias, or marks it to be killed once it
+// has started.
+func (b *Broker) stopAlias(alias string, reason child.Reason) error {
+	k := key{alias: alias}
+	e, ok := b.table[k]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %q", ErrNoSuchAlias, alias)
+	case e.proc != nil:
+		e.proc.Kill(reason)
+	default:
+		e.stop = reason
+		b.table[k] = e
+	}
+	return nil
 }

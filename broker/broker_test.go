@@ -222,7 +222,7 @@ func TestGroupLimit(t *testing.T) {
 func TestAnonymousSlots(t *testing.T) {
 	b := newBroker(t, broker.Options{})
 	lim := broker.Limit{Group: "script s", Max: 2}
-	a, err := b.Reserve("", lim)
+	a, err := b.Reserve("", lim, broker.Labels{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,12 +242,12 @@ func TestAnonymousSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Reserve("", lim); !errors.Is(err, broker.ErrGroupBusy) {
+	if _, err := b.Reserve("", lim, broker.Labels{}); !errors.Is(err, broker.ErrGroupBusy) {
 		t.Fatalf("third of the group: %v, want ErrGroupBusy", err)
 	}
 	p.Kill(child.ReasonCancelled)
 	drain(p)
-	c, err := b.Reserve("", lim)
+	c, err := b.Reserve("", lim, broker.Labels{})
 	if err != nil {
 		t.Fatalf("after the anonymous one ended: %v", err)
 	}
@@ -255,8 +255,8 @@ func TestAnonymousSlots(t *testing.T) {
 	attached.Kill(child.ReasonCancelled)
 	drain(attached)
 	// Two anonymous slots at once are two, not one name taken twice.
-	x, err1 := b.Reserve("", broker.Limit{})
-	y, err2 := b.Reserve("", broker.Limit{})
+	x, err1 := b.Reserve("", broker.Limit{}, broker.Labels{})
+	y, err2 := b.Reserve("", broker.Limit{}, broker.Labels{})
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}
@@ -288,7 +288,7 @@ func TestFreedSignalsEveryFreeSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	drainFreed()
-	if _, err := b.Reserve("", lim); !errors.Is(err, broker.ErrGroupBusy) {
+	if _, err := b.Reserve("", lim, broker.Labels{}); !errors.Is(err, broker.ErrGroupBusy) {
 		t.Fatalf("busy group: %v", err)
 	}
 	select {
@@ -299,7 +299,7 @@ func TestFreedSignalsEveryFreeSlot(t *testing.T) {
 	p.Kill(child.ReasonCancelled)
 	drain(p)
 	wantFreed("a reap")
-	s, err := b.Reserve("", lim)
+	s, err := b.Reserve("", lim, broker.Labels{})
 	if err != nil {
 		t.Fatalf("the freed slot: %v", err)
 	}
@@ -310,4 +310,72 @@ func TestFreedSignalsEveryFreeSlot(t *testing.T) {
 		t.Fatalf("failed start: %v", err)
 	}
 	wantFreed("a failed start")
+}
+
+// List shows the running processes that have an alias, with their labels;
+// Stop terminates one by alias, with its reason.
+func TestListAndStop(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	slot, err := b.Reserve("job", broker.Limit{}, broker.Labels{Command: "hang", Script: "s", Who: "k", Remote: "1.2.3.4:5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := slot.Start(spec("hang"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := b.Reserve("", broker.Limit{}, broker.Labels{Script: "detached"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := anon.Start(spec("hang"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Output()
+	infos := b.List()
+	if len(infos) != 1 {
+		t.Fatalf("List: %+v, want only the aliased process", infos)
+	}
+	in := infos[0]
+	if in.Alias != "job" || in.Pid != p.Pid() || in.Labels.Script != "s" || in.Labels.Who != "k" || in.Labels.Remote != "1.2.3.4:5" ||
+		in.Started.IsZero() || time.Since(in.Started) > time.Minute {
+		t.Fatalf("List: %+v", in)
+	}
+	if err := b.Stop("nope", child.ReasonCancelled); !errors.Is(err, broker.ErrNoSuchAlias) {
+		t.Fatalf("Stop of an unknown alias: %v", err)
+	}
+	if err := b.Stop("", child.ReasonCancelled); !errors.Is(err, broker.ErrNoSuchAlias) {
+		t.Fatalf("Stop of the empty alias (anonymous slots): %v", err)
+	}
+	if err := b.Stop("job", child.ReasonCancelled); err != nil {
+		t.Fatal(err)
+	}
+	if st := drain(p); st.Reason != child.ReasonCancelled {
+		t.Fatalf("stopped process: %+v", st)
+	}
+	if infos := b.List(); len(infos) != 0 {
+		t.Fatalf("List after the end: %+v", infos)
+	}
+	q.Kill(child.ReasonCancelled)
+	drain(q)
+}
+
+// A Stop that comes while the process is starting kills it once started.
+func TestStopWhileStarting(t *testing.T) {
+	b := newBroker(t, broker.Options{})
+	slot, err := b.Reserve("early", broker.Limit{}, broker.Labels{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Stop("early", child.ReasonCancelled); err != nil {
+		t.Fatal(err)
+	}
+	p, err := slot.Start(spec("hang"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := drain(p); st.Reason != child.ReasonCancelled {
+		t.Fatalf("process stopped while starting: %+v", st)
+	}
 }

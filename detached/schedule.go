@@ -78,7 +78,7 @@ func (m *Manager) startReady(sc *catalog.Script, now time.Time) bool {
 		if !ready {
 			return true
 		}
-		slot, err := m.cfg.Broker.Reserve("", launch.Limit(sc))
+		slot, err := m.cfg.Broker.Reserve("", launch.Limit(sc), broker.Labels{Command: sc.Path, Script: sc.Name})
 		if err != nil {
 			m.queue.AddFront(sc.Name, id, time.Time{})
 			return errors.Is(err, broker.ErrGroupBusy)

@@ -6,20 +6,31 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/stream"
 )
 
-// handleProcess is POST /process: start a child, then stream its output
+// handleProcess is /process: POST starts a run (handleStart), GET lists
+// the runs in progress (handleList).
+func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodPost:
+		s.handleStart(w, r)
+	case http.MethodGet, http.MethodHead:
+		s.handleList(w, r)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed: POST starts a run, GET lists them")
+	}
+}
+
+// handleStart is POST /process: start a child, then stream its output
 // until it ends (package stream, which also kills the child's group when
 // the client goes away).
-func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed: use POST")
-		return
-	}
+func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) {
 	// Starting and streaming are two functions: the start's frame (the
 	// decoded request, the child's spec) is gone before a stream that is
 	// not parked waits on this goroutine's stack for the whole run
@@ -61,7 +72,7 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *stream.Run {
 		spec.Stdin = stdin
 	}
 	spec.RawOutput = s.stream.RawOutput(r, spec, ndjson, stdin != nil)
-	proc, err := s.broker.StartIn(req.Alias, limit, spec)
+	proc, err := s.start(req.Alias, limit, spec, broker.Labels{Command: spec.Path, Script: req.Script, Remote: r.RemoteAddr})
 	if errors.Is(err, broker.ErrGroupBusy) {
 		err = fmt.Errorf("script %q: %w (its exectab line allows %d at once)", req.Script, err, limit.Max)
 	}
@@ -71,6 +82,62 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *stream.Run {
 	}
 	return &stream.Run{Proc: proc, Alias: req.Alias, Script: req.Script, Path: spec.Path,
 		NDJSON: ndjson, StdinFailed: stdin.failed()}
+}
+
+// start takes alias's slot in the broker and starts spec in it.
+func (s *Server) start(alias string, limit broker.Limit, spec child.Spec, labels broker.Labels) (*child.Process, error) {
+	slot, err := s.broker.Reserve(alias, limit, labels)
+	if err != nil {
+		return nil, err
+	}
+	return slot.Start(spec)
+}
+
+// runInfo is one run in progress, as GET /process lists it.
+type runInfo struct {
+	Alias      string `json:"alias"`
+	Cmd        string `json:"cmd"`
+	Script     string `json:"script,omitempty"`
+	Pid        int    `json:"pid"`
+	Started    int64  `json:"started"` // UNIX seconds
+	DurationMS int64  `json:"duration_ms"`
+	Who        string `json:"who"`    // "" for the admin
+	Remote     string `json:"remote"` // the client's address
+}
+
+// handleList is GET /process: the runs of /process in progress (attached
+// runs; detached ones are /scripts/v1's), by alias.
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	runs := []runInfo{}
+	for _, in := range s.broker.List() {
+		runs = append(runs, runInfo{Alias: in.Alias, Cmd: in.Labels.Command, Script: in.Labels.Script, Pid: in.Pid,
+			Started: in.Started.Unix(), DurationMS: now.Sub(in.Started).Milliseconds(),
+			Who: in.Labels.Who, Remote: in.Labels.Remote})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
+}
+
+// handleStop is DELETE /process/{alias}: terminate a run in progress (its
+// group gets SIGTERM, then SIGKILL after the kill grace). Its client's
+// stream ends as the run does, with the reason "cancelled".
+func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodDelete {
+		w.Header().Set("Allow", http.MethodDelete)
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed: use DELETE")
+		return
+	}
+	alias := r.PathValue("alias")
+	if err := validAlias(alias); err != nil {
+		fail(w, s.log, err)
+		return
+	}
+	if err := s.broker.Stop(alias, child.ReasonCancelled); err != nil {
+		fail(w, s.log, err)
+		return
+	}
+	s.log.Info().Str("alias", alias).Str("remote", r.RemoteAddr).Msg("run stopped by request")
+	writeJSON(w, http.StatusOK, map[string]any{"alias": alias, "stopping": true})
 }
 
 // wantsNDJSON reports whether the Accept header asks for application/x-ndjson.

@@ -325,6 +325,11 @@ func (s *Server) runAllowed(r *http.Request, right func(store.Guest) bool) error
 
 func writeScripts(w http.ResponseWriter, status int, v map[string]any) {
 	v["success"] = true
+	writeJSON(w, status, v)
+}
+
+// writeJSON writes v as a JSON answer that no cache keeps.
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

@@ -188,6 +188,7 @@ func New(cfg Config, b *broker.Broker) *Server {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/process", s.handleProcess)
+	mux.HandleFunc("/process/{alias}", s.handleStop)
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
 	s.routeScripts(mux)

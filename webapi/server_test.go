@@ -292,14 +292,16 @@ func TestErrors(t *testing.T) {
 		})
 	}
 	t.Run("method", func(t *testing.T) {
-		resp, err := http.Get(s.url + "/process")
+		// GET lists the runs (issue 12); other methods are refused.
+		req, _ := http.NewRequest(http.MethodPut, s.url+"/process", nil)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		wantError(t, resp, out, 405, "POST")
-		if resp.Header.Get("Allow") != "POST" {
+		if resp.Header.Get("Allow") != "GET, HEAD, POST" {
 			t.Fatalf("Allow %q", resp.Header.Get("Allow"))
 		}
 	})
