@@ -34,6 +34,12 @@ func TestServeScriptsFile(t *testing.T) {
 			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 		}
 	})
+	t.Run("--status-dir needs --scripts", func(t *testing.T) {
+		r := rexec(t, nil, nil, "serve", "-p", "0", "--status-dir", t.TempDir())
+		if r.code != exitUsage || !strings.Contains(r.stderr, "--status-dir needs --scripts") {
+			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
 	t.Run("SIGHUP reloads, and keeps the old file when the new one is bad", func(t *testing.T) {
 		write("first /bin/echo one\n")
 		srv, url := serverProcess(t, "--scripts", tab, "--scripts-only")

@@ -49,6 +49,7 @@ type serveCmd struct {
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
 	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`
 	DataDir        string        `type:"path" default:"./rexec-data" help:"Where detached runs (/scripts/v1) keep their history (SQLite) and output files; used with --scripts."`
+	StatusDir      string        `type:"path" placeholder:"DIR" help:"Also write the status of each running detached run to DIR/<id>.json (the JSON of /scripts/v1/status/<id>, replaced whole at each change, removed at the run's end), for a web server on this host to read without a request. DIR is the server's own: its .json files are removed at start."`
 	BusyTimeout    time.Duration `default:"2s" help:"How long a write to the run history waits for another process's lock on it (the sqlite3 shell, a backup) before the request gets 503."`
 	MaxOutput      byteSize      `default:"16MiB" help:"Largest output kept per detached run; past it a truncation marker is written and the rest dropped."`
 	Retain         days          `default:"30d" help:"Delete detached runs that ended longer ago than this (e.g. 30d, 12h); 0 keeps them all."`
@@ -80,6 +81,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--event-replay and --event-queue must be at least 1")
 	case c.MaxOutput <= 0:
 		return errors.New("--max-output must be positive")
+	case c.StatusDir != "" && c.Scripts == "":
+		return errors.New("--status-dir needs --scripts FILE: it holds the status of detached runs of its scripts")
 	case c.ScriptsOnly && c.Scripts == "":
 		return errors.New("--scripts-only needs --scripts FILE: without it nothing could run")
 	case c.BodyTimeout <= 0:
@@ -211,6 +214,7 @@ func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
 			Retain:         time.Duration(c.Retain),
 			MaxQueued:      c.MaxQueued,
 			MaxQueuedStdin: int64(c.MaxQueuedStdin),
+			StatusDir:      c.StatusDir,
 		},
 	}
 }

@@ -39,10 +39,12 @@ func (m *Manager) PostResult(ctx context.Context, id, token string, result json.
 		return err
 	}
 	m.mu.Lock()
-	if a := m.active[id]; a != nil {
+	a := m.active[id]
+	if a != nil {
 		a.result = result
 	}
 	m.mu.Unlock()
+	m.writeStatus(id, a)
 	return nil
 }
 
@@ -112,6 +114,7 @@ func (m *Manager) saveLatest(id string, a *activeRun) {
 	m.mu.Unlock()
 	if gen != saved {
 		m.saveProgress(id, a.script, p)
+		m.writeStatus(id, a)
 	}
 }
 

@@ -113,6 +113,7 @@ func (m *Manager) started(r store.Run, a *activeRun, proc *child.Process, token 
 	if cancelled {
 		proc.Kill(child.ReasonCancelled)
 	}
+	m.writeStatus(r.ID, a)
 }
 
 // copyOutput writes proc's output to out until it ends, and follows its

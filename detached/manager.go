@@ -66,7 +66,11 @@ type Config struct {
 	// MaxQueuedStdin caps the bytes of stdin kept for runs that have not
 	// ended; default 256 MiB.
 	MaxQueuedStdin int64
-	Logger         zerolog.Logger
+	// StatusDir, when set, gets <id>.json, the status of each run while
+	// it runs, as StatusJSON makes it (statusfile.go).
+	StatusDir  string
+	StatusJSON func(r store.Run, position int, waiting string) ([]byte, error)
+	Logger     zerolog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -151,6 +155,10 @@ type activeRun struct {
 	progGen  int
 	savedGen int
 	saveMu   sync.Mutex
+	// statusMu orders the writes of its status file (statusfile.go);
+	// statusRemoved says the file is gone for good.
+	statusMu      sync.Mutex
+	statusRemoved bool
 }
 
 func newActiveRun(script string, stdin int64) *activeRun {
@@ -168,6 +176,14 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger, queue: cfg.Queue, quit: make(chan struct{}),
 		active: map[string]*activeRun{}, perScript: map[string]int{}, unrecorded: map[string]*unrecorded{},
+	}
+	if cfg.StatusDir != "" {
+		if cfg.StatusJSON == nil {
+			return nil, errors.New("detached: StatusDir needs StatusJSON")
+		}
+		if err := openStatusDir(cfg.StatusDir); err != nil {
+			return nil, err
+		}
 	}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	if err := m.recover(ctx); err != nil {

@@ -47,6 +47,7 @@ func (m *Manager) finish(id, script string, args []string, o store.Outcome, remo
 		u.outcome = &o
 	}
 	m.mu.Unlock()
+	m.removeStatus(id, a)
 	m.publish(feed.Event{Run: id, Name: script, State: "done", Args: args, ExitCode: o.ExitCode, Signal: o.Signal,
 		Ended: string(o.Ended), Result: result})
 	if err := m.cfg.Outputs.DeleteStdin(id); err != nil {

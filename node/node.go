@@ -154,6 +154,9 @@ func (n *Node) openDetached() error {
 	dc := n.cfg.Detached
 	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger =
 		st, st, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log
+	if dc.StatusDir != "" {
+		dc.StatusJSON = webapi.StatusJSON // the status API's shape
+	}
 	n.Runs, err = detached.New(context.Background(), dc)
 	return err
 }

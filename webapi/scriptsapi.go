@@ -173,9 +173,28 @@ func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 	writeScripts(w, http.StatusOK, map[string]any{"queued": queued, "running": running})
 }
 
-// runStatus is a run as the status API shows it. Times are UNIX seconds, 0
-// when not (yet) known.
+// runStatus is a run as the status API shows it (see statusObject).
 func (s *Server) runStatus(run store.Run) map[string]any {
+	var position int
+	var waiting string
+	if run.State == store.StateQueued {
+		position, waiting = s.cfg.Runs.Position(run.ID), s.cfg.Runs.Waiting(run)
+	}
+	return statusObject(run, position, waiting)
+}
+
+// StatusJSON is the JSON of GET /scripts/v1/status/{id}'s answer for run,
+// for the status files of --status-dir (detached.Config.StatusJSON).
+func StatusJSON(run store.Run, position int, waiting string) ([]byte, error) {
+	st := statusObject(run, position, waiting)
+	st["success"] = true
+	return json.Marshal(st)
+}
+
+// statusObject is a run as the status API shows it; position and waiting
+// are the run's place in its queue and why it waits, while it is queued.
+// Times are UNIX seconds, 0 when not (yet) known.
+func statusObject(run store.Run, position int, waiting string) map[string]any {
 	unix := func(t time.Time) int64 {
 		if t.IsZero() {
 			return 0
@@ -194,8 +213,8 @@ func (s *Server) runStatus(run store.Run) map[string]any {
 		"timeout":     run.Timeout.Seconds(),
 	}
 	if run.State == store.StateQueued {
-		st["position"] = s.cfg.Runs.Position(run.ID)
-		st["waiting"] = s.cfg.Runs.Waiting(run)
+		st["position"] = position
+		st["waiting"] = waiting
 	}
 	if run.OutputTruncated != "" {
 		st["output_truncated"] = run.OutputTruncated
