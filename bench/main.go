@@ -27,6 +27,9 @@
 //   - held streams: the server's memory and threads per idle stream, and the
 //     time from a client closing its connection to its child being gone.
 //   - leak check (-leak): fds, threads and RSS after many runs and cuts.
+//   - history: GET /scripts/v1/runs on histories of 10^4, 10^5 and 10^6 runs
+//     (-history), the first page and one deep in the cursor, with and
+//     without filters, each on a server of its own. No ceiling.
 package main
 
 import (
@@ -38,6 +41,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,24 +49,25 @@ import (
 
 // config is the command line.
 type config struct {
-	dur         time.Duration // length of each rate measure
-	quick       bool
-	mb          int           // throughput: megabytes (10^6 bytes) generated
-	reps        int           // throughput: repetitions, best one kept
-	lines       int           // line latency: number of lines
-	every       time.Duration // line latency: interval between lines
-	streams     int           // held streams: how many
-	marginal    bool          // held streams: also measure the cost of 4x more
-	kills       int           // held streams: how many disconnects are timed
-	leak        bool
-	leakRuns    int // leak check: sequential short runs
-	leakCuts    int // leak check: runs cut by a disconnect
-	noWrk       bool
-	bin         string        // a prebuilt rexec binary instead of building one
-	keep        bool          // keep the temporary directory (server log)
-	timeout     time.Duration // bound on the whole benchmark
-	concurrency []int
-	only        string // comma-separated phases to run; empty runs all
+	dur          time.Duration // length of each rate measure
+	quick        bool
+	mb           int           // throughput: megabytes (10^6 bytes) generated
+	reps         int           // throughput: repetitions, best one kept
+	lines        int           // line latency: number of lines
+	every        time.Duration // line latency: interval between lines
+	streams      int           // held streams: how many
+	marginal     bool          // held streams: also measure the cost of 4x more
+	kills        int           // held streams: how many disconnects are timed
+	leak         bool
+	leakRuns     int // leak check: sequential short runs
+	leakCuts     int // leak check: runs cut by a disconnect
+	noWrk        bool
+	bin          string        // a prebuilt rexec binary instead of building one
+	keep         bool          // keep the temporary directory (server log)
+	timeout      time.Duration // bound on the whole benchmark
+	concurrency  []int
+	only         string // comma-separated phases to run; empty runs all
+	historySizes []int  // history: the sizes of the histories measured
 }
 
 func parseFlags() config {
@@ -83,7 +88,8 @@ func parseFlags() config {
 	flag.StringVar(&c.bin, "bin", "", "use this rexec binary instead of building one from the module root")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, server log)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long in all")
-	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,leak")
+	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,leak,history")
+	history := flag.String("history", "10000,100000,1000000", "history: the numbers of runs of the histories measured, comma-separated (10000 with -quick)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -103,6 +109,7 @@ func parseFlags() config {
 			"streams":  func() { c.streams = 50 },
 			"kills":    func() { c.kills = 10 },
 			"marginal": func() { c.marginal = false },
+			"history":  func() { *history = "10000" },
 		}
 		for name, shrink := range quick {
 			if !set[name] {
@@ -124,6 +131,14 @@ func parseFlags() config {
 		if !set["leak-cuts"] {
 			c.leakCuts = cuts
 		}
+	}
+	for _, f := range strings.Split(*history, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1000 {
+			fmt.Fprintf(os.Stderr, "bench: -history %q: give numbers of runs of 1000 or more, comma-separated\n", *history)
+			os.Exit(2)
+		}
+		c.historySizes = append(c.historySizes, n)
 	}
 	c.kills = min(c.kills, c.streams)
 	c.reps = max(c.reps, 1)
@@ -201,6 +216,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (problems int, err erro
 		{"throughput", "throughput", b.throughput},
 		{"line latency", "latency", b.latency},
 		{"leak check", "leak", b.leakCheck},
+		{"history", "history", b.history},
 	}
 	for _, p := range phases {
 		if cfg.only != "" && !slices.Contains(strings.Split(cfg.only, ","), p.key) {

@@ -87,10 +87,10 @@ type server struct {
 	endedAfter int            // runs that ended after the shutdown began
 }
 
-// startServer starts rexec on 127.0.0.1 port 0 and waits for its
-// "listening" log line, which gives the address. Its log goes to a file in
-// dir and is tallied by level.
-func startServer(ctx context.Context, bin, dir string) (*server, error) {
+// startServer starts rexec on 127.0.0.1 port 0, with the further flags
+// args, and waits for its "listening" log line, which gives the address.
+// Its log goes to a file in dir and is tallied by level.
+func startServer(ctx context.Context, bin, dir string, args ...string) (*server, error) {
 	s := &server{
 		logPath: filepath.Join(dir, "rexec.log"),
 		exited:  make(chan struct{}),
@@ -102,7 +102,7 @@ func startServer(ctx context.Context, bin, dir string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "-p", "0", "-i", "127.0.0.1")
+	s.cmd = exec.Command(bin, append([]string{"-p", "0", "-i", "127.0.0.1"}, args...)...)
 	s.cmd.Env = withoutRexecVars(os.Environ())
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{
 		// A group of its own: a Ctrl-C at the terminal reaches only us, and

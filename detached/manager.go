@@ -385,6 +385,47 @@ func (m *Manager) Active(ctx context.Context) ([]store.Run, error) {
 	return active, nil
 }
 
+// ListRuns is a page of the history's runs (store.History.ListRuns), each
+// shown as Get shows it: a start or end the store has not taken yet is
+// shown as it happened. Under a State filter the page holds the runs in
+// that state as shown. While a start or end that would show a run in that
+// state is not recorded (a full disk, a locked database), the page is read
+// without the filter and filtered here, so it may hold fewer than q.Limit
+// runs although next says more follow.
+func (m *Manager) ListRuns(ctx context.Context, q store.RunQuery) ([]store.Run, string, error) {
+	read := q
+	if q.State != "" && m.showsUnrecorded(q.State) {
+		read.State = ""
+	}
+	rs, next, err := m.cfg.History.ListRuns(ctx, read)
+	if err != nil {
+		return nil, "", err
+	}
+	shown := rs[:0]
+	for i := range rs {
+		m.overlay(&rs[i])
+		if q.State == "" || rs[i].State == q.State {
+			shown = append(shown, rs[i])
+		}
+	}
+	return shown, next, nil
+}
+
+// showsUnrecorded says whether some run is shown in state although the
+// history has it in another: its start or end is not recorded yet.
+func (m *Manager) showsUnrecorded(state store.State) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, u := range m.unrecorded {
+		switch {
+		case state == store.StateDone && u.outcome != nil,
+			state == store.StateRunning && u.outcome == nil && !u.started.IsZero():
+			return true
+		}
+	}
+	return false
+}
+
 // overlay applies to r what the history has not taken yet of its life.
 func (m *Manager) overlay(r *store.Run) {
 	m.mu.Lock()

@@ -40,6 +40,20 @@ type History interface {
 	// ListQueued returns the queued runs of a script (of every script when
 	// script is empty), first in first out.
 	ListQueued(ctx context.Context, script string) ([]Run, error)
+	// ListRuns returns a page of the runs q selects, newest first: by
+	// QueuedAt, the latest first, and runs queued at the same time in the
+	// reverse of the order the history took them. next is the cursor that
+	// continues after the page (q.Cursor), "" when no selected run
+	// follows it; a page may hold fewer than q.Limit runs only when next is
+	// "". Continuing with next lists exactly the runs that sort after the
+	// page's last one, so a listing page by page skips and repeats no run,
+	// however many are created between pages: a new run sorts first (unless
+	// the clock went back) and is not listed. A run keeps its place when
+	// its state changes; under a State filter it is listed if it is in that
+	// state when its page is read. A Limit below 0 or above MaxListLimit,
+	// or an unknown State, is ErrInvalid; a Cursor not of the form this
+	// history gives out is ErrBadCursor.
+	ListRuns(ctx context.Context, q RunQuery) (runs []Run, next string, err error)
 	// Delete removes a done run and its output (ErrWrongState while the run
 	// is queued or running).
 	Delete(ctx context.Context, id string) error

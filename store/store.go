@@ -345,6 +345,14 @@ var migrations = []string{
 	`ALTER TABLE runs ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0); -- 0 = none
 	ALTER TABLE runs ADD COLUMN output_truncated TEXT NOT NULL DEFAULT '';                  -- '' = not cut
 	ALTER TABLE guests ADD COLUMN with_token INTEGER NOT NULL DEFAULT 0 CHECK (with_token IN (0, 1));`,
+	// 4: the run history newest first (ListRuns), for each filter it
+	// takes. Every index ends in queued_at and, implicitly, seq (the
+	// rowid), the order of a page, so a page is one range of one index
+	// read backwards, however many runs the history holds.
+	`CREATE INDEX runs_by_time ON runs (queued_at);
+	CREATE INDEX runs_by_script ON runs (script, queued_at);
+	CREATE INDEX runs_by_state ON runs (state, queued_at);
+	CREATE INDEX runs_by_script_state ON runs (script, state, queued_at);`,
 }
 
 // migrate brings the schema to len(migrations), one transaction per step,

@@ -75,6 +75,8 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusNotFound, "invalid_id", "no guest key with this id"
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "invalid_id", "no run with this id"
+	case errors.Is(err, store.ErrBadCursor):
+		return http.StatusBadRequest, "invalid_request", "cursor is not one this server gave out: pass the next_cursor of the page before, as it is"
 	case errors.Is(err, store.ErrBadOffset):
 		return http.StatusRequestedRangeNotSatisfiable, "invalid_offset", err.Error()
 	case errors.Is(err, child.ErrStartFailed):

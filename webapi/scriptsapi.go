@@ -24,6 +24,8 @@ func (s *Server) routeScripts(mux *http.ServeMux) {
 	mux.HandleFunc("/scripts/v1/cancel/{id}", s.scriptsHandler(http.MethodPost, s.handleCancelRun))
 	mux.HandleFunc("/scripts/v1/status", s.scriptsHandler(http.MethodGet, s.handleListRuns))
 	mux.HandleFunc("/scripts/v1/status/{id}", s.scriptsHandler(http.MethodGet, s.handleRunStatus))
+	mux.HandleFunc("/scripts/v1/scripts", s.scriptsHandler(http.MethodGet, s.handleListScripts))
+	mux.HandleFunc("/scripts/v1/runs", s.scriptsHandler(http.MethodGet, s.handleRunHistory))
 	mux.HandleFunc("/scripts/v1/output/{id}", s.scriptsHandler(http.MethodGet, s.handleRunOutput))
 	mux.HandleFunc("/scripts/v1/events", s.scriptsHandler(http.MethodGet, s.handleEvents))
 	mux.HandleFunc("/scripts/v1/monitor", s.scriptsHandler(http.MethodGet, s.handleMonitor))

@@ -82,6 +82,12 @@ func TestHistory(t *testing.T, open func(t *testing.T) store.History) {
 		{"DeleteEndedBefore", testDeleteEndedBefore},
 		{"DeleteEndedBeforeFarTimes", testDeleteEndedBeforeFarTimes},
 		{"Concurrent", testConcurrent},
+		{"ListRuns", testListRuns},
+		{"ListRunsFilters", testListRunsFilters},
+		{"ListRunsLimit", testListRunsLimit},
+		{"ListRunsBadCursor", testListRunsBadCursor},
+		{"ListRunsDeleted", testListRunsDeleted},
+		{"ListRunsPages", testListRunsPages},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, open(t)) })
 	}
