@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -64,6 +66,13 @@ func listOwnFDs() int {
 	for _, name := range names {
 		fd, err := strconv.Atoi(name)
 		if err != nil || fd == dir {
+			continue
+		}
+		// A descriptor marked close-on-exec did not come through exec:
+		// this process's own start-up opened it (the Go runtime's poller,
+		// which a dependency's init may start: protobuf's hashes the
+		// executable). What a server passes on never is.
+		if flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0); errno == 0 && flags&syscall.FD_CLOEXEC != 0 {
 			continue
 		}
 		target := make([]byte, 4096)

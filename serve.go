@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -46,6 +48,7 @@ type serveCmd struct {
 	Heartbeat      time.Duration `default:"15s" help:"Silence after which an NDJSON stream gets a {\"heartbeat\":true} line."`
 	ParkAfter      time.Duration `default:"25ms" help:"A stream quiet this long (a text one also past 1 MiB or 1 s) is served off net/http, which saves memory per held stream and CPU per byte. 0 keeps every stream in net/http."`
 	DebugAddr      string        `help:"Serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it."`
+	MetricsAddr    string        `placeholder:"ADDR" help:"Also serve GET /metrics (Prometheus) on this address (e.g. 127.0.0.1:9100) without the token, for a scraper that has none; /metrics on the main address always needs the token. Anyone who reaches ADDR reads the metrics (script names, run counts, the build): a non-loopback ADDR is served with a warning; keep it on a private network."`
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
 	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`
 	DataDir        string        `type:"path" default:"./rexec-data" help:"Where detached runs (/scripts/v1) keep their history (SQLite) and output files; used with --scripts."`
@@ -208,6 +211,7 @@ func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
 			AllowedOrigins: c.AllowedOrigin,
 			BodyTimeout:    c.BodyTimeout,
 			Monitors:       webapi.MonitorLimits{Max: c.MaxMonitors, PerKey: c.MonitorsPerKey, Names: c.MonitorNames},
+			MetricsAddr:    c.MetricsAddr,
 		},
 		Store: store.Options{MaxOutput: int64(c.MaxOutput), BusyTimeout: c.BusyTimeout},
 		Detached: detached.Config{

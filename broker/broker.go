@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/metrics"
 	"github.com/rs/zerolog"
 )
 
@@ -73,6 +74,11 @@ type Options struct {
 	// Child are the settings every child gets (OnExit is the broker's).
 	Child  child.Options
 	Logger zerolog.Logger
+	// Metrics counts the starts of attached runs (those with an alias),
+	// the start failures of those, and every spawn that failed; nil counts
+	// nothing. The ends of attached runs are counted where their status
+	// is known (package stream), detached runs by package detached.
+	Metrics *metrics.Runs
 }
 
 // Broker is the process table. Create it with New; stop it with Shutdown.
@@ -81,7 +87,8 @@ type Broker struct {
 	log  zerolog.Logger
 
 	// Channels into the loop. Senders: Start (create, started, release),
-	// each child's OnExit (status) and Shutdown (shutdown). Receiver: loop.
+	// each child's OnExit (status), List (list), Running (count), Stop
+	// (stop) and Shutdown (shutdown). Receiver: loop.
 	// started and release are unbuffered on purpose: their send returns
 	// only once the loop has the message, so an exit (or a new create of
 	// the same alias) can never be handled before it.
@@ -90,6 +97,7 @@ type Broker struct {
 	release  chan key
 	status   chan exitMsg
 	list     chan chan []Info
+	count    chan chan runningCounts
 	stop     chan stopMsg
 	shutdown chan struct{}
 	// done is closed when the loop returns; every send selects on it.
@@ -166,6 +174,7 @@ func New(opts Options) *Broker {
 		release:  make(chan key),
 		status:   make(chan exitMsg, opts.StatusSize),
 		list:     make(chan chan []Info),
+		count:    make(chan chan runningCounts),
 		stop:     make(chan stopMsg),
 		shutdown: make(chan struct{}),
 		done:     make(chan struct{}),
@@ -198,8 +207,9 @@ func (b *Broker) StartIn(alias string, lim Limit, spec child.Spec) (*child.Proce
 // Slot is a place in the table, reserved and not yet used: Start uses it,
 // Release gives it back. One of the two must be called, once.
 type Slot struct {
-	b   *Broker
-	key key
+	b      *Broker
+	key    key
+	script string // Labels.Script, for the metrics
 }
 
 // Reserve takes a slot for alias (anonymous when alias is ""), within the
@@ -214,7 +224,7 @@ func (b *Broker) Reserve(alias string, lim Limit, labels Labels) (*Slot, error) 
 	if r.err != nil {
 		return nil, r.err
 	}
-	return &Slot{b: b, key: r.key}, nil
+	return &Slot{b: b, key: r.key, script: labels.Script}, nil
 }
 
 // Release gives back a slot that will not be started.
@@ -241,13 +251,30 @@ func (s *Slot) Start(spec child.Spec) (*child.Process, error) {
 		}
 	}
 	p, err := child.Start(spec, opts)
+	kind := s.kind()
 	if err != nil {
 		send(b, b.release, k)
+		b.opts.Metrics.SpawnFailed(kind, err)
+		if kind == metrics.Attached {
+			b.opts.Metrics.EndedUnstarted(kind, s.script, metrics.StartFailed)
+		}
 		return nil, err
 	}
 	send(b, b.started, startedMsg{key: k, proc: p, at: time.Now()})
 	close(registered)
+	if kind == metrics.Attached {
+		b.opts.Metrics.Started(kind, s.script)
+	}
 	return p, nil
+}
+
+// kind is the kind of run the slot is for: a client's alias is an attached
+// run's, an anonymous slot a detached run's.
+func (s *Slot) kind() metrics.Kind {
+	if s.key.alias == "" {
+		return metrics.Detached
+	}
+	return metrics.Attached
 }
 
 // List returns the processes with an alias (the attached runs; detached
@@ -259,6 +286,20 @@ func (b *Broker) List() []Info {
 	}
 	return <-reply
 }
+
+// Running counts the processes started and not yet reaped, by
+// Labels.Script: those with an alias (attached runs) and the anonymous ones
+// (detached runs) apart. It is what the metrics' gauges read at a scrape.
+func (b *Broker) Running() (attached, detached map[string]int) {
+	reply := make(chan runningCounts, 1)
+	if send(b, b.count, reply) != nil {
+		return nil, nil
+	}
+	c := <-reply
+	return c.attached, c.detached
+}
+
+type runningCounts struct{ attached, detached map[string]int }
 
 // Stop terminates the group of the process with that alias for reason
 // (TERM, then KILL after the kill grace); one still starting is
@@ -327,6 +368,8 @@ func (b *Broker) loop() {
 			}
 		case reply := <-b.list:
 			reply <- b.snapshot()
+		case reply := <-b.count:
+			reply <- b.running()
 		case m := <-b.stop:
 			m.reply <- b.stopAlias(m.alias, m.reason)
 		case k := <-b.release:
@@ -403,6 +446,22 @@ func (b *Broker) snapshot() []Info {
 	}
 	slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(a.Alias, b.Alias) })
 	return infos
+}
+
+// running counts the started processes by script, attached and detached
+// apart.
+func (b *Broker) running() runningCounts {
+	c := runningCounts{attached: map[string]int{}, detached: map[string]int{}}
+	for k, e := range b.table {
+		switch {
+		case e.proc == nil:
+		case k.alias != "":
+			c.attached[e.labels.Script]++
+		default:
+			c.detached[e.labels.Script]++
+		}
+	}
+	return c
 }
 
 // stopAlias kills the process of alias, or marks it to be killed once it

@@ -11,6 +11,7 @@ import (
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/launch"
+	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
 )
 
@@ -91,6 +92,7 @@ func (m *Manager) callbackEnv(id, token string) []string {
 
 func (m *Manager) startFailed(r store.Run, err error) {
 	m.log.Warn().Err(err).Str("run", r.ID).Str("script", r.Script).Msg("detached run could not start")
+	m.cfg.Metrics.EndedUnstarted(metrics.Detached, r.Script, metrics.StartFailed)
 	m.finish(r.ID, r.Script, nil, store.Outcome{Ended: store.EndedStartFailed, EndedAt: time.Now()}, false)
 }
 
@@ -98,6 +100,7 @@ func (m *Manager) startFailed(r store.Run, err error) {
 // the run; a cancel that came while it started kills it now.
 func (m *Manager) started(r store.Run, a *activeRun, proc *child.Process, token string) {
 	now := time.Now()
+	m.cfg.Metrics.Started(metrics.Detached, r.Script)
 	if err := m.cfg.History.MarkStarted(m.ctx, r.ID, proc.Pid(), now); err != nil {
 		m.log.Error().Err(err).Str("run", r.ID).Msg("recording a start: kept until the history takes it")
 		m.mu.Lock()
@@ -177,6 +180,7 @@ func (m *Manager) copyOutput(id string, a *activeRun, proc *child.Process, out s
 // ended waits for proc's reap and records how run r ended.
 func (m *Manager) ended(r store.Run, sc *catalog.Script, proc *child.Process, out store.OutputWriter) {
 	st := proc.Wait()
+	m.cfg.Metrics.Ended(metrics.Detached, sc.Name, st)
 	out.Close()
 	o := store.Outcome{Signal: st.SignalName(), EndedAt: time.Now(), OutputTruncated: out.TruncatedReason()}
 	if st.Signal == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/launch"
+	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
@@ -71,6 +72,9 @@ type Config struct {
 	StatusDir  string
 	StatusJSON func(r store.Run, position int, waiting string) ([]byte, error)
 	Logger     zerolog.Logger
+	// Metrics counts the runs started and ended (census.go); nil counts
+	// nothing.
+	Metrics *metrics.Runs
 }
 
 func (c *Config) setDefaults() {
@@ -256,6 +260,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 	if stdin > 0 {
 		if err := m.cfg.Outputs.SaveStdin(run.ID, []byte(*req.Stdin)); err != nil {
 			unreserve()
+			m.cfg.Metrics.EndedUnstarted(metrics.Detached, sc.Name, metrics.StartFailed)
 			m.finish(run.ID, sc.Name, nil, store.Outcome{Ended: store.EndedStartFailed}, false)
 			return store.Run{}, 0, fmt.Errorf("keeping stdin: %w", err)
 		}
@@ -530,6 +535,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 	case m.queue.Remove(id):
 		m.queuedTotal--
 		m.mu.Unlock()
+		m.cfg.Metrics.EndedUnstarted(metrics.Detached, a.script, metrics.Cancelled)
 		m.finish(id, a.script, nil, store.Outcome{Ended: store.EndedCancelled, EndedAt: time.Now()}, m.removeDone(a.script))
 		return nil
 	case a.proc != nil:

@@ -1,6 +1,7 @@
 // Package node wires rexec's pieces into one server, a node: the broker
 // (the process table), the exectab, the run history and output store, the
-// event feed, the manager of detached runs and the HTTP API. Open starts
+// event feed, the manager of detached runs, the HTTP API and the metrics
+// they count into (a registry of the node's own). Open starts
 // them in order; Close stops them in the order a clean shutdown needs.
 // The rexec command (package main) and every test that needs a whole
 // server use it, so the wiring is written once.
@@ -23,6 +24,7 @@ import (
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -66,6 +68,7 @@ type Node struct {
 	Events  *feed.Hub                        // nil without scripts
 	Runs    *detached.Manager                // nil without scripts
 	Web     *webapi.Server
+	Metrics *metrics.Metrics // what the parts count, served as GET /metrics
 
 	reloadMu  sync.Mutex // one reload at a time
 	closeOnce sync.Once
@@ -80,7 +83,7 @@ func New(cfg Config) *Node {
 	if scripts == nil {
 		scripts = &atomic.Pointer[catalog.Catalog]{}
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, Scripts: scripts}
+	return &Node{cfg: cfg, log: cfg.Logger, Scripts: scripts, Metrics: metrics.New()}
 }
 
 // hasScripts says whether the node runs scripts (and so keeps a history).
@@ -99,7 +102,7 @@ func (n *Node) Open() (err error) {
 		return &ConfigError{Err: err}
 	}
 	bo := n.cfg.Broker
-	bo.Logger = n.log
+	bo.Logger, bo.Metrics = n.log, n.Metrics.Runs
 	n.Broker = broker.New(bo)
 	if n.hasScripts() {
 		if err := n.openDetached(); err != nil {
@@ -112,7 +115,18 @@ func (n *Node) Open() (err error) {
 	if n.Runs != nil {
 		n.Runs.SetURL(n.URL())
 	}
-	return nil
+	return n.watchMetrics()
+}
+
+// watchMetrics has the gauges of runs in progress read, at each scrape,
+// from their owners: the exectab in force, the broker's table, the queue
+// of detached runs.
+func (n *Node) watchMetrics() error {
+	c := metrics.Census{Scripts: func() []string { return n.Scripts.Load().Names() }, Running: n.Broker.Running}
+	if n.Runs != nil {
+		c.Queued = n.Runs.Queued
+	}
+	return n.Metrics.Watch(c)
 }
 
 // ConfigError is an error of the configuration (a bad exectab, say), not
@@ -152,8 +166,8 @@ func (n *Node) openDetached() error {
 	}
 	n.Events = feed.NewHub(n.cfg.EventReplay, n.cfg.EventQueue)
 	dc := n.cfg.Detached
-	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger =
-		st, st, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log
+	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger, dc.Metrics =
+		st, st, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log, n.Metrics.Runs
 	if dc.StatusDir != "" {
 		dc.StatusJSON = webapi.StatusJSON // the status API's shape
 	}
@@ -164,7 +178,7 @@ func (n *Node) openDetached() error {
 // openWeb starts the HTTP API on the parts.
 func (n *Node) openWeb() error {
 	wc := n.cfg.Web
-	wc.Env, wc.Logger, wc.Scripts = n.cfg.Env, n.log, n.Scripts.Load
+	wc.Env, wc.Logger, wc.Scripts, wc.Metrics = n.cfg.Env, n.log, n.Scripts.Load, n.Metrics
 	if n.Runs != nil {
 		wc.Runs, wc.Events, wc.Guests, wc.Ready = n.Runs, n.Events, n.Store, n.Store.Ready
 	}
@@ -178,6 +192,10 @@ func (n *Node) openWeb() error {
 
 // Addr is the address the node listens on.
 func (n *Node) Addr() string { return n.Web.Addr() }
+
+// MetricsAddr is the address GET /metrics is served on without a token
+// (Config.Web.MetricsAddr), or "" when there is none.
+func (n *Node) MetricsAddr() string { return n.Web.MetricsAddr() }
 
 // URL is how processes on this machine reach the node: a wildcard address
 // becomes loopback.
@@ -197,7 +215,8 @@ var ErrNoScriptsFile = errors.New("no --scripts file to reload")
 
 // Reload reads the exectab again. A new catalogue replaces the old one
 // whole, and a bad file leaves the old one in force. It logs what the
-// reload added, removed and changed. Queued runs of a removed script stay
+// reload added, removed and changed, and drops the metrics' series of the
+// scripts no longer in force. Queued runs of a removed script stay
 // queued, waiting for it to come back (detached.Manager.Waiting).
 func (n *Node) Reload() error {
 	n.reloadMu.Lock()
@@ -213,6 +232,7 @@ func (n *Node) Reload() error {
 	}
 	added, removed, changed := catalog.Diff(n.Scripts.Load(), cat)
 	n.Scripts.Store(cat)
+	n.Metrics.Runs.KeepScripts(cat.Names())
 	ev := n.log.Info()
 	if len(removed) > 0 {
 		ev = n.log.Warn()

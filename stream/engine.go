@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rexec/rexec/metrics"
 	"github.com/rs/zerolog"
 )
 
@@ -25,6 +26,11 @@ type Options struct {
 	ShedResponse string
 	// Logger receives the line that ends each run and the engine's errors.
 	Logger zerolog.Logger
+	// Metrics counts the streams held and parked and the bytes they send;
+	// Runs the ends of their runs (the attached runs), with the status
+	// that ends the log line. Nil counts nothing.
+	Metrics *metrics.Streams
+	Runs    *metrics.Runs
 }
 
 // Engine serves the streams of one http.Server. Its hooks, ConnContext,

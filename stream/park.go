@@ -111,6 +111,7 @@ func (e *Engine) hijack(rc *http.ResponseController, r *http.Request, run *Run, 
 	}
 	e.parked[ps] = struct{}{}
 	e.parkWG.Add(1)
+	e.opts.Metrics.Parked(1) // and -1 in releaseParked
 	e.log.Debug().Str("alias", run.Alias).Int("pid", run.Proc.Pid()).Msg("stream parked")
 	return ps
 }
@@ -120,6 +121,7 @@ func (e *Engine) hijack(rc *http.ResponseController, r *http.Request, run *Run, 
 // there) or closes it.
 func (e *Engine) releaseParked(ps *parkedStream, ok bool) {
 	defer e.parkWG.Done()
+	e.opts.Metrics.Parked(-1)
 	if ps.watch != nil && !ps.watch.Stop() {
 		ok = false // the client hung up (half-closed): nothing more to serve
 	}

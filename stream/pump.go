@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/metrics"
 )
 
 // The channel path: an NDJSON stream, a text stream that cannot read its
@@ -21,7 +22,7 @@ func (e *Engine) servePump(w http.ResponseWriter, r *http.Request, run *Run) {
 	stop := context.AfterFunc(r.Context(), func() { run.Proc.Kill(child.ReasonDisconnect) })
 	defer stop()
 
-	rs := newRunStream(run, e.opts.Heartbeat, w)
+	rs := newRunStream(run, e.opts.Heartbeat, w, e.opts.Metrics)
 	h := w.Header()
 	setStreamHeaders(h, rs.enc.contentType())
 	w.WriteHeader(http.StatusOK)
@@ -63,11 +64,12 @@ type runStream struct {
 	timer    *time.Timer
 	headSent bool
 	written  int64 // bytes of output written
+	metrics  *metrics.Streams
 }
 
-func newRunStream(run *Run, heartbeat time.Duration, w io.Writer) *runStream {
+func newRunStream(run *Run, heartbeat time.Duration, w io.Writer, m *metrics.Streams) *runStream {
 	rs := &runStream{proc: run.Proc, ndjson: run.NDJSON, heartbeat: heartbeat,
-		out: run.Proc.Output(), done: run.Proc.Done(), timer: time.NewTimer(headerDelay)}
+		out: run.Proc.Output(), done: run.Proc.Done(), timer: time.NewTimer(headerDelay), metrics: m}
 	if run.NDJSON {
 		rs.enc = newNDJSONEncoder(w)
 	} else {
@@ -198,6 +200,7 @@ func (pt *parkTimer) stop() {
 func (rs *runStream) write(c child.Chunk) error {
 	err := rs.enc.chunk(c)
 	rs.written += int64(len(c.Data))
+	rs.metrics.Wrote(len(c.Data))
 	c.Release()
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/metrics"
 )
 
 // The pipe path: a text stream on a connection that can be parked reads the
@@ -87,7 +88,7 @@ func (e *Engine) serveRaw(w http.ResponseWriter, r *http.Request, run *Run, pipe
 		// server is closing): finish here, through net/http, with the
 		// disconnect watched again.
 		stop = context.AfterFunc(r.Context(), disconnected)
-		end = copyRest(w, rc, r, pipe, &written)
+		end = e.copyRest(w, rc, r, pipe, &written)
 	}
 	if end == streamDone {
 		pipe.End()
@@ -126,6 +127,7 @@ func (e *Engine) copyYoung(w http.ResponseWriter, rc *http.ResponseController, r
 			return written, streamGone
 		}
 		written += int64(m)
+		e.opts.Metrics.Wrote(m)
 		headSent = true
 		deadline = time.Now().Add(e.opts.ParkAfter)
 		if written >= rawBulk || time.Since(started) >= rawAge {
@@ -152,7 +154,7 @@ func writeWaiting(w http.ResponseWriter, rc *http.ResponseController, pipe *chil
 
 // copyRest copies the rest of the output through net/http, for a stream
 // that could not be parked.
-func copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, pipe *child.Pipe, written *int64) streamEnd {
+func (e *Engine) copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, pipe *child.Pipe, written *int64) streamEnd {
 	b := rawBufs.Get().(*[]byte)
 	defer rawBufs.Put(b)
 	for {
@@ -165,6 +167,7 @@ func copyRest(w http.ResponseWriter, rc *http.ResponseController, r *http.Reques
 				return streamGone
 			}
 			*written += int64(n)
+			e.opts.Metrics.Wrote(n)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return streamGone // set by the disconnect
@@ -184,7 +187,7 @@ func (e *Engine) parkRaw(rc *http.ResponseController, r *http.Request, run *Run,
 	if ps == nil {
 		return false
 	}
-	ps.rw = &rawWriter{pipe: pipe, conn: ps.conn, written: written}
+	ps.rw = &rawWriter{pipe: pipe, conn: ps.conn, written: written, metrics: e.opts.Metrics}
 	go e.serveParkedRaw(ps)
 	return true
 }
@@ -217,6 +220,7 @@ type rawWriter struct {
 	conn    net.Conn
 	hdr     [64]byte
 	written int64
+	metrics *metrics.Streams
 }
 
 // copy copies the output to the client until the pipe's end, or until the
@@ -258,6 +262,7 @@ func (rw *rawWriter) chunk(n int) error {
 		return err
 	}
 	rw.written += int64(m)
+	rw.metrics.Wrote(m)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/metrics"
 )
 
 // Run is a child started for a request, with what serving its stream needs.
@@ -33,6 +34,7 @@ type Run struct {
 // read here (raw.go); any other run is read from its output channel
 // (pump.go).
 func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, run *Run) {
+	e.opts.Metrics.Held(1) // and -1 in endRun
 	if pipe := run.Proc.RawPipe(); pipe != nil {
 		e.serveRaw(w, r, run, pipe)
 		return
@@ -108,6 +110,8 @@ func (e *Engine) endRun(run *Run, written int64, clientOK bool) child.Status {
 		}
 	}
 	st := proc.Wait()
+	e.opts.Metrics.Held(-1)
+	e.opts.Runs.Ended(metrics.Attached, run.Script, st)
 	ev := e.log.Info().
 		Str("alias", run.Alias).
 		Str("cmd", run.Path)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/metrics"
 )
 
 // handleEvents is GET /scripts/v1/events?name=NAME: run events as
@@ -26,6 +27,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer closeMonitor()
+	defer s.metrics.MonitorOpened(metrics.EventStream)()
 	sub, lost := s.cfg.Events.Subscribe(q.after, q.name)
 	defer sub.Close()
 	revoked, unwatch := s.watchRevocation(r)
@@ -35,6 +37,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if end, ok := s.forwardEvents(r.Context(), w, rc, sub, revoked); ok {
+		s.metrics.MonitorDropped(metrics.EventStream, end.why)
 		writeEventsEnd(w, rc, end)
 	}
 }

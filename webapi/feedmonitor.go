@@ -45,18 +45,20 @@ func (s *Server) watchRevocation(r *http.Request) (<-chan struct{}, func()) {
 
 // A feedEnd is why the server ends a monitor, as each form tells it: the
 // WebSocket closes with status and reason; the event stream sends an
-// "event: error" with msg and code, or nothing where msg is "".
+// "event: error" with msg and code, or nothing where msg is "". why is the
+// reason the metrics count it under (metrics.DropReasons).
 type feedEnd struct {
 	status    websocket.StatusCode
 	reason    string
 	msg, code string
+	why       string
 }
 
 var (
 	// endShutdown: the server is closing.
-	endShutdown = feedEnd{websocket.StatusGoingAway, "server is shutting down", "server is shutting down", "closed"}
+	endShutdown = feedEnd{websocket.StatusGoingAway, "server is shutting down", "server is shutting down", "closed", "shutdown"}
 	// endRevoked: the monitor's guest key was deleted or expired.
-	endRevoked = feedEnd{websocket.StatusPolicyViolation, "the key was deleted or expired", "the key was deleted or expired", "revoked"}
+	endRevoked = feedEnd{websocket.StatusPolicyViolation, "the key was deleted or expired", "the key was deleted or expired", "revoked", "revoked"}
 )
 
 // endDropped is why the feed ended a subscription, from its Err: a monitor
@@ -65,11 +67,11 @@ var (
 func endDropped(why error) feedEnd {
 	switch {
 	case errors.Is(why, feed.ErrTooSlow):
-		return feedEnd{websocket.StatusTryAgainLater, "too slow: events were not read fast enough", why.Error(), "too_slow"}
+		return feedEnd{websocket.StatusTryAgainLater, "too slow: events were not read fast enough", why.Error(), "too_slow", "too_slow"}
 	case why != nil:
-		return feedEnd{websocket.StatusGoingAway, "server is shutting down", why.Error(), "closed"}
+		return feedEnd{websocket.StatusGoingAway, "server is shutting down", why.Error(), "closed", "shutdown"}
 	}
-	return feedEnd{status: websocket.StatusGoingAway, reason: "server is shutting down"}
+	return feedEnd{status: websocket.StatusGoingAway, reason: "server is shutting down", why: "shutdown"}
 }
 
 // watchable checks a name a monitor asks to watch: "" (every script) or a

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
 )
 
@@ -39,6 +40,7 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered
 	}
 	defer c.CloseNow()
+	defer s.metrics.MonitorOpened(metrics.WebSocket)()
 	revoked, unwatch := s.watchRevocation(r)
 	defer unwatch()
 	sub, _ := s.cfg.Events.Subscribe(0) // watches nothing until asked
@@ -48,6 +50,7 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 	go m.cancelWhenDropped()
 	go m.readWatches()
 	if end, ok := m.forward(revoked); ok {
+		s.metrics.MonitorDropped(metrics.WebSocket, end.why)
 		c.Close(end.status, end.reason)
 	}
 }
@@ -200,7 +203,8 @@ func (m *monitor) forward(revoked <-chan struct{}) (feedEnd, bool) {
 			return endRevoked, true
 		case <-m.tooMany:
 			return feedEnd{status: websocket.StatusPolicyViolation,
-				reason: fmt.Sprintf("too many names: a monitor watches at most %d (--monitor-names)", m.maxNames)}, true
+				reason: fmt.Sprintf("too many names: a monitor watches at most %d (--monitor-names)", m.maxNames),
+				why:    "too_many_names"}, true
 		case err = <-m.readErr:
 		}
 		if err != nil {

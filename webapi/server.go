@@ -24,6 +24,7 @@ import (
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/launch"
+	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/stream"
 	"github.com/rs/zerolog"
@@ -79,6 +80,13 @@ type Config struct {
 	// Monitors caps the event monitors (SSE, WebSocket and output
 	// followers); zero values take the defaults.
 	Monitors MonitorLimits
+	// Metrics, when set, is served as GET /metrics, which needs the token
+	// as every request does, and counts what the server and its streams
+	// decide (refusals, monitors, streams, the ends of attached runs).
+	Metrics *metrics.Metrics
+	// MetricsAddr, when set, is an address of its own where GET /metrics
+	// is served without the token, for a Prometheus scraper (metrics.go).
+	MetricsAddr string
 }
 
 // MonitorLimits cap what event monitors can make the server hold.
@@ -156,6 +164,13 @@ type Server struct {
 	// stream serves the streams of /process; its hooks are s.http's and
 	// its listeners are the ones Open serves.
 	stream *stream.Engine
+
+	// metrics counts refusals and monitors (nil: nothing); metricsHTTP
+	// serves Config.MetricsAddr, when set (metrics.go).
+	metrics       *metrics.Web
+	metricsHTTP   *http.Server
+	metricsLn     net.Listener
+	metricsServed chan error
 }
 
 // New returns a server for b. Call Open to start listening.
@@ -168,8 +183,11 @@ func New(cfg Config, b *broker.Broker) *Server {
 	}
 	s.guard, s.guardErr = newSiteGuard(cfg.AllowedHosts, cfg.AllowedOrigins)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
-	s.stream = stream.New(stream.Options{Heartbeat: cfg.Heartbeat, ParkAfter: cfg.ParkAfter,
-		ShedResponse: shedResponse, Logger: s.log})
+	so := stream.Options{Heartbeat: cfg.Heartbeat, ParkAfter: cfg.ParkAfter, ShedResponse: shedResponse, Logger: s.log}
+	if cfg.Metrics != nil {
+		s.metrics, so.Metrics, so.Runs = cfg.Metrics.Web, cfg.Metrics.Streams, cfg.Metrics.Runs
+	}
+	s.stream = stream.New(so)
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -191,6 +209,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/process/{alias}", s.handleStop)
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
+	mux.HandleFunc("/metrics", s.handleMetrics)
 	s.routeScripts(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process and /scripts/v1)")
@@ -198,13 +217,18 @@ func (s *Server) Handler() http.Handler {
 	return s.authenticate(mux)
 }
 
-// Open listens on the configured address and serves in the background.
+// Open listens on the configured address (and on MetricsAddr, if set) and
+// serves in the background.
 func (s *Server) Open() error {
 	if s.guardErr != nil {
 		return s.guardErr
 	}
+	if err := s.openMetrics(); err != nil {
+		return err
+	}
 	ln, handback, err := s.stream.Listen(s.cfg.Addr)
 	if err != nil {
+		s.closeMetrics(context.Background())
 		return err
 	}
 	s.ln = ln
@@ -225,6 +249,7 @@ func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		s.closeMetrics(ctx)
 		s.stream.Stop()
 		err = s.http.Shutdown(ctx)
 		if err != nil {
@@ -416,6 +441,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // would otherwise read it to reuse the connection, and a client that never
 // sends it would hold the connection.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		s.metrics.Refused(code)
+	}
 	if hasBody(r) {
 		w.Header().Set("Connection", "close")
 		http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
