@@ -8,15 +8,28 @@ import (
 	"os"
 
 	"github.com/alecthomas/kong"
+	"github.com/rexec/rexec/internal/buildinfo"
 )
 
 // cli is the whole command line. Every flag of the server can also come from
 // an environment variable REXEC_<FLAG>, e.g. REXEC_PORT or REXEC_TOKEN; the
-// client commands read only REXEC_URL and REXEC_TOKEN.
+// client commands read only REXEC_URL and REXEC_TOKEN. The server is built
+// on Linux only (serve_other.go stands for it elsewhere); the client
+// commands everywhere.
 type cli struct {
 	Serve  serveCmd  `cmd:"" default:"withargs" help:"Run the server (the default command)."`
 	Run    runCmd    `cmd:"" help:"Run a command on a server, stream its output here and exit with its exit code."`
 	Health healthCmd `cmd:"" help:"Exit 0 when a server answers GET /healthz, 1 otherwise (for a container HEALTHCHECK)."`
+
+	// Detached runs of the server's scripts (/scripts/v1).
+	Scripts scriptsCmd `cmd:"" help:"List the scripts of the server's exectab."`
+	Submit  submitCmd  `cmd:"" help:"Submit a detached run of a script: it is queued and runs on the server; prints its id."`
+	Status  statusCmd  `cmd:"" help:"Show a detached run, or the runs queued and running."`
+	Logs    logsCmd    `cmd:"" help:"Write a detached run's output here; -f follows it until the run ends."`
+	Cancel  cancelCmd  `cmd:"" help:"Cancel a detached run, queued or running."`
+	History historyCmd `cmd:"" help:"List the runs of the history, newest first."`
+
+	Version kong.VersionFlag `env:"-" help:"Print rexec's version (module version, commit, Go version, platform) and exit."`
 }
 
 func newParser(c *cli) (*kong.Kong, error) {
@@ -24,6 +37,7 @@ func newParser(c *cli) (*kong.Kong, error) {
 		kong.Name("rexec"),
 		kong.Description("A streaming remote-exec service: POST /process starts a command and streams its output while it runs. \"rexec run\" is its client. Every flag of the server can also be set as an environment variable REXEC_<FLAG>."),
 		kong.DefaultEnvars("REXEC"),
+		kong.Vars{"data_dir": defaultDataDir(), "version": buildinfo.Read().String()},
 		kong.UsageOnError(),
 		kong.Help(helpWithDefaultCommand),
 	)
@@ -38,6 +52,10 @@ func main() {
 	}
 	kctx, err := parser.Parse(os.Args[1:])
 	if err != nil {
+		if msg := serverMissing(err); msg != nil {
+			fmt.Fprintln(os.Stderr, "rexec:", msg)
+			os.Exit(exitUsage)
+		}
 		parser.Errorf("%s", err)
 		os.Exit(exitUsage)
 	}

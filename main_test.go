@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -8,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,10 +69,12 @@ func rexecCmd(t *testing.T, env []string, args ...string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, args...)
-	// In a folder of its own: a server's default --data-dir (./rexec-data)
-	// lands there, never in the checkout.
+	// In a folder of its own, with a state directory of its own: a
+	// server's default --data-dir lands there, never in the checkout or
+	// the home of whoever runs the tests.
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(webapi.ServerEnv(os.Environ()), asRexec+"=1", testchild.RaceEnv)
+	cmd.Env = append(cmd.Env, "XDG_STATE_HOME="+filepath.Join(cmd.Dir, "state"))
 	cmd.Env = append(cmd.Env, env...)
 	t.Cleanup(func() {
 		if cmd.Process != nil && cmd.ProcessState == nil {

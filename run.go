@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rexec/rexec/client"
-	"golang.org/x/sys/unix"
 )
 
 // runCmd is "rexec run": it runs one command on a server and behaves, to
@@ -122,31 +119,15 @@ func (c *runCmd) Run() error {
 
 	// SIGINT and SIGTERM cancel the run: its connection closes, and the
 	// server kills the remote group.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	caught := make(chan os.Signal, 1) // the signal that cancelled ctx
-	go func() {
-		select {
-		case s := <-sigs:
-			caught <- s
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx, caught, stop := interruptible()
+	defer stop()
 
 	st, err := runAndCopy(ctx, cl, spec)
 	if err == nil {
 		return exitStatus(st)
 	}
-	select {
-	case s := <-caught:
-		n := int(s.(syscall.Signal))
-		return &exitError{128 + n, fmt.Errorf("interrupted by %s: the connection is closed, so the server kills the remote command",
-			unix.SignalName(syscall.Signal(n)))}
-	default:
+	if sig := caught(); sig != nil {
+		return interrupted(sig, "the connection is closed, so the server kills the remote command")
 	}
 	return runFailure(c.URL, err)
 }
@@ -175,7 +156,7 @@ func exitStatus(st client.Status) error {
 	}
 	code := st.ExitCode
 	if st.Signal != "" {
-		code = 128 + int(unix.SignalNum(st.Signal))
+		code = 128 + signalNumber(st.Signal)
 	}
 	switch {
 	case st.Reason == client.ReasonTimeout:
@@ -190,25 +171,31 @@ func exitStatus(st client.Status) error {
 	return nil
 }
 
+// exitForStatus is the exit code of the client commands for a refusal with
+// this HTTP status: the same classes for "rexec run" and the commands of
+// detached runs (scriptscmd.go), which name them for what they refuse.
+func exitForStatus(status int) int {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestedRangeNotSatisfiable:
+		return exitRunUsage
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return exitRunAuth
+	case http.StatusNotFound:
+		return exitRunStartFailed
+	case http.StatusConflict:
+		return exitRunConflict
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		return exitRunUnavailable
+	}
+	return exitRunOther
+}
+
 // runFailure is the exit for a run that did not end with a status.
 func runFailure(url string, err error) error {
 	var se *client.ServerError
 	switch {
 	case errors.As(err, &se):
-		code := exitRunOther
-		switch se.StatusCode {
-		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-			code = exitRunUsage
-		case http.StatusUnauthorized, http.StatusForbidden:
-			code = exitRunAuth
-		case http.StatusNotFound:
-			code = exitRunStartFailed
-		case http.StatusConflict:
-			code = exitRunConflict
-		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
-			code = exitRunUnavailable
-		}
-		return &exitError{code, fmt.Errorf("the server refused the run (%d %s): %s", se.StatusCode, http.StatusText(se.StatusCode), se.Message)}
+		return &exitError{exitForStatus(se.StatusCode), fmt.Errorf("the server refused the run (%d %s): %s", se.StatusCode, http.StatusText(se.StatusCode), se.Message)}
 	case errors.Is(err, client.ErrUnreachable):
 		return &exitError{exitRunUnavailable, fmt.Errorf("%s: %w (nothing ran)", url, err)}
 	case errors.Is(err, client.ErrRunLost):

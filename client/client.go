@@ -1,16 +1,25 @@
 // Package client is the Go client of a rexec server: it starts a run with
 // POST /process, reads its output as NDJSON while it runs (stdout and stderr
-// lines, heartbeats, the end with the exit status), and forwards live stdin.
+// lines, heartbeats, the end with the exit status), and forwards live stdin;
+// and it drives detached runs of scripts through /scripts/v1 (scripts.go:
+// list the scripts, submit, status, cancel, history; output.go: read and
+// follow a run's output, resuming after a cut connection).
 // It owns the client side of the wire protocol and nothing else: it never
-// prints, exits or handles signals; "rexec run" does that on top of it.
+// prints, exits or handles signals; the rexec commands do that on top of it.
+// It builds on every OS Go does.
 //
 // Errors have kinds, to test with errors.Is and errors.As:
-//   - *ServerError: the server refused the run (401, 404, 409, 503 ...);
-//     nothing ran.
-//   - ErrUnreachable: no connection to the server; nothing ran.
+//   - *ServerError: the server refused the request (401, 404, 409, 503 ...);
+//     nothing was done. Its Code is the /scripts/v1 errorcode.
+//   - ErrUnreachable: no connection to the server; nothing was done.
+//   - ErrNoAnswer: the request was sent but no answer came: it may or may not
+//     have been carried out.
 //   - ErrRunLost: the run's end was never received (connection lost, server
 //     gone); its exit status is unknown.
 //   - ErrProtocol: the answer is not rexec's protocol.
+//   - ErrOutputCut: an answer of a run's output was cut (CopyOutput and
+//     Follow resume it; they return it when they give up).
+//   - ErrRunRemoved: a followed run was removed from the history at its end.
 //   - the context's error when the caller's context ended.
 package client
 
@@ -56,6 +65,9 @@ var (
 	ErrProtocol = errors.New("unexpected answer from the server")
 	// ErrClosed is returned by Next and Copy after Close.
 	ErrClosed = errors.New("run closed")
+	// ErrNoAnswer means the request reached the server (a connection was
+	// made) but no answer came back: what it asked for may have been done.
+	ErrNoAnswer = errors.New("no answer from the server")
 )
 
 // ServerError is the server's refusal of a request: its HTTP status and the
@@ -64,9 +76,15 @@ var (
 type ServerError struct {
 	StatusCode int
 	Message    string
+	// Code is the errorcode of a /scripts/v1 answer, such as "invalid_id"
+	// or "already_done"; "" for other answers.
+	Code string
 }
 
 func (e *ServerError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("server answered %d %s (%s): %s", e.StatusCode, http.StatusText(e.StatusCode), e.Code, e.Message)
+	}
 	return fmt.Sprintf("server answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 }
 
@@ -209,6 +227,10 @@ func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if errors.Is(err, ErrNoAnswer) {
+			// The command may have started.
+			err = fmt.Errorf("%w: %w", ErrRunLost, err)
+		}
 		return nil, run.withStdinErr(err)
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -247,8 +269,8 @@ func (c *Client) endpoint(name string) string {
 }
 
 // do sends req with the token. A failure before a connection was made is
-// ErrUnreachable (nothing ran); after it, the request may have reached the
-// server and started the command, so it is ErrRunLost.
+// ErrUnreachable (nothing was done); after it, the request may have reached
+// the server and been carried out, so it is ErrNoAnswer.
 func (c *Client) do(req *http.Request) (*http.Response, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -264,10 +286,8 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 		return nil, err
 	case !connected.Load():
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
-	case req.Method == http.MethodPost:
-		return nil, fmt.Errorf("%w: no answer to the request: %w", ErrRunLost, err)
 	}
-	return nil, err
+	return nil, fmt.Errorf("%w to the request: %w", ErrNoAnswer, err)
 }
 
 // serverError reads an error answer and closes its body.
@@ -275,11 +295,12 @@ func serverError(resp *http.Response) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	var e struct {
-		Error string `json:"error"`
+		Error     string `json:"error"`
+		ErrorCode string `json:"errorcode"`
 	}
-	msg := ""
+	msg, code := "", ""
 	if json.Unmarshal(body, &e) == nil {
-		msg = e.Error
+		msg, code = e.Error, e.ErrorCode
 	}
 	if msg == "" {
 		msg = excerpt(body)
@@ -287,7 +308,7 @@ func serverError(resp *http.Response) error {
 	if msg == "" {
 		msg = "(no message)"
 	}
-	return &ServerError{StatusCode: resp.StatusCode, Message: msg}
+	return &ServerError{StatusCode: resp.StatusCode, Message: msg, Code: code}
 }
 
 // excerpt is the start of a body that is not rexec's, as one line of text.
