@@ -290,6 +290,23 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 	return nil, fmt.Errorf("%w to the request: %w", ErrNoAnswer, err)
 }
 
+// doOK is do for a request whose only good answer is 200: another status is
+// the server's error (ServerError), and a request that its context ended is
+// the context's error.
+func (c *Client) doOK(ctx context.Context, req *http.Request) (*http.Response, error) {
+	resp, err := c.do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, serverError(resp)
+	}
+	return resp, nil
+}
+
 // serverError reads an error answer and closes its body.
 func serverError(resp *http.Response) error {
 	defer resp.Body.Close()

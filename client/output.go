@@ -64,15 +64,9 @@ func (c *Client) Output(ctx context.Context, id string, offset int64, follow boo
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(req)
+	resp, err := c.doOK(ctx, req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, serverError(resp)
 	}
 	if got := resp.Header.Get(OutputOffsetHeader); got != strconv.FormatInt(offset, 10) {
 		resp.Body.Close()

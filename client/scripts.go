@@ -406,15 +406,9 @@ func (c *Client) call(ctx context.Context, method, u string, body []byte, v any)
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.do(req)
+	resp, err := c.doOK(ctx, req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, serverError(resp)
 	}
 	defer resp.Body.Close()
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
