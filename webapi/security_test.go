@@ -72,6 +72,11 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"GET", "/scripts/v1/events", ""},
 				{"GET", "/scripts/v1/monitor", ""},
 				{"POST", "/scripts/v1/guest/create", `{"run":true}`},
+				{"GET", "/process", ""},
+				{"DELETE", "/process/csrf", ""},
+				{"GET", "/scripts/v1/scripts", ""},
+				{"GET", "/scripts/v1/runs", ""},
+				{"GET", "/metrics", ""},
 				{"GET", "/nowhere", ""},
 			}
 			refusals := []struct {
