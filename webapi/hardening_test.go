@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -441,6 +442,30 @@ func TestWorkingDirectoryIsThePWD(t *testing.T) {
 	}
 }
 
+// lockHistory takes the write lock of the history database in dir, as
+// another process (the sqlite3 shell, a backup) would; unlock gives it
+// back, and the test's end does if unlock was not called.
+func lockHistory(t *testing.T, dir string) (unlock func()) {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "rexec.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() { once.Do(func() { conn.ExecContext(context.Background(), "ROLLBACK") }) }
+	t.Cleanup(unlock)
+	return unlock
+}
+
 // The history database locked by another process is a condition of the
 // server: 503 with Retry-After naming it, and /readyz fails until it is
 // free; /healthz stays a liveness check.
@@ -449,19 +474,7 @@ func TestStoreLockedByAnotherProcess(t *testing.T) {
 	if code, _, body := request(t, d.url, "GET", "/readyz", ""); code != 200 {
 		t.Fatalf("readyz: %d %s", code, body)
 	}
-	db, err := sql.Open("sqlite", filepath.Join(d.dir, "rexec.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := lockHistory(t, d.dir)
 	code, h, body := request(t, d.url, "POST", "/scripts/v1/run", `{"name":"job"}`)
 	if code != 503 || h.Get("Retry-After") == "" || !strings.Contains(body, "storage_busy") {
 		t.Fatalf("run while locked: %d %v %s", code, h, body)
@@ -472,7 +485,7 @@ func TestStoreLockedByAnotherProcess(t *testing.T) {
 	if code, _, _ := request(t, d.url, "GET", "/healthz", ""); code != 200 {
 		t.Fatalf("healthz while locked: %d", code)
 	}
-	conn.ExecContext(context.Background(), "ROLLBACK")
+	unlock()
 	if code, _, body := request(t, d.url, "GET", "/readyz", ""); code != 200 {
 		t.Fatalf("readyz after: %d %s", code, body)
 	}

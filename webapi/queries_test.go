@@ -2,7 +2,6 @@ package webapi_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -545,20 +544,7 @@ func TestRunHistoryShowsUnrecordedEnd(t *testing.T) {
 	id := s.submit(t, map[string]any{"name": "long"})
 	s.waitState(t, id, "running")
 
-	db, err := sql.Open("sqlite", filepath.Join(s.dir, "rexec.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(context.Background(), "ROLLBACK")
+	lockHistory(t, s.dir)
 	if code, a := s.call(t, "POST", "/scripts/v1/cancel/"+id, nil); code != 200 {
 		t.Fatalf("cancel: %d %v", code, a)
 	}
