@@ -25,8 +25,10 @@ VOLUME /var/lib/rexec
 # every command then starts as root unless its script says otherwise.
 USER rexec
 WORKDIR /var/lib/rexec
-# Listening on every interface needs a token: pass REXEC_TOKEN at run time.
-# Without one rexec refuses to start, by design.
+# Listening on every interface needs a token (REXEC_TOKEN) or mutual TLS
+# (REXEC_TLS_CERT, REXEC_TLS_KEY, REXEC_TLS_CLIENT_CA: files mounted into
+# the container) at run time. Without either rexec refuses to start, by
+# design.
 ENV REXEC_IP=0.0.0.0 \
     REXEC_PORT=8910 \
     REXEC_DATA_DIR=/var/lib/rexec
@@ -34,11 +36,14 @@ EXPOSE 8910
 # "rexec health" exits 0 when GET /healthz answers 200 (it needs no token), 1
 # otherwise. It asks the address rexec listens on, from REXEC_IP and
 # REXEC_PORT as the container runs with them (a wildcard address is asked
-# on loopback); "|| exit 1" keeps any other failure (a bad flag exits 2)
-# away from the exit code Docker reserves.
+# on loopback), over https when REXEC_TLS_CERT is set, without verifying
+# the certificate (which names the host, not loopback; the probe carries no
+# secret); "|| exit 1" keeps any other failure (a bad flag exits 2) away
+# from the exit code Docker reserves.
 HEALTHCHECK --interval=30s --timeout=3s \
   CMD ip="${REXEC_IP:-127.0.0.1}"; \
       case "$ip" in 0.0.0.0|"") ip=127.0.0.1 ;; ::|"[::]") ip=::1 ;; esac; \
       case "$ip" in *:*) ip="[${ip#[}"; ip="${ip%]}]" ;; esac; \
-      rexec health --timeout 2s --url "http://$ip:${REXEC_PORT:-8910}" || exit 1
+      scheme=http; [ -n "$REXEC_TLS_CERT" ] && scheme=https; \
+      rexec health --insecure --timeout 2s --url "$scheme://$ip:${REXEC_PORT:-8910}" || exit 1
 ENTRYPOINT ["/sbin/tini", "--", "rexec"]

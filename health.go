@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/rexec/rexec/client"
 )
 
 // healthCmd is "rexec health": a probe for container health checks, in an
 // image without curl. It exits 0 or 1 only: Docker reserves 2.
 type healthCmd struct {
-	URL     string        `default:"http://127.0.0.1:8910" env:"REXEC_URL" help:"The server's URL."`
-	Timeout time.Duration `default:"5s" env:"-" help:"Give up after this long."`
+	serverFlags `embed:""`
+	Insecure    bool          `short:"k" env:"-" help:"Do not verify the server's TLS certificate (a probe of 127.0.0.1 whose certificate names another host; GET /healthz carries no secret)."`
+	Timeout     time.Duration `default:"5s" env:"-" help:"Give up after this long."`
 }
 
 func (c *healthCmd) Validate() error {
@@ -24,9 +23,9 @@ func (c *healthCmd) Validate() error {
 }
 
 func (c *healthCmd) Run() error {
-	cl, err := client.New(c.URL, "")
+	cl, err := c.newClient("", c.Insecure)
 	if err != nil {
-		return &exitError{exitFailure, fmt.Errorf("--url: %w", err)}
+		return &exitError{exitFailure, err}
 	}
 	defer cl.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)

@@ -13,7 +13,8 @@ import (
 
 // cli is the whole command line. Every flag of the server can also come from
 // an environment variable REXEC_<FLAG>, e.g. REXEC_PORT or REXEC_TOKEN; the
-// client commands read only REXEC_URL and REXEC_TOKEN. The server is built
+// client commands read only REXEC_URL, REXEC_TOKEN and, for TLS,
+// REXEC_CACERT, REXEC_CERT and REXEC_KEY. The server is built
 // on Linux only (serve_other.go stands for it elsewhere); the client
 // commands everywhere.
 type cli struct {

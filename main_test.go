@@ -170,7 +170,7 @@ func (r *startedRexec) wait(t *testing.T) (code int, rest string) {
 type syncBuffer = testserver.SyncBuffer
 
 // serverProcess starts "rexec serve -p 0" as a process of its own, to be
-// killed by the test, and returns its URL.
+// killed by the test, and returns its URL (https:// with TLS).
 func serverProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := rexecCmd(t, nil, append([]string{"serve", "-p", "0", "--kill-grace", "1s"}, args...)...)
@@ -191,10 +191,10 @@ func serverProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
 		if err != nil {
 			t.Fatalf("the server ended before listening: %v", err)
 		}
-		var l struct{ Message, Addr string }
+		var l struct{ Message, Addr, URL string }
 		if json.Unmarshal(line, &l) == nil && l.Message == "listening" {
 			go io.Copy(io.Discard, br) // the rest of its log, until it dies or the test ends
-			return cmd, "http://" + l.Addr
+			return cmd, l.URL
 		}
 	}
 }

@@ -16,15 +16,15 @@ import (
 // whoever called it, like that command run here: its stdout on stdout, its
 // stderr on stderr, its exit status; a lost end is never a success.
 type runCmd struct {
-	URL     string        `default:"http://127.0.0.1:8910" env:"REXEC_URL" help:"The server's URL."`
-	Token   string        `env:"REXEC_TOKEN" help:"The server's bearer token (prefer REXEC_TOKEN: ps shows the command line)."`
-	Alias   string        `env:"-" help:"Unique name of the run on the server (default: the command's base name, '-' and a random suffix)."`
-	Cwd     string        `env:"-" help:"Working directory on the server (default: the server's)."`
-	Env     []string      `short:"e" env:"-" sep:"none" placeholder:"KEY=VALUE" help:"Set a variable in the command's environment (repeatable). A bare KEY sends this machine's value of KEY."`
-	Timeout time.Duration `env:"-" help:"Have the server terminate the command after this long (e.g. 10m); default none."`
-	Stdin   bool          `short:"i" env:"-" help:"Forward this stdin to the command, live, as it is read; its end closes the command's stdin. Without -i the command's stdin is empty."`
-	Script  string        `env:"-" placeholder:"NAME" help:"Run this script of the server's exectab instead of a command; what follows -- are its arguments."`
-	Command []string      `arg:"" optional:"" passthrough:"partial" help:"The command and its arguments (after --), or the script's arguments with --script."`
+	serverFlags `embed:""`
+	Token       string        `env:"REXEC_TOKEN" help:"The server's bearer token (prefer REXEC_TOKEN: ps shows the command line)."`
+	Alias       string        `env:"-" help:"Unique name of the run on the server (default: the command's base name, '-' and a random suffix)."`
+	Cwd         string        `env:"-" help:"Working directory on the server (default: the server's)."`
+	Env         []string      `short:"e" env:"-" sep:"none" placeholder:"KEY=VALUE" help:"Set a variable in the command's environment (repeatable). A bare KEY sends this machine's value of KEY."`
+	Timeout     time.Duration `env:"-" help:"Have the server terminate the command after this long (e.g. 10m); default none."`
+	Stdin       bool          `short:"i" env:"-" help:"Forward this stdin to the command, live, as it is read; its end closes the command's stdin. Without -i the command's stdin is empty."`
+	Script      string        `env:"-" placeholder:"NAME" help:"Run this script of the server's exectab instead of a command; what follows -- are its arguments."`
+	Command     []string      `arg:"" optional:"" passthrough:"partial" help:"The command and its arguments (after --), or the script's arguments with --script."`
 }
 
 // Exit codes of "rexec run" besides the remote command's own; see Help.
@@ -63,10 +63,7 @@ func (c *runCmd) Validate() error {
 	if _, err := c.spec(); err != nil {
 		return err
 	}
-	if _, err := client.New(c.URL, ""); err != nil {
-		return fmt.Errorf("--url: %w", err)
-	}
-	return nil
+	return c.serverFlags.validate()
 }
 
 // spec is the run the command line asks for.
@@ -108,9 +105,9 @@ func (c *runCmd) Run() error {
 	if err != nil {
 		return &exitError{exitRunUsage, err}
 	}
-	cl, err := client.New(c.URL, c.Token)
+	cl, err := c.serverFlags.client(c.Token)
 	if err != nil {
-		return &exitError{exitRunUsage, fmt.Errorf("--url: %w", err)}
+		return &exitError{exitRunUsage, err}
 	}
 	defer cl.CloseIdleConnections()
 	if c.Stdin {

@@ -270,7 +270,8 @@ func TestRunHelpDocumentsExitCodes(t *testing.T) {
 
 func TestCommandLine(t *testing.T) {
 	for k, v := range map[string]string{"REXEC_URL": "http://from-env:1", "REXEC_TOKEN": "tok",
-		"REXEC_ALIAS": "no", "REXEC_STDIN": "true", "REXEC_ENV": "NO=1", "REXEC_TIMEOUT": "junk", "REXEC_CWD": "/no"} {
+		"REXEC_INSECURE": "true", "REXEC_ALIAS": "no", "REXEC_STDIN": "true", "REXEC_ENV": "NO=1", "REXEC_TIMEOUT": "junk",
+		"REXEC_CWD": "/no"} {
 		t.Setenv(k, v)
 	}
 	parse := func(t *testing.T, args ...string) (*cli, string) {
@@ -292,11 +293,19 @@ func TestCommandLine(t *testing.T) {
 			t.Fatalf("%s %+v", cmd, c.Serve)
 		}
 	})
-	t.Run("run reads only REXEC_URL and REXEC_TOKEN", func(t *testing.T) {
+	t.Run("run reads only REXEC_URL, REXEC_TOKEN and the TLS files", func(t *testing.T) {
+		s := newTLSSetup(t)
+		t.Setenv("REXEC_CACERT", s.caFile)
+		t.Setenv("REXEC_CERT", s.client.CertFile)
+		t.Setenv("REXEC_KEY", s.client.KeyFile)
 		c, cmd := parse(t, "run", "--", "ls", "-l")
 		r := c.Run
-		if cmd != "run <command>" || r.URL != "http://from-env:1" || r.Token != "tok" || r.Alias != "" || r.Stdin || r.Env != nil || r.Timeout != 0 || r.Cwd != "" {
+		if cmd != "run <command>" || r.URL != "http://from-env:1" || r.Token != "tok" || r.Alias != "" || r.Stdin || r.Env != nil || r.Timeout != 0 || r.Cwd != "" ||
+			r.CACert != s.caFile || r.Cert != s.client.CertFile || r.Key != s.client.KeyFile {
 			t.Fatalf("%s %+v", cmd, r)
+		}
+		if c, _ := parse(t, "health"); c.Health.Insecure || c.Health.CACert != s.caFile {
+			t.Fatalf("health %+v", c.Health)
 		}
 	})
 	t.Run("run's -i, -e and the command", func(t *testing.T) {

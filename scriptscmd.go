@@ -22,8 +22,8 @@ import (
 
 // apiFlags are the flags every command of detached runs takes.
 type apiFlags struct {
-	URL   string `default:"http://127.0.0.1:8910" env:"REXEC_URL" help:"The server's URL."`
-	Token string `env:"REXEC_TOKEN" help:"The server's bearer token, or a guest key (prefer REXEC_TOKEN: ps shows the command line)."`
+	serverFlags `embed:""`
+	Token       string `env:"REXEC_TOKEN" help:"The server's bearer token, or a guest key (prefer REXEC_TOKEN: ps shows the command line)."`
 }
 
 // jsonFlag is --json, of the commands that print an answer.
@@ -31,17 +31,10 @@ type jsonFlag struct {
 	JSON bool `name:"json" env:"-" help:"Print the server's answer as JSON (one object, the /scripts/v1 API's), for scripts, instead of text for people."`
 }
 
-func (f *apiFlags) validate() error {
-	if _, err := client.New(f.URL, ""); err != nil {
-		return fmt.Errorf("--url: %w", err)
-	}
-	return nil
-}
-
 func (f *apiFlags) client() (*client.Client, error) {
-	cl, err := client.New(f.URL, f.Token)
+	cl, err := f.serverFlags.client(f.Token)
 	if err != nil {
-		return nil, &exitError{exitRunUsage, fmt.Errorf("--url: %w", err)}
+		return nil, &exitError{exitRunUsage, err}
 	}
 	return cl, nil
 }

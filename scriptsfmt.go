@@ -94,6 +94,7 @@ func printStatus(w io.Writer, r client.RunStatus, now time.Time) error {
 	line("id", r.ID)
 	line("name", r.Name)
 	line("args", quoteArgs(r.Args))
+	line("who", r.Who)
 	state := string(r.State)
 	switch r.State {
 	case client.StateDone:

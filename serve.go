@@ -16,6 +16,7 @@ import (
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
@@ -24,7 +25,7 @@ import (
 
 // serveCmd runs the server.
 type serveCmd struct {
-	IP             string        `short:"i" name:"ip" default:"127.0.0.1" help:"Address to bind. Anything but loopback needs --token (or --insecure-no-auth)."`
+	IP             string        `short:"i" name:"ip" default:"127.0.0.1" help:"Address to bind. Anything but loopback needs --token or --tls-client-ca (or --insecure-no-auth)."`
 	Port           int           `short:"p" default:"8910" help:"Port to bind (0 picks a free one)."`
 	StatusSize     int           `default:"8" help:"Capacity of the broker's status (exit) channel."`
 	StdoutSize     int           `default:"8" help:"Capacity, in chunks of up to 128 KiB, of each child's output channel."`
@@ -40,7 +41,10 @@ type serveCmd struct {
 	MonitorNames   int           `default:"64" help:"Most script names one WebSocket monitor may watch; one more closes it (1008)."`
 	MaxQueued      int           `default:"10000" help:"Most detached runs queued at once on the server, whatever their scripts (each script's -m caps its own); beyond it 429."`
 	MaxQueuedStdin byteSize      `default:"256MiB" help:"Most bytes of stdin kept on disk for detached runs that have not ended; beyond it 429."`
-	InsecureNoAuth bool          `help:"Allow binding a non-loopback address without --token. Anyone who reaches the port can run any command."`
+	InsecureNoAuth bool          `help:"Allow binding a non-loopback address without --token or --tls-client-ca. Anyone who reaches the port can run any command."`
+	TLSCert        string        `name:"tls-cert" type:"path" placeholder:"FILE" help:"Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs --tls-key. SIGHUP reads both again: new connections get the new certificate, open ones keep theirs."`
+	TLSKey         string        `name:"tls-key" type:"path" placeholder:"FILE" help:"The PEM private key of --tls-cert."`
+	TLSClientCA    string        `name:"tls-client-ca" type:"path" placeholder:"FILE" help:"Verify client certificates with these PEM CA certificates (mutual TLS): a request whose certificate verified is the admin's, like one with the token, and the certificate's subject is recorded as who asked. Clients without a certificate still need the token or a guest key. Needs --tls-cert; SIGHUP reads it again."`
 	KillGrace      time.Duration `default:"5s" help:"Time between SIGTERM and SIGKILL when a process group is terminated."`
 	ShutdownGrace  time.Duration `default:"10s" help:"Time a shutdown waits for streams to end before cutting them."`
 	MaxBody        byteSize      `default:"1MiB" help:"Largest request body accepted (bytes, or with KiB/MiB/GiB); larger gets 413."`
@@ -98,6 +102,10 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--max-queued and --max-queued-stdin must be at least 1")
 	case c.Token != "" && c.TokenFile != "":
 		return errors.New("--token and --token-file exclude each other: give the token once")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("--tls-cert and --tls-key go together: give both")
+	case c.TLSClientCA != "" && c.TLSCert == "":
+		return errors.New("--tls-client-ca needs --tls-cert and --tls-key: client certificates are asked for in the TLS handshake")
 	}
 	if err := webapi.ValidateSiteRules(c.AllowedHost, c.AllowedOrigin); err != nil {
 		return err
@@ -109,9 +117,9 @@ func (c *serveCmd) Validate() error {
 		}
 		c.Token = token
 	}
-	if c.Token == "" && !c.InsecureNoAuth && !isLoopback(c.IP) {
-		return fmt.Errorf("refusing to bind %s without a token: anyone who can reach it could run any command. "+
-			"Set --token (or REXEC_TOKEN), bind 127.0.0.1, or pass --insecure-no-auth if you really mean it", c.IP)
+	if c.Token == "" && c.TLSClientCA == "" && !c.InsecureNoAuth && !isLoopback(c.IP) {
+		return fmt.Errorf("refusing to bind %s without a token or mutual TLS: anyone who can reach it could run any command. "+
+			"Set --token (or REXEC_TOKEN) or --tls-client-ca, bind 127.0.0.1, or pass --insecure-no-auth if you really mean it", c.IP)
 	}
 	return nil
 }
@@ -142,7 +150,8 @@ func (c *serveCmd) Run() error {
 		}
 		return err
 	}
-	log.Info().Str("addr", n.Addr()).Bool("auth", c.Token != "").Msg("listening")
+	log.Info().Str("addr", n.Addr()).Str("url", n.URL()).Bool("auth", c.Token != "" || c.TLSClientCA != "").
+		Bool("tls", c.TLSCert != "").Bool("mutual_tls", c.TLSClientCA != "").Msg("listening")
 	if c.DebugAddr != "" {
 		stopDebug, err := serveDebug(c.DebugAddr, log)
 		if err != nil {
@@ -193,6 +202,7 @@ func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
 		Logger:      log,
 		ScriptsFile: c.Scripts,
 		DataDir:     c.DataDir,
+		TLS:         tlsfiles.Files{Cert: c.TLSCert, Key: c.TLSKey, ClientCA: c.TLSClientCA},
 		EventReplay: c.EventReplay,
 		EventQueue:  c.EventQueue,
 		Broker: broker.Options{
@@ -232,8 +242,8 @@ func (c *serveCmd) serveSignals(ctx context.Context, hup <-chan os.Signal, n *no
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range reload {
-			if err := n.Reload(); errors.Is(err, node.ErrNoScriptsFile) {
-				log.Info().Msg("SIGHUP: no --scripts file to reload")
+			if err := n.Reload(); errors.Is(err, node.ErrNothingToReload) {
+				log.Info().Msg("SIGHUP: no --scripts file or TLS files to reload")
 			}
 		}
 	}()

@@ -14,18 +14,23 @@ func TestServeRefusesAnOpenAddressWithoutToken(t *testing.T) {
 	for _, tc := range []struct {
 		ip, token string
 		insecure  bool
+		clientCA  string
 		ok        bool
 	}{
-		{"127.0.0.1", "", false, true},
-		{"::1", "", false, true},
-		{"localhost", "", false, true},
-		{"0.0.0.0", "", false, false},
-		{"192.0.2.7", "", false, false},
-		{"0.0.0.0", "t0ken", false, true},
-		{"0.0.0.0", "", true, true},
+		{"127.0.0.1", "", false, "", true},
+		{"::1", "", false, "", true},
+		{"localhost", "", false, "", true},
+		{"0.0.0.0", "", false, "", false},
+		{"192.0.2.7", "", false, "", false},
+		{"0.0.0.0", "t0ken", false, "", true},
+		{"0.0.0.0", "", true, "", true},
+		{"0.0.0.0", "", false, "clients.pem", true}, // mutual TLS
 	} {
 		c := base
 		c.IP, c.Token, c.InsecureNoAuth = tc.ip, tc.token, tc.insecure
+		if tc.clientCA != "" {
+			c.TLSCert, c.TLSKey, c.TLSClientCA = "server.crt", "server.key", tc.clientCA
+		}
 		err := c.Validate()
 		if (err == nil) != tc.ok {
 			t.Errorf("ip %s token %q insecure %v: err %v", tc.ip, tc.token, tc.insecure, err)

@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rexec/rexec/internal/tlsfiles"
 )
 
 const (
@@ -93,6 +96,7 @@ type Client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	tls   *tls.Config
 }
 
 // Option configures a Client.
@@ -105,9 +109,26 @@ func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) { c.http = hc }
 }
 
+// WithTLS makes the client use cfg on https:// URLs: the CAs it trusts
+// the server with, the certificate it shows a server that verifies client
+// certificates (see LoadTLS). HTTP/2 is used when the server offers it.
+// It excludes WithHTTPClient, whose transport has TLS settings of its own.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *Client) { c.tls = cfg }
+}
+
+// LoadTLS returns the TLS settings of PEM files, for WithTLS: caFile the
+// CA certificates to trust the server's certificate with instead of the
+// system's, certFile and keyFile a client certificate and its key (both or
+// neither). Empty names are left out; all empty gives nil.
+func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	return tlsfiles.ClientConfig(tlsfiles.ClientFiles{CACert: caFile, Cert: certFile, Key: keyFile})
+}
+
 // New returns a client for the server at baseURL, such as
-// "http://127.0.0.1:8910" (a path, as behind a reverse proxy, is kept).
-// A non-empty token is sent as "Authorization: Bearer <token>".
+// "http://127.0.0.1:8910" or "https://rexec.example.com:8910" (a path, as
+// behind a reverse proxy, is kept). A non-empty token is sent as
+// "Authorization: Bearer <token>".
 func New(baseURL, token string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -117,8 +138,15 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
-	if c.http == nil {
-		c.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	switch {
+	case c.http != nil && c.tls != nil:
+		return nil, errors.New("WithTLS and WithHTTPClient exclude each other: set the TLS settings on the HTTP client's transport")
+	case c.http == nil:
+		tr := http.DefaultTransport.(*http.Transport).Clone() // HTTP/2 over TLS included
+		if c.tls != nil {
+			tr.TLSClientConfig = c.tls.Clone()
+		}
+		c.http = &http.Client{Transport: tr}
 	}
 	return c, nil
 }

@@ -131,10 +131,13 @@ type Progress struct {
 // RunStatus is a detached run as the server shows it
 // (GET /scripts/v1/status/{id}; the history's runs have the same shape).
 type RunStatus struct {
-	ID       string   `json:"id"`
-	Name     string   `json:"name"` // the script
-	Args     []string `json:"args"`
-	State    State    `json:"state"`
+	ID    string   `json:"id"`
+	Name  string   `json:"name"` // the script
+	Args  []string `json:"args"`
+	State State    `json:"state"`
+	// Who submitted it: a guest key's id, a client certificate's subject
+	// (mutual TLS), or "" for the admin token.
+	Who      string   `json:"who"`
 	Queued   UnixTime `json:"queued"`   // when it was submitted
 	StartAt  UnixTime `json:"start_at"` // the start time it asked for
 	Started  UnixTime `json:"started"`

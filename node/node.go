@@ -19,11 +19,13 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
@@ -50,6 +52,11 @@ type Config struct {
 	// EventReplay and EventQueue size the event feed (feed.NewHub).
 	EventReplay, EventQueue int
 
+	// TLS, when its Cert is set, makes the API serve HTTPS from these
+	// files (and verify client certificates with its ClientCA); Reload
+	// reads them again. Web.TLS and Web.MutualTLS are set from it.
+	TLS tlsfiles.Files
+
 	Broker   broker.Options
 	Web      webapi.Config
 	Store    store.Options
@@ -69,6 +76,8 @@ type Node struct {
 	Runs    *detached.Manager                // nil without scripts
 	Web     *webapi.Server
 	Metrics *metrics.Metrics // what the parts count, served as GET /metrics
+
+	tls *tlsfiles.Server // nil without TLS
 
 	reloadMu  sync.Mutex // one reload at a time
 	closeOnce sync.Once
@@ -99,6 +108,9 @@ func (n *Node) Open() (err error) {
 		}
 	}()
 	if err := n.loadScripts(); err != nil {
+		return &ConfigError{Err: err}
+	}
+	if err := n.loadTLS(); err != nil {
 		return &ConfigError{Err: err}
 	}
 	bo := n.cfg.Broker
@@ -150,6 +162,33 @@ func (n *Node) loadScripts() error {
 	return nil
 }
 
+// loadTLS reads the TLS files, if there are any.
+func (n *Node) loadTLS() error {
+	f := n.cfg.TLS
+	if f == (tlsfiles.Files{}) {
+		return nil
+	}
+	srv, info, err := tlsfiles.Load(f)
+	if err != nil {
+		return err
+	}
+	n.tls = srv
+	n.logTLS(info, "TLS certificate loaded")
+	return nil
+}
+
+// logTLS logs the certificate in force, with a warning when it has expired
+// or expires within a week.
+func (n *Node) logTLS(info tlsfiles.Loaded, msg string) {
+	ev := n.log.Info()
+	if time.Until(info.NotAfter) < 7*24*time.Hour {
+		ev = n.log.Warn()
+		msg += ": it expires soon or has expired"
+	}
+	ev.Str("subject", info.Subject).Strs("names", info.DNSNames).Time("not_after", info.NotAfter).
+		Int("client_cas", info.ClientCAs).Msg(msg)
+}
+
 // openDetached opens the history and the event feed, and starts the
 // manager of detached runs on them.
 func (n *Node) openDetached() error {
@@ -179,6 +218,9 @@ func (n *Node) openDetached() error {
 func (n *Node) openWeb() error {
 	wc := n.cfg.Web
 	wc.Env, wc.Logger, wc.Scripts, wc.Metrics = n.cfg.Env, n.log, n.Scripts.Load, n.Metrics
+	if n.tls != nil {
+		wc.TLS, wc.MutualTLS = n.tls.Config(), n.tls.MutualTLS()
+	}
 	if n.Runs != nil {
 		wc.Runs, wc.Events, wc.Guests, wc.Ready = n.Runs, n.Events, n.Store, n.Store.Ready
 	}
@@ -198,31 +240,62 @@ func (n *Node) Addr() string { return n.Web.Addr() }
 func (n *Node) MetricsAddr() string { return n.Web.MetricsAddr() }
 
 // URL is how processes on this machine reach the node: a wildcard address
-// becomes loopback.
+// becomes loopback; https:// with TLS.
 func (n *Node) URL() string {
+	scheme := "http://"
+	if n.tls != nil {
+		scheme = "https://"
+	}
 	host, port, err := net.SplitHostPort(n.Addr())
 	if err != nil {
-		return "http://" + n.Addr()
+		return scheme + n.Addr()
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return scheme + net.JoinHostPort(host, port)
 }
 
-// ErrNoScriptsFile: Reload of a node without an exectab file.
-var ErrNoScriptsFile = errors.New("no --scripts file to reload")
+// ErrNothingToReload: Reload of a node with neither an exectab file nor
+// TLS files.
+var ErrNothingToReload = errors.New("no --scripts file or TLS files to reload")
 
-// Reload reads the exectab again. A new catalogue replaces the old one
-// whole, and a bad file leaves the old one in force. It logs what the
-// reload added, removed and changed, and drops the metrics' series of the
-// scripts no longer in force. Queued runs of a removed script stay
-// queued, waiting for it to come back (detached.Manager.Waiting).
+// Reload reads the exectab and the TLS files again; it returns the errors
+// of both, and ErrNothingToReload when there is neither.
+//
+// A new catalogue replaces the old one whole, and a bad file leaves the old
+// one in force. It logs what the reload added, removed and changed, and
+// drops the metrics' series of the scripts no longer in force. Queued runs
+// of a removed script stay queued, waiting for it to come back
+// (detached.Manager.Waiting).
+//
+// New TLS files serve the connections made from then on; the open ones
+// keep theirs, so none is dropped. Bad ones leave the old in force.
 func (n *Node) Reload() error {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
+	if n.cfg.ScriptsFile == "" && n.tls == nil {
+		return ErrNothingToReload
+	}
+	return errors.Join(n.reloadScripts(), n.reloadTLS())
+}
+
+func (n *Node) reloadTLS() error {
+	if n.tls == nil {
+		return nil
+	}
+	info, err := n.tls.Reload()
+	if err != nil {
+		n.log.Error().Err(err).Msg("TLS reload failed: keeping the previous certificate")
+		return err
+	}
+	n.logTLS(info, "TLS certificate reloaded")
+	return nil
+}
+
+func (n *Node) reloadScripts() error {
 	if n.cfg.ScriptsFile == "" {
-		return ErrNoScriptsFile
+		return nil
 	}
 	cat, err := catalog.Load(n.cfg.ScriptsFile)
 	if err != nil {

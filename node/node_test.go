@@ -97,7 +97,7 @@ func TestReload(t *testing.T) {
 		t.Fatalf("log:\n%s", s.Logs)
 	}
 	noFile := testserver.Start(t, node.Config{})
-	if err := noFile.Reload(); !errors.Is(err, node.ErrNoScriptsFile) {
+	if err := noFile.Reload(); !errors.Is(err, node.ErrNothingToReload) {
 		t.Fatalf("reload without a file: %v", err)
 	}
 }

@@ -21,7 +21,8 @@ type Guest struct {
 	Expires time.Time
 	Created time.Time
 	KeyHash []byte // SHA-256 of the key
-	// WithToken says that the key was made by a holder of the admin token.
+	// WithToken says that the key was made by an authenticated admin (the
+	// admin token, or a client certificate under mutual TLS).
 	// Only such keys work: GuestByKeyHash does not find the others, which
 	// older versions of rexec let anyone make on a server without a token.
 	// They are still listed, so that an admin can see and delete them.

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
@@ -87,14 +88,21 @@ func (e *Engine) ConnState(c net.Conn, st http.ConnState) {
 // process has no descriptor for (shed.go), and handback, through which
 // the connections of parked streams come back for their next request.
 // Closing ln does not close handback; http.Server.Shutdown closes both.
-func (e *Engine) Listen(addr string) (ln, handback net.Listener, err error) {
+//
+// With tlsConfig, ln serves TLS. Its connections are never parked (canPark
+// wants the socket itself), so nothing comes back through handback; a
+// connection shed is closed unanswered, as a plaintext 503 would only be
+// a handshake error to its client.
+func (e *Engine) Listen(addr string, tlsConfig *tls.Config) (ln, handback net.Listener, err error) {
 	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	sl := newShedListener(tcp, e.opts.ShedResponse, e.log)
-	e.handback.addr = sl.Addr()
-	return sl, e.handback, nil
+	e.handback.addr = tcp.Addr()
+	if tlsConfig != nil {
+		return tls.NewListener(newShedListener(tcp, "", e.log), tlsConfig), e.handback, nil
+	}
+	return newShedListener(tcp, e.opts.ShedResponse, e.log), e.handback, nil
 }
 
 // Shutting down, in this order: Stop, then http.Server.Shutdown (which

@@ -92,7 +92,9 @@ func (l *shedListener) shed() (net.Conn, bool) {
 		return c, true // descriptors are back: serve it
 	}
 	c.SetDeadline(time.Now().Add(shedLinger))
-	c.Write([]byte(l.response))
+	if l.response != "" {
+		c.Write([]byte(l.response))
+	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.CloseWrite()
 	}
@@ -104,7 +106,11 @@ func (l *shedListener) shed() (net.Conn, bool) {
 	}
 	c.Close()
 	l.spare, _ = os.Open(os.DevNull)
-	l.log.Warn().Msg("out of file descriptors: a connection was answered 503")
+	if l.response != "" {
+		l.log.Warn().Msg("out of file descriptors: a connection was answered 503")
+	} else {
+		l.log.Warn().Msg("out of file descriptors: a connection was closed unanswered")
+	}
 	return nil, true
 }
 

@@ -18,8 +18,10 @@ import (
 )
 
 var (
-	errUnauthorized = errors.New("unauthorized: send Authorization: Bearer <token>")
-	errBodyTimeout  = errors.New("the request body took too long to arrive (--body-timeout)")
+	errUnauthorized    = errors.New("unauthorized: send Authorization: Bearer <token>")
+	errUnauthorizedTLS = errors.New("unauthorized: present a client certificate that the server's --tls-client-ca verifies, " +
+		"or send Authorization: Bearer <token>")
+	errBodyTimeout = errors.New("the request body took too long to arrive (--body-timeout)")
 )
 
 // retryAfter is the Retry-After of a 503: the conditions it names (out of

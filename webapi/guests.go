@@ -33,8 +33,8 @@ func guestOf(r *http.Request) *store.Guest {
 
 var (
 	errForbidden = errors.New("this key does not have that right")
-	errNoToken   = errors.New("guest keys need an admin token: start the server with --token or --token-file " +
-		"(without one, anyone who reaches the server is its admin, and a guest key would limit nobody)")
+	errNoToken   = errors.New("guest keys need an admin token or mutual TLS: start the server with --token, --token-file " +
+		"or --tls-client-ca (without one, anyone who reaches the server is its admin, and a guest key would limit nobody)")
 )
 
 // allowed checks that the request's guest, if any, has the right for a run

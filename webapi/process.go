@@ -72,7 +72,7 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *stream.Run {
 		spec.Stdin = stdin
 	}
 	spec.RawOutput = s.stream.RawOutput(r, spec, ndjson, stdin != nil)
-	proc, err := s.start(req.Alias, limit, spec, broker.Labels{Command: spec.Path, Script: req.Script, Remote: r.RemoteAddr})
+	proc, err := s.start(req.Alias, limit, spec, broker.Labels{Command: spec.Path, Script: req.Script, Remote: r.RemoteAddr, Who: whoOf(r)})
 	if errors.Is(err, broker.ErrGroupBusy) {
 		err = fmt.Errorf("script %q: %w (its exectab line allows %d at once)", req.Script, err, limit.Max)
 	}

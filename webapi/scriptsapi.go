@@ -59,7 +59,7 @@ func (s *Server) guestsHandler(h http.HandlerFunc) http.HandlerFunc {
 		switch {
 		case s.cfg.Guests == nil:
 			writeScriptsError(w, http.StatusNotFound, "no_guests", "this server keeps no guest keys")
-		case s.cfg.Token == "":
+		case !s.authRequired():
 			s.failScripts(w, errNoToken)
 		default:
 			h(w, r)
@@ -104,12 +104,8 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, err)
 		return
 	}
-	var who string
-	if g := guestOf(r); g != nil {
-		who = g.ID
-	}
 	run, pos, err := s.cfg.Runs.Submit(r.Context(), detached.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin,
-		StartAt: startAt, Who: who, Timeout: timeout})
+		StartAt: startAt, Who: whoOf(r), Timeout: timeout})
 	if err != nil {
 		s.failScripts(w, err)
 		return
@@ -204,7 +200,7 @@ func statusObject(run store.Run, position int, waiting string) map[string]any {
 		return t.Unix()
 	}
 	st := map[string]any{
-		"id": run.ID, "name": run.Script, "args": run.Args, "state": run.State,
+		"id": run.ID, "name": run.Script, "args": run.Args, "state": run.State, "who": run.Who,
 		"queued": unix(run.QueuedAt), "start_at": unix(run.StartAt),
 		"started": unix(run.StartedAt), "ended_at": unix(run.EndedAt),
 		"progress": map[string]any{

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log"
@@ -23,6 +24,7 @@ import (
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
@@ -87,6 +89,15 @@ type Config struct {
 	// MetricsAddr, when set, is an address of its own where GET /metrics
 	// is served without the token, for a Prometheus scraper (metrics.go).
 	MetricsAddr string
+	// TLS, when set, makes Addr serve HTTPS (HTTP/2 and HTTP/1.1) with it
+	// (package tlsfiles builds one whose files a reload replaces).
+	TLS *tls.Config
+	// MutualTLS says that TLS verifies client certificates: a request
+	// over a connection whose certificate verified is the admin's, as with
+	// the token, and the certificate's subject is recorded as who asked.
+	// Without a token, a request needs such a certificate (or a guest
+	// key). It needs TLS.
+	MutualTLS bool
 }
 
 // MonitorLimits cap what event monitors can make the server hold.
@@ -226,7 +237,7 @@ func (s *Server) Open() error {
 	if err := s.openMetrics(); err != nil {
 		return err
 	}
-	ln, handback, err := s.stream.Listen(s.cfg.Addr)
+	ln, handback, err := s.stream.Listen(s.cfg.Addr, s.cfg.TLS)
 	if err != nil {
 		s.closeMetrics(context.Background())
 		return err
@@ -332,7 +343,9 @@ func writeProbe(w http.ResponseWriter, status int, v map[string]any) {
 // (guests.go) on the /scripts/v1 API, as a bearer token or, for WebSocket
 // clients that cannot set headers, as ?apikey= (the admin token is never
 // accepted in a URL, where logs and browser histories keep it); the request
-// then carries the guest, whose rights the handlers check. Without a token
+// then carries the guest, whose rights the handlers check. With mutual TLS
+// (--tls-client-ca), a client certificate that verified stands in for the
+// token when the request carries no key (identity.go). Without either,
 // every request is the admin's, and credentials are ignored.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -363,19 +376,26 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	if isProbe(r) || isCallback(r.URL.Path) { // a callback carries its run's own token, checked by the handler
 		return r
 	}
-	if s.cfg.Token == "" {
+	if !s.authRequired() {
 		return r
 	}
 	scripts := strings.HasPrefix(r.URL.Path, "/scripts/v1/")
 	key, inURL := credential(r, scripts)
+	subject := ""
+	if s.cfg.MutualTLS {
+		subject = tlsfiles.Subject(r.TLS)
+	}
+	if key == "" && subject != "" {
+		return withSubject(r, subject) // the certificate stands in for the token
+	}
 	h := sha256.Sum256([]byte(key))
-	if key != "" && subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 {
+	if key != "" && s.cfg.Token != "" && subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 {
 		if inURL {
 			s.refuse(w, r, http.StatusUnauthorized, "unauthorized", "the admin token is not accepted in the URL (?apikey= is for guest keys): "+
 				"send it as Authorization: Bearer <token>")
 			return nil
 		}
-		return r
+		return withSubject(r, subject)
 	}
 	if key != "" && s.cfg.Guests != nil {
 		g, err := s.cfg.Guests.GuestByKeyHash(r.Context(), h[:])
@@ -398,7 +418,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 		}
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="rexec"`)
-	s.refuse(w, r, http.StatusUnauthorized, "unauthorized", errUnauthorized.Error())
+	msg := errUnauthorized.Error()
+	if s.cfg.MutualTLS {
+		msg = errUnauthorizedTLS.Error()
+	}
+	s.refuse(w, r, http.StatusUnauthorized, "unauthorized", msg)
 	return nil
 }
 
