@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,6 +20,9 @@ type Census struct {
 	// Queued counts the detached runs queued now by script: the manager
 	// of detached runs.
 	Queued func() map[string]int
+	// CertExpiry is when the TLS certificate in force expires (nil
+	// without TLS): a reload that renews it moves the gauge.
+	CertExpiry func() time.Time
 }
 
 var (
@@ -28,6 +32,9 @@ var (
 	queuedDesc = prometheus.NewDesc(namespace+"_runs_queued",
 		"Detached runs queued now, waiting for a slot, a start time, resources or a script a reload removed, by script.",
 		[]string{"script"}, nil)
+	certExpiryDesc = prometheus.NewDesc(namespace+"_tls_cert_expiry_timestamp_seconds",
+		"When the TLS certificate in force expires, in UNIX seconds (only with --tls-cert): alert on it minus time().",
+		nil, nil)
 )
 
 // Watch registers the gauges that c reads. A node calls it once, when its
@@ -47,6 +54,9 @@ type censusCollector struct{ c Census }
 func (cc censusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- runningDesc
 	ch <- queuedDesc
+	if cc.c.CertExpiry != nil {
+		ch <- certExpiryDesc
+	}
 }
 
 // Collect sends a series for each script in force and each script with
@@ -81,6 +91,9 @@ func (cc censusCollector) Collect(ch chan<- prometheus.Metric) {
 		for s := range counts {
 			emit(s)
 		}
+	}
+	if cc.c.CertExpiry != nil {
+		ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(cc.c.CertExpiry().Unix()))
 	}
 	running(Attached, attached, "")
 	running(Detached, detached)

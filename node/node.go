@@ -138,6 +138,9 @@ func (n *Node) watchMetrics() error {
 	if n.Runs != nil {
 		c.Queued = n.Runs.Queued
 	}
+	if n.tls != nil {
+		c.CertExpiry = func() time.Time { return n.tls.Current().NotAfter }
+	}
 	return n.Metrics.Watch(c)
 }
 

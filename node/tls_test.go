@@ -316,7 +316,7 @@ func TestTLSReload(t *testing.T) {
 	// Another CA issues the next server certificate and client
 	// certificates.
 	ca2 := testtls.NewCA(t, "CA two")
-	next := ca2.Issue(t, t.TempDir(), "server", testtls.Leaf{CN: "rexec-server-2", Server: true})
+	next := ca2.Issue(t, t.TempDir(), "server", testtls.Leaf{CN: "rexec-server-2", Server: true, NotAfter: time.Now().Add(48 * time.Hour)})
 	bob := ca2.Issue(t, dir, "bob", testtls.Leaf{CN: "bob"})
 	replace(t, files.Cert, next.CertFile)
 	replace(t, files.Key, next.KeyFile)
@@ -337,6 +337,12 @@ func TestTLSReload(t *testing.T) {
 	}
 	if _, code := peer(tlsClient(t, ca2, &alice, true)); code != 0 {
 		t.Fatalf("a client certificate of the CA no longer trusted: %d", code)
+	}
+	// The expiry gauge follows the certificate in force.
+	_, metrics, _ := do(t, tlsClient(t, ca2, &bob, true), "GET", s.URL+"/metrics", "", "")
+	want := "rexec_tls_cert_expiry_timestamp_seconds " + strconv.FormatFloat(float64(next.Cert.NotAfter.Unix()), 'g', -1, 64)
+	if !strings.Contains(metrics, want+"\n") {
+		t.Fatalf("metrics lack %q", want)
 	}
 	rest, err := io.ReadAll(br)
 	if err != nil || string(rest) != "end\n" || resp.Trailer.Get("Process-Exit-Code") != "0" {

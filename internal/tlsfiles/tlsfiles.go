@@ -41,7 +41,12 @@ type Loaded struct {
 // Server hands out the TLS settings of the files last loaded.
 type Server struct {
 	files Files
-	cur   atomic.Pointer[tls.Config]
+	cur   atomic.Pointer[loadedConfig]
+}
+
+type loadedConfig struct {
+	cfg  *tls.Config
+	info Loaded
 }
 
 // Load reads the files and returns a Server for them.
@@ -63,9 +68,12 @@ func (s *Server) Reload() (Loaded, error) {
 	if err != nil {
 		return Loaded{}, err
 	}
-	s.cur.Store(cfg)
+	s.cur.Store(&loadedConfig{cfg, info})
 	return info, nil
 }
+
+// Current describes the files in force.
+func (s *Server) Current() Loaded { return s.cur.Load().info }
 
 // Config is the tls.Config of a listener: each handshake takes the files
 // loaded last.
@@ -74,7 +82,7 @@ func (s *Server) Config() *tls.Config {
 		MinVersion: tls.VersionTLS12,
 		NextProtos: nextProtos,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return s.cur.Load(), nil
+			return s.cur.Load().cfg, nil
 		},
 	}
 }
