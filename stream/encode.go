@@ -31,9 +31,10 @@ func (e *textEncoder) chunk(c child.Chunk) error {
 func (*textEncoder) heartbeat() error       { return nil }
 func (*textEncoder) end(child.Status) error { return nil }
 
-// maxNDJSONLine bounds the part of a line held while waiting for its newline.
-// A longer line is sent in pieces marked "partial":true, to be joined by the
-// client, so memory stays bounded whatever the child writes.
+// maxNDJSONLine bounds the part of a line held while waiting for its newline:
+// past it, what is held is sent as a piece marked "partial":true, to be
+// joined by the client, so memory stays bounded whatever the child writes. A
+// longer line whose newline comes in the same read is sent whole.
 const maxNDJSONLine = 64 << 10
 
 // ndjsonEncoder writes one JSON object per line of output.

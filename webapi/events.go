@@ -156,6 +156,7 @@ func writeEventsEnd(w http.ResponseWriter, rc *http.ResponseController, end feed
 	if end.msg == "" {
 		return
 	}
-	fmt.Fprintf(w, "event: error\ndata: {\"error\":%q,\"errorcode\":%q}\n\n", end.msg, end.code)
+	data, _ := json.Marshal(map[string]string{"error": end.msg, "errorcode": end.code}) // one line: JSON escapes newlines
+	fmt.Fprintf(w, "event: error\ndata: %s\n\n", data)
 	rc.Flush()
 }
