@@ -3,7 +3,6 @@ package webapi_test
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,13 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/webapi"
 	_ "modernc.org/sqlite"
 )
@@ -443,28 +442,8 @@ func TestWorkingDirectoryIsThePWD(t *testing.T) {
 }
 
 // lockHistory takes the write lock of the history database in dir, as
-// another process (the sqlite3 shell, a backup) would; unlock gives it
-// back, and the test's end does if unlock was not called.
-func lockHistory(t *testing.T, dir string) (unlock func()) {
-	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(dir, "rexec.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	unlock = func() { once.Do(func() { conn.ExecContext(context.Background(), "ROLLBACK") }) }
-	t.Cleanup(unlock)
-	return unlock
-}
+// another process would (testserver.LockHistory).
+func lockHistory(t *testing.T, dir string) (unlock func()) { return testserver.LockHistory(t, dir) }
 
 // The history database locked by another process is a condition of the
 // server: 503 with Retry-After naming it, and /readyz fails until it is

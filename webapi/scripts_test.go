@@ -11,23 +11,14 @@ import (
 	"testing"
 
 	"github.com/rexec/rexec/catalog"
-	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/webapi"
 )
 
 // exectab builds a catalogue whose scripts run the test binary as the fake
-// child named by their -e=TESTCHILD=mode.
+// child named by their -e=TESTCHILD=mode (EXE stands for it).
 func exectab(t *testing.T, lines ...string) *atomic.Pointer[catalog.Catalog] {
-	t.Helper()
-	exe, _ := testchild.Command("")
-	text := strings.ReplaceAll(strings.Join(lines, "\n"), "EXE", "'"+exe+"'")
-	cat, err := catalog.Parse(strings.NewReader(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p atomic.Pointer[catalog.Catalog]
-	p.Store(cat)
-	return &p
+	return testserver.Exectab(t, lines...)
 }
 
 func TestScripts(t *testing.T) {

@@ -19,23 +19,6 @@ import (
 // "success"; an error also has "error" (for people) and "errorcode" (for
 // programs).
 
-func (s *Server) routeScripts(mux *http.ServeMux) {
-	mux.HandleFunc("/scripts/v1/run", s.scriptsHandler(http.MethodPost, s.handleRunScript))
-	mux.HandleFunc("/scripts/v1/cancel/{id}", s.scriptsHandler(http.MethodPost, s.handleCancelRun))
-	mux.HandleFunc("/scripts/v1/status", s.scriptsHandler(http.MethodGet, s.handleListRuns))
-	mux.HandleFunc("/scripts/v1/status/{id}", s.scriptsHandler(http.MethodGet, s.handleRunStatus))
-	mux.HandleFunc("/scripts/v1/scripts", s.scriptsHandler(http.MethodGet, s.handleListScripts))
-	mux.HandleFunc("/scripts/v1/runs", s.scriptsHandler(http.MethodGet, s.handleRunHistory))
-	mux.HandleFunc("/scripts/v1/output/{id}", s.scriptsHandler(http.MethodGet, s.handleRunOutput))
-	mux.HandleFunc("/scripts/v1/events", s.scriptsHandler(http.MethodGet, s.handleEvents))
-	mux.HandleFunc("/scripts/v1/monitor", s.scriptsHandler(http.MethodGet, s.handleMonitor))
-	mux.HandleFunc("/scripts/v1/result/{id}", s.scriptsHandler(http.MethodPost, s.handlePostResult))
-	mux.HandleFunc("/scripts/v1/progress/{id}", s.scriptsHandler(http.MethodPost, s.handlePostProgress))
-	mux.HandleFunc("/scripts/v1/guest/list", s.scriptsHandler(http.MethodGet, s.guestsHandler(s.handleListGuests)))
-	mux.HandleFunc("/scripts/v1/guest/create", s.scriptsHandler(http.MethodPost, s.guestsHandler(s.handleCreateGuest)))
-	mux.HandleFunc("/scripts/v1/guest/delete/{id}", s.scriptsHandler(http.MethodPost, s.guestsHandler(s.handleDeleteGuest)))
-}
-
 // scriptsHandler checks the method and that detached runs are enabled.
 func (s *Server) scriptsHandler(method string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -77,6 +77,7 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"GET", "/scripts/v1/scripts", ""},
 				{"GET", "/scripts/v1/runs", ""},
 				{"GET", "/metrics", ""},
+				{"GET", "/openapi.json", ""},
 				{"GET", "/nowhere", ""},
 			}
 			refusals := []struct {

@@ -216,15 +216,9 @@ func New(cfg Config, b *broker.Broker) *Server {
 // embedding.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/process", s.handleProcess)
-	mux.HandleFunc("/process/{alias}", s.handleStop)
-	mux.HandleFunc("/healthz", s.handleHealthz)
-	mux.HandleFunc("/readyz", s.handleReadyz)
-	mux.HandleFunc("/metrics", s.handleMetrics)
-	s.routeScripts(mux)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process and /scripts/v1)")
-	})
+	for _, rt := range s.routes() { // the routing table, routes.go
+		mux.HandleFunc(rt.pattern, rt.handler)
+	}
 	return s.authenticate(mux)
 }
 
@@ -340,9 +334,10 @@ func writeProbe(w http.ResponseWriter, status int, v map[string]any) {
 //
 // With a token (--token), every request but the probes (GET /healthz and
 // /readyz) needs it as "Authorization: Bearer <token>", or a guest key
-// (guests.go) on the /scripts/v1 API, as a bearer token or, for WebSocket
-// clients that cannot set headers, as ?apikey= (the admin token is never
-// accepted in a URL, where logs and browser histories keep it); the request
+// (guests.go) on the /scripts/v1 API (and to read GET /openapi.json), as a
+// bearer token or, for WebSocket clients that cannot set headers and on
+// /scripts/v1 only, as ?apikey= (the admin token is never accepted in a
+// URL, where logs and browser histories keep it); the request
 // then carries the guest, whose rights the handlers check. With mutual TLS
 // (--tls-client-ca), a client certificate that verified stands in for the
 // token when the request carries no key (identity.go). Without either,
@@ -401,7 +396,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 		g, err := s.cfg.Guests.GuestByKeyHash(r.Context(), h[:])
 		switch {
 		case err == nil && !g.Expired(time.Now()):
-			if !scripts || strings.HasPrefix(r.URL.Path, "/scripts/v1/guest/") {
+			// Besides its rights on /scripts/v1, a key may read the API's contract.
+			if (!scripts && r.URL.Path != openAPIPath) || strings.HasPrefix(r.URL.Path, "/scripts/v1/guest/") {
 				s.refuse(w, r, http.StatusForbidden, "forbidden", "a guest key may only use its rights on the /scripts/v1 API")
 				return nil
 			}

@@ -7,12 +7,17 @@ package testserver
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/internal/testchild"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/webapi"
@@ -85,4 +90,44 @@ func Start(t testing.TB, cfg node.Config) *Server {
 // process's, without REXEC_* variables, with the race detector's settings.
 func Env() []string {
 	return append(webapi.ServerEnv(os.Environ()), testchild.RaceEnv)
+}
+
+// Exectab is a catalogue of lines, in which EXE stands for the test binary
+// (a fake child, by the -e=TESTCHILD=mode of its line), to give a node as
+// its Scripts.
+func Exectab(t testing.TB, lines ...string) *atomic.Pointer[catalog.Catalog] {
+	t.Helper()
+	exe, _ := testchild.Command("")
+	text := strings.ReplaceAll(strings.Join(lines, "\n"), "EXE", "'"+exe+"'")
+	cat, err := catalog.Parse(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p atomic.Pointer[catalog.Catalog]
+	p.Store(cat)
+	return &p
+}
+
+// LockHistory takes the write lock of the history database in dir, as
+// another process (the sqlite3 shell, a backup) would; unlock gives it
+// back, and the test's end does if unlock was not called.
+func LockHistory(t testing.TB, dir string) (unlock func()) {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "rexec.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() { once.Do(func() { conn.ExecContext(context.Background(), "ROLLBACK") }) }
+	t.Cleanup(unlock)
+	return unlock
 }

@@ -1,0 +1,73 @@
+package webapi
+
+import "net/http"
+
+// The server's routing table: every path it serves, the methods each one
+// serves and its handler, in one list. Handler registers it on a ServeMux;
+// the contract test (webapi/contract) reads it to check that openapi.json
+// documents every route and method, and no other.
+
+// A route is a ServeMux pattern, the methods its handler serves and the
+// handler. The pattern names no method: the handler answers any other
+// method itself, 405 with Allow in its API's error shape. A route that
+// serves GET also serves HEAD.
+type route struct {
+	pattern string
+	methods []string // nil: every method (the catch-all)
+	handler http.HandlerFunc
+}
+
+// routes is the routing table.
+func (s *Server) routes() []route {
+	const get, post, del = http.MethodGet, http.MethodPost, http.MethodDelete
+	// A route of the /scripts/v1 API serves one method, which
+	// scriptsHandler checks.
+	scripts := func(method, pattern string, h http.HandlerFunc) route {
+		return route{pattern, []string{method}, s.scriptsHandler(method, h)}
+	}
+	return []route{
+		{"/process", []string{get, post}, s.handleProcess},
+		{"/process/{alias}", []string{del}, s.handleStop},
+		{"/healthz", []string{get}, s.handleHealthz},
+		{"/readyz", []string{get}, s.handleReadyz},
+		{"/metrics", []string{get}, s.handleMetrics},
+		{openAPIPath, []string{get}, s.handleOpenAPI},
+		scripts(post, "/scripts/v1/run", s.handleRunScript),
+		scripts(post, "/scripts/v1/cancel/{id}", s.handleCancelRun),
+		scripts(get, "/scripts/v1/status", s.handleListRuns),
+		scripts(get, "/scripts/v1/status/{id}", s.handleRunStatus),
+		scripts(get, "/scripts/v1/scripts", s.handleListScripts),
+		scripts(get, "/scripts/v1/runs", s.handleRunHistory),
+		scripts(get, "/scripts/v1/output/{id}", s.handleRunOutput),
+		scripts(get, "/scripts/v1/events", s.handleEvents),
+		scripts(get, "/scripts/v1/monitor", s.handleMonitor),
+		scripts(post, "/scripts/v1/result/{id}", s.handlePostResult),
+		scripts(post, "/scripts/v1/progress/{id}", s.handlePostProgress),
+		scripts(get, "/scripts/v1/guest/list", s.guestsHandler(s.handleListGuests)),
+		scripts(post, "/scripts/v1/guest/create", s.guestsHandler(s.handleCreateGuest)),
+		scripts(post, "/scripts/v1/guest/delete/{id}", s.guestsHandler(s.handleDeleteGuest)),
+		{"/", nil, handleNotImplemented},
+	}
+}
+
+// handleNotImplemented answers every path that the table has no route for.
+func handleNotImplemented(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process and /scripts/v1)")
+}
+
+// Route is one entry of the routing table: a pattern and its methods.
+type Route struct {
+	Pattern string
+	Methods []string // nil: every method (the catch-all)
+}
+
+// RouteTable is the server's routing table, in its order: what the
+// contract test (webapi/contract) compares GET /openapi.json with.
+func RouteTable() []Route {
+	var s Server
+	var table []Route
+	for _, r := range s.routes() {
+		table = append(table, Route{Pattern: r.pattern, Methods: r.methods})
+	}
+	return table
+}
