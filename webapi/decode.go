@@ -122,6 +122,9 @@ func kindName(k jsontext.Kind) string {
 }
 
 func goTypeName(t reflect.Type) string {
+	if t == reflect.TypeFor[wireBool]() {
+		return "true, false, 1 or 0"
+	}
 	switch t.Kind() {
 	case reflect.String:
 		return "a string"

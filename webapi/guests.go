@@ -131,12 +131,29 @@ func (s *Server) watchGuest(r *http.Request, stop func()) func() {
 }
 
 type createGuestRequest struct {
-	Name    string `json:"name"`
-	Run     bool   `json:"run"`
-	Cancel  bool   `json:"cancel"`
-	Status  bool   `json:"status"`
-	Monitor bool   `json:"monitor"`
-	Expires int64  `json:"expires"` // UNIX time; 0: never
+	Name    string   `json:"name"`
+	Run     wireBool `json:"run"`
+	Cancel  wireBool `json:"cancel"`
+	Status  wireBool `json:"status"`
+	Monitor wireBool `json:"monitor"`
+	Expires int64    `json:"expires"` // UNIX time; 0: never
+}
+
+// wireBool is a boolean field that also takes 0 and 1, as the Cloud
+// Storage Server SDK sends the rights of a guest key; anything else is
+// refused.
+type wireBool bool
+
+func (b *wireBool) UnmarshalJSON(data []byte) error {
+	switch string(data) {
+	case "true", "1":
+		*b = true
+	case "false", "0", "null":
+		*b = false
+	default:
+		return errors.New("want true, false, 1 or 0")
+	}
+	return nil
 }
 
 func guestInfo(g store.Guest) map[string]any {
@@ -185,7 +202,7 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 	rand.Read(raw)
 	key := hex.EncodeToString(raw)
 	hash := sha256.Sum256([]byte(key))
-	g := store.Guest{Name: req.Name, Run: req.Run, Cancel: req.Cancel, Status: req.Status, Monitor: req.Monitor,
+	g := store.Guest{Name: req.Name, Run: bool(req.Run), Cancel: bool(req.Cancel), Status: bool(req.Status), Monitor: bool(req.Monitor),
 		KeyHash: hash[:], WithToken: true}
 	g.Expires = expires
 	if err := s.cfg.Guests.CreateGuest(r.Context(), &g); err != nil {

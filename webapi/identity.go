@@ -15,6 +15,10 @@ import (
 
 type subjectKey struct{}
 
+// apiKeyHeader carries a key as the Cloud Storage Server /scripts SDK sends
+// it: the admin token or a guest key, as "Authorization: Bearer" does.
+const apiKeyHeader = "X-APIKey"
+
 // authRequired says whether requests must prove who they are: with a token
 // or with mutual TLS.
 func (s *Server) authRequired() bool { return s.cfg.Token != "" || s.cfg.MutualTLS }

@@ -20,10 +20,11 @@ type route struct {
 // routes is the routing table.
 func (s *Server) routes() []route {
 	const get, post, del = http.MethodGet, http.MethodPost, http.MethodDelete
-	// A route of the /scripts/v1 API serves one method, which
+	// A route of the /scripts/v1 API serves its methods, which
 	// scriptsHandler checks.
-	scripts := func(method, pattern string, h http.HandlerFunc) route {
-		return route{pattern, []string{method}, s.scriptsHandler(method, h)}
+	scripts := func(method, pattern string, h http.HandlerFunc, more ...string) route {
+		methods := append([]string{method}, more...)
+		return route{pattern, methods, s.scriptsHandler(methods, h)}
 	}
 	return []route{
 		{"/process", []string{get, post}, s.handleProcess},
@@ -45,7 +46,8 @@ func (s *Server) routes() []route {
 		scripts(post, "/scripts/v1/progress/{id}", s.handlePostProgress),
 		scripts(get, "/scripts/v1/guest/list", s.guestsHandler(s.handleListGuests)),
 		scripts(post, "/scripts/v1/guest/create", s.guestsHandler(s.handleCreateGuest)),
-		scripts(post, "/scripts/v1/guest/delete/{id}", s.guestsHandler(s.handleDeleteGuest)),
+		// DELETE too: the Cloud Storage Server SDK deletes with it.
+		scripts(post, "/scripts/v1/guest/delete/{id}", s.guestsHandler(s.handleDeleteGuest), del),
 		{"/", nil, handleNotImplemented},
 	}
 }

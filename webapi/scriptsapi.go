@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rexec/rexec/detached"
@@ -19,12 +21,14 @@ import (
 // "success"; an error also has "error" (for people) and "errorcode" (for
 // programs).
 
-// scriptsHandler checks the method and that detached runs are enabled.
-func (s *Server) scriptsHandler(method string, h http.HandlerFunc) http.HandlerFunc {
+// scriptsHandler checks the method (one of methods; HEAD where GET is) and
+// that detached runs are enabled.
+func (s *Server) scriptsHandler(methods []string, h http.HandlerFunc) http.HandlerFunc {
+	allow := strings.Join(methods, ", ")
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
-			w.Header().Set("Allow", method)
-			writeScriptsError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed: use "+method)
+		if !slices.Contains(methods, r.Method) && !(r.Method == http.MethodHead && slices.Contains(methods, http.MethodGet)) {
+			w.Header().Set("Allow", allow)
+			writeScriptsError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed: use "+strings.Join(methods, " or "))
 			return
 		}
 		if s.cfg.Runs == nil {

@@ -423,8 +423,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 }
 
 // credential is the key a request carries: "Authorization: Bearer <key>"
-// (the scheme in any case, RFC 9110), or on the /scripts/v1 API ?apikey=
-// (inURL). Another scheme carries no key.
+// (the scheme in any case, RFC 9110), else "X-APIKey: <key>" (the header
+// the Cloud Storage Server SDK sends), else on the /scripts/v1 API ?apikey=
+// (inURL). Another Authorization scheme carries no key.
 func credential(r *http.Request, scripts bool) (key string, inURL bool) {
 	if a := r.Header.Get("Authorization"); a != "" {
 		scheme, rest, _ := strings.Cut(strings.TrimSpace(a), " ")
@@ -432,6 +433,9 @@ func credential(r *http.Request, scripts bool) (key string, inURL bool) {
 			return strings.TrimSpace(rest), false
 		}
 		return "", false
+	}
+	if k := r.Header.Get(apiKeyHeader); k != "" {
+		return strings.TrimSpace(k), false
 	}
 	if scripts {
 		if k := r.URL.Query().Get("apikey"); k != "" {

@@ -588,6 +588,15 @@ func contractMonitors(t *testing.T, c *contract, s *walkServer, g *contractKeys)
 		t.Errorf("a revoked key's stream: %v %v", e, data)
 	}
 	ev.resp.Body.Close()
+	// The Cloud Storage Server SDK's wire: the key in X-APIKey, rights as
+	// 0 and 1, DELETE to delete.
+	sdk := []string{"X-APIKey", adminToken}
+	made := c.do(t, s.url, call{op: "POST /scripts/v1/guest/create", path: "/scripts/v1/guest/create",
+		body: `{"name":"echo","run":0,"cancel":0,"status":1,"monitor":0,"expires":0}`, header: sdk, valid: true}, 200).json()
+	if info := made["info"].(map[string]any); info["status"] != true || info["run"] != false {
+		t.Errorf("rights sent as 1 and 0: %v", info)
+	}
+	c.do(t, s.url, call{op: "DELETE /scripts/v1/guest/delete/{id}", path: "/scripts/v1/guest/delete/" + made["id"].(string), header: sdk, valid: true}, 200)
 
 	events(t, adminToken, "", 400, "Last-Event-ID", "abc")
 	events(t, g.run, "", 403)
@@ -726,6 +735,7 @@ func contractCallbacks(t *testing.T, c *contract, s *walkServer, g *contractKeys
 	c.do(t, s.url, call{op: "POST /scripts/v1/run", path: "/scripts/v1/run", body: `{"name":"echo","args":["x"]}`, key: adminToken}, 503)
 	c.do(t, s.url, call{op: "POST /scripts/v1/guest/create", path: "/scripts/v1/guest/create", body: `{"run":true}`, key: adminToken}, 503)
 	c.do(t, s.url, call{op: "POST /scripts/v1/guest/delete/{id}", path: "/scripts/v1/guest/delete/" + g.echoID, key: adminToken}, 503)
+	c.do(t, s.url, call{op: "DELETE /scripts/v1/guest/delete/{id}", path: "/scripts/v1/guest/delete/" + g.echoID, key: adminToken}, 503)
 	unlock()
 	c.do(t, s.url, call{op: "GET /readyz", path: "/readyz", valid: true}, 200)
 

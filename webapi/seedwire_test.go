@@ -1,0 +1,79 @@
+package webapi_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/rexec/rexec/detached"
+)
+
+// The Cloud Storage Server /scripts SDK sends its key as X-APIKey, a guest
+// key's rights as 0 and 1, and deletes a guest key with DELETE. The same
+// keys and the same checks as with "Authorization: Bearer".
+func TestSeedSDKWire(t *testing.T) {
+	d := newDetachedServerToken(t, t.TempDir(), detached.Config{}, "s3cret", "-e=TESTCHILD=exit job EXE 0")
+	api := func(key string) []string { return []string{"X-APIKey", key} }
+
+	// The admin token, on both APIs.
+	if code, _, body := request(t, d.url, "GET", "/scripts/v1/status", "", api("s3cret")...); code != 200 {
+		t.Fatalf("admin token as X-APIKey on /scripts/v1: %d %s", code, body)
+	}
+	if code, _, body := request(t, d.url, "GET", "/process", "", api("s3cret")...); code != 200 {
+		t.Fatalf("admin token as X-APIKey on /process: %d %s", code, body)
+	}
+	for _, key := range []string{"", "wrong", "s3cret2", " "} {
+		if code, _, body := request(t, d.url, "GET", "/scripts/v1/status", "", api(key)...); code != 401 {
+			t.Errorf("X-APIKey %q: %d %s", key, code, body)
+		}
+	}
+	// Authorization wins over X-APIKey: a wrong bearer is not saved by a
+	// right X-APIKey.
+	if code, _, _ := request(t, d.url, "GET", "/process", "", "Authorization", "Bearer wrong", "X-APIKey", "s3cret"); code != 401 {
+		t.Errorf("a wrong bearer with a right X-APIKey: %d", code)
+	}
+
+	// A guest key with rights sent as 1 and 0, used as X-APIKey: only its
+	// rights, only on /scripts/v1.
+	code, body := 0, ""
+	code, _, body = request(t, d.url, "POST", "/scripts/v1/guest/create", `{"name":"job","run":1,"cancel":0,"status":1,"monitor":0,"expires":0}`, api("s3cret")...)
+	if code != 200 || !strings.Contains(body, `"run":true`) || !strings.Contains(body, `"cancel":false`) {
+		t.Fatalf("guest/create with 0/1 rights: %d %s", code, body)
+	}
+	id, key := between(body, `"id":"`, `"`), between(body, `"apikey":"`, `"`)
+	if code, _, body := request(t, d.url, "POST", "/scripts/v1/run", `{"name":"job"}`, api(key)...); code != 200 {
+		t.Fatalf("the guest's right, as X-APIKey: %d %s", code, body)
+	}
+	if code, _, _ := request(t, d.url, "GET", "/process", "", api(key)...); code != 403 {
+		t.Errorf("a guest key outside /scripts/v1 as X-APIKey: %d", code)
+	}
+	if code, _, _ := request(t, d.url, "POST", "/scripts/v1/guest/delete/"+id, "", api(key)...); code != 403 {
+		t.Errorf("a guest deleting keys: %d", code)
+	}
+	for _, bad := range []string{`{"run":2}`, `{"run":"1"}`, `{"run":1.0}`, `{"run":-1}`, `{"run":"true"}`} {
+		if code, _, body := request(t, d.url, "POST", "/scripts/v1/guest/create", bad, api("s3cret")...); code != 400 || !strings.Contains(body, `run\": expected true, false, 1 or 0`) {
+			t.Errorf("%s: %d %s", bad, code, body)
+		}
+	}
+
+	// DELETE deletes, as POST does; other methods are refused with both in
+	// Allow.
+	if code, h, _ := request(t, d.url, "PUT", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 405 || h.Get("Allow") != "POST, DELETE" {
+		t.Errorf("PUT: %d %v", code, h)
+	}
+	if code, _, body := request(t, d.url, "DELETE", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 200 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	if code, _, _ := request(t, d.url, "GET", "/scripts/v1/status", "", api(key)...); code != 401 {
+		t.Errorf("the deleted key still works: %d", code)
+	}
+	if code, _, _ := request(t, d.url, "DELETE", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 404 {
+		t.Errorf("DELETE twice: %d", code)
+	}
+}
+
+// between is the text of s between the first start and the next end.
+func between(s, start, end string) string {
+	_, s, _ = strings.Cut(s, start)
+	s, _, _ = strings.Cut(s, end)
+	return s
+}
