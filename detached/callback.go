@@ -29,6 +29,29 @@ func (m *Manager) callback(id, token string) error {
 	return nil
 }
 
+// RunOfToken is the id of the running run whose token is token, for a
+// caller that has the token but not the id (the XML-RPC getAllMachines).
+// ok is false for any other token.
+func (m *Manager) RunOfToken(token string) (id string, ok bool) {
+	if token == "" {
+		return "", false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for rid, a := range m.active {
+		if a.token == "" || a.proc == nil || subtle.ConstantTimeCompare([]byte(a.token), []byte(token)) != 1 {
+			continue
+		}
+		select {
+		case <-a.proc.Done():
+			return "", false
+		default:
+			return rid, true
+		}
+	}
+	return "", false
+}
+
 // PostResult stores result (a JSON object) as the result of run id, for the
 // run itself holding token: status shows it, and its done event carries it.
 func (m *Manager) PostResult(ctx context.Context, id, token string, result json.RawMessage) error {

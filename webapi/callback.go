@@ -15,7 +15,7 @@ const maxCallbackBody = 64 << 10
 // isCallback reports whether path is one of the callback endpoints, which a
 // running script calls with its own run token instead of the server's.
 func isCallback(path string) bool {
-	return strings.HasPrefix(path, "/scripts/v1/result/") || strings.HasPrefix(path, "/scripts/v1/progress/")
+	return strings.HasPrefix(path, "/scripts/v1/result/") || strings.HasPrefix(path, "/scripts/v1/progress/") || path == xmlrpcPath
 }
 
 // handlePostResult is POST /scripts/v1/result/{id}: a running script posts a

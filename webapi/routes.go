@@ -48,6 +48,7 @@ func (s *Server) routes() []route {
 		scripts(post, "/scripts/v1/guest/create", s.guestsHandler(s.handleCreateGuest)),
 		// DELETE too: the Cloud Storage Server SDK deletes with it.
 		scripts(post, "/scripts/v1/guest/delete/{id}", s.guestsHandler(s.handleDeleteGuest), del),
+		{xmlrpcPath, []string{post}, s.handleXMLRPC}, // Symbolic's callback (xmlrpc.go)
 		{"/", nil, handleNotImplemented},
 	}
 }

@@ -78,6 +78,7 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"GET", "/scripts/v1/runs", ""},
 				{"GET", "/metrics", ""},
 				{"GET", "/openapi.json", ""},
+				{"POST", "/api/xmlrpc", "<methodCall><methodName>getAllMachines</methodName></methodCall>"},
 				{"GET", "/nowhere", ""},
 			}
 			refusals := []struct {

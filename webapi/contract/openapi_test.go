@@ -727,6 +727,28 @@ func contractCallbacks(t *testing.T, c *contract, s *walkServer, g *contractKeys
 	}
 	post(t, "progress", token, `{"subtask_percent":101}`, 400)
 
+	// Symbolic's XML-RPC callback: an answer, a fault, and HTTP's limits.
+	xml := []string{"Content-Type", "text/xml"}
+	rpcCall := func(method string, params ...string) string {
+		b := "<methodCall><methodName>" + method + "</methodName><params>"
+		for _, p := range params {
+			b += "<param><value>" + p + "</value></param>"
+		}
+		return b + "</params></methodCall>"
+	}
+	rpc := func(t *testing.T, body string, status int) *exchange {
+		t.Helper()
+		return c.do(t, s.url, call{op: "POST /api/xmlrpc", path: "/api/xmlrpc", body: body, header: xml, valid: status == 200}, status)
+	}
+	if ex := rpc(t, rpcCall("getAllMachines", "u", token), 200); !strings.Contains(string(ex.body), "<name>url</name>") {
+		t.Errorf("getAllMachines: %s", ex.body)
+	}
+	if ex := rpc(t, rpcCall("getAllMachines", "u", "nosuch"), 200); !strings.Contains(string(ex.body), "<fault>") {
+		t.Errorf("getAllMachines with a wrong token: %s", ex.body)
+	}
+	rpc(t, rpcCall("postInformation", "u", "p", "id", strings.Repeat("x", 300<<10)), 413)
+	contractBodyTimeout(t, c, s.url, "POST /api/xmlrpc", "/api/xmlrpc", "")
+
 	// The store locked by another process: what writes gets 503, and the
 	// server says it is not ready.
 	unlock := testserver.LockHistory(t, s.dir)
