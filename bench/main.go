@@ -26,6 +26,12 @@
 //     the client reading it, against the same child read from a pipe.
 //   - held streams: the server's memory and threads per idle stream, and the
 //     time from a client closing its connection to its child being gone.
+//   - tls: the RSS per held stream, the throughput of one stream and the
+//     latency of a request (GET /healthz, a run of `true`) on kept and new
+//     connections, over TLS (HTTP/1.1 and HTTP/2) and over plain HTTP (as
+//     it is, and with parking off), measured the same way in the same
+//     phase, each on a fresh server of its own, with a CA and certificate
+//     the bench makes. Its ratios are TLS / plain.
 //   - leak check (-leak): fds, threads and RSS after many runs and cuts.
 //   - history: GET /scripts/v1/runs on histories of 10^4, 10^5 and 10^6 runs
 //     (-history), the first page and one deep in the cursor, with and
@@ -67,6 +73,7 @@ type config struct {
 	timeout      time.Duration // bound on the whole benchmark
 	concurrency  []int
 	only         string // comma-separated phases to run; empty runs all
+	tlsRuns      int    // tls: requests timed per server, request and connection
 	historySizes []int  // history: the sizes of the histories measured
 }
 
@@ -88,7 +95,8 @@ func parseFlags() config {
 	flag.StringVar(&c.bin, "bin", "", "use this rexec binary instead of building one from the module root")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, server log)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long in all")
-	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,leak,history")
+	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,tls,leak,history")
+	flag.IntVar(&c.tlsRuns, "tls-runs", 200, "tls: requests timed per server, request (GET /healthz, run `true`) and kind of connection (kept, new, resumed)")
 	history := flag.String("history", "10000,100000,1000000", "history: the numbers of runs of the histories measured, comma-separated (10000 with -quick)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -110,6 +118,7 @@ func parseFlags() config {
 			"kills":    func() { c.kills = 10 },
 			"marginal": func() { c.marginal = false },
 			"history":  func() { *history = "10000" },
+			"tls-runs": func() { c.tlsRuns = 50 },
 		}
 		for name, shrink := range quick {
 			if !set[name] {
@@ -142,6 +151,7 @@ func parseFlags() config {
 	}
 	c.kills = min(c.kills, c.streams)
 	c.reps = max(c.reps, 1)
+	c.tlsRuns = max(c.tlsRuns, 1)
 	c.concurrency = []int{1, 8}
 	return c
 }
@@ -215,6 +225,8 @@ func run(ctx context.Context, cfg config, out io.Writer) (problems int, err erro
 		{"spawn", "spawn", b.spawn},
 		{"throughput", "throughput", b.throughput},
 		{"line latency", "latency", b.latency},
+		// Servers of its own, each fresh: the order does not matter.
+		{"tls", "tls", b.tlsPhase},
 		{"leak check", "leak", b.leakCheck},
 		{"history", "history", b.history},
 	}

@@ -19,8 +19,25 @@ import (
 type report struct {
 	mu       sync.Mutex
 	rows     []row
+	tables   []table
 	notes    []string
 	problems []string
+}
+
+// table is a table of its own, printed after the main one: a phase's
+// figures for several set-ups side by side.
+type table struct {
+	title  string
+	header []string   // the figure's column first
+	rows   [][]string // as many cells as the header
+	foot   []string   // lines printed under it
+}
+
+// addTable adds t to the report, after the main table.
+func (r *report) addTable(t table) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tables = append(r.tables, t)
 }
 
 // row is one figure. ratio is ours/ceiling: for a rate, the fraction of the
@@ -78,6 +95,18 @@ func (r *report) print(out io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "ratio = ours / ceiling: the fraction of the ceiling for rates, times slower for latencies.")
+	for _, t := range r.tables {
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, t.title)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		for _, cells := range append([][]string{t.header}, t.rows...) {
+			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		}
+		tw.Flush()
+		for _, l := range t.foot {
+			fmt.Fprintln(out, l)
+		}
+	}
 	if len(r.notes) > 0 {
 		fmt.Fprintln(out, "\nnotes:")
 		for _, n := range r.notes {
@@ -107,7 +136,7 @@ func printHeader(out io.Writer, cfg config) {
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, gitDescribe())
 	fmt.Fprintf(out, "nofile %s; settings: -d %s, -mb %d x%d, -lines %d every %s, -streams %d (-kills %d)",
 		checkNofile(), cfg.dur, cfg.mb, cfg.reps, cfg.lines, cfg.every, cfg.streams, cfg.kills)
-	fmt.Fprintf(out, ", -history %v", cfg.historySizes)
+	fmt.Fprintf(out, ", -history %v, -tls-runs %d", cfg.historySizes, cfg.tlsRuns)
 	if cfg.leak {
 		fmt.Fprintf(out, ", leak %d runs + %d cuts", cfg.leakRuns, cfg.leakCuts)
 	}

@@ -72,8 +72,9 @@ func goBuild(ctx context.Context, root, out, pkg string) error {
 type server struct {
 	cmd     *exec.Cmd
 	pid     int
+	name    string // in the notes on its log, when not the main server
 	addr    string // host:port
-	url     string // http://host:port
+	url     string // http://host:port, https:// with TLS
 	logPath string
 	exited  chan struct{} // closed once the process is reaped
 	waitErr error         // valid once exited is closed
@@ -88,7 +89,8 @@ type server struct {
 }
 
 // startServer starts rexec on 127.0.0.1 port 0, with the further flags
-// args, and waits for its "listening" log line, which gives the address.
+// args, and waits for its "listening" log line, which gives the address
+// and the URL.
 // Its log goes to a file in dir and is tallied by level.
 func startServer(ctx context.Context, bin, dir string, args ...string) (*server, error) {
 	s := &server{
@@ -122,7 +124,7 @@ func startServer(ctx context.Context, bin, dir string, args ...string) (*server,
 	}
 	s.pid = s.cmd.Process.Pid
 
-	addr := make(chan string, 1)
+	addr := make(chan logLine, 1)
 	go func() {
 		s.readLog(bufio.NewScanner(stderr), logFile, addr)
 		logFile.Close()
@@ -133,8 +135,11 @@ func startServer(ctx context.Context, bin, dir string, args ...string) (*server,
 	t := time.NewTimer(10 * time.Second)
 	defer t.Stop()
 	select {
-	case a := <-addr:
-		s.addr, s.url = a, "http://"+a
+	case l := <-addr:
+		s.addr, s.url = l.Addr, l.URL
+		if s.url == "" { // a rexec from before TLS (-bin)
+			s.url = "http://" + l.Addr
+		}
 		return s, nil
 	case <-s.exited:
 		return nil, fmt.Errorf("rexec exited before listening (%v); log in %s", s.waitErr, s.logPath)
@@ -164,13 +169,14 @@ type logLine struct {
 	Level   string `json:"level"`
 	Message string `json:"message"`
 	Addr    string `json:"addr"`
+	URL     string `json:"url"`
 	Reason  string `json:"reason"`
 	Running *int   `json:"running"`
 }
 
-// readLog copies the server's log to f, tallies it, and sends the address of
-// the "listening" line to addr.
-func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- string) {
+// readLog copies the server's log to f, tallies it, and sends the
+// "listening" line to addr.
+func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- logLine) {
 	w := bufio.NewWriter(f)
 	defer w.Flush()
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -184,7 +190,7 @@ func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- string) {
 		}
 		if l.Message == "listening" && l.Addr != "" {
 			select {
-			case addr <- l.Addr:
+			case addr <- l:
 			default:
 			}
 		}
@@ -209,6 +215,15 @@ func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- string) {
 	}
 }
 
+// label names the server in the report: "server", with its name if it
+// has one.
+func (s *server) label() string {
+	if s.name == "" {
+		return "server"
+	}
+	return "server (" + s.name + ")"
+}
+
 func (s *server) alive() bool {
 	select {
 	case <-s.exited:
@@ -226,7 +241,7 @@ func (s *server) stop(rep *report) {
 	s.stopped = true
 	s.mu.Unlock()
 	if !s.alive() {
-		rep.problem("the server had exited by itself before the end: %v", s.waitErr)
+		rep.problem("the %s had exited by itself before the end: %v", s.label(), s.waitErr)
 		return
 	}
 	start := time.Now()
@@ -237,14 +252,14 @@ func (s *server) stop(rep *report) {
 	case <-s.exited:
 		took := time.Since(start).Round(time.Millisecond)
 		if s.waitErr != nil {
-			rep.problem("server exited with %v after SIGTERM (%s)", s.waitErr, took)
+			rep.problem("%s exited with %v after SIGTERM (%s)", s.label(), s.waitErr, took)
 		} else {
-			rep.note("server stopped cleanly %s after SIGTERM", took)
+			rep.note("%s stopped cleanly %s after SIGTERM", s.label(), took)
 		}
 	case <-t.C:
 		s.cmd.Process.Kill()
 		<-s.exited
-		rep.problem("server did not stop within 20s of SIGTERM: killed")
+		rep.problem("%s did not stop within 20s of SIGTERM: killed", s.label())
 	}
 }
 
@@ -254,15 +269,15 @@ func (s *server) logSummary(rep *report) {
 	<-s.exited // the log is complete
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rep.note("server log: %s; runs ended by reason: %s", tally(s.levels), tally(s.runs))
+	rep.note("%s log: %s; runs ended by reason: %s", s.label(), tally(s.levels), tally(s.runs))
 	if stale := s.running - s.endedAfter; s.running >= 0 && stale > 0 {
 		// Every run in flight at shutdown logs its end; the others were
 		// entries left in the server's process table by runs long over.
-		rep.problem("at shutdown the server counted %d running processes, but only %d runs ended after it: %d stale entries",
-			s.running, s.endedAfter, stale)
+		rep.problem("at shutdown the %s counted %d running processes, but only %d runs ended after it: %d stale entries",
+			s.label(), s.running, s.endedAfter, stale)
 	}
 	for _, l := range s.badLines {
-		rep.problem("server logged: %s", l)
+		rep.problem("%s logged: %s", s.label(), l)
 	}
 }
 

@@ -27,71 +27,23 @@ func (b *bench) heldStreams(ctx context.Context) error {
 	pid := b.srv.pid
 	c := newClient(b.srv.url, n)
 	defer c.close()
-	// A warm-up first, so that what the server sets up once for good is
-	// part of the baseline, not of the streams: its /dev/null for children,
-	// and the pages of its own code that only held streams run (parking,
-	// hangup watching), which count in RSS once touched.
-	if err := newAliasRunner("warmup", "true").run(ctx, c, nil); err != nil {
-		return fmt.Errorf("warm-up run: %w", err)
-	}
-	warm, err := openStreams(ctx, c, 16, 0, "warm")
-	if err == nil {
-		time.Sleep(300 * time.Millisecond)
-	}
-	closeStreams(warm)
-	if err != nil {
-		return fmt.Errorf("warm-up streams: %w", err)
-	}
-	if took, left := waitNoChildren(pid, 15*time.Second); left > 0 {
-		return fmt.Errorf("warm-up streams: %d children still there %s after their clients closed", left, took)
-	}
-	c.close()
-	idle, err := quiesce(pid)
-	if err != nil {
-		return err
-	}
-
-	start := time.Now()
-	streams, err := openStreams(ctx, c, n, m, "hold")
+	hc, streams, err := b.holdStreams(ctx, "held streams", pid, c, n, m, b.cfg.marginal)
 	defer closeStreams(streams)
+	idle, held := hc.idle, hc.held
+	if held.rss != 0 { // measured, even if what came after failed
+		b.rep.single(fmt.Sprintf("RSS per held stream, %d streams (KiB)", n), fmt.Sprintf("%.1f", hc.perStream()))
+		b.rep.single("server threads idle -> streams held", fmt.Sprintf("%d -> %d", idle.threads, held.threads))
+		b.rep.single("server fds idle -> streams held", fmt.Sprintf("%d -> %d", idle.fds, held.fds))
+		b.rep.note("held streams: %d opened (16 at a time) in %s; idle %v; held %v",
+			n, hc.opened.Round(time.Millisecond), idle, held)
+	}
+	if hc.more > 0 {
+		b.rep.single(fmt.Sprintf("RSS per further held stream, %d -> %d streams (KiB)", n, n+hc.more),
+			fmt.Sprintf("%.1f", hc.perFurther()))
+		b.rep.note("held streams: %d more opened; held %v", hc.more, hc.heldMore)
+	}
 	if err != nil {
 		return err
-	}
-	opened := time.Since(start)
-	time.Sleep(300 * time.Millisecond) // let the server's goroutines settle
-	held, err := readStats(pid)
-	if err != nil {
-		return err
-	}
-	b.rep.single(fmt.Sprintf("RSS per held stream, %d streams (KiB)", n),
-		fmt.Sprintf("%.1f", float64(held.rss-idle.rss)/float64(n)/1024))
-	b.rep.single("server threads idle -> streams held", fmt.Sprintf("%d -> %d", idle.threads, held.threads))
-	b.rep.single("server fds idle -> streams held", fmt.Sprintf("%d -> %d", idle.fds, held.fds))
-	b.rep.note("held streams: %d opened (16 at a time) in %s; idle %v; held %v",
-		n, opened.Round(time.Millisecond), idle, held)
-
-	// The figure above includes what does not grow with the streams: the
-	// Go runtime lets its heap reach 4 MiB before its first collection, so
-	// a few hundred streams' garbage stays resident. What each further
-	// stream costs is the slope from n to 5n streams.
-	if b.cfg.marginal {
-		more, err := openStreams(ctx, c, 4*n, 0, "more")
-		defer closeStreams(more)
-		if err != nil {
-			return err
-		}
-		time.Sleep(300 * time.Millisecond)
-		held5, err := readStats(pid)
-		if err != nil {
-			return err
-		}
-		b.rep.single(fmt.Sprintf("RSS per further held stream, %d -> %d streams (KiB)", n, 5*n),
-			fmt.Sprintf("%.1f", float64(held5.rss-held.rss)/float64(4*n)/1024))
-		b.rep.note("held streams: %d more opened; held %v", 4*n, held5)
-		closeStreams(more)
-		if took, left := waitChildrenAtMost(pid, 15*time.Second, n); left > 0 {
-			b.rep.problem("held streams: %d more children than the %d held still there %s after their clients closed", left, n, took.Round(time.Millisecond))
-		}
 	}
 
 	if err := b.disconnectLatency(streams[:m]); err != nil {
@@ -117,6 +69,104 @@ func (b *bench) heldStreams(ctx context.Context) error {
 	}
 	b.compareToIdle("after held streams", idle, after)
 	return nil
+}
+
+// holdCost is what held streams cost a server, against its idle baseline.
+type holdCost struct {
+	n          int           // streams held
+	idle, held procStats     // the server idle, and with the n streams
+	opened     time.Duration // to open the n, 16 at a time
+	dials      int64         // connections the client dialed for the n
+	more       int           // further streams opened; 0 when not measured
+	heldMore   procStats     // the server with n+more streams
+	dialsMore  int64         // connections the client dialed for the more
+}
+
+// perStream is the server's RSS per held stream, in KiB.
+func (h holdCost) perStream() float64 {
+	return float64(h.held.rss-h.idle.rss) / float64(h.n) / 1024
+}
+
+// perFurther is the server's RSS per stream held past the first n, in KiB.
+func (h holdCost) perFurther() float64 {
+	return float64(h.heldMore.rss-h.held.rss) / float64(h.more) / 1024
+}
+
+// holdStreams warms up the server pid through c, takes its idle baseline,
+// opens n streams of sleep 60 (the first m of which print their pid, see
+// openStreams) and reads the server's footprint. With marginal, it then
+// opens 4n more, reads the footprint again and closes those. It returns
+// the n streams, still open: the caller closes them, also on an error.
+// Problems are reported under what.
+//
+// The warm-up makes what the server sets up once for good part of the
+// baseline, not of the streams: its /dev/null for children, and the pages
+// of its own code that only held streams run (parking, hangup watching),
+// which count in RSS once touched.
+func (b *bench) holdStreams(ctx context.Context, what string, pid int, c *client, n, m int, marginal bool) (holdCost, []*held, error) {
+	hc := holdCost{n: n}
+	if err := newAliasRunner("warmup", "true").run(ctx, c, nil); err != nil {
+		return hc, nil, fmt.Errorf("warm-up run: %w", err)
+	}
+	warm, err := openStreams(ctx, c, 16, 0, "warm")
+	if err == nil {
+		time.Sleep(300 * time.Millisecond)
+	}
+	closeStreams(warm)
+	if err != nil {
+		return hc, nil, fmt.Errorf("warm-up streams: %w", err)
+	}
+	if took, left := waitNoChildren(pid, 15*time.Second); left > 0 {
+		return hc, nil, fmt.Errorf("warm-up streams: %d children still there %s after their clients closed", left, took)
+	}
+	c.close()
+	if hc.idle, err = quiesce(pid); err != nil {
+		return hc, nil, err
+	}
+
+	start := time.Now()
+	dials := c.dials.Load()
+	if c.proto == 2 && !c.connEach {
+		// One connection first, which the streams then share: opened 16
+		// at once on none, each would dial its own.
+		if err := newAliasRunner("prime", "true").run(ctx, c, nil); err != nil {
+			return hc, nil, fmt.Errorf("opening the HTTP/2 connection: %w", err)
+		}
+	}
+	streams, err := openStreams(ctx, c, n, m, "hold")
+	if err != nil {
+		return hc, streams, err
+	}
+	hc.opened, hc.dials = time.Since(start), c.dials.Load()-dials
+	time.Sleep(300 * time.Millisecond) // let the server's goroutines settle
+	if hc.held, err = readStats(pid); err != nil {
+		return hc, streams, err
+	}
+	if !marginal {
+		return hc, streams, nil
+	}
+
+	// The figure above includes what does not grow with the streams: the
+	// Go runtime lets its heap reach 4 MiB before its first collection, so
+	// a few hundred streams' garbage stays resident. What each further
+	// stream costs is the slope from n to 5n streams.
+	dials = c.dials.Load()
+	more, err := openStreams(ctx, c, 4*n, 0, "more")
+	defer closeStreams(more)
+	if err != nil {
+		return hc, streams, err
+	}
+	hc.dialsMore = c.dials.Load() - dials
+	time.Sleep(300 * time.Millisecond)
+	if hc.heldMore, err = readStats(pid); err != nil {
+		return hc, streams, err
+	}
+	hc.more = 4 * n
+	closeStreams(more)
+	if took, left := waitChildrenAtMost(pid, 15*time.Second, n); left > 0 {
+		b.rep.problem("%s: %d more children than the %d held still there %s after their clients closed", what, left, n, took.Round(time.Millisecond))
+	}
+	return hc, streams, nil
 }
 
 // held is one open stream.
