@@ -434,7 +434,13 @@ func (m *Manager) showsUnrecorded(state store.State) bool {
 // overlay applies to r what the history has not taken yet of its life.
 func (m *Manager) overlay(r *store.Run) {
 	m.mu.Lock()
-	u := m.unrecorded[r.ID]
+	// A copy: recordPending clears the fields of m.unrecorded's entry
+	// under the lock as the history takes them.
+	var u unrecorded
+	pu := m.unrecorded[r.ID]
+	if pu != nil {
+		u = *pu
+	}
 	var live store.Progress
 	var hasLive bool
 	if a := m.active[r.ID]; a != nil && a.progGen > 0 {
@@ -444,7 +450,7 @@ func (m *Manager) overlay(r *store.Run) {
 	if hasLive {
 		r.Progress = live
 	}
-	if u == nil {
+	if pu == nil {
 		return
 	}
 	if !u.started.IsZero() && r.State == store.StateQueued {
