@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,35 +17,15 @@ import (
 	"github.com/coder/websocket"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testhttp"
 	"github.com/rexec/rexec/webapi"
 )
 
 // request sends method path to base with the headers given as pairs; "Host"
-// sets the Host header. It returns the status and the body.
+// sets the Host header. It returns the status, the headers and the body.
 func request(t *testing.T, base, method, path, body string, header ...string) (int, http.Header, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		if header[i] == "Host" {
-			req.Host = header[i+1]
-		} else {
-			req.Header.Set(header[i], header[i+1])
-		}
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return testhttp.Request(t, base, method, path, body, header...)
 }
 
 // A page in the user's browser can send requests to a server on 127.0.0.1
@@ -266,47 +245,9 @@ func TestGuestKeysNeedAnAdminToken(t *testing.T) {
 }
 
 // rawConn is a client connection written and read by hand.
-type rawConn struct {
-	net.Conn
-	br *bufio.Reader
-}
+type rawConn = testhttp.Conn
 
-func dialRaw(t *testing.T, url string) *rawConn {
-	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(30 * time.Second)) // a failure bound only
-	return &rawConn{Conn: c, br: bufio.NewReader(c)}
-}
-
-// response reads one response head and its body as net/http reads them.
-func (c *rawConn) response(t *testing.T) (*http.Response, string) {
-	t.Helper()
-	resp, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		t.Fatalf("reading a response: %v", err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("reading a response body: %v", err)
-	}
-	return resp, string(b)
-}
-
-// closed reports whether the server closed the connection (EOF with nothing
-// more sent), waiting up to a failure bound.
-func (c *rawConn) closed(t *testing.T) bool {
-	t.Helper()
-	b, err := c.br.ReadByte()
-	if err == nil {
-		t.Logf("the server sent %q after the response", b)
-		return false
-	}
-	return errors.Is(err, io.EOF) || strings.Contains(err.Error(), "reset")
-}
+func dialRaw(t *testing.T, url string) *rawConn { return testhttp.Dial(t, url) }
 
 // A client with no token that never finishes its body gets its 401 at
 // once, and the connection is closed: it cannot hold the server's resources
@@ -317,14 +258,14 @@ func TestUnauthenticatedBodyIsNotWaitedFor(t *testing.T) {
 		t.Run(framing, func(t *testing.T) {
 			c := dialRaw(t, s.url)
 			fmt.Fprintf(c, "POST /process HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n\r\n{\"alias\":", framing)
-			resp, body := c.response(t)
+			resp, body := c.Response(t)
 			if resp.StatusCode != 401 {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
 			if !resp.Close {
 				t.Fatal("the 401 keeps a connection whose body was never read")
 			}
-			if !c.closed(t) {
+			if !c.Closed(t) {
 				t.Fatal("the connection stayed open")
 			}
 		})
@@ -337,11 +278,11 @@ func TestSlowBodyTimesOut(t *testing.T) {
 	s := newServer(t, serverOpts{cfg: webapi.Config{BodyTimeout: 300 * time.Millisecond}})
 	c := dialRaw(t, s.url)
 	fmt.Fprintf(c, "POST /process HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{\"alias\":")
-	resp, body := c.response(t)
+	resp, body := c.Response(t)
 	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(body, "--body-timeout") {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
-	if !c.closed(t) {
+	if !c.Closed(t) {
 		t.Fatal("the connection stayed open")
 	}
 	// Live stdin: the body timeout bounds the request line only.
@@ -349,7 +290,7 @@ func TestSlowBodyTimesOut(t *testing.T) {
 	path, env := fakeCmd("cat")
 	line := fmt.Sprintf(`{"alias":"slowstdin","cmd":%q,"envs":{%q:%q}}`+"\n", path, envName(env), envValue(env))
 	fmt.Fprintf(c, "POST /process HTTP/1.1\r\nHost: 127.0.0.1\r\nRexec-Stdin: stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(line), line)
-	resp, err := http.ReadResponse(c.br, nil)
+	resp, err := http.ReadResponse(c.Reader(), nil)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("live stdin: %v %v", resp, err)
 	}

@@ -2,7 +2,6 @@ package webapi_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,18 +31,8 @@ call postInformation "$(p externalscript)$(p wrong)$(p "$REXEC_RUN_ID")$(p "$inf
 // xmlCall posts an XML-RPC call and returns the status and the body.
 func xmlCall(t *testing.T, url, body string, header ...string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url+"/api/xmlrpc", strings.NewReader(body))
-	req.Header.Set("Content-Type", "text/xml")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	code, _, out := request(t, url, "POST", "/api/xmlrpc", body, append([]string{"Content-Type", "text/xml"}, header...)...)
+	return code, out
 }
 
 func methodCall(name string, params ...string) string {

@@ -1,9 +1,6 @@
 package contract_test
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +8,7 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testhttp"
 	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/webapi"
@@ -58,53 +56,7 @@ func fake(alias, mode string, args ...string) map[string]any {
 // returns the status, the headers and the body.
 func request(t *testing.T, base, method, path, body string, header ...string) (int, http.Header, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return testhttp.Request(t, base, method, path, body, header...)
 }
 
-// rawConn is a client connection written and read by hand.
-type rawConn struct {
-	net.Conn
-	br *bufio.Reader
-}
-
-func dialRaw(t *testing.T, url string) *rawConn {
-	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(30 * time.Second)) // a failure bound only
-	return &rawConn{Conn: c, br: bufio.NewReader(c)}
-}
-
-// response reads one response head and its body.
-func (c *rawConn) response(t *testing.T) (*http.Response, string) {
-	t.Helper()
-	resp, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		t.Fatalf("reading a response: %v", err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("reading a response body: %v", err)
-	}
-	return resp, string(b)
-}
+func dialRaw(t *testing.T, url string) *testhttp.Conn { return testhttp.Dial(t, url) }

@@ -299,7 +299,7 @@ func contractBodyTimeout(t *testing.T, c *contract, base, op, path, key string) 
 	t.Helper()
 	conn := dialRaw(t, base)
 	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nContent-Length: 1000\r\n\r\n{\"", path, key)
-	resp, body := conn.response(t)
+	resp, body := conn.Response(t)
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("%s with a body that never comes: %d %s", op, resp.StatusCode, body)
 	}
