@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Call is a method call.
@@ -48,10 +49,46 @@ func malformed(format string, a ...any) error {
 // spec's (no zone: taken as UTC), and ISO 8601 with dashes and a zone.
 var dateLayouts = []string{"20060102T15:04:05", "2006-01-02T15:04:05", "2006-01-02T15:04:05Z07:00", "20060102T15:04:05Z07:00"}
 
+// charsetReader reads the encodings XML-RPC clients declare besides UTF-8:
+// PHP's xmlrpc_encode_request declares iso-8859-1 by default.
+func charsetReader(label string, input io.Reader) (io.Reader, error) {
+	switch strings.ToLower(label) {
+	case "utf-8", "utf8", "us-ascii", "ascii":
+		return input, nil
+	case "iso-8859-1", "iso8859-1", "latin1", "latin-1":
+		return &latin1Reader{r: input}, nil
+	}
+	return nil, malformed("encoding %q: want UTF-8 or ISO-8859-1", truncate(label))
+}
+
+// latin1Reader turns ISO-8859-1 into UTF-8: each byte is the code point.
+type latin1Reader struct {
+	r       io.Reader
+	pending []byte // converted, not yet read
+}
+
+func (l *latin1Reader) Read(p []byte) (int, error) {
+	if len(l.pending) == 0 {
+		var raw [512]byte
+		m, err := l.r.Read(raw[:])
+		if m == 0 {
+			return 0, err
+		}
+		l.pending = l.pending[:0]
+		for _, b := range raw[:m] {
+			l.pending = utf8.AppendRune(l.pending, rune(b))
+		}
+	}
+	n := copy(p, l.pending)
+	l.pending = l.pending[n:]
+	return n, nil
+}
+
 // ParseCall reads a <methodCall>.
 func ParseCall(r io.Reader) (Call, error) {
 	d := xml.NewDecoder(r)
 	d.Strict = true
+	d.CharsetReader = charsetReader
 	p := &parser{d: d}
 	call, err := p.call()
 	if err != nil {

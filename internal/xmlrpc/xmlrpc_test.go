@@ -50,6 +50,24 @@ bG8=</base64></value></param>
 	}
 }
 
+// PHP's xmlrpc_encode_request declares ISO-8859-1: its bytes are read as
+// Latin-1; an encoding neither UTF-8 nor Latin-1 is refused.
+func TestParseCallEncodings(t *testing.T) {
+	in := "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><methodCall><methodName>m</methodName><params><param><value><string>caf\xe9 \xa3</string></value></param></params></methodCall>"
+	c, err := ParseCall(strings.NewReader(in))
+	if err != nil || len(c.Params) != 1 || c.Params[0] != "café £" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, enc := range []string{"UTF-8", "us-ascii"} {
+		if _, err := ParseCall(strings.NewReader(`<?xml version="1.0" encoding="` + enc + `"?><methodCall><methodName>m</methodName></methodCall>`)); err != nil {
+			t.Errorf("%s: %v", enc, err)
+		}
+	}
+	if _, err := ParseCall(strings.NewReader(`<?xml version="1.0" encoding="shift_jis"?><methodCall><methodName>m</methodName></methodCall>`)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("shift_jis: %v", err)
+	}
+}
+
 func TestParseCallRefuses(t *testing.T) {
 	deep := strings.Repeat("<value><array><data>", MaxDepth+1) + strings.Repeat("</data></array></value>", MaxDepth+1)
 	many := "<value><array><data>" + strings.Repeat("<value><int>1</int></value>", MaxValues+1) + "</data></array></value>"
@@ -113,6 +131,7 @@ func TestWriteFaultAndResponse(t *testing.T) {
 func FuzzParseCall(f *testing.F) {
 	f.Add(`<methodCall><methodName>postInformation</methodName><params><param><value><string>u</string></value></param><param><value><struct><member><name>a</name><value><array><data><value><i4>1</i4></value></data></array></value></member></struct></value></param></params></methodCall>`)
 	f.Add(`<methodCall><methodName>getAllMachines</methodName></methodCall>`)
+	f.Add("<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><methodCall><methodName>m\xe9</methodName></methodCall>")
 	f.Add(`<methodCall><methodName>m</methodName><params><param><value><base64>aGk=</base64></value></param><param><value><dateTime.iso8601>20260101T00:00:00</dateTime.iso8601></value></param><param><value><double>1e3</double></value></param><param><value><nil/></value></param></params></methodCall>`)
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := ParseCall(strings.NewReader(in))
