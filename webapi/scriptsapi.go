@@ -24,7 +24,11 @@ import (
 // scriptsHandler checks the method (one of methods; HEAD where GET is) and
 // that detached runs are enabled.
 func (s *Server) scriptsHandler(methods []string, h http.HandlerFunc) http.HandlerFunc {
-	allow := strings.Join(methods, ", ")
+	allowed := methods
+	if slices.Contains(methods, http.MethodGet) {
+		allowed = append(slices.Clip(methods), http.MethodHead)
+	}
+	allow := strings.Join(allowed, ", ")
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !slices.Contains(methods, r.Method) && !(r.Method == http.MethodHead && slices.Contains(methods, http.MethodGet)) {
 			w.Header().Set("Allow", allow)

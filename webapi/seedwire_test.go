@@ -60,6 +60,9 @@ func TestSeedSDKWire(t *testing.T) {
 	if code, h, _ := request(t, d.url, "PUT", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 405 || h.Get("Allow") != "POST, DELETE" {
 		t.Errorf("PUT: %d %v", code, h)
 	}
+	if code, h, _ := request(t, d.url, "POST", "/scripts/v1/status", "", api("s3cret")...); code != 405 || h.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST on a GET route: %d %v", code, h)
+	}
 	if code, _, body := request(t, d.url, "DELETE", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 200 {
 		t.Fatalf("DELETE: %d %s", code, body)
 	}
