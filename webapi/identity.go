@@ -17,7 +17,21 @@ type subjectKey struct{}
 
 // apiKeyHeader carries a key as the Cloud Storage Server /scripts SDK sends
 // it: the admin token or a guest key, as "Authorization: Bearer" does.
+//
+// That SDK sends the key only on the first request of a connection it keeps
+// alive, because its server remembers the identity per connection. rexec
+// checks every request instead, and answers a request whose key came in
+// this header with "Connection: close": the SDK then opens a new connection
+// for its next call, and sends the key again. (Remembering identities per
+// connection would save the handshakes, at the price of a second way to be
+// authenticated.)
 const apiKeyHeader = "X-APIKey"
+
+// keyInAPIKeyHeader says whether r's credential is its X-APIKey header (a
+// client of the Cloud Storage Server SDK's kind).
+func keyInAPIKeyHeader(r *http.Request) bool {
+	return r.Header.Get("Authorization") == "" && r.Header.Get(apiKeyHeader) != ""
+}
 
 // authRequired says whether requests must prove who they are: with a token
 // or with mutual TLS.

@@ -1,6 +1,7 @@
 package webapi_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -26,6 +27,18 @@ func TestSeedSDKWire(t *testing.T) {
 			t.Errorf("X-APIKey %q: %d %s", key, code, body)
 		}
 	}
+	// The SDK sends its key only on a connection's first request: each
+	// answer to a request with X-APIKey closes its connection, so that
+	// the SDK's next call opens a new one and sends the key again.
+	c := dialRaw(t, d.url)
+	fmt.Fprintf(c, "GET /scripts/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nX-APIKey: s3cret\r\n\r\n")
+	if resp, body := c.Response(t); resp.StatusCode != 200 || !resp.Close || !c.Closed(t) {
+		t.Errorf("X-APIKey on a kept-alive connection: %d close=%v %s", resp.StatusCode, resp.Close, body)
+	}
+	if _, h, _ := request(t, d.url, "GET", "/scripts/v1/status", "", "Authorization", "Bearer s3cret"); h.Get("Connection") == "close" {
+		t.Error("a bearer token's connection is closed too")
+	}
+
 	// Authorization wins over X-APIKey: a wrong bearer is not saved by a
 	// right X-APIKey.
 	if code, _, _ := request(t, d.url, "GET", "/process", "", "Authorization", "Bearer wrong", "X-APIKey", "s3cret"); code != 401 {

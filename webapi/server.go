@@ -376,6 +376,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	}
 	scripts := strings.HasPrefix(r.URL.Path, "/scripts/v1/")
 	key, inURL := credential(r, scripts)
+	if keyInAPIKeyHeader(r) {
+		// The Cloud Storage Server SDK sends its key only on the first
+		// request of a connection it keeps alive: a connection per request
+		// makes it send the key each time (identity.go).
+		w.Header().Set("Connection", "close")
+	}
 	subject := ""
 	if s.cfg.MutualTLS {
 		subject = tlsfiles.Subject(r.TLS)
