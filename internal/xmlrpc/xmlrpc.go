@@ -105,16 +105,23 @@ type parser struct {
 	values int
 }
 
+// token is the decoder's next token; the document's end before the call's
+// is an error.
+func (p *parser) token() (xml.Token, error) {
+	t, err := p.d.Token()
+	if err == io.EOF {
+		return nil, malformed("unexpected end of the document")
+	}
+	return t, err
+}
+
 // next returns the next start or end element, skipping whitespace,
 // comments, processing instructions and directives; text that is not
 // whitespace between elements is an error.
 func (p *parser) next() (xml.Token, error) {
 	for {
-		t, err := p.d.Token()
+		t, err := p.token()
 		if err != nil {
-			if err == io.EOF {
-				return nil, malformed("unexpected end of the document")
-			}
 			return nil, err
 		}
 		switch t := t.(type) {
@@ -154,11 +161,8 @@ func (p *parser) end(name string) error {
 func (p *parser) text(name string) (string, error) {
 	var b strings.Builder
 	for {
-		t, err := p.d.Token()
+		t, err := p.token()
 		if err != nil {
-			if err == io.EOF {
-				return "", malformed("unexpected end of the document")
-			}
 			return "", err
 		}
 		switch t := t.(type) {
@@ -260,11 +264,8 @@ func (p *parser) value(depth int) (any, error) {
 	// A bare string, or whitespace before a typed element.
 	var pending strings.Builder
 	for {
-		t, err := p.d.Token()
+		t, err := p.token()
 		if err != nil {
-			if err == io.EOF {
-				return nil, malformed("unexpected end of the document")
-			}
 			return nil, err
 		}
 		switch t := t.(type) {
