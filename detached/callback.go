@@ -16,17 +16,24 @@ import (
 func (m *Manager) callback(id, token string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	a := m.active[id]
-	if a == nil || a.token == "" || a.proc == nil ||
-		subtle.ConstantTimeCompare([]byte(a.token), []byte(token)) != 1 {
+	if a := m.active[id]; a == nil || !a.holdsToken(token) {
 		return ErrRunToken
+	}
+	return nil
+}
+
+// holdsToken says whether token is a's run token and its process still
+// runs. Under m.mu.
+func (a *activeRun) holdsToken(token string) bool {
+	if a.token == "" || a.proc == nil || subtle.ConstantTimeCompare([]byte(a.token), []byte(token)) != 1 {
+		return false
 	}
 	select {
 	case <-a.proc.Done():
-		return ErrRunToken
+		return false
 	default:
+		return true
 	}
-	return nil
 }
 
 // RunOfToken is the id of the running run whose token is token, for a
@@ -39,13 +46,7 @@ func (m *Manager) RunOfToken(token string) (id string, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for rid, a := range m.active {
-		if a.token == "" || a.proc == nil || subtle.ConstantTimeCompare([]byte(a.token), []byte(token)) != 1 {
-			continue
-		}
-		select {
-		case <-a.proc.Done():
-			return "", false
-		default:
+		if a.holdsToken(token) {
 			return rid, true
 		}
 	}

@@ -27,11 +27,15 @@ type subjectKey struct{}
 // authenticated.)
 const apiKeyHeader = "X-APIKey"
 
-// keyInAPIKeyHeader says whether r's credential is its X-APIKey header (a
-// client of the Cloud Storage Server SDK's kind).
-func keyInAPIKeyHeader(r *http.Request) bool {
-	return r.Header.Get("Authorization") == "" && r.Header.Get(apiKeyHeader) != ""
-}
+// keySource is where a request's key came from (credential).
+type keySource uint8
+
+const (
+	fromNowhere keySource = iota
+	fromBearer
+	fromAPIKeyHeader
+	fromURL
+)
 
 // authRequired says whether requests must prove who they are: with a token
 // or with mutual TLS.

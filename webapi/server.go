@@ -375,8 +375,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 		return r
 	}
 	scripts := strings.HasPrefix(r.URL.Path, "/scripts/v1/")
-	key, inURL := credential(r, scripts)
-	if keyInAPIKeyHeader(r) {
+	key, from := credential(r, scripts)
+	if from == fromAPIKeyHeader {
 		// The Cloud Storage Server SDK sends its key only on the first
 		// request of a connection it keeps alive: a connection per request
 		// makes it send the key each time (identity.go).
@@ -391,7 +391,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	}
 	h := sha256.Sum256([]byte(key))
 	if key != "" && s.cfg.Token != "" && subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1 {
-		if inURL {
+		if from == fromURL {
 			s.refuse(w, r, http.StatusUnauthorized, "unauthorized", "the admin token is not accepted in the URL (?apikey= is for guest keys): "+
 				"send it as Authorization: Bearer <token>")
 			return nil
@@ -428,27 +428,27 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	return nil
 }
 
-// credential is the key a request carries: "Authorization: Bearer <key>"
-// (the scheme in any case, RFC 9110), else "X-APIKey: <key>" (the header
-// the Cloud Storage Server SDK sends), else on the /scripts/v1 API ?apikey=
-// (inURL). Another Authorization scheme carries no key.
-func credential(r *http.Request, scripts bool) (key string, inURL bool) {
+// credential is the key a request carries and where it came from:
+// "Authorization: Bearer <key>" (the scheme in any case, RFC 9110), else
+// "X-APIKey: <key>" (the header the Cloud Storage Server SDK sends), else on
+// the /scripts/v1 API ?apikey=. Another Authorization scheme carries no key.
+func credential(r *http.Request, scripts bool) (key string, from keySource) {
 	if a := r.Header.Get("Authorization"); a != "" {
 		scheme, rest, _ := strings.Cut(strings.TrimSpace(a), " ")
 		if strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(rest), false
+			return strings.TrimSpace(rest), fromBearer
 		}
-		return "", false
+		return "", fromNowhere
 	}
 	if k := r.Header.Get(apiKeyHeader); k != "" {
-		return strings.TrimSpace(k), false
+		return strings.TrimSpace(k), fromAPIKeyHeader
 	}
 	if scripts {
 		if k := r.URL.Query().Get("apikey"); k != "" {
-			return k, true
+			return k, fromURL
 		}
 	}
-	return "", false
+	return "", fromNowhere
 }
 
 // isProbe reports whether r is a health or readiness probe, which needs no

@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 )
 
 // ParseCerts reads the certificates of a PEM file. It refuses a file with
@@ -49,18 +48,11 @@ func ClientConfig(f ClientFiles) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if f.CACert != "" {
-		b, err := os.ReadFile(f.CACert)
+		pool, _, err := readCAs(f.CACert, "CA certificate file")
 		if err != nil {
-			return nil, fmt.Errorf("CA certificate file: %w", err)
+			return nil, err
 		}
-		certs, err := ParseCerts(b)
-		if err != nil {
-			return nil, fmt.Errorf("CA certificate file %s: %w", f.CACert, err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		for _, c := range certs {
-			cfg.RootCAs.AddCert(c)
-		}
+		cfg.RootCAs = pool
 	}
 	switch {
 	case f.Cert != "" && f.Key != "":

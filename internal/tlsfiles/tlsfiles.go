@@ -111,7 +111,7 @@ func read(f Files) (*tls.Config, Loaded, error) {
 		Certificates: []tls.Certificate{cert},
 	}
 	if f.ClientCA != "" {
-		pool, n, err := readCAs(f.ClientCA)
+		pool, n, err := readCAs(f.ClientCA, "TLS client CA file")
 		if err != nil {
 			return nil, Loaded{}, err
 		}
@@ -120,17 +120,17 @@ func read(f Files) (*tls.Config, Loaded, error) {
 	return cfg, info, nil
 }
 
-// readCAs reads a PEM file of CA certificates. A file with none, or with
-// anything that is not a certificate, is refused: a typo must not become
-// a pool that verifies nobody, or a half-read one.
-func readCAs(name string) (*x509.CertPool, int, error) {
+// readCAs reads a PEM file of CA certificates, what naming it in errors. A
+// file with none, or with anything that is not a certificate, is refused: a
+// typo must not become a pool that verifies nobody, or a half-read one.
+func readCAs(name, what string) (*x509.CertPool, int, error) {
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return nil, 0, fmt.Errorf("TLS client CA file: %w", err)
+		return nil, 0, fmt.Errorf("%s: %w", what, err)
 	}
 	certs, err := ParseCerts(b)
 	if err != nil {
-		return nil, 0, fmt.Errorf("TLS client CA file %s: %w", name, err)
+		return nil, 0, fmt.Errorf("%s %s: %w", what, name, err)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range certs {
