@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/rexec/rexec/feed"
@@ -114,7 +116,11 @@ func (m *Manager) PostProgress(ctx context.Context, id, token string, patch Prog
 		m.mu.Unlock()
 		return ErrRunToken
 	}
-	a.progress = patch.apply(a.progress)
+	prev := a.progress
+	a.progress = patch.apply(prev)
+	if a.progress.Task > prev.Task {
+		a.startTask(prev, time.Now())
+	}
 	a.progGen++
 	m.mu.Unlock()
 	m.saveLatest(id, a)
@@ -128,26 +134,59 @@ func newToken() string {
 }
 
 // saveLatest saves the run's progress as it is now, unless that is saved
-// already. Saves are one at a time, so the last one saves the latest.
+// already. Saves are one at a time, so the last one saves the latest. The
+// task times go with the progress when a task started since they were
+// last saved (SetTaskProgress), and only then: a line that keeps the task
+// costs what it did before there were task times (SetProgress).
 func (m *Manager) saveLatest(id string, a *activeRun) {
 	a.saveMu.Lock()
 	defer a.saveMu.Unlock()
 	m.mu.Lock()
 	p, gen, saved := a.progress, a.progGen, a.savedGen
 	a.savedGen = gen
+	var tt *taskTimes
+	if a.taskGen != a.savedTaskGen {
+		tt = &taskTimes{startedAt: a.taskStartedAt, tasks: slices.Clone(a.tasks)}
+		a.savedTaskGen = a.taskGen
+	}
 	m.mu.Unlock()
 	if gen != saved {
-		m.saveProgress(id, a.script, p)
+		if !m.saveProgress(id, a.script, p, tt) && tt != nil {
+			// Not saved: the next save carries them.
+			m.mu.Lock()
+			a.savedTaskGen = -1
+			m.mu.Unlock()
+		}
 		m.writeStatus(id, a)
 	}
+}
+
+// taskTimes are the task times of a run's progress, to save with it.
+type taskTimes struct {
+	startedAt time.Time
+	tasks     []store.TaskSpan
 }
 
 // progressEvery bounds how often a chatty script's progress is written.
 const progressEvery = 250 * time.Millisecond
 
-func (m *Manager) saveProgress(id, script string, p store.Progress) {
-	if err := m.cfg.History.SetProgress(m.ctx, id, p); err != nil {
+// saveProgress records p, with tt when it is not nil, and publishes it; it
+// reports whether the history took it.
+func (m *Manager) saveProgress(id, script string, p store.Progress, tt *taskTimes) bool {
+	var err error
+	if tt != nil {
+		err = m.cfg.History.SetTaskProgress(m.ctx, id, p, tt.startedAt, tt.tasks)
+	} else {
+		err = m.cfg.History.SetProgress(m.ctx, id, p)
+	}
+	switch {
+	case tt != nil && errors.Is(err, store.ErrWrongState):
+		// A callback's progress that came as the run ended: MarkDone
+		// closed its tasks already.
+		m.log.Debug().Err(err).Str("run", id).Msg("progress of a run that has ended: not recorded")
+	case err != nil:
 		m.log.Error().Err(err).Str("run", id).Msg("recording progress")
 	}
 	m.publish(feed.Event{Run: id, Name: script, State: "progress", Progress: &p})
+	return err == nil
 }

@@ -127,13 +127,17 @@ func (m *Manager) started(r store.Run, a *activeRun, proc *child.Process, token 
 // quiet.
 func (m *Manager) copyOutput(id string, a *activeRun, proc *child.Process, out store.OutputWriter) {
 	var scan ProgressScanner
+	// Called within scan.Write, under m.mu: each task a line starts, even
+	// one that a later line of the same chunk replaces.
+	scan.taskStarted = func(prev store.Progress) { a.startTask(prev, time.Now()) }
 	seen := 0 // the progGen scan was last in step with
 	scanLines := func(b []byte) {
 		m.mu.Lock()
 		if a.progGen != seen {
 			scan.SetProgress(a.progress)
 		}
-		if scan.Write(b) {
+		tasks := a.taskGen
+		if scan.Write(b) || a.taskGen != tasks {
 			a.progress = scan.Progress()
 			a.progGen++
 		}

@@ -1,14 +1,18 @@
 package detached
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/rexec/rexec/store"
 )
 
 // FuzzProgress feeds output to a ProgressScanner in one chunk, byte by byte
 // and in chunks of sizes drawn from seed: it must never panic, the three
 // must agree with each other and with the line-by-line model, and the
-// progress must keep its invariants.
+// progress must keep its invariants. The three see the same task starts
+// (taskStarted), each where the task number grew, with the progress before.
 func FuzzProgress(f *testing.F) {
 	var seedExample strings.Builder
 	for _, step := range progressSeedExample {
@@ -20,7 +24,9 @@ func FuzzProgress(f *testing.F) {
 	f.Add([]byte("[1] "+strings.Repeat("é", 300)+"\n"), uint64(3))
 
 	f.Fuzz(func(t *testing.T, out []byte, seed uint64) {
+		var wholeTasks, bytewiseTasks, chunkedTasks []store.Progress
 		var whole ProgressScanner
+		whole.taskStarted = func(prev store.Progress) { wholeTasks = append(wholeTasks, prev) }
 		whole.Write(out)
 		want := whole.Progress()
 		checkProgressInvariants(t, want)
@@ -29,15 +35,30 @@ func FuzzProgress(f *testing.F) {
 		}
 
 		var bytewise ProgressScanner
+		bytewise.taskStarted = func(prev store.Progress) { bytewiseTasks = append(bytewiseTasks, prev) }
 		for i := range out {
+			before, calls := bytewise.Progress(), len(bytewiseTasks)
 			bytewise.Write(out[i : i+1])
-			checkProgressInvariants(t, bytewise.Progress())
+			after := bytewise.Progress()
+			checkProgressInvariants(t, after)
+			// A byte ends one line at most.
+			switch grew := after.Task > before.Task; {
+			case grew && (len(bytewiseTasks) != calls+1 || bytewiseTasks[calls] != before):
+				t.Fatalf("byte %d: task %d to %d: task starts %+v, want one more with %+v", i, before.Task, after.Task, bytewiseTasks[calls:], before)
+			case !grew && len(bytewiseTasks) != calls:
+				t.Fatalf("byte %d: task %d to %d: task starts %+v, want none", i, before.Task, after.Task, bytewiseTasks[calls:])
+			}
 		}
 		if got := bytewise.Progress(); got != want {
 			t.Fatalf("byte by byte:\n got %+v\nwant %+v", got, want)
 		}
 
+		if !slices.Equal(wholeTasks, bytewiseTasks) {
+			t.Fatalf("task starts, one chunk %+v, byte by byte %+v", wholeTasks, bytewiseTasks)
+		}
+
 		var chunked ProgressScanner
+		chunked.taskStarted = func(prev store.Progress) { chunkedTasks = append(chunkedTasks, prev) }
 		x := seed | 1
 		for rest := out; len(rest) > 0; {
 			x ^= x << 13 // xorshift64
@@ -53,6 +74,9 @@ func FuzzProgress(f *testing.F) {
 		}
 		if got := chunked.Progress(); got != want {
 			t.Fatalf("in chunks (seed %d):\n got %+v\nwant %+v", seed, got, want)
+		}
+		if !slices.Equal(chunkedTasks, bytewiseTasks) {
+			t.Fatalf("task starts, in chunks %+v, byte by byte %+v", chunkedTasks, bytewiseTasks)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -159,6 +160,14 @@ type activeRun struct {
 	progGen  int
 	savedGen int
 	saveMu   sync.Mutex
+	// taskStartedAt and tasks are when the current task of progress
+	// started and the tasks that have ended (store.Run's TaskStartedAt and
+	// Tasks); taskGen counts the tasks started, and savedTaskGen is the
+	// count they were last saved at (see startTask, saveLatest).
+	taskStartedAt time.Time
+	tasks         []store.TaskSpan
+	taskGen       int
+	savedTaskGen  int
 	// statusMu orders the writes of its status file (statusfile.go);
 	// statusRemoved says the file is gone for good.
 	statusMu      sync.Mutex
@@ -167,6 +176,17 @@ type activeRun struct {
 
 func newActiveRun(script string, stdin int64) *activeRun {
 	return &activeRun{script: script, stdin: stdin, done: make(chan struct{}), settled: make(chan struct{})}
+}
+
+// startTask records that a task numbered higher than prev's starts now,
+// prev being the progress before it: the task of prev, if there was one,
+// ends. Under m.mu.
+func (a *activeRun) startTask(prev store.Progress, now time.Time) {
+	if prev.Task > 0 && !a.taskStartedAt.IsZero() {
+		a.tasks = store.AppendTaskSpan(a.tasks, store.TaskSpan{Title: prev.TaskTitle, Start: a.taskStartedAt, End: now})
+	}
+	a.taskStartedAt = now
+	a.taskGen++
 }
 
 // settle marks the start tried (see activeRun.settled).
@@ -442,13 +462,23 @@ func (m *Manager) overlay(r *store.Run) {
 		u = *pu
 	}
 	var live store.Progress
-	var hasLive bool
+	var hasLive, liveTasks bool
+	var taskStartedAt time.Time
+	var tasks []store.TaskSpan
 	if a := m.active[r.ID]; a != nil && a.progGen > 0 {
 		live, hasLive = a.progress, true
+		// The task times of a run the history has as done are the
+		// history's: MarkDone closed its last task.
+		if r.State != store.StateDone {
+			taskStartedAt, tasks, liveTasks = a.taskStartedAt, slices.Clone(a.tasks), true
+		}
 	}
 	m.mu.Unlock()
 	if hasLive {
 		r.Progress = live
+	}
+	if liveTasks {
+		r.TaskStartedAt, r.Tasks = taskStartedAt, tasks
 	}
 	if pu == nil {
 		return
@@ -459,6 +489,10 @@ func (m *Manager) overlay(r *store.Run) {
 	if o := u.outcome; o != nil && r.State != store.StateDone {
 		r.State, r.Ended, r.EndedAt, r.ExitCode, r.Signal = store.StateDone, o.Ended, o.EndedAt, o.ExitCode, o.Signal
 		r.OutputTruncated = o.OutputTruncated
+		// As MarkDone will: the current task ends with the run.
+		if r.Progress.Task > 0 && !r.TaskStartedAt.IsZero() {
+			r.Tasks = store.AppendTaskSpan(r.Tasks, store.TaskSpan{Title: r.Progress.TaskTitle, Start: r.TaskStartedAt, End: o.EndedAt})
+		}
 	}
 }
 

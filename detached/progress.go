@@ -50,6 +50,12 @@ type ProgressScanner struct {
 	bracketLen int
 	title      []byte // up to maxProgressTitle bytes of the current title
 	truncated  bool   // the current title had more bytes than title keeps
+
+	// taskStarted, when not nil, is called as a task line starts a task
+	// numbered higher than the current one, with the progress before the
+	// line: the task of prev (if prev.Task > 0) ends there. Write reports
+	// only where the lines of a chunk ended; this sees each task of them.
+	taskStarted func(prev store.Progress)
 }
 
 type progressState uint8
@@ -153,7 +159,11 @@ func (s *ProgressScanner) apply(bracket []byte, title string) {
 		return
 	}
 	n, m, hasTotal := bytes.Cut(bracket, []byte("/"))
-	s.p.Task, _ = progressNumber(n)
+	task, _ := progressNumber(n)
+	if task > s.p.Task && s.taskStarted != nil {
+		s.taskStarted(s.p)
+	}
+	s.p.Task = task
 	if hasTotal {
 		s.p.TaskTotal, _ = progressNumber(m)
 	}

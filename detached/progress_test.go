@@ -4,6 +4,7 @@ import (
 	"github.com/rexec/rexec/store"
 
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -205,6 +206,34 @@ func TestProgressChanged(t *testing.T) {
 		if got := s.Write([]byte(step.in)); got != step.want {
 			t.Errorf("Write(%q) = %v, want %v", step.in, got, step.want)
 		}
+	}
+}
+
+// taskStarted sees each task a line starts, numbered higher than the one
+// before, with the progress before it; even when a later line of the same
+// Write takes the progress back (Write then reports no change).
+func TestProgressTaskStarted(t *testing.T) {
+	var s ProgressScanner
+	var starts []store.Progress
+	s.taskStarted = func(prev store.Progress) { starts = append(starts, prev) }
+	s.Write([]byte("[2/4] two\n[50%] half\n[2] two again\n[1] one\n[1/4] one\n[3] three\n"))
+	want := []store.Progress{
+		{},
+		{Task: 1, TaskTotal: 4, TaskTitle: "one"},
+	}
+	if !slices.Equal(starts, want) {
+		t.Errorf("task starts %+v, want %+v", starts, want)
+	}
+	starts = nil
+	if changed := s.Write([]byte("[4] four\n[3] three\n")); changed || len(starts) != 1 || starts[0].Task != 3 {
+		t.Errorf("a task started and undone in one Write: changed %v, starts %+v", changed, starts)
+	}
+	// A progress set by the callback API is where the next line starts.
+	starts = nil
+	s.SetProgress(store.Progress{Task: 7, TaskTitle: "seven"})
+	s.Write([]byte("[5] five\n[8] eight\n"))
+	if len(starts) != 1 || starts[0].Task != 5 {
+		t.Errorf("after SetProgress: starts %+v", starts)
 	}
 }
 

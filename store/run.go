@@ -29,10 +29,23 @@ type History interface {
 	// MarkStarted moves a queued run to running (ErrWrongState otherwise).
 	MarkStarted(ctx context.Context, id string, pid int, startedAt time.Time) error
 	// MarkDone moves a queued or running run to done (ErrWrongState when it
-	// is done already), recording the Outcome.
+	// is done already), recording the Outcome. It closes the run's current
+	// task: when Progress.Task > 0 and TaskStartedAt is not zero, that task
+	// (Progress.TaskTitle, from TaskStartedAt) is appended to Tasks, ending
+	// at the Outcome's EndedAt. TaskStartedAt and Progress stay as they were.
 	MarkDone(ctx context.Context, id string, o Outcome) error
-	// SetProgress replaces the run's progress.
+	// SetProgress replaces the run's progress; TaskStartedAt and Tasks
+	// stay as they are.
 	SetProgress(ctx context.Context, id string, p Progress) error
+	// SetTaskProgress replaces, in one write, the run's progress (as
+	// SetProgress does), TaskStartedAt and Tasks: the caller keeps the task
+	// times of a run while it runs, and calls it when a task starts
+	// (SetProgress when the task stays). Of tasks only the last
+	// MaxTaskSpans are kept. A run that is done is ErrWrongState: MarkDone
+	// closed its tasks. A time the history cannot store (see StorableTime)
+	// is ErrInvalid. Titles are UTF-8: bytes that are not may come back as
+	// U+FFFD.
+	SetTaskProgress(ctx context.Context, id string, p Progress, taskStartedAt time.Time, tasks []TaskSpan) error
 	// SetResult replaces the run's result: a JSON object, or nil for none.
 	SetResult(ctx context.Context, id string, result json.RawMessage) error
 	// ListActive returns the queued and running runs, oldest first.
@@ -63,7 +76,8 @@ type History interface {
 	// Recover, called once at start-up before anything else is started,
 	// ends every run left running by a crash as interrupted and returns
 	// them, so the caller can kill their process groups if they survived.
-	// Queued runs stay queued.
+	// Their current task is closed as MarkDone closes it. Queued runs stay
+	// queued.
 	Recover(ctx context.Context) ([]Run, error)
 }
 
@@ -138,7 +152,14 @@ type Run struct {
 	Signal    string    // the signal that ended it, empty when none
 	Ended     Ended     // how it ended; empty until it is done
 	Progress  Progress
-	Result    json.RawMessage // a JSON object, or nil
+	// TaskStartedAt is when the current task (Progress.Task) started; zero
+	// before the first task. It stays once the run is done.
+	TaskStartedAt time.Time
+	// Tasks are the tasks of the run that have ended, oldest first: a task
+	// ends when a task with a higher number starts, or when the run ends.
+	// At most MaxTaskSpans, the latest; nil when none.
+	Tasks  []TaskSpan
+	Result json.RawMessage // a JSON object, or nil
 	// Pid and Pgid are the process and process group it ran as (0 before
 	// it started). A child leads its own group, so they are equal.
 	Pid, Pgid int
@@ -242,28 +263,32 @@ func (s *Store) insert(ctx context.Context, id, script, args, who string, startA
 // runColumns are the columns scanRun reads, in its order.
 const runColumns = `id, script, args, who, state, queued_at, start_at, started_at, ended_at,
 	exit_code, signal, ended, task, task_total, task_title, subtask_percent, subtask_title,
-	result, pid, pgid, output_size, timeout_ms, output_truncated`
+	result, pid, pgid, output_size, timeout_ms, output_truncated, task_started_ns, tasks`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanRun(sc scanner) (Run, error) {
 	var (
 		r                                   Run
-		args                                string
+		args, tasks                         string
 		startAt, startedAt, endedAt, exitCd sql.NullInt64
 		result                              sql.NullString
-		queuedAt, timeoutMs                 int64
+		queuedAt, timeoutMs, taskStarted    int64
 	)
 	err := sc.Scan(&r.ID, &r.Script, &args, &r.Who, &r.State, &queuedAt, &startAt, &startedAt, &endedAt,
 		&exitCd, &r.Signal, &r.Ended, &r.Progress.Task, &r.Progress.TaskTotal, &r.Progress.TaskTitle,
 		&r.Progress.SubtaskPercent, &r.Progress.SubtaskTitle, &result, &r.Pid, &r.Pgid, &r.OutputSize,
-		&timeoutMs, &r.OutputTruncated)
+		&timeoutMs, &r.OutputTruncated, &taskStarted, &tasks)
 	if err != nil {
 		return Run{}, err
 	}
 	if err := json.Unmarshal([]byte(args), &r.Args); err != nil {
 		return Run{}, fmt.Errorf("run %q: args column: %w", r.ID, err)
 	}
+	if r.Tasks, err = decodeTasks(tasks); err != nil {
+		return Run{}, fmt.Errorf("run %q: tasks column: %w", r.ID, err)
+	}
+	r.TaskStartedAt = fromTaskNanos(taskStarted)
 	r.QueuedAt = time.Unix(0, queuedAt)
 	r.Timeout = fromMillis(timeoutMs)
 	r.StartAt, r.StartedAt, r.EndedAt = fromNullNanos(startAt), fromNullNanos(startedAt), fromNullNanos(endedAt)
@@ -344,7 +369,14 @@ func (s *Store) ListQueued(ctx context.Context, script string) ([]Run, error) {
 // update runs one UPDATE of the run id whose WHERE clause also requires one
 // of the states in want (any state when want is empty), and tells a missing
 // run (ErrNotFound) from one in another state (ErrWrongState).
-func (s *Store) update(ctx context.Context, op, id string, want []State, set string, args ...any) (err error) {
+func (s *Store) update(ctx context.Context, op, id string, want []State, set string, args ...any) error {
+	return s.modify(ctx, op, id, want, func(*sql.Tx) (string, []any, error) { return set, args, nil })
+}
+
+// modify is update with the SET clause and its arguments made by change,
+// inside the transaction, once the run is known to be in a wanted state.
+func (s *Store) modify(ctx context.Context, op, id string, want []State,
+	change func(tx *sql.Tx) (set string, args []any, err error)) (err error) {
 	defer classifyTo(&err)
 	if !validID(id) {
 		return fmt.Errorf("store: %s: %w", op, notFound(id))
@@ -364,6 +396,10 @@ func (s *Store) update(ctx context.Context, op, id string, want []State, set str
 	}
 	if len(want) > 0 && !hasState(want, state) {
 		return fmt.Errorf("store: %s: run %q is %s: %w", op, id, state, ErrWrongState)
+	}
+	set, args, err := change(tx)
+	if err != nil {
+		return fmt.Errorf("store: %s %q: %w", op, id, err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE runs SET `+set+` WHERE id = ?`, append(args, id)...); err != nil {
 		return fmt.Errorf("store: %s %q: %w", op, id, err)
@@ -418,9 +454,30 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 			size = fi.Size()
 		}
 	}
-	err := s.update(ctx, "mark done", id, []State{StateQueued, StateRunning},
-		`state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?, output_truncated = ?`,
-		string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size, o.OutputTruncated)
+	err := s.modify(ctx, "mark done", id, []State{StateQueued, StateRunning}, func(tx *sql.Tx) (string, []any, error) {
+		set := `state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?, output_truncated = ?`
+		args := []any{string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size, o.OutputTruncated}
+		var p Progress
+		var startedNs int64
+		var col string
+		err := tx.QueryRowContext(ctx, `SELECT task, task_title, task_started_ns, tasks FROM runs WHERE id = ?`, id).
+			Scan(&p.Task, &p.TaskTitle, &startedNs, &col)
+		if err != nil {
+			return "", nil, err
+		}
+		tasks, err := decodeTasks(col)
+		if err != nil {
+			return "", nil, fmt.Errorf("tasks column: %w", err)
+		}
+		if tasks, closed := closeTask(tasks, p, fromTaskNanos(startedNs), o.EndedAt); closed {
+			col, err := encodeTasks(tasks)
+			if err != nil {
+				return "", nil, err
+			}
+			set, args = set+`, tasks = ?`, append(args, col)
+		}
+		return set, args, nil
+	})
 	if err == nil {
 		s.outputChanged(id) // its followers may end
 	}
@@ -584,9 +641,14 @@ func (s *Store) Recover(ctx context.Context) (_ []Run, err error) {
 		r := &runs[i]
 		s.liveSize(r)
 		r.State, r.Ended, r.EndedAt = StateDone, EndedInterrupted, now
-		_, err := tx.ExecContext(ctx,
-			`UPDATE runs SET state = 'done', ended = 'interrupted', ended_at = ?, output_size = ? WHERE id = ?`,
-			toNanos(now), r.OutputSize, r.ID)
+		r.Tasks, _ = closeTask(r.Tasks, r.Progress, r.TaskStartedAt, now)
+		tasks, err := encodeTasks(r.Tasks)
+		if err != nil {
+			return nil, fmt.Errorf("store: recover %q: %w", r.ID, err)
+		}
+		_, err = tx.ExecContext(ctx,
+			`UPDATE runs SET state = 'done', ended = 'interrupted', ended_at = ?, output_size = ?, tasks = ? WHERE id = ?`,
+			toNanos(now), r.OutputSize, tasks, r.ID)
 		if err != nil {
 			return nil, fmt.Errorf("store: recover %q: %w", r.ID, err)
 		}

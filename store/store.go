@@ -353,6 +353,12 @@ var migrations = []string{
 	CREATE INDEX runs_by_script ON runs (script, queued_at);
 	CREATE INDEX runs_by_state ON runs (state, queued_at);
 	CREATE INDEX runs_by_script_state ON runs (script, state, queued_at);`,
+	// 5: when a run's current task started, and the tasks that have ended
+	// (Run.TaskStartedAt, Run.Tasks; tasks.go). Runs recorded before have
+	// neither.
+	`ALTER TABLE runs ADD COLUMN task_started_ns INTEGER NOT NULL DEFAULT 0; -- UNIX nanoseconds, 0 = none
+	ALTER TABLE runs ADD COLUMN tasks TEXT NOT NULL DEFAULT '[]'            -- [{"t": title, "s": start, "e": end}], ns
+	    CHECK (json_valid(tasks) AND json_type(tasks) = 'array');`,
 }
 
 // migrate brings the schema to len(migrations), one transaction per step,

@@ -88,6 +88,12 @@ func TestHistory(t *testing.T, open func(t *testing.T) store.History) {
 		{"ListRunsBadCursor", testListRunsBadCursor},
 		{"ListRunsDeleted", testListRunsDeleted},
 		{"ListRunsPages", testListRunsPages},
+		{"TaskTimes", testTaskTimes},
+		{"TaskTimesEveryRead", testTaskTimesEveryRead},
+		{"TaskTimesBounded", testTaskTimesBounded},
+		{"TaskTimesInvalid", testTaskTimesInvalid},
+		{"TaskTimesMarkDone", testTaskTimesMarkDone},
+		{"TaskTimesRecover", testTaskTimesRecover},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, open(t)) })
 	}
@@ -204,6 +210,7 @@ func testCreateIgnores(t *testing.T, h store.History) {
 		StartedAt: time.Unix(2, 0), EndedAt: time.Unix(3, 0), ExitCode: intp(3), Signal: "SIGKILL",
 		Ended: store.EndedExit, Progress: store.Progress{Task: 1, TaskTitle: "t"}, Result: json.RawMessage(`{"a":1}`),
 		Pid: 7, Pgid: 7, OutputSize: 99, OutputTruncated: "no",
+		TaskStartedAt: time.Unix(4, 0), Tasks: []store.TaskSpan{{Title: "t", Start: time.Unix(1, 0), End: time.Unix(2, 0)}},
 	}
 	if err := h.Create(context.Background(), &r); err != nil {
 		t.Fatal(err)
@@ -214,7 +221,8 @@ func testCreateIgnores(t *testing.T, h store.History) {
 	got := MustGet(t, h, r.ID)
 	if got.State != store.StateQueued || !got.StartedAt.IsZero() || !got.EndedAt.IsZero() || got.ExitCode != nil ||
 		got.Signal != "" || got.Ended != "" || got.Progress != (store.Progress{}) || got.Result != nil ||
-		got.Pid != 0 || got.Pgid != 0 || got.OutputSize != 0 || got.OutputTruncated != "" {
+		got.Pid != 0 || got.Pgid != 0 || got.OutputSize != 0 || got.OutputTruncated != "" ||
+		!got.TaskStartedAt.IsZero() || got.Tasks != nil {
 		t.Errorf("fields not taken from the caller were kept: %+v", got)
 	}
 }
@@ -542,8 +550,10 @@ func testUnknownID(t *testing.T, h store.History) {
 			"MarkStarted": h.MarkStarted(ctx, id, 1, time.Now()),
 			"MarkDone":    h.MarkDone(ctx, id, store.Outcome{Ended: store.EndedExit}),
 			"SetProgress": h.SetProgress(ctx, id, store.Progress{}),
-			"SetResult":   h.SetResult(ctx, id, json.RawMessage(`{}`)),
-			"Delete":      h.Delete(ctx, id),
+			"SetTaskProgress": h.SetTaskProgress(ctx, id, store.Progress{Task: 1}, time.Now(),
+				[]store.TaskSpan{{Title: "t", Start: time.Now(), End: time.Now()}}),
+			"SetResult": h.SetResult(ctx, id, json.RawMessage(`{}`)),
+			"Delete":    h.Delete(ctx, id),
 		} {
 			if !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("%s(%q): %v, want ErrNotFound", name, id, err)
