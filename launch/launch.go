@@ -28,11 +28,19 @@ var (
 	ErrNoSuchScript = errors.New("no such script")
 	// ErrStdin: stdin given to a script without -i, or more than MaxStdin.
 	ErrStdin = errors.New("stdin refused")
+	// ErrNoStdin: stdin given to a script without -i. It is an ErrStdin.
+	ErrNoStdin error = noStdin{}
 	// ErrNoProcess: the script is -n, a notification that starts nothing.
 	ErrNoProcess = errors.New("the script starts no process (-n): it only notifies monitors")
 	// ErrTimeout: a negative time limit.
 	ErrTimeout = errors.New("invalid timeout")
 )
+
+// noStdin is ErrNoStdin: an ErrStdin, with its text.
+type noStdin struct{}
+
+func (noStdin) Error() string        { return ErrStdin.Error() }
+func (noStdin) Is(target error) bool { return target == ErrStdin }
 
 // MaxStdin bounds the stdin one run of a script may carry.
 const MaxStdin = 1 << 20
@@ -65,7 +73,7 @@ func Lookup(cat *catalog.Catalog, name string) (*catalog.Script, error) {
 func Check(sc *catalog.Script, req Request) ([]string, error) {
 	switch {
 	case (req.Stdin > 0 || req.LiveStdin) && !sc.AllowStdin:
-		return nil, fmt.Errorf("%w: script %q takes no stdin (its exectab line has no -i)", ErrStdin, sc.Name)
+		return nil, fmt.Errorf("%w: script %q takes no stdin (its exectab line has no -i)", ErrNoStdin, sc.Name)
 	case req.Stdin > MaxStdin:
 		return nil, fmt.Errorf("%w: stdin of a script run is limited to %d bytes", ErrStdin, MaxStdin)
 	case req.Timeout < 0:

@@ -27,7 +27,7 @@ func (s *Server) handlePostResult(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.cfg.Runs.PostResult(r.Context(), r.PathValue("id"), bearer(r), body); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	writeScripts(w, http.StatusOK, map[string]any{})
@@ -49,16 +49,16 @@ func (s *Server) handlePostProgress(w http.ResponseWriter, r *http.Request) {
 		SubtaskTitle   *string `json:"subtask_title"`
 	}
 	if err := decodeStrict(body, &p); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	neg := func(n *int) bool { return n != nil && *n < 0 }
 	if neg(p.Task) || neg(p.TaskTotal) || neg(p.SubtaskPercent) || (p.SubtaskPercent != nil && *p.SubtaskPercent > 100) {
-		s.failScripts(w, badRequestf("task and task_total must be 0 or more, subtask_percent 0 to 100"))
+		s.failScripts(w, r, badRequestf("task and task_total must be 0 or more, subtask_percent 0 to 100"))
 		return
 	}
 	if err := s.cfg.Runs.PostProgress(r.Context(), r.PathValue("id"), bearer(r), detached.ProgressPatch(p)); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	writeScripts(w, http.StatusOK, map[string]any{})
@@ -68,13 +68,13 @@ func (s *Server) handlePostProgress(w http.ResponseWriter, r *http.Request) {
 func (s *Server) callbackBody(w http.ResponseWriter, r *http.Request) (json.RawMessage, bool) {
 	body, err := s.readBody(w, r, maxCallbackBody)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return nil, false
 	}
 	body = bytes.TrimSpace(body)
 	var obj map[string]json.RawMessage
 	if len(body) == 0 || body[0] != '{' || json.Unmarshal(body, &obj) != nil {
-		s.failScripts(w, badRequestf("the body must be a JSON object"))
+		s.failScripts(w, r, badRequestf("the body must be a JSON object"))
 		return nil, false
 	}
 	return json.RawMessage(body), true

@@ -16,19 +16,46 @@ import (
 // match the fields exactly (never case-insensitively), a name given twice,
 // an unknown name, text that is not valid UTF-8 (raw or as a lone surrogate
 // escape) and anything after the object are refused, never repaired or
-// skipped. Every error it returns is a *badRequest saying what is wrong.
+// skipped. Every error it returns is a *badRequest (as errors.As finds it)
+// saying what is wrong.
 func decodeStrict(body []byte, v any) error {
 	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
-		return badRequestf("the body must be a JSON object, not null")
+		return seedAs("invalid_data", badRequestf("the body must be a JSON object, not null"))
 	}
 	if err := json.Unmarshal(body, v, json.RejectUnknownMembers(true)); err != nil {
-		return jsonError(err)
+		bad := jsonError(err)
+		if bad.(*badRequest).field == "" {
+			bad = seedAs("invalid_data", bad) // about the body as a whole
+		}
+		return bad
 	}
 	return nil
 }
 
-// jsonError turns a decoding error into a message a user can act on.
+// jsonError turns a decoding error into a *badRequest with a message a user
+// can act on. A value of the wrong kind names the top-level member it is in;
+// JSON that does not parse is about the body as a whole.
 func jsonError(err error) error {
+	e := jsonMessage(err).(*badRequest)
+	var syn *jsontext.SyntacticError
+	var sem *json.SemanticError
+	if !errors.As(err, &syn) && errors.As(err, &sem) {
+		e.field = topMember(sem.JSONPointer)
+	}
+	return e
+}
+
+// topMember is the name of the top-level member that p is in, "" for the
+// top itself.
+func topMember(p jsontext.Pointer) string {
+	if toks := pointerTokens(p); len(toks) > 0 {
+		return toks[0]
+	}
+	return ""
+}
+
+// jsonMessage is jsonError's *badRequest, without its field.
+func jsonMessage(err error) error {
 	var syn *jsontext.SyntacticError
 	var sem *json.SemanticError
 	switch {
@@ -148,4 +175,56 @@ func goTypeName(t reflect.Type) string {
 		return goTypeName(t.Elem())
 	}
 	return t.String()
+}
+
+// decodeArgs reads the "args" of a run: an array of strings. For a client of
+// the Cloud Storage Server (seed), as that server reads them: an array or
+// an object (a PHP associative array), whose values, in order, are strings
+// or numbers, a number standing for its text as written.
+func decodeArgs(raw jsontext.Value, seed bool) ([]string, error) {
+	if len(raw) == 0 || raw.Kind() == 'n' {
+		return nil, nil
+	}
+	if !seed {
+		var args []string
+		err := json.Unmarshal(raw, &args)
+		var sem *json.SemanticError
+		if errors.As(err, &sem) {
+			sem.JSONPointer = "/args" + sem.JSONPointer
+		}
+		if err != nil {
+			return nil, jsonError(err)
+		}
+		return args, nil
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	open, err := dec.ReadToken()
+	if err != nil || (open.Kind() != '[' && open.Kind() != '{') {
+		return nil, fieldErrorf("args", "field \"args\" must be an array (or an object), not %s", kindName(raw.Kind()))
+	}
+	var args []string
+	for dec.PeekKind() != ']' && dec.PeekKind() != '}' {
+		if open.Kind() == '{' {
+			if _, err := dec.ReadToken(); err != nil { // the member's name
+				return nil, jsonError(err)
+			}
+		}
+		v, err := dec.ReadValue()
+		if err != nil {
+			return nil, jsonError(err)
+		}
+		switch v.Kind() {
+		case '"':
+			var a string
+			if err := json.Unmarshal(v, &a); err != nil {
+				return nil, jsonError(err)
+			}
+			args = append(args, a)
+		case '0':
+			args = append(args, string(v))
+		default:
+			return nil, fieldErrorf("args", "field \"args\" [%d]: expected a string or a number, got %s", len(args), kindName(v.Kind()))
+		}
+	}
+	return args, nil
 }

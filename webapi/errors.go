@@ -21,7 +21,8 @@ var (
 	errUnauthorized    = errors.New("unauthorized: send Authorization: Bearer <token>")
 	errUnauthorizedTLS = errors.New("unauthorized: present a client certificate that the server's --tls-client-ca verifies, " +
 		"or send Authorization: Bearer <token>")
-	errBodyTimeout = errors.New("the request body took too long to arrive (--body-timeout)")
+	errUnauthorizedAPIKey = errors.New("invalid or missing API key: send X-APIKey: <key>, the admin token or a guest key")
+	errBodyTimeout        = errors.New("the request body took too long to arrive (--body-timeout)")
 )
 
 // retryAfter is the Retry-After of a 503: the conditions it names (out of
@@ -121,11 +122,15 @@ func fail(w http.ResponseWriter, log zerolog.Logger, err error) {
 }
 
 // failScripts answers a /scripts/v1 request with the status, errorcode and
-// message of err's kind.
-func (s *Server) failScripts(w http.ResponseWriter, err error) {
+// message of err's kind, in the Cloud Storage Server's convention when r
+// comes from one of its clients (seedwire.go).
+func (s *Server) failScripts(w http.ResponseWriter, r *http.Request, err error) {
 	status, code, msg := kindOf(err)
 	logRefusal(s.log, status, err)
-	writeScriptsError(w, status, code, msg)
+	if seedClient(r) {
+		code = seedCodeOf(err, code)
+	}
+	writeScriptsError(w, r, status, code, msg)
 }
 
 func logRefusal(log zerolog.Logger, status int, err error) {
@@ -149,8 +154,13 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	}{msg})
 }
 
-// writeScriptsError writes the error body of the /scripts/v1 API.
-func writeScriptsError(w http.ResponseWriter, status int, code, msg string) {
+// writeScriptsError writes the error body of the /scripts/v1 API: to a
+// client of the Cloud Storage Server, with its status and errorcode for the
+// condition (seedwire.go).
+func writeScriptsError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if seedClient(r) {
+		status, code = seedStatus(status, code)
+	}
 	setErrorHeaders(w.Header(), status)
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]any{"success": false, "error": msg, "errorcode": code})

@@ -25,11 +25,11 @@ import (
 // that counts the monitor out.
 func (s *Server) admitFeedMonitor(w http.ResponseWriter, r *http.Request, check func() error) (func(), bool) {
 	if s.cfg.Events == nil {
-		writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+		writeScriptsError(w, r, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
 		return nil, false
 	}
 	if err := check(); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return nil, false
 	}
 	return s.admitMonitor(w, r)

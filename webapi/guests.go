@@ -62,7 +62,7 @@ var errTooManyMonitors = errors.New("too many monitors")
 func (s *Server) admitMonitor(w http.ResponseWriter, r *http.Request) (func(), bool) {
 	closeMonitor, err := s.openMonitor(r)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return nil, false
 	}
 	return closeMonitor, true
@@ -164,7 +164,10 @@ func guestInfo(g store.Guest) map[string]any {
 	return map[string]any{"id": g.ID, "name": g.Name, "run": g.Run, "cancel": g.Cancel, "status": g.Status,
 		"monitor": g.Monitor, "expires": expires, "created": g.Created.Unix(),
 		// Made without the admin token, by an older rexec: no longer works.
-		"disabled": !g.WithToken}
+		"disabled": !g.WithToken,
+		// The name and rights again where the Cloud Storage Server has them.
+		"info": map[string]any{"name": g.Name, "run": g.Run, "cancel": g.Cancel, "status": g.Status, "monitor": g.Monitor},
+	}
 }
 
 // handleCreateGuest is POST /scripts/v1/guest/create (admin only). The key is
@@ -172,30 +175,30 @@ func guestInfo(g store.Guest) map[string]any {
 func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 	body, err := s.readBody(w, r, s.cfg.MaxBody)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	var req createGuestRequest
 	if err := decodeStrict(body, &req); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	expires, err := unixTimeField("expires", req.Expires)
 	if req.Expires < 0 || err == nil && !expires.IsZero() && expires.Before(time.Now()) {
-		err = badRequestf("field \"expires\" must be a UNIX time in the future, or 0 for never")
+		err = fieldErrorf("expires", "field \"expires\" must be a UNIX time in the future, or 0 for never")
 	}
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	if req.Name != "" {
 		if _, ok := s.scripts().Lookup(req.Name); !ok {
-			s.failScripts(w, fmt.Errorf("%w named %q: a guest key is for a script of the exectab, or every script (\"\")", launch.ErrNoSuchScript, req.Name))
+			s.failScripts(w, r, fmt.Errorf("%w named %q: a guest key is for a script of the exectab, or every script (\"\")", launch.ErrNoSuchScript, req.Name))
 			return
 		}
 	}
 	if !req.Run && !req.Cancel && !req.Status && !req.Monitor {
-		s.failScripts(w, badRequestf("give the key at least one right: run, cancel, status or monitor"))
+		s.failScripts(w, r, badRequestf("give the key at least one right: run, cancel, status or monitor"))
 		return
 	}
 	raw := make([]byte, 32)
@@ -206,7 +209,7 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 		KeyHash: hash[:], WithToken: true}
 	g.Expires = expires
 	if err := s.cfg.Guests.CreateGuest(r.Context(), &g); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	info := guestInfo(g)
@@ -218,7 +221,7 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleListGuests(w http.ResponseWriter, r *http.Request) {
 	gs, err := s.cfg.Guests.ListGuests(r.Context())
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	list := make([]map[string]any, 0, len(gs))
@@ -232,8 +235,12 @@ func (s *Server) handleListGuests(w http.ResponseWriter, r *http.Request) {
 // key's open monitors end at once.
 func (s *Server) handleDeleteGuest(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if err := s.cfg.Guests.DeleteGuest(r.Context(), id); err != nil {
-		s.failScripts(w, err)
+	err := s.cfg.Guests.DeleteGuest(r.Context(), id)
+	if errors.Is(err, store.ErrNoSuchGuest) && seedClient(r) {
+		err = nil // the Cloud Storage Server deletes what is not there without a word
+	}
+	if err != nil {
+		s.failScripts(w, r, err)
 		return
 	}
 	s.monitorsMu.Lock()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -28,14 +29,44 @@ const monitorMessageLimit = 4 << 10
 // such messages to add names; each is answered {"success":true,"name":...,
 // "enabled":true}. Events then come as JSON objects, the moment they happen.
 // A monitor that falls behind is closed with a reason; pings keep idle
-// connections alive through proxies.
+// connections alive through proxies. Messages in the envelope of the Cloud
+// Storage Server's WebSocket API are served here too (seedsocket.go), within
+// this socket's small message limit.
 func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
-	closeMonitor, ok := s.admitFeedMonitor(w, r, func() error { return mayMonitor(r) })
+	s.serveSocket(w, r, socketOptions{
+		watchMessages: true,
+		check:         func() error { return mayMonitor(r) },
+		readLimit:     monitorMessageLimit,
+		pongWait:      monitorWriteTimeout,
+	})
+}
+
+// socketOptions are what tells the two WebSocket endpoints of the
+// /scripts/v1 API apart.
+type socketOptions struct {
+	// watchMessages: a message that is not an API call is a watch
+	// request, {"name":...} (GET /scripts/v1/monitor); else an error
+	// (the Cloud Storage Server's API socket, seedsocket.go).
+	watchMessages bool
+	// check says whether the request's key may open the socket at all.
+	check func() error
+	// readLimit bounds a message from the client; a longer one closes the
+	// connection (1009, message too big).
+	readLimit int64
+	// pongWait is how long the answer to a ping may take.
+	pongWait time.Duration
+}
+
+// serveSocket serves a WebSocket of the /scripts/v1 API: admitted as a
+// monitor (it may watch the feed), then read by its reader (readMessages) and
+// written by its writer (forward) until either ends.
+func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request, opt socketOptions) {
+	closeMonitor, ok := s.admitFeedMonitor(w, r, opt.check)
 	if !ok {
 		return
 	}
 	defer closeMonitor()
-	c, err := acceptMonitor(w, r)
+	c, err := acceptMonitor(w, r, opt.readLimit)
 	if err != nil {
 		return // Accept has answered
 	}
@@ -45,10 +76,10 @@ func (s *Server) handleMonitor(w http.ResponseWriter, r *http.Request) {
 	defer unwatch()
 	sub, _ := s.cfg.Events.Subscribe(0) // watches nothing until asked
 	defer sub.Close()
-	m := s.newMonitor(r, c, sub)
+	m := s.newMonitor(r, c, sub, opt)
 	defer m.cancel()
 	go m.cancelWhenDropped()
-	go m.readWatches()
+	go m.readMessages()
 	if end, ok := m.forward(revoked); ok {
 		s.metrics.MonitorDropped(metrics.WebSocket, end.why)
 		c.Close(end.status, end.reason)
@@ -66,8 +97,8 @@ func mayMonitor(r *http.Request) error {
 }
 
 // acceptMonitor upgrades the request to a WebSocket whose messages are
-// bounded by monitorMessageLimit. When it fails, Accept has answered.
-func acceptMonitor(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
+// bounded by limit. When it fails, Accept has answered.
+func acceptMonitor(w http.ResponseWriter, r *http.Request, limit int64) (*websocket.Conn, error) {
 	// The Origin was checked for every request (guard.go), with the
 	// server's --allowed-origin list, which Accept's own check knows
 	// nothing of.
@@ -75,45 +106,62 @@ func acceptMonitor(w http.ResponseWriter, r *http.Request) (*websocket.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadLimit(monitorMessageLimit)
+	c.SetReadLimit(limit)
 	return c, nil
 }
 
-// A monitor is one WebSocket of /scripts/v1/monitor: its reader
-// (readWatches) takes the client's watch requests and hands their answers
-// to the writer (forward), the connection's only writer.
+// A monitor is one WebSocket of the /scripts/v1 API: its reader
+// (readMessages) takes the client's messages, watch requests and API calls,
+// and hands their answers to the writer (forward), the connection's only
+// writer of messages.
 type monitor struct {
 	s        *Server
+	req      *http.Request // the upgrade: API calls are made as it was
 	c        *websocket.Conn
 	sub      feed.Subscription
 	guest    *store.Guest // nil for the admin
 	maxNames int          // --monitor-names
+	opt      socketOptions
 
 	// ctx ends with the request, the handler (cancel) or the subscription
 	// (cancelWhenDropped); every read and write of c is under it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	acks    chan map[string]any // reader to writer: the answer to a message
-	readErr chan error          // reader to writer: why a read failed
-	tooMany chan struct{}       // closed by the reader: a name past maxNames
+	// What the client watches, and how: a name watched by a watch request
+	// gets rexec's events (plain), one watched by the Cloud Storage
+	// Server's monitor call gets that server's, with the api_sequence of
+	// the call (seqs). The reader changes them, the writer reads them.
+	mu    sync.Mutex
+	plain map[string]bool
+	seqs  map[string]int64
+
+	acks    chan []byte   // reader to writer: the answer to a message
+	readErr chan error    // reader to writer: why a read failed
+	tooMany chan struct{} // closed by the reader: a name past maxNames
+	pongs   chan error    // the answer to the ping in flight
 }
 
 // newMonitor makes the monitor of request r, upgraded to c, whose events
 // come from sub.
-func (s *Server) newMonitor(r *http.Request, c *websocket.Conn, sub feed.Subscription) *monitor {
+func (s *Server) newMonitor(r *http.Request, c *websocket.Conn, sub feed.Subscription, opt socketOptions) *monitor {
 	ctx, cancel := context.WithCancel(r.Context())
 	return &monitor{
 		s:        s,
+		req:      r,
 		c:        c,
 		sub:      sub,
 		guest:    guestOf(r),
 		maxNames: s.cfg.Monitors.Names,
+		opt:      opt,
 		ctx:      ctx,
 		cancel:   cancel,
-		acks:     make(chan map[string]any, 8),
+		plain:    map[string]bool{},
+		seqs:     map[string]int64{},
+		acks:     make(chan []byte, 8),
 		readErr:  make(chan error, 1),
 		tooMany:  make(chan struct{}),
+		pongs:    make(chan error, 1),
 	}
 }
 
@@ -129,41 +177,62 @@ func (m *monitor) cancelWhenDropped() {
 	}
 }
 
-// readWatches is the monitor's reader: it answers each message of the
-// client (watch) through m.acks until a read fails (m.readErr), a name is
-// one past the cap (m.tooMany) or m.ctx ends.
-func (m *monitor) readWatches() {
-	watching := map[string]bool{}
+// readMessages is the monitor's reader: it answers each message of the
+// client through m.acks until a read fails (m.readErr), a name is one past
+// the cap (m.tooMany) or m.ctx ends.
+func (m *monitor) readMessages() {
 	for {
 		_, data, err := m.c.Read(m.ctx)
 		if err != nil {
 			m.readErr <- err
 			return
 		}
-		ack, ok := m.watch(data, watching)
+		ans, ok := m.answer(data)
 		if !ok {
 			close(m.tooMany)
 			return
 		}
+		out, err := json.Marshal(ans)
+		if err != nil {
+			m.readErr <- err
+			return
+		}
 		select {
-		case m.acks <- ack:
+		case m.acks <- out:
 		case <-m.ctx.Done():
 			return
 		}
 	}
 }
 
-// watch answers one message of the client: it adds the name asked for to
-// watching and to the subscription, or says why not. It returns false, and
-// adds nothing, for a new name past m.maxNames.
-func (m *monitor) watch(data []byte, watching map[string]bool) (map[string]any, bool) {
-	var req struct {
-		Name *string `json:"name"`
+// answer is the answer to one message of the client: an API call in the
+// Cloud Storage Server's envelope (call), or a watch request where the
+// socket takes them (watch). It returns false for a new name past
+// m.maxNames.
+func (m *monitor) answer(data []byte) (map[string]any, bool) {
+	var msg map[string]json.RawMessage
+	err := json.Unmarshal(data, &msg)
+	switch {
+	case err == nil && isEnvelope(msg):
+		return m.call(msg)
+	case m.opt.watchMessages:
+		var req struct {
+			Name *string `json:"name"`
+		}
+		if err != nil || json.Unmarshal(data, &req) != nil || req.Name == nil {
+			return map[string]any{"success": false, "error": `send {"name":"script"}, or {"name":""} for every script`}, true
+		}
+		return m.watch(*req.Name)
+	case err != nil:
+		return seedFailure("invalid_data", "a message is a JSON object"), true
 	}
-	if json.Unmarshal(data, &req) != nil || req.Name == nil {
-		return map[string]any{"success": false, "error": `send {"name":"script"}, or {"name":""} for every script`}, true
-	}
-	name := *req.Name
+	return seedFailure("missing_invalid_api_method", `a message is an API call: {"api_method":"GET","api_path":"/scripts/v1/monitor","api_sequence":1,"name":""}`), true
+}
+
+// watch answers a watch request of the client: it adds name to what the
+// monitor watches with rexec's events, or says why not. It returns false,
+// and adds nothing, for a new name past m.maxNames.
+func (m *monitor) watch(name string) (map[string]any, bool) {
 	werr := m.s.watchable(name)
 	switch {
 	case m.guest != nil && m.guest.Name != "" && name != m.guest.Name:
@@ -172,29 +241,57 @@ func (m *monitor) watch(data []byte, watching map[string]bool) (map[string]any, 
 	case werr != nil:
 		return map[string]any{"success": false, "name": clipName(name), "enabled": false, "errorcode": "invalid_name",
 			"error": werr.Error()}, true
-	case !watching[name] && len(watching) >= m.maxNames:
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.watchingLocked(name) && m.namesLocked() >= m.maxNames {
 		return nil, false
 	}
-	watching[name] = true
+	m.plain[name] = true
 	m.sub.Watch(name)
 	return map[string]any{"success": true, "name": name, "enabled": true}, true
 }
 
+// watchingLocked reports whether the monitor watches name, either way.
+func (m *monitor) watchingLocked(name string) bool {
+	_, seed := m.seqs[name]
+	return m.plain[name] || seed
+}
+
+// namesLocked is how many names the monitor watches.
+func (m *monitor) namesLocked() int {
+	n := len(m.plain)
+	for name := range m.seqs {
+		if !m.plain[name] {
+			n++
+		}
+	}
+	return n
+}
+
 // forward is the monitor's writer: it sends the reader's answers, the
 // subscription's events and a ping every heartbeat until the server ends
-// the monitor (it returns why, and true) or a read or write fails (false).
+// the monitor (it returns why, and true) or a read, a write or a ping fails
+// (false). A ping waits for its pong in the background, opt.pongWait at
+// most, and only one is in flight.
 func (m *monitor) forward(revoked <-chan struct{}) (feedEnd, bool) {
 	ping := time.NewTicker(m.s.cfg.Heartbeat)
 	defer ping.Stop()
+	pinging := false
 	for {
 		var err error
 		select {
 		case ack := <-m.acks:
-			err = m.write(ack)
+			err = m.writeRaw(ack)
 		case e := <-m.sub.Events():
-			err = m.write(e)
+			err = m.send(e)
 		case <-ping.C:
-			err = m.ping()
+			if !pinging {
+				pinging = true
+				go m.ping()
+			}
+		case err = <-m.pongs:
+			pinging = false
 		case <-m.sub.Done():
 			return endDropped(m.sub.Err()), true
 		case <-m.s.closing:
@@ -213,20 +310,58 @@ func (m *monitor) forward(revoked <-chan struct{}) (feedEnd, bool) {
 	}
 }
 
+// send writes event e to the client as each of its watches of e's script
+// asks: once as rexec's event, and once per api_sequence as the Cloud
+// Storage Server's (seedEvent), which tells only of a run's start and end.
+func (m *monitor) send(e feed.Event) error {
+	m.mu.Lock()
+	plain := m.plain[e.Name] || m.plain[""]
+	var seqs []int64
+	if seq, ok := m.seqs[e.Name]; ok {
+		seqs = append(seqs, seq)
+	}
+	if seq, ok := m.seqs[""]; ok {
+		seqs = append(seqs, seq)
+	}
+	m.mu.Unlock()
+	if plain {
+		if err := m.write(e); err != nil {
+			return err
+		}
+	}
+	if len(seqs) == 0 || (e.State != "running" && e.State != "done") {
+		return nil
+	}
+	ev := m.seedEvent(e)
+	for _, seq := range seqs {
+		ev["api_sequence"] = seq
+		if err := m.write(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // write sends v as a JSON text message, within monitorWriteTimeout.
 func (m *monitor) write(v any) error {
-	ctx, cancel := context.WithTimeout(m.ctx, monitorWriteTimeout)
-	defer cancel()
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
+	return m.writeRaw(data)
+}
+
+// writeRaw sends data as a text message, within monitorWriteTimeout.
+func (m *monitor) writeRaw(data []byte) error {
+	ctx, cancel := context.WithTimeout(m.ctx, monitorWriteTimeout)
+	defer cancel()
 	return m.c.Write(ctx, websocket.MessageText, data)
 }
 
-// ping pings the client and waits for its pong, within monitorWriteTimeout.
-func (m *monitor) ping() error {
-	ctx, cancel := context.WithTimeout(m.ctx, monitorWriteTimeout)
+// ping pings the client and hands the writer the outcome: nil when the pong
+// came within opt.pongWait.
+func (m *monitor) ping() {
+	ctx, cancel := context.WithTimeout(m.ctx, m.opt.pongWait)
 	defer cancel()
-	return m.c.Ping(ctx)
+	m.pongs <- m.c.Ping(ctx)
 }

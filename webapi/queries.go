@@ -66,24 +66,24 @@ var historyParams = []string{"name", "state", "since", "until", "limit", "cursor
 func (s *Server) handleRunHistory(w http.ResponseWriter, r *http.Request) {
 	q, err := historyQuery(r.URL.Query())
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	if g := guestOf(r); g != nil && g.Name != "" && q.Script == "" {
 		q.Script = g.Name
 	}
 	if err := allowed(r, canStatus, q.Script); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	runs, next, err := s.cfg.Runs.ListRuns(r.Context(), q)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	list := make([]map[string]any, 0, len(runs))
 	for _, run := range runs {
-		list = append(list, s.runStatus(run))
+		list = append(list, s.runStatus(run, seedClient(r)))
 	}
 	answer := map[string]any{"runs": list}
 	if next != "" {

@@ -31,12 +31,18 @@ type processRequest struct {
 }
 
 // badRequest is an error in what the client sent: a 400 with its text.
-type badRequest struct{ msg string }
+// field, when set, is the top-level member of the body it is about.
+type badRequest struct{ msg, field string }
 
 func (e *badRequest) Error() string { return e.msg }
 
 func badRequestf(format string, a ...any) error {
 	return &badRequest{msg: fmt.Sprintf(format, a...)}
+}
+
+// fieldErrorf is a badRequest about the body's member field.
+func fieldErrorf(field, format string, a ...any) error {
+	return &badRequest{msg: fmt.Sprintf(format, a...), field: field}
 }
 
 const maxAliasLen = 128
@@ -122,9 +128,9 @@ func unixTimeField(name string, v int64) (time.Time, error) {
 	case v == 0:
 		return time.Time{}, nil
 	case v < 0:
-		return time.Time{}, badRequestf("field %q must be a UNIX time", name)
+		return time.Time{}, fieldErrorf(name, "field %q must be a UNIX time", name)
 	case !store.StorableTime(time.Unix(v, 0)):
-		return time.Time{}, badRequestf("field %q is after 2262-04-11, the latest time the server can keep", name)
+		return time.Time{}, fieldErrorf(name, "field %q is after 2262-04-11, the latest time the server can keep", name)
 	}
 	return time.Unix(v, 0), nil
 }

@@ -1,6 +1,9 @@
 package webapi
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // The server's routing table: every path it serves, the methods each one
 // serves and its handler, in one list. Handler registers it on a ServeMux;
@@ -48,14 +51,33 @@ func (s *Server) routes() []route {
 		scripts(post, "/scripts/v1/guest/create", s.guestsHandler(s.handleCreateGuest)),
 		// DELETE too: the Cloud Storage Server SDK deletes with it.
 		scripts(post, "/scripts/v1/guest/delete/{id}", s.guestsHandler(s.handleDeleteGuest), del),
+		// The Cloud Storage Server's WebSocket API (seedsocket.go): its SDK
+		// opens /scripts/v1, and before 2020 /scripts.
+		scripts(get, "/scripts/v1", s.handleScriptsSocket),
+		scripts(get, "/scripts", s.handleScriptsSocket),
 		{xmlrpcPath, []string{post}, s.handleXMLRPC}, // Symbolic's callback (xmlrpc.go)
 		{"/", nil, handleNotImplemented},
 	}
 }
 
-// handleNotImplemented answers every path that the table has no route for.
+// handleNotImplemented answers every path that the table has no route for;
+// under /scripts/, the Cloud Storage Server's clients get its answer to an
+// unknown call.
 func handleNotImplemented(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotImplemented, "not implemented: "+r.URL.Path+" (the API is POST /process and /scripts/v1)")
+	msg := "not implemented: " + r.URL.Path + " (the API is POST /process and /scripts/v1)"
+	if seedClient(r) && isScriptsAPI(r.URL.Path) {
+		writeScriptsError(w, r, http.StatusNotImplemented, "invalid_api_call", msg)
+		return
+	}
+	writeError(w, http.StatusNotImplemented, msg)
+}
+
+// isScriptsAPI reports whether path is in the /scripts/v1 API: /scripts,
+// or under /scripts/ (the Cloud Storage Server's clients open /scripts and
+// /scripts/v1 as WebSockets). Guest keys are for it, and its errors have
+// its shape.
+func isScriptsAPI(path string) bool {
+	return path == "/scripts" || strings.HasPrefix(path, "/scripts/")
 }
 
 // Route is one entry of the routing table: a pattern and its methods.

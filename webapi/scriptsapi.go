@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
@@ -32,11 +34,15 @@ func (s *Server) scriptsHandler(methods []string, h http.HandlerFunc) http.Handl
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !slices.Contains(methods, r.Method) && !(r.Method == http.MethodHead && slices.Contains(methods, http.MethodGet)) {
 			w.Header().Set("Allow", allow)
-			writeScriptsError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed: use "+strings.Join(methods, " or "))
+			code := "method_not_allowed"
+			if seedClient(r) {
+				code = seedMethodCode(methods)
+			}
+			writeScriptsError(w, r, http.StatusMethodNotAllowed, code, "method not allowed: use "+strings.Join(methods, " or "))
 			return
 		}
 		if s.cfg.Runs == nil {
-			writeScriptsError(w, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+			writeScriptsError(w, r, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
 			return
 		}
 		h(w, r)
@@ -49,9 +55,9 @@ func (s *Server) guestsHandler(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case s.cfg.Guests == nil:
-			writeScriptsError(w, http.StatusNotFound, "no_guests", "this server keeps no guest keys")
+			writeScriptsError(w, r, http.StatusNotFound, "no_guests", "this server keeps no guest keys")
 		case !s.authRequired():
-			s.failScripts(w, errNoToken)
+			s.failScripts(w, r, errNoToken)
 		default:
 			h(w, r)
 		}
@@ -59,46 +65,51 @@ func (s *Server) guestsHandler(h http.HandlerFunc) http.HandlerFunc {
 }
 
 type runScriptRequest struct {
-	Name    string   `json:"name"`
-	Args    []string `json:"args"`
-	Stdin   *string  `json:"stdin"`
-	Queue   int64    `json:"queue"`   // UNIX time to start at; 0: now
-	Timeout string   `json:"timeout"` // a Go duration; capped by the script's -t
+	Name    string         `json:"name"`
+	Args    jsontext.Value `json:"args"` // strings (decodeArgs)
+	Stdin   *string        `json:"stdin"`
+	Queue   int64          `json:"queue"`   // UNIX time to start at; 0: now
+	Timeout string         `json:"timeout"` // a Go duration; capped by the script's -t
 }
 
 func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 	body, err := s.readBody(w, r, s.cfg.MaxBody+launch.MaxStdin)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	var req runScriptRequest
 	if err := decodeStrict(body, &req); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	if req.Name == "" {
-		s.failScripts(w, badRequestf("field \"name\" is required"))
+		s.failScripts(w, r, seedAs("missing_name", badRequestf("field \"name\" is required")))
+		return
+	}
+	args, err := decodeArgs(req.Args, seedClient(r))
+	if err != nil {
+		s.failScripts(w, r, err)
 		return
 	}
 	startAt, err := unixTimeField("queue", req.Queue)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	timeout, err := parseTimeout(req.Timeout)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	if err := allowed(r, canRun, req.Name); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
-	run, pos, err := s.cfg.Runs.Submit(r.Context(), detached.Request{Script: req.Name, Args: req.Args, Stdin: req.Stdin,
+	run, pos, err := s.cfg.Runs.Submit(r.Context(), detached.Request{Script: req.Name, Args: args, Stdin: req.Stdin,
 		StartAt: startAt, Who: whoOf(r), Timeout: timeout})
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	answer := map[string]any{
@@ -113,13 +124,27 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 	writeScripts(w, http.StatusOK, answer)
 }
 
+// handleCancelRun cancels a queued run, or stops a running one. A client of
+// the Cloud Storage Server gets that server's rule instead: only a queued
+// run is cancelled, and a started one is refused (script_running).
 func (s *Server) handleCancelRun(w http.ResponseWriter, r *http.Request) {
-	if err := s.runAllowed(r, canCancel); err != nil {
-		s.failScripts(w, err)
-		return
+	seed := seedClient(r)
+	run, err := s.cfg.Runs.Get(r.Context(), r.PathValue("id"))
+	if err == nil {
+		err = allowed(r, canCancel, run.Script)
 	}
-	if err := s.cfg.Runs.Cancel(r.Context(), r.PathValue("id")); err != nil {
-		s.failScripts(w, err)
+	if err == nil && seed && run.State == store.StateRunning {
+		err = seedAs("script_running", badRequestf("run %s has started: this API cancels only queued runs "+
+			"(with Authorization: Bearer instead of X-APIKey, cancel stops a running run)", run.ID))
+	}
+	if err == nil {
+		err = s.cfg.Runs.Cancel(r.Context(), run.ID)
+	}
+	if seed && (errors.Is(err, store.ErrNotFound) || errors.Is(err, detached.ErrDone)) {
+		err = seedAs("script_not_queued_running", err)
+	}
+	if err != nil {
+		s.failScripts(w, r, err)
 		return
 	}
 	writeScripts(w, http.StatusOK, map[string]any{})
@@ -131,51 +156,58 @@ func (s *Server) handleRunStatus(w http.ResponseWriter, r *http.Request) {
 		err = allowed(r, canStatus, run.Script)
 	}
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
-	writeScripts(w, http.StatusOK, s.runStatus(run))
+	writeScripts(w, http.StatusOK, s.runStatus(run, seedClient(r)))
 }
 
 func (s *Server) handleListRuns(w http.ResponseWriter, r *http.Request) {
 	active, err := s.cfg.Runs.Active(r.Context())
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	g := guestOf(r)
 	if g != nil && !g.Status {
-		s.failScripts(w, errForbidden)
+		s.failScripts(w, r, errForbidden)
+		return
+	}
+	if g != nil && g.Name != "" {
+		active = slices.DeleteFunc(active, func(run store.Run) bool {
+			return run.Script != g.Name // a guest sees only its script's runs
+		})
+	}
+	if seedClient(r) {
+		queued, running := seedRunLists(active)
+		writeScripts(w, http.StatusOK, map[string]any{"queued": queued, "running": running})
 		return
 	}
 	queued, running := map[string]any{}, map[string]any{}
 	for _, run := range active {
-		if g != nil && g.Name != "" && run.Script != g.Name {
-			continue // a guest sees only its script's runs
-		}
 		if run.State == store.StateRunning {
-			running[run.ID] = s.runStatus(run)
+			running[run.ID] = s.runStatus(run, false)
 		} else {
-			queued[run.ID] = s.runStatus(run)
+			queued[run.ID] = s.runStatus(run, false)
 		}
 	}
 	writeScripts(w, http.StatusOK, map[string]any{"queued": queued, "running": running})
 }
 
 // runStatus is a run as the status API shows it (see statusObject).
-func (s *Server) runStatus(run store.Run) map[string]any {
+func (s *Server) runStatus(run store.Run, seed bool) map[string]any {
 	var position int
 	var waiting string
 	if run.State == store.StateQueued {
 		position, waiting = s.cfg.Runs.Position(run.ID), s.cfg.Runs.Waiting(run)
 	}
-	return statusObject(run, position, waiting)
+	return statusObject(run, position, waiting, seed)
 }
 
 // StatusJSON is the JSON of GET /scripts/v1/status/{id}'s answer for run,
 // for the status files of --status-dir (detached.Config.StatusJSON).
 func StatusJSON(run store.Run, position int, waiting string) ([]byte, error) {
-	st := statusObject(run, position, waiting)
+	st := statusObject(run, position, waiting, false)
 	st["success"] = true
 	return json.Marshal(st)
 }
@@ -183,7 +215,11 @@ func StatusJSON(run store.Run, position int, waiting string) ([]byte, error) {
 // statusObject is a run as the status API shows it; position and waiting
 // are the run's place in its queue and why it waits, while it is queued.
 // Times are UNIX seconds, 0 when not (yet) known.
-func statusObject(run store.Run, position int, waiting string) map[string]any {
+//
+// It also has the fields of the Cloud Storage Server's status that rexec's
+// own do not cover (seedProgress), and for that server's clients (seed) its
+// "started" with microseconds, as that server has it.
+func statusObject(run store.Run, position int, waiting string, seed bool) map[string]any {
 	unix := func(t time.Time) int64 {
 		if t.IsZero() {
 			return 0
@@ -220,7 +256,50 @@ func statusObject(run store.Run, position int, waiting string) map[string]any {
 	if run.Result != nil {
 		st["result"] = run.Result
 	}
+	seedProgress(st, run)
+	if seed {
+		st["started"] = unixMicro(run.StartedAt)
+	}
 	return st
+}
+
+// seedProgress adds to st, the status object of run, the fields that the
+// Cloud Storage Server's applications read: while the run runs, its
+// progress as that server counts it (task and subtask false when there is
+// none, tasknum from 0, maxtasks at least 1, taskstart 0 before the first
+// task); once it is done, when it finished and the tasks it went through.
+// Its times are UNIX seconds with microseconds.
+func seedProgress(st map[string]any, run store.Run) {
+	p := run.Progress
+	switch run.State {
+	case store.StateRunning:
+		st["task"], st["subtask"] = false, false
+		if p.Task > 0 {
+			st["task"] = p.TaskTitle
+		}
+		if p.SubtaskTitle != "" || p.SubtaskPercent > 0 {
+			st["subtask"] = p.SubtaskTitle
+		}
+		st["tasknum"] = max(p.Task-1, 0)
+		st["maxtasks"] = max(p.TaskTotal, p.Task, 1)
+		st["taskstart"] = unixMicro(run.TaskStartedAt)
+		st["subtaskpercent"] = p.SubtaskPercent
+	case store.StateDone:
+		st["finished"] = unixMicro(run.EndedAt)
+		tasks := make([]map[string]any, 0, len(run.Tasks))
+		for _, t := range run.Tasks {
+			tasks = append(tasks, map[string]any{"task": t.Title, "start": unixMicro(t.Start), "end": unixMicro(t.End)})
+		}
+		st["tasks"] = tasks
+	}
+}
+
+// unixMicro is t in UNIX seconds with microseconds, 0 for the zero time.
+func unixMicro(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixMicro()) / 1e6
 }
 
 // Why a follower's reads stop before the run's end.
@@ -239,7 +318,7 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("offset"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			s.failScripts(w, badRequestf("offset must be a byte offset (0 or more), not %q", v))
+			s.failScripts(w, r, badRequestf("offset must be a byte offset (0 or more), not %q", v))
 			return
 		}
 		offset = n
@@ -247,7 +326,7 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	follow := r.URL.Query().Get("follow")
 	following := follow == "1" || follow == "true"
 	if err := s.runAllowed(r, canStatus); err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	if following {
@@ -272,7 +351,7 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	defer s.watchGuest(r, func() { stop(errKeyRevoked) })()
 	rd, err := s.cfg.Runs.Output(ctx, id, offset, following)
 	if err != nil {
-		s.failScripts(w, err)
+		s.failScripts(w, r, err)
 		return
 	}
 	defer rd.Close()

@@ -50,6 +50,8 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"POST", "/scripts/v1/run", `{"name":"job"}`},
 				{"GET", "/scripts/v1/events", ""},
 				{"GET", "/scripts/v1/monitor", ""},
+				{"GET", "/scripts/v1", ""}, // the Cloud Storage Server's WebSocket API
+				{"GET", "/scripts", ""},
 				{"POST", "/scripts/v1/guest/create", `{"run":true}`},
 				{"GET", "/process", ""},
 				{"DELETE", "/process/csrf", ""},

@@ -22,8 +22,9 @@ func TestSeedSDKWire(t *testing.T) {
 	if code, _, body := request(t, d.url, "GET", "/process", "", api("s3cret")...); code != 200 {
 		t.Fatalf("admin token as X-APIKey on /process: %d %s", code, body)
 	}
+	// A missing or wrong key is the seed's 403 invalid_missing_apikey.
 	for _, key := range []string{"", "wrong", "s3cret2", " "} {
-		if code, _, body := request(t, d.url, "GET", "/scripts/v1/status", "", api(key)...); code != 401 {
+		if code, _, body := request(t, d.url, "GET", "/scripts/v1/status", "", api(key)...); code != 403 || !strings.Contains(body, `"errorcode":"invalid_missing_apikey"`) {
 			t.Errorf("X-APIKey %q: %d %s", key, code, body)
 		}
 	}
@@ -59,8 +60,8 @@ func TestSeedSDKWire(t *testing.T) {
 	if code, _, _ := request(t, d.url, "GET", "/process", "", api(key)...); code != 403 {
 		t.Errorf("a guest key outside /scripts/v1 as X-APIKey: %d", code)
 	}
-	if code, _, _ := request(t, d.url, "POST", "/scripts/v1/guest/delete/"+id, "", api(key)...); code != 403 {
-		t.Errorf("a guest deleting keys: %d", code)
+	if code, _, body := request(t, d.url, "POST", "/scripts/v1/guest/delete/"+id, "", api(key)...); code != 400 || !strings.Contains(body, `"errorcode":"access_denied"`) {
+		t.Errorf("a guest deleting keys: %d %s", code, body)
 	}
 	for _, bad := range []string{`{"run":2}`, `{"run":"1"}`, `{"run":1.0}`, `{"run":-1}`, `{"run":"true"}`} {
 		if code, _, body := request(t, d.url, "POST", "/scripts/v1/guest/create", bad, api("s3cret")...); code != 400 || !strings.Contains(body, `run\": expected true, false, 1 or 0`) {
@@ -69,21 +70,31 @@ func TestSeedSDKWire(t *testing.T) {
 	}
 
 	// DELETE deletes, as POST does; other methods are refused with both in
-	// Allow.
-	if code, h, _ := request(t, d.url, "PUT", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 405 || h.Get("Allow") != "POST, DELETE" {
-		t.Errorf("PUT: %d %v", code, h)
+	// Allow, in the seed's convention.
+	if code, h, body := request(t, d.url, "PUT", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 400 || h.Get("Allow") != "POST, DELETE" ||
+		!strings.Contains(body, `"errorcode":"use_delete_request"`) {
+		t.Errorf("PUT: %d %v %s", code, h, body)
 	}
-	if code, h, _ := request(t, d.url, "POST", "/scripts/v1/status", "", api("s3cret")...); code != 405 || h.Get("Allow") != "GET, HEAD" {
-		t.Errorf("POST on a GET route: %d %v", code, h)
+	if code, h, body := request(t, d.url, "POST", "/scripts/v1/status", "", api("s3cret")...); code != 400 || h.Get("Allow") != "GET, HEAD" ||
+		!strings.Contains(body, `"errorcode":"use_get_request"`) {
+		t.Errorf("POST on a GET route: %d %v %s", code, h, body)
+	}
+	if code, h, _ := request(t, d.url, "PUT", "/scripts/v1/guest/delete/"+id, "", "Authorization", "Bearer s3cret"); code != 405 || h.Get("Allow") != "POST, DELETE" {
+		t.Errorf("PUT with a bearer token: %d %v", code, h)
 	}
 	if code, _, body := request(t, d.url, "DELETE", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 200 {
 		t.Fatalf("DELETE: %d %s", code, body)
 	}
-	if code, _, _ := request(t, d.url, "GET", "/scripts/v1/status", "", api(key)...); code != 401 {
+	if code, _, _ := request(t, d.url, "GET", "/scripts/v1/status", "", api(key)...); code != 403 {
 		t.Errorf("the deleted key still works: %d", code)
 	}
-	if code, _, _ := request(t, d.url, "DELETE", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 404 {
-		t.Errorf("DELETE twice: %d", code)
+	// Deleting what is not there: the seed says nothing; rexec's clients
+	// are told.
+	if code, _, body := request(t, d.url, "DELETE", "/scripts/v1/guest/delete/"+id, "", api("s3cret")...); code != 200 {
+		t.Errorf("DELETE twice: %d %s", code, body)
+	}
+	if code, _, _ := request(t, d.url, "DELETE", "/scripts/v1/guest/delete/"+id, "", "Authorization", "Bearer s3cret"); code != 404 {
+		t.Errorf("DELETE twice with a bearer token: %d", code)
 	}
 }
 

@@ -374,9 +374,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	if !s.authRequired() {
 		return r
 	}
-	scripts := strings.HasPrefix(r.URL.Path, "/scripts/v1/")
+	scripts := isScriptsAPI(r.URL.Path)
 	key, from := credential(r, scripts)
-	if from == fromAPIKeyHeader {
+	if seedClient(r) {
 		// The Cloud Storage Server SDK sends its key only on the first
 		// request of a connection it keeps alive: a connection per request
 		// makes it send the key each time (identity.go).
@@ -421,7 +421,10 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="rexec"`)
 	msg := errUnauthorized.Error()
-	if s.cfg.MutualTLS {
+	switch {
+	case seedClient(r):
+		msg = errUnauthorizedAPIKey.Error()
+	case s.cfg.MutualTLS:
 		msg = errUnauthorizedTLS.Error()
 	}
 	s.refuse(w, r, http.StatusUnauthorized, "unauthorized", msg)
@@ -478,8 +481,8 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code
 		w.Header().Set("Connection", "close")
 		http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
 	}
-	if strings.HasPrefix(r.URL.Path, "/scripts/v1/") {
-		writeScriptsError(w, status, code, msg)
+	if isScriptsAPI(r.URL.Path) {
+		writeScriptsError(w, r, status, code, msg)
 		return
 	}
 	writeError(w, status, msg)
