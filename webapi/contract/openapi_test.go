@@ -65,6 +65,10 @@ var contractUnreachable = []unreached{
 	{"GET /scripts/v1/events", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
 	{"GET /scripts/v1/monitor", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
 	{"GET /scripts/v1/monitor", "500", "*", "the connection cannot be hijacked (never on HTTP/1.1)"},
+	{"GET /scripts/v1", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
+	{"GET /scripts/v1", "500", "*", "the connection cannot be hijacked (never on HTTP/1.1)"},
+	{"GET /scripts", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
+	{"GET /scripts", "500", "*", "the connection cannot be hijacked (never on HTTP/1.1)"},
 	{"POST /scripts/v1/progress/{id}", "503", "*", "progress is saved later, out of the request: only out of file descriptors"},
 	{"GET /scripts/v1/guest/list", "503", "*", "the store fails a read (a locked one still reads)"},
 }
@@ -144,6 +148,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("attached runs", func(t *testing.T) { contractProcess(t, c, s.url, bare.url, g) })
 	t.Run("detached runs", func(t *testing.T) { contractScriptsAPI(t, c, s, g) })
 	t.Run("events and monitors", func(t *testing.T) { contractMonitors(t, c, s, g) })
+	t.Run("the WebSocket API", func(t *testing.T) { contractSocketAPI(t, c, s, g) })
 	t.Run("callbacks and a locked store", func(t *testing.T) { contractCallbacks(t, c, s, g) })
 
 	t.Run("guest keys", func(t *testing.T) {
@@ -154,6 +159,18 @@ func TestOpenAPIContract(t *testing.T) {
 		as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", `{"name":"echo"}`, 400)
 		as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", `{"name":"nosuch","run":true}`, 404)
 		as(t, "POST /scripts/v1/guest/delete/{id}", "/scripts/v1/guest/delete/nosuch", "", 404)
+		// To a client of the Cloud Storage Server SDK, a key that is not
+		// there is deleted without a word; a guest key is access_denied.
+		for _, op := range []string{"POST /scripts/v1/guest/delete/{id}", "DELETE /scripts/v1/guest/delete/{id}"} {
+			c.do(t, s.url, call{op: op, path: "/scripts/v1/guest/delete/nosuch", header: []string{"X-APIKey", adminToken}, valid: true}, 200)
+		}
+		if ex := c.do(t, s.url, call{op: "GET /scripts/v1/guest/list", path: "/scripts/v1/guest/list", header: []string{"X-APIKey", g.all}}, 400); ex.json()["errorcode"] != "access_denied" {
+			t.Errorf("guest/list with a guest key in X-APIKey: %s", ex.body)
+		}
+		if ex := c.do(t, s.url, call{op: "POST /scripts/v1/guest/create", path: "/scripts/v1/guest/create", body: `{"status":true,"expires":1}`,
+			header: []string{"X-APIKey", adminToken}}, 400); ex.json()["errorcode"] != "invalid_expires" {
+			t.Errorf("guest/create with a past expires, with X-APIKey: %s", ex.body)
+		}
 		contractBodyTimeout(t, c, s.url, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", adminToken)
 		as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", `{"name":"`+strings.Repeat("x", 70<<10)+`"}`, 413)
 		for _, op := range []string{"GET /scripts/v1/guest/list", "POST /scripts/v1/guest/create", "POST /scripts/v1/guest/delete/{id}"} {
@@ -174,13 +191,26 @@ func TestOpenAPIContract(t *testing.T) {
 			}
 			// A browser's request for another site: 403 everywhere.
 			ex := c.do(t, s.url, call{op: op, path: concretePath(op), key: adminToken, header: []string{"Origin", "http://attacker.example"}}, 403)
-			if strings.HasPrefix(path, "/scripts/v1/") && ex.json()["errorcode"] != "forbidden_origin" {
+			if isScripts(path) && ex.json()["errorcode"] != "forbidden_origin" {
 				t.Errorf("%s: %s", op, ex.body)
 			}
+			if !isScripts(path) {
+				continue
+			}
 			// A server without scripts: 404 on /scripts/v1.
-			if strings.HasPrefix(path, "/scripts/v1/") {
-				if ex := c.do(t, bare.url, call{op: op, path: concretePath(op)}, 404); ex.json()["errorcode"] != "no_scripts" {
-					t.Errorf("%s on a server without scripts: %s", op, ex.body)
+			if ex := c.do(t, bare.url, call{op: op, path: concretePath(op)}, 404); ex.json()["errorcode"] != "no_scripts" {
+				t.Errorf("%s on a server without scripts: %s", op, ex.body)
+			}
+			// To a client of the Cloud Storage Server SDK (X-APIKey),
+			// every error is a 400, but for a missing or wrong key: 403.
+			sdk := []string{"X-APIKey", adminToken, "Origin", "http://attacker.example"}
+			if ex := c.do(t, s.url, call{op: op, path: concretePath(op), header: sdk}, 400); ex.json()["errorcode"] != "forbidden_origin" {
+				t.Errorf("%s with X-APIKey from another site: %s", op, ex.body)
+			}
+			if route.Operation.Responses.Status(401) != nil {
+				ex := c.do(t, s.url, call{op: op, path: concretePath(op), header: []string{"X-APIKey", "nosuch"}}, 403)
+				if ex.json()["errorcode"] != "invalid_missing_apikey" {
+					t.Errorf("%s with a wrong X-APIKey: %s", op, ex.body)
 				}
 			}
 		}
@@ -194,6 +224,17 @@ func TestOpenAPIContract(t *testing.T) {
 				c.do(t, s.url, call{op: "x-unknown-paths", method: m, path: p, key: adminToken}, 501)
 			}
 		}
+		// To a client of the Cloud Storage Server SDK, an unknown call
+		// under /scripts/: 400 invalid_api_call.
+		sdk := []string{"X-APIKey", adminToken}
+		for _, p := range []string{"/scripts/v1/nope", "/scripts/v1/status/x/y", "/scripts/v1/", "/scripts/nope"} {
+			for _, m := range []string{"GET", "POST"} {
+				if ex := c.do(t, s.url, call{op: "x-unknown-paths", method: m, path: p, header: sdk}, 400); ex.json()["errorcode"] != "invalid_api_call" {
+					t.Errorf("%s %s with X-APIKey: %s", m, p, ex.body)
+				}
+			}
+		}
+		c.do(t, s.url, call{op: "x-unknown-paths", path: "/nowhere", header: sdk}, 501)
 	})
 
 	t.Run("HEAD is GET without the body", func(t *testing.T) {
@@ -214,6 +255,10 @@ func TestOpenAPIContract(t *testing.T) {
 	c.checkCoverage(t, contractUnreachable)
 }
 
+// isScripts reports whether path is of the /scripts/v1 API (the Cloud
+// Storage Server's WebSocket API, /scripts and /scripts/v1, included).
+func isScripts(path string) bool { return path == "/scripts" || strings.HasPrefix(path, "/scripts/") }
+
 // contractKeys are the guest keys of the walk, and runs it shares.
 type contractKeys struct {
 	all     string // every right, every script
@@ -232,7 +277,15 @@ func contractGuests(t *testing.T, as asFunc) *contractKeys {
 	create := func(spec string) (id, key string) {
 		t.Helper()
 		a := as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", spec, 200).json()
-		return a["id"].(string), a["info"].(map[string]any)["apikey"].(string)
+		info := a["info"].(map[string]any)
+		// The name and rights again, where the Cloud Storage Server has them.
+		again := info["info"].(map[string]any)
+		for _, k := range []string{"name", "run", "cancel", "status", "monitor"} {
+			if again[k] != info[k] {
+				t.Errorf("info.info.%s %v, info.%s %v", k, again[k], k, info[k])
+			}
+		}
+		return a["id"].(string), info["apikey"].(string)
 	}
 	var g contractKeys
 	_, g.all = create(`{"run":true,"cancel":true,"status":true,"monitor":true}`)
@@ -446,7 +499,9 @@ func contractScriptsAPI(t *testing.T, c *contract, s *walkServer, g *contractKey
 	}
 
 	echo := run(t, `{"name":"echo","args":["hi"],"timeout":"1m"}`)["id"].(string)
-	waitRun(t, c, s.url, echo, "done")
+	if st := waitRun(t, c, s.url, echo, "done"); st["finished"].(float64) < st["ended_at"].(float64) || len(st["tasks"].([]any)) != 0 {
+		t.Errorf("a done run's finished and tasks: %v", st)
+	}
 	g.doneRun = echo
 	later := run(t, `{"name":"echo","args":["later"],"queue":`+strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)+`}`)
 	if later["state"] != "queued" || later["waiting"] != "start_time" {
@@ -459,13 +514,20 @@ func contractScriptsAPI(t *testing.T, c *contract, s *walkServer, g *contractKey
 		t.Errorf("a run with stdin: %v", st)
 	}
 	hang := run(t, `{"name":"hang"}`)["id"].(string)
-	waitRun(t, c, s.url, hang, "running")
+	// Running: the Cloud Storage Server's progress, before any task.
+	st := waitRun(t, c, s.url, hang, "running")
+	for k, v := range map[string]any{"task": false, "tasknum": 0.0, "maxtasks": 1.0, "taskstart": 0.0, "subtask": false, "subtaskpercent": 0.0} {
+		if st[k] != v {
+			t.Errorf("a running run's %s: %v, want %v", k, st[k], v)
+		}
+	}
 	// one queued, one running
 	active := as(t, "GET /scripts/v1/status", "/scripts/v1/status", "", 200).json()
 	if len(active["queued"].(map[string]any)) != 1 || len(active["running"].(map[string]any)) != 1 {
 		t.Errorf("active runs %v", active)
 	}
 	waitRun(t, c, s.url, later["id"].(string), "queued")
+	contractSDKClients(t, c, s, g, echo, hang, later["id"].(string))
 
 	// Refused runs.
 	as(t, "POST /scripts/v1/run", "/scripts/v1/run", `{"args":["x"]}`, 400)
@@ -478,6 +540,9 @@ func contractScriptsAPI(t *testing.T, c *contract, s *walkServer, g *contractKey
 	capped := run(t, `{"name":"capped"}`)["id"].(string)
 	if ex := as(t, "POST /scripts/v1/run", "/scripts/v1/run", `{"name":"capped"}`, 429); ex.json()["errorcode"] != "queue_full" {
 		t.Errorf("past -m: %s", ex.body)
+	}
+	if ex := c.do(t, s.url, call{op: "POST /scripts/v1/run", path: "/scripts/v1/run", body: `{"name":"capped"}`, header: []string{"X-APIKey", adminToken}}, 400); ex.json()["errorcode"] != "queue_full" {
+		t.Errorf("past -m, with X-APIKey: %s", ex.body)
 	}
 	as(t, "POST /scripts/v1/cancel/{id}", "/scripts/v1/cancel/"+capped, "", 200)
 
@@ -538,6 +603,84 @@ func contractScriptsAPI(t *testing.T, c *contract, s *walkServer, g *contractKey
 	}
 	as(t, "POST /scripts/v1/cancel/{id}", "/scripts/v1/cancel/"+later["id"].(string), "", 200)
 	as(t, "POST /scripts/v1/cancel/{id}", "/scripts/v1/cancel/"+later["id"].(string), "", 409)
+}
+
+// contractSDKClients walks what a client of the Cloud Storage Server SDK
+// (X-APIKey) gets otherwise than rexec's: its shapes, and every error a 400
+// with that server's code, while hang runs and later is queued; echo is
+// done.
+func contractSDKClients(t *testing.T, c *contract, s *walkServer, g *contractKeys, echo, hang, later string) {
+	sdk := func(t *testing.T, key, op, path, body string, status int) map[string]any {
+		t.Helper()
+		return c.do(t, s.url, call{op: op, path: path, body: body, header: []string{"X-APIKey", key}, valid: status < 300}, status).json()
+	}
+	refused := func(t *testing.T, key, op, path, body, code string) {
+		t.Helper()
+		if e := sdk(t, key, op, path, body, 400); e["errorcode"] != code {
+			t.Errorf("%s %s with X-APIKey: %v, want %s", op, body, e, code)
+		}
+	}
+
+	// The status list by script name; started with microseconds.
+	lists := sdk(t, adminToken, "GET /scripts/v1/status", "/scripts/v1/status", "", 200)
+	queued, _ := lists["queued"].(map[string]any)["echo"].([]any)
+	running, _ := lists["running"].(map[string]any)["hang"].([]any)
+	if !slices.Contains(queued, any(later)) || !slices.Equal(running, []any{hang}) {
+		t.Errorf("the status list by name: %v", lists)
+	}
+	micro := sdk(t, adminToken, "GET /scripts/v1/status/{id}", "/scripts/v1/status/"+hang, "", 200)["started"].(float64)
+	whole := waitRun(t, c, s.url, hang, "running")["started"].(float64)
+	if micro < whole || micro >= whole+1 || whole != float64(int64(whole)) {
+		t.Errorf("started %v with X-APIKey, %v without", micro, whole)
+	}
+	sdk(t, adminToken, "GET /scripts/v1/runs", "/scripts/v1/runs?state=done", "", 200)
+	sdk(t, g.echo, "GET /scripts/v1/status/{id}", "/scripts/v1/status/"+echo, "", 200)
+
+	// args as an object, with a number.
+	id := sdk(t, adminToken, "POST /scripts/v1/run", "/scripts/v1/run", `{"name":"echo","args":{"first":1.50}}`, 200)["id"].(string)
+	if st := waitRun(t, c, s.url, id, "done"); !slices.Equal(st["args"].([]any), []any{"1.50"}) {
+		t.Errorf("args {\"first\":1.50}: %v", st["args"])
+	}
+
+	// Every error a 400, with the Cloud Storage Server's code.
+	for _, r := range []struct{ body, code string }{
+		{`{"args":["x"]}`, "missing_name"},
+		{`{"name":"nosuch"}`, "invalid_name"},
+		{`{"name":1}`, "invalid_name"},
+		{`{"name":"echo","args":"x"}`, "invalid_args"},
+		{`{"name":"echo","args":[true]}`, "invalid_args"},
+		{`{"name":"echo","args":["a","b"]}`, "invalid_args"},
+		{`{"name":"echo","args":["a"],"stdin":1}`, "invalid_stdin"},
+		{`{"name":"echo","args":["a"],"stdin":"x"}`, "stdin_not_allowed"},
+		{`{"name":"echo","args":["a"],"queue":-1}`, "invalid_queue"},
+		{`{"name":"echo","args":["a"],"queue":"x"}`, "invalid_queue"},
+		{`[1]`, "invalid_data"},
+		{`{"name":"echo",`, "invalid_data"},
+		{`{"name":"echo","args":["a"],"nosuch":1}`, "invalid_request"},
+		{`{"name":"echo","args":["a"],"timeout":"x"}`, "invalid_request"},
+	} {
+		refused(t, adminToken, "POST /scripts/v1/run", "/scripts/v1/run", r.body, r.code)
+	}
+	refused(t, g.echo, "POST /scripts/v1/run", "/scripts/v1/run", `{"name":"echo","args":["x"]}`, "access_denied")
+	refused(t, g.run, "GET /scripts/v1/status", "/scripts/v1/status", "", "access_denied")
+	refused(t, adminToken, "GET /scripts/v1/status/{id}", "/scripts/v1/status/nosuch", "", "invalid_id")
+	refused(t, adminToken, "GET /scripts/v1/events", "/scripts/v1/events?name=nosuch", "", "invalid_name")
+	// Cancel: only a queued run.
+	refused(t, adminToken, "POST /scripts/v1/cancel/{id}", "/scripts/v1/cancel/"+hang, "", "script_running")
+	refused(t, adminToken, "POST /scripts/v1/cancel/{id}", "/scripts/v1/cancel/"+echo, "", "script_not_queued_running")
+	refused(t, adminToken, "POST /scripts/v1/cancel/{id}", "/scripts/v1/cancel/nosuch", "", "script_not_queued_running")
+	// A method the path does not serve.
+	for _, m := range []struct{ op, method, path, code string }{
+		{"GET /scripts/v1/status", "POST", "/scripts/v1/status", "use_get_request"},
+		{"POST /scripts/v1/run", "GET", "/scripts/v1/run", "use_post_request"},
+		{"POST /scripts/v1/guest/delete/{id}", "GET", "/scripts/v1/guest/delete/x", "use_delete_request"},
+		{"GET /scripts/v1", "POST", "/scripts/v1", "use_get_request"},
+	} {
+		ex := c.do(t, s.url, call{op: m.op, method: m.method, path: m.path, header: []string{"X-APIKey", adminToken}}, 400)
+		if ex.json()["errorcode"] != m.code || ex.head.Get("Allow") == "" {
+			t.Errorf("%s %s with X-APIKey: %s %v", m.method, m.path, ex.body, ex.head)
+		}
+	}
 }
 
 func contractMonitors(t *testing.T, c *contract, s *walkServer, g *contractKeys) {
@@ -608,92 +751,49 @@ func contractMonitors(t *testing.T, c *contract, s *walkServer, g *contractKeys)
 	events(t, g.mon, "", 429)
 	c.do(t, s.url, call{op: "GET /scripts/v1/output/{id}", path: "/scripts/v1/output/" + g.doneRun + "?follow=1", key: g.mon}, 429)
 	c.do(t, s.url, call{op: "GET /scripts/v1/monitor", path: "/scripts/v1/monitor", key: g.mon}, 429)
+	for _, op := range []string{"GET /scripts/v1", "GET /scripts"} {
+		c.do(t, s.url, call{op: op, path: concretePath(op), key: g.mon, header: wsUpgrade}, 429)
+	}
 	for _, ex := range held {
 		ex.resp.Body.Close()
 	}
 
 	// The WebSocket.
-	ws := c.webSocket(t, "GET /scripts/v1/monitor")
 	c.do(t, s.url, call{op: "GET /scripts/v1/monitor", path: "/scripts/v1/monitor", key: adminToken}, 426)
 	c.do(t, s.url, call{op: "GET /scripts/v1/monitor", path: "/scripts/v1/monitor", key: adminToken, header: []string{
 		"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "12", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}}, 400)
 	c.do(t, s.url, call{op: "GET /scripts/v1/monitor", path: "/scripts/v1/monitor", key: g.run}, 403)
-	dial := func(t *testing.T, query string, header http.Header) *websocket.Conn {
+	dial := func(t *testing.T, query string, header http.Header) *wsConn {
 		t.Helper()
-		u := "ws" + strings.TrimPrefix(s.url, "http") + "/scripts/v1/monitor" + query
-		conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: header})
-		if err != nil {
-			t.Fatalf("dial: %v %v", resp, err)
-		}
-		t.Cleanup(func() { conn.CloseNow() })
-		req, _ := http.NewRequest("GET", s.url+"/scripts/v1/monitor"+query, nil)
-		c.validateResponse(t, &exchange{call: call{op: "GET /scripts/v1/monitor", path: "/scripts/v1/monitor"}, req: req, resp: resp,
-			head: resp.Header, t: t}, true)
-		return conn
-	}
-	send := func(t *testing.T, conn *websocket.Conn, msg string) {
-		t.Helper()
-		var v any
-		if json.Unmarshal([]byte(msg), &v) == nil && visit(ws.client, v) != nil {
-			t.Fatalf("the walk sends %s, which is no client message", msg)
-		}
-		if err := conn.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	receive := func(t *testing.T, conn *websocket.Conn) map[string]any {
-		t.Helper()
-		_, data, err := conn.Read(ctx)
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil {
-			t.Fatalf("message %q is not JSON", data)
-		}
-		if err := visit(ws.server, m); err != nil {
-			t.Errorf("message %s does not match the document: %v", data, err)
-		}
-		return m
-	}
-	closedWith := func(t *testing.T, conn *websocket.Conn, want websocket.StatusCode) {
-		t.Helper()
-		_, _, err := conn.Read(ctx)
-		code := websocket.CloseStatus(err)
-		if code != want {
-			t.Errorf("closed with %v (%v), want %v", code, err, want)
-		}
-		if _, ok := ws.closeCodes[strconv.Itoa(int(code))]; !ok {
-			t.Errorf("close code %d is not documented", code)
-		}
+		return c.dialWS(t, ctx, s.url, "GET /scripts/v1/monitor", "/scripts/v1/monitor"+query, header)
 	}
 
 	conn := dial(t, "?apikey="+g.all, nil) // a guest key in the URL, as browsers must
-	send(t, conn, `{"name":"echo"}`)
-	if m := receive(t, conn); m["success"] != true {
+	conn.send(`{"name":"echo"}`)
+	if m := conn.receive(); m["success"] != true {
 		t.Errorf("watch echo: %v", m)
 	}
-	send(t, conn, `{"name":"nosuch"}`)
-	if m := receive(t, conn); m["errorcode"] != "invalid_name" {
+	conn.send(`{"name":"nosuch"}`)
+	if m := conn.receive(); m["errorcode"] != "invalid_name" {
 		t.Errorf("watch nosuch: %v", m)
 	}
-	send(t, conn, `hello`)
-	if m := receive(t, conn); m["success"] != false {
+	conn.send(`hello`)
+	if m := conn.receive(); m["success"] != false {
 		t.Errorf("not a message: %v", m)
 	}
 	id = submit(t, `{"name":"echo","args":["ws"]}`)
 	for _, want := range []string{"queued", "running", "done"} {
-		if m := receive(t, conn); m["state"] != want || m["run"] != id {
+		if m := conn.receive(); m["state"] != want || m["run"] != id {
 			t.Fatalf("message %v, want %s of %s", m, want, id)
 		}
 	}
-	send(t, conn, `{"name":"hang"}`)
-	receive(t, conn)
-	send(t, conn, `{"name":""}`) // a third name: past --monitor-names 2
-	closedWith(t, conn, websocket.StatusPolicyViolation)
+	conn.send(`{"name":"hang"}`)
+	conn.receive()
+	conn.send(`{"name":""}`) // a third name: past --monitor-names 2
+	conn.closedWith(websocket.StatusPolicyViolation)
 	conn = dial(t, "", http.Header{"Authorization": {"Bearer " + adminToken}})
-	send(t, conn, `{"name":"`+strings.Repeat("x", 5<<10)+`"}`)
-	closedWith(t, conn, websocket.StatusMessageTooBig)
+	conn.send(`{"name":"` + strings.Repeat("x", 5<<10) + `"}`)
+	conn.closedWith(websocket.StatusMessageTooBig)
 }
 
 func contractCallbacks(t *testing.T, c *contract, s *walkServer, g *contractKeys) {
@@ -717,6 +817,15 @@ func contractCallbacks(t *testing.T, c *contract, s *walkServer, g *contractKeys
 	st := waitRun(t, c, s.url, id, "running")
 	if r, _ := json.Marshal(st["result"]); string(r) != `{"files":3,"names":["a"]}` || st["progress"].(map[string]any)["task_title"] != "Half" {
 		t.Errorf("the posted result and progress: %v", st)
+	}
+	// The same progress, as the Cloud Storage Server counts it.
+	for k, v := range map[string]any{"task": "Half", "tasknum": 0.0, "maxtasks": 2.0, "subtask": "sub", "subtaskpercent": 50.0} {
+		if st[k] != v {
+			t.Errorf("a running run's %s: %v, want %v", k, st[k], v)
+		}
+	}
+	if start, _ := st["taskstart"].(float64); start < st["started"].(float64) {
+		t.Errorf("taskstart %v, started %v", st["taskstart"], st["started"])
 	}
 	for _, what := range []string{"progress", "result"} {
 		post(t, what, token, `[1]`, 400)
@@ -762,8 +871,9 @@ func contractCallbacks(t *testing.T, c *contract, s *walkServer, g *contractKeys
 	c.do(t, s.url, call{op: "GET /readyz", path: "/readyz", valid: true}, 200)
 
 	c.do(t, s.url, call{op: "POST /scripts/v1/cancel/{id}", path: "/scripts/v1/cancel/" + id, key: adminToken, valid: true}, 200)
-	if st := waitRun(t, c, s.url, id, "done"); st["ended"] != "cancelled" {
-		t.Errorf("the cancelled run: %v", st)
+	if st := waitRun(t, c, s.url, id, "done"); st["ended"] != "cancelled" || len(st["tasks"].([]any)) != 1 ||
+		st["tasks"].([]any)[0].(map[string]any)["task"] != "Half" {
+		t.Errorf("the cancelled run, and its task: %v", st)
 	}
 	post(t, "result", token, `{"late":true}`, 403) // the token ends with its run
 }
