@@ -899,10 +899,17 @@ func (w *seedWS) sendRaw(msg string) {
 	}
 }
 
+// send sends msg as JSON, "<", ">" and "&" as themselves, as PHP's
+// json_encode writes them.
 func (w *seedWS) send(msg map[string]any) {
 	w.t.Helper()
-	b, _ := json.Marshal(msg)
-	w.sendRaw(string(b))
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(msg); err != nil {
+		w.t.Fatal(err)
+	}
+	w.sendRaw(b.String())
 }
 
 // read is the next message: from the backlog, else from the socket.
@@ -1302,5 +1309,29 @@ func TestSeedSDKMonitorEndpointEnvelope(t *testing.T) {
 	w.sendRaw(`{"name":"other"}`)
 	if m := w.read(); m["success"] != true || m["name"] != "other" || m["enabled"] != true {
 		t.Errorf(`{"name":"other"}: %v`, m)
+	}
+}
+
+// A run's stdin over the socket: up to the API's limit, whatever its bytes
+// (characters that JSON escapes for HTML among them), it reaches the script
+// as sent.
+func TestSeedSDKSocketStdin(t *testing.T) {
+	d := seedServer(t, "-e=TESTCHILD=cat -i -s=4 cat EXE")
+	w := seedDial(t, d.url, "/scripts/v1", seedAdmin)
+	stdin := strings.Repeat("<&>é", 200<<10) // 1,024,000 bytes; with "<" as "\u003c", over 2 MiB
+	a := w.call(1, "POST", "/scripts/v1/run", map[string]any{"name": "cat", "args": []any{}, "stdin": stdin})
+	if a["success"] != true {
+		t.Fatalf("run with 1 MiB of stdin over the socket: %v", a)
+	}
+	id := str(a["id"])
+	seedWaitState(t, d.url, seedAdmin, id, "done")
+	code, _, body := request(t, d.url, "GET", "/scripts/v1/output/"+id, "", "X-APIKey", seedAdmin)
+	if code != 200 || body != stdin {
+		t.Fatalf("output: %d, %d bytes, want the %d bytes of stdin", code, len(body), len(stdin))
+	}
+	// One byte past the limit is the API's refusal, as over HTTP.
+	a = w.call(2, "POST", "/scripts/v1/run", map[string]any{"name": "cat", "args": []any{}, "stdin": strings.Repeat("x", 1<<20+1)})
+	if a["success"] != false || a["errorcode"] != "invalid_stdin" {
+		t.Fatalf("run with 1 MiB + 1 of stdin: %v", a)
 	}
 }
