@@ -106,31 +106,59 @@ func (m *monitor) call(msg map[string]json.RawMessage) (map[string]any, bool) {
 // route runs the call of method on path, with the call's other members as
 // its fields.
 func (m *monitor) route(method, path string, seq int64, fields map[string]json.RawMessage) (map[string]any, bool) {
-	bad := seedFailure("invalid_api_call", "unknown API call "+strconv.Quote(clipName(path))+
-		": the calls are run, cancel/{id}, status, status/{id}, monitor, guest/create, guest/list and guest/delete/{id}")
-	u, err := url.Parse(path)
-	if err != nil {
-		return bad, true
+	call, target, ok := socketCall(path)
+	switch {
+	case !ok:
+		return seedFailure("invalid_api_call", "unknown API call "+strconv.Quote(clipName(path))+
+			": the calls are run, cancel/{id}, status, status/{id}, monitor, guest/create, guest/list and guest/delete/{id}"), true
+	case call != "monitor":
+		return m.forwardCall(method, target, fields), true
+	case method != http.MethodGet:
+		return seedFailure("use_get_request", "a monitor call is a GET"), true
 	}
-	segs := strings.Split(strings.Trim(u.Path, "/"), "/")
+	return m.toggle(fields, seq)
+}
+
+// socketCall reads the api_path of a call: the call's name and the path of
+// this server that serves it, or false for a path that names no call. As
+// the Cloud Storage Server does, it takes "/scripts/<anything>/<call>...";
+// the path it returns is one the server's routes serve as it is (no "." or
+// ".." segment, no empty one), with the segments escaped again.
+func socketCall(apiPath string) (call, target string, ok bool) {
+	u, err := url.Parse(apiPath)
+	if err != nil {
+		return "", "", false
+	}
+	segs := strings.Split(strings.TrimSuffix(strings.TrimPrefix(u.EscapedPath(), "/"), "/"), "/")
+	for i, seg := range segs {
+		if segs[i], err = url.PathUnescape(seg); err != nil {
+			return "", "", false
+		}
+	}
 	if len(segs) < 3 || segs[0] != "scripts" {
-		return bad, true
+		return "", "", false
+	}
+	for _, seg := range segs[2:] {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", "", false
+		}
 	}
 	call, rest := segs[2], segs[3:]
 	switch {
-	case call == "monitor" && len(rest) == 0:
-		if method != http.MethodGet {
-			return seedFailure("use_get_request", "a monitor call is a GET"), true
-		}
-		return m.toggle(fields, seq)
-	case call == "run" && len(rest) == 0, call == "status" && len(rest) <= 1, call == "cancel" && len(rest) == 1,
-		call == "guest" && (len(rest) == 1 && (rest[0] == "create" || rest[0] == "list") || len(rest) == 2 && rest[0] == "delete"):
-		for i, seg := range segs {
-			segs[i] = url.PathEscape(seg)
-		}
-		return m.forwardCall(method, "/scripts/v1/"+strings.Join(segs[2:], "/"), fields), true
+	case call == "monitor" && len(rest) == 0,
+		call == "run" && len(rest) == 0,
+		call == "status" && len(rest) <= 1,
+		call == "cancel" && len(rest) == 1,
+		call == "guest" && len(rest) == 1 && (rest[0] == "create" || rest[0] == "list"),
+		call == "guest" && len(rest) == 2 && rest[0] == "delete":
+	default:
+		return "", "", false
 	}
-	return bad, true
+	target = "/scripts/v1"
+	for _, seg := range segs[2:] {
+		target += "/" + url.PathEscape(seg)
+	}
+	return call, target, true
 }
 
 // toggle answers a monitor call: it turns watching the name on, with the
