@@ -87,11 +87,11 @@ type Spec struct {
 	Timeout time.Duration
 	// Credential, when set, runs the process as that user and group.
 	Credential *syscall.Credential
-	// RawOutput leaves standard output to the caller: no pump reads it and
-	// Output stays empty. The caller reads it through Process.RawPipe
-	// (straight into a socket's writes, say) and ends with Pipe.End at its
-	// EOF, or Pipe.Discard when it stops reading before. Stderr must not be
-	// StderrSeparate.
+	// RawOutput leaves standard output to the caller: no pump reads it.
+	// The caller reads it through Process.RawPipe (straight into a
+	// socket's writes, say) and ends with Pipe.End at its EOF, or
+	// Pipe.Discard when it stops reading before. Output then carries only
+	// stderr's chunks, with StderrSeparate, and nothing otherwise.
 	RawOutput bool
 }
 
@@ -273,9 +273,6 @@ func (o Options) withDefaults() Options {
 // what to exec: the executable (looked up in PATH when spec.Path has no
 // slash) and the environment (with PWD set to spec.Dir when there is one).
 func resolve(spec Spec, argv []string) (path string, env []string, err error) {
-	if spec.RawOutput && spec.Stderr == StderrSeparate {
-		return "", nil, &StartError{Op: "pipe", Err: errors.New("raw output takes stderr discarded or merged, not separate")}
-	}
 	if err = checkDir(spec.Dir); err != nil {
 		return "", nil, err
 	}
@@ -449,12 +446,12 @@ func execError(path string, cred *syscall.Credential, err error) error {
 // (none with RawOutput: the caller reads), and feeding stdin.
 func (p *Process) startPumps(spec Spec) {
 	p.pumpsLeft.Store(int32(len(p.pipes)))
+	pumped := p.pipes
 	if spec.RawOutput {
-		p.rawPipe = p.pipes[0]
-	} else {
-		for _, op := range p.pipes {
-			go p.startPump(op)
-		}
+		p.rawPipe, pumped = p.pipes[0], p.pipes[1:]
+	}
+	for _, op := range pumped {
+		go p.startPump(op)
 	}
 	if p.stdinW != nil {
 		go p.feedStdin(spec.Stdin)
@@ -490,8 +487,9 @@ func (p *Process) Pid() int { return p.pid }
 
 // Output delivers the process's output as it is read. It is closed once every
 // output pipe has reached EOF. Each chunk must be Released. With
-// Spec.RawOutput it delivers nothing, and is closed once the caller is done
-// with the pipe (Pipe.End, or Pipe.Discard and the drain to EOF).
+// Spec.RawOutput it delivers only stderr's chunks (with StderrSeparate), and
+// is closed once stderr has reached EOF and the caller is done with the raw
+// pipe (Pipe.End, or Pipe.Discard and the drain to EOF).
 func (p *Process) Output() <-chan Chunk { return p.out }
 
 // Done is closed once the process is reaped and its Status is final.

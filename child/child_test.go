@@ -463,10 +463,35 @@ func TestRawOutputDiscard(t *testing.T) {
 	}
 }
 
-func TestRawOutputRefusesSeparateStderr(t *testing.T) {
-	path, env := testchild.Command("echo")
-	_, err := child.Start(child.Spec{Path: path, Env: []string{env}, RawOutput: true, Stderr: child.StderrSeparate}, child.Options{})
-	if !errors.Is(err, child.ErrStartFailed) {
-		t.Fatalf("err %v, want a refused start", err)
+// TestRawOutputSeparateStderr: with raw output, a separate stderr comes on
+// Output, its chunks only, while the caller reads stdout from the pipe.
+func TestRawOutputSeparateStderr(t *testing.T) {
+	p := start(t, "both", child.Spec{RawOutput: true, Stderr: child.StderrSeparate}, child.Options{})
+	var stderr []byte
+	gotErr := make(chan struct{})
+	go func() {
+		defer close(gotErr)
+		for c := range p.Output() {
+			if c.Stream != child.Stderr {
+				t.Errorf("a chunk of stream %v on Output", c.Stream)
+			}
+			stderr = append(stderr, c.Data...)
+			c.Release()
+		}
+	}()
+	stdout, err := io.ReadAll(p.RawPipe())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.RawPipe().End()
+	<-gotErr
+	if st := p.Wait(); st.Code != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if !strings.Contains(string(stdout), "out") || strings.Contains(string(stdout), "err") {
+		t.Errorf("stdout %q", stdout)
+	}
+	if !strings.Contains(string(stderr), "err") || strings.Contains(string(stderr), "out") {
+		t.Errorf("stderr %q", stderr)
 	}
 }
