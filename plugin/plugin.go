@@ -49,7 +49,10 @@ type Component struct {
 
 	// Command is the executable: inside the plugin's folder, absolute and
 	// without symbolic links.
-	Command  string
+	Command string
+	// Dir is the plugin's folder (Plugin.Dir): the command's working
+	// directory.
+	Dir      string
 	Strategy Strategy
 	// Timeout is how long a process with no call in flight is kept; 0:
 	// a process serves one call.

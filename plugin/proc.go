@@ -1,0 +1,236 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/creachadair/jrpc2"
+	"github.com/rs/zerolog"
+
+	"github.com/rexec/rexec/child"
+)
+
+// Why a call fails without an answer of the plugin.
+var (
+	// ErrDeadline: the plugin did not answer within the call's deadline;
+	// its process was killed.
+	ErrDeadline = errors.New("the plugin did not answer in time: its process was killed")
+	// ErrEnded: the process had ended (it exited, crashed, was stopped or
+	// broke the protocol) before it answered.
+	ErrEnded = errors.New("the plugin's process has ended")
+)
+
+// maxStderrLine bounds a line of a plugin's stderr in the log.
+const maxStderrLine = 1 << 10
+
+// proc is one process of a command, and the JSON-RPC client that talks to
+// it over the process's stdin and stdout. It serves calls until it ends:
+// by itself, by a protocol error, or by stop.
+type proc struct {
+	comp    Component
+	cp      *child.Process
+	cli     *jrpc2.Client
+	log     zerolog.Logger
+	started time.Time
+
+	ended chan struct{} // closed once the process is reaped and the client stopped
+	mu    sync.Mutex
+	why   error // why it ended, set before ended is closed
+}
+
+// procOptions are what every process of a Manager shares.
+type procOptions struct {
+	killGrace time.Duration
+	log       zerolog.Logger
+	// callback serves the plugin's calls to the server; nil refuses them.
+	callback jrpc2.Handler
+	// onEnd is called once the process has ended, Why says why, before
+	// stop returns.
+	onEnd func(*proc)
+}
+
+// startProc starts a process of comp.
+func startProc(comp Component, opt procOptions) (*proc, error) {
+	stdinR, stdinW := io.Pipe()
+	cp, err := child.Start(child.Spec{
+		Path:      comp.Command,
+		Dir:       comp.Dir,
+		Env:       comp.Env,
+		Stdin:     stdinR,
+		Stderr:    child.StderrSeparate,
+		RawOutput: true,
+	}, child.Options{KillGrace: opt.killGrace, OutputSize: 4})
+	if err != nil {
+		stdinW.Close()
+		return nil, fmt.Errorf("plugin %s: %w", comp.FullID(), err)
+	}
+	p := &proc{
+		comp:    comp,
+		cp:      cp,
+		log:     opt.log.With().Str("plugin", comp.FullID()).Int("pid", cp.Pid()).Logger(),
+		started: time.Now(),
+		ended:   make(chan struct{}),
+	}
+	out := &rawReader{pipe: cp.RawPipe()}
+	ch := newLineChannel(out, stdinW)
+	ch.onBad = out.discard
+	var stopErr error
+	stopped := make(chan struct{})
+	p.cli = jrpc2.NewClient(ch, &jrpc2.ClientOptions{
+		OnCallback: opt.callback,
+		OnStop: func(_ *jrpc2.Client, err error) {
+			stopErr = err
+			close(stopped)
+			// The plugin broke the protocol, or its stdout closed: it
+			// serves nothing more.
+			cp.Kill(child.ReasonCancelled)
+		},
+	})
+	go p.logStderr()
+	go func() {
+		<-cp.Done()
+		p.cli.Close()
+		<-stopped
+		p.mu.Lock()
+		p.why = endReason(cp.Status(), stopErr)
+		p.mu.Unlock()
+		p.log.Debug().Err(p.why).Msg("plugin process ended")
+		if opt.onEnd != nil {
+			opt.onEnd(p) // before ended: whoever waits for it finds the process forgotten
+		}
+		close(p.ended)
+	}()
+	return p, nil
+}
+
+// endReason says why a process ended: the protocol error that ended it, or
+// how it exited.
+func endReason(st child.Status, stopErr error) error {
+	var pe *ProtocolError
+	if errors.As(stopErr, &pe) {
+		return fmt.Errorf("%w: %w", ErrEnded, pe)
+	}
+	switch {
+	case st.Reason == child.ReasonTimeout:
+		return ErrDeadline
+	case st.Signal != 0:
+		return fmt.Errorf("%w: killed by %s", ErrEnded, st.SignalName())
+	}
+	return fmt.Errorf("%w: exit status %d", ErrEnded, st.Code)
+}
+
+// alive reports whether the process has not been reaped yet.
+func (p *proc) alive() bool {
+	select {
+	case <-p.cp.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// Why is why the process ended; nil while it runs.
+func (p *proc) Why() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.why
+}
+
+// call calls method with params (raw JSON, or nil for none) and returns the
+// result. Past timeout the process is killed and the call fails with
+// ErrDeadline. An error of the plugin is a *jrpc2.Error.
+func (p *proc) call(ctx context.Context, method string, params json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var ps any
+	if len(params) > 0 {
+		ps = params
+	}
+	rsp, err := p.cli.Call(ctx, method, ps)
+	if err != nil {
+		var rpcErr *jrpc2.Error
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			p.cp.Kill(child.ReasonTimeout)
+			return nil, ErrDeadline
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case p.cli.IsStopped():
+			// The client stopped (the process's stdout ended, or broke
+			// the protocol): the process is ending, and says why.
+			<-p.ended
+			return nil, p.Why()
+		case errors.As(err, &rpcErr):
+			return nil, rpcErr
+		}
+		return nil, err
+	}
+	var result json.RawMessage
+	if err := rsp.UnmarshalResult(&result); err != nil {
+		return nil, err
+	}
+	return result, nil
+}
+
+// stop ends the process as every rexec child ends (SIGTERM to its group,
+// SIGKILL after the grace), for reason, and waits until it has.
+func (p *proc) stop(reason child.Reason) {
+	p.cp.Kill(reason)
+	<-p.ended
+}
+
+// logStderr sends the process's stderr to the log, a line at a time, each
+// cut at maxStderrLine bytes.
+func (p *proc) logStderr() {
+	var line []byte
+	flush := func() {
+		if len(line) > 0 {
+			p.log.Info().Str("stderr", string(bytes.ToValidUTF8(line, []byte("\uFFFD")))).Msg("plugin stderr")
+			line = line[:0]
+		}
+	}
+	for c := range p.cp.Output() {
+		data := c.Data
+		for len(data) > 0 {
+			i := bytes.IndexByte(data, '\n')
+			part := data
+			if i >= 0 {
+				part = data[:i]
+			}
+			if room := maxStderrLine - len(line); room > 0 {
+				line = append(line, part[:min(len(part), room)]...)
+			}
+			if i < 0 {
+				break
+			}
+			flush()
+			data = data[i+1:]
+		}
+		c.Release()
+	}
+	flush()
+}
+
+// rawReader reads a process's stdout from its raw pipe, and gives the pipe
+// back (End at its end, discard when the reader stops before) once.
+type rawReader struct {
+	pipe *child.Pipe
+	once sync.Once
+}
+
+func (r *rawReader) Read(b []byte) (int, error) {
+	n, err := r.pipe.Read(b)
+	if err != nil {
+		r.once.Do(r.pipe.End)
+	}
+	return n, err
+}
+
+// discard gives the pipe up before its end; called by its reader only.
+func (r *rawReader) discard() { r.once.Do(r.pipe.Discard) }
