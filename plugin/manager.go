@@ -119,10 +119,11 @@ func (g *goneSessions) add(id string, why error) {
 	g.next = (g.next + 1) % maxGone
 }
 
-// session is one Start: the component and the process it uses.
+// session is one Start: who started it, and the process it uses.
 type session struct {
-	id   string
-	held *held
+	id    string
+	owner string
+	held  *held
 }
 
 // held is a running process and how it is used.
@@ -154,9 +155,10 @@ func NewManager(cfg Config) *Manager {
 	}
 }
 
-// Start opens a session on the command fullID ("<plugin>/<id>") and
-// returns its id.
-func (m *Manager) Start(fullID string) (string, error) {
+// Start opens a session of owner (who asks: only the same owner may call
+// it or stop it) on the command fullID ("<plugin>/<id>") and returns its
+// id.
+func (m *Manager) Start(fullID, owner string) (string, error) {
 	comp, err := m.component(fullID)
 	if err != nil {
 		return "", err
@@ -184,7 +186,7 @@ func (m *Manager) Start(fullID string) (string, error) {
 	}
 	id := newSessionID()
 	h.sessions++
-	m.sessions[id] = &session{id: id, held: h}
+	m.sessions[id] = &session{id: id, owner: owner, held: h}
 	return id, nil
 }
 
@@ -226,9 +228,12 @@ func (m *Manager) startLocked(comp Component) (*held, error) {
 // none) and returns its result. An error of the plugin is a *jrpc2.Error;
 // a process that ended, or ends before it answers, is ErrEnded (or
 // ErrDeadline) and ends the session.
-func (m *Manager) Call(ctx context.Context, sessionID, method string, params json.RawMessage) (json.RawMessage, error) {
+func (m *Manager) Call(ctx context.Context, sessionID, owner, method string, params json.RawMessage) (json.RawMessage, error) {
 	m.mu.Lock()
 	s := m.sessions[sessionID]
+	if s != nil && s.owner != owner {
+		s = nil // another's session: as if there were none
+	}
 	if s == nil {
 		why := m.gone.why[sessionID]
 		m.mu.Unlock()
@@ -285,11 +290,11 @@ func (m *Manager) idleStop(h *held) {
 
 // Stop ends a session. A one_for_one process stops with it; a singleton's
 // stays until its idle clock (or its one call) stops it.
-func (m *Manager) Stop(sessionID string) error {
+func (m *Manager) Stop(sessionID, owner string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.sessions[sessionID]
-	if s == nil {
+	if s == nil || s.owner != owner {
 		return fmt.Errorf("%w: %q", ErrNoSuchSession, sessionID)
 	}
 	m.endSessionLocked(s)
@@ -299,14 +304,15 @@ func (m *Manager) Stop(sessionID string) error {
 	return nil
 }
 
-// CallOnce starts a session on fullID, calls method and stops the session.
-func (m *Manager) CallOnce(ctx context.Context, fullID, method string, params json.RawMessage) (json.RawMessage, error) {
-	id, err := m.Start(fullID)
+// CallOnce starts a session of owner on fullID, calls method and stops the
+// session.
+func (m *Manager) CallOnce(ctx context.Context, fullID, owner, method string, params json.RawMessage) (json.RawMessage, error) {
+	id, err := m.Start(fullID, owner)
 	if err != nil {
 		return nil, err
 	}
-	defer m.Stop(id)
-	return m.Call(ctx, id, method, params)
+	defer m.Stop(id, owner)
+	return m.Call(ctx, id, owner, method, params)
 }
 
 func (m *Manager) endSessionLocked(s *session) {

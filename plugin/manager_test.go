@@ -65,7 +65,7 @@ func newTestManager(t *testing.T, cfg Config, comps ...Component) (*Manager, *sy
 
 func callPid(t *testing.T, m *Manager, session string) int {
 	t.Helper()
-	res, err := m.Call(context.Background(), session, "pid", nil)
+	res, err := m.Call(context.Background(), session, "", "pid", nil)
 	if err != nil {
 		t.Fatalf("pid: %v", err)
 	}
@@ -78,7 +78,7 @@ func callPid(t *testing.T, m *Manager, session string) int {
 
 func mustStart(t *testing.T, m *Manager, id string) string {
 	t.Helper()
-	s, err := m.Start(id)
+	s, err := m.Start(id, "")
 	if err != nil {
 		t.Fatalf("Start(%s): %v", id, err)
 	}
@@ -118,18 +118,33 @@ func TestStrategies(t *testing.T) {
 	}
 	// Stopping a one_for_one session stops its process; a singleton's
 	// stays for its other sessions.
-	if err := m.Stop(c); err != nil {
+	if err := m.Stop(c, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Stop(a); err != nil {
+	if err := m.Stop(a, ""); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "3 processes", func() bool { return m.Stats().Procs == 2 })
 	if callPid(t, m, b) == 0 {
 		t.Fatal("no pid")
 	}
-	if _, err := m.Call(context.Background(), c, "pid", nil); !errors.Is(err, ErrNoSuchSession) {
+	if _, err := m.Call(context.Background(), c, "", "pid", nil); !errors.Is(err, ErrNoSuchSession) {
 		t.Errorf("a call on a stopped session: %v", err)
+	}
+
+	// A session is its owner's: another key finds none.
+	mine, err := m.Start("test/single", "guest-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Call(context.Background(), mine, "guest-2", "pid", nil); !errors.Is(err, ErrNoSuchSession) {
+		t.Errorf("another owner's call: %v", err)
+	}
+	if err := m.Stop(mine, ""); !errors.Is(err, ErrNoSuchSession) {
+		t.Errorf("another owner's stop: %v", err)
+	}
+	if _, err := m.Call(context.Background(), mine, "guest-1", "pid", nil); err != nil {
+		t.Errorf("the owner's call: %v", err)
 	}
 }
 
@@ -142,10 +157,10 @@ func TestTimeouts(t *testing.T) {
 
 	s := mustStart(t, m, "test/once")
 	callPid(t, m, s)
-	if _, err := m.Call(context.Background(), s, "pid", nil); !errors.Is(err, ErrEnded) && !errors.Is(err, ErrNoSuchSession) {
+	if _, err := m.Call(context.Background(), s, "", "pid", nil); !errors.Is(err, ErrEnded) && !errors.Is(err, ErrNoSuchSession) {
 		t.Errorf("a second call to a process without a timeout: %v", err)
 	}
-	res, err := m.CallOnce(context.Background(), "test/once", "echo", json.RawMessage(`{"a":1}`))
+	res, err := m.CallOnce(context.Background(), "test/once", "", "echo", json.RawMessage(`{"a":1}`))
 	if err != nil || string(res) != `{"a":1}` {
 		t.Errorf("CallOnce: %s %v", res, err)
 	}
@@ -153,14 +168,14 @@ func TestTimeouts(t *testing.T) {
 	s = mustStart(t, m, "test/idle")
 	pid := callPid(t, m, s)
 	// A call longer than the idle timeout is not cut by it.
-	if res, err := m.Call(context.Background(), s, "sleep", json.RawMessage(`[600]`)); err != nil || string(res) != `"slept"` {
+	if res, err := m.Call(context.Background(), s, "", "sleep", json.RawMessage(`[600]`)); err != nil || string(res) != `"slept"` {
 		t.Fatalf("a call longer than the idle timeout: %s %v", res, err)
 	}
 	if again := callPid(t, m, s); again != pid {
 		t.Errorf("the process changed during a call: %d then %d", pid, again)
 	}
 	waitFor(t, "stopped when idle", func() bool { return m.Stats().Procs == 0 })
-	if _, err := m.Call(context.Background(), s, "pid", nil); !errors.Is(err, ErrNoSuchSession) {
+	if _, err := m.Call(context.Background(), s, "", "pid", nil); !errors.Is(err, ErrNoSuchSession) {
 		t.Errorf("a call after the idle stop: %v", err)
 	}
 	if s2 := mustStart(t, m, "test/idle"); callPid(t, m, s2) == pid {
@@ -177,7 +192,7 @@ func TestDeadlineAndCrash(t *testing.T) {
 	s := mustStart(t, m, "test/cmd")
 	pid := callPid(t, m, s)
 	start := time.Now()
-	if _, err := m.Call(context.Background(), s, "sleep", json.RawMessage(`[5000]`)); !errors.Is(err, ErrDeadline) {
+	if _, err := m.Call(context.Background(), s, "", "sleep", json.RawMessage(`[5000]`)); !errors.Is(err, ErrDeadline) {
 		t.Fatalf("a call past its deadline: %v", err)
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -189,11 +204,11 @@ func TestDeadlineAndCrash(t *testing.T) {
 	}
 
 	s = mustStart(t, m, "test/cmd")
-	if _, err := m.Call(context.Background(), s, "exit", json.RawMessage(`[3]`)); !errors.Is(err, ErrEnded) || !strings.Contains(err.Error(), "exit status 3") {
+	if _, err := m.Call(context.Background(), s, "", "exit", json.RawMessage(`[3]`)); !errors.Is(err, ErrEnded) || !strings.Contains(err.Error(), "exit status 3") {
 		t.Fatalf("a call whose process exits: %v", err)
 	}
 	waitFor(t, "the crashed process gone", func() bool { return m.Stats().Procs == 0 })
-	if _, err := m.Call(context.Background(), s, "pid", nil); !errors.Is(err, ErrNoSuchSession) || !strings.Contains(err.Error(), "exit status 3") {
+	if _, err := m.Call(context.Background(), s, "", "pid", nil); !errors.Is(err, ErrNoSuchSession) || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("a call on the session of a crashed process: %v", err)
 	}
 	callPid(t, m, mustStart(t, m, "test/cmd"))
@@ -205,16 +220,16 @@ func TestBreaker(t *testing.T) {
 	comp := fakeComponent("crash", "crash", OneForOne, time.Minute)
 	m, _ := newTestManager(t, Config{BreakerFailures: 3, BreakerCooldown: time.Hour}, comp)
 	for i := range 3 {
-		s, err := m.Start("test/crash")
+		s, err := m.Start("test/crash", "")
 		if err != nil {
 			t.Fatalf("start %d: %v", i, err)
 		}
-		if _, err := m.Call(context.Background(), s, "pid", nil); err == nil {
+		if _, err := m.Call(context.Background(), s, "", "pid", nil); err == nil {
 			t.Fatalf("call %d to a process that exits at once answered", i)
 		}
 		waitFor(t, "the process gone", func() bool { return m.Stats().Procs == 0 })
 	}
-	if _, err := m.Start("test/crash"); !errors.Is(err, ErrBreakerOpen) || !strings.Contains(err.Error(), "3 processes in a row") {
+	if _, err := m.Start("test/crash", ""); !errors.Is(err, ErrBreakerOpen) || !strings.Contains(err.Error(), "3 processes in a row") {
 		t.Fatalf("a 4th start: %v", err)
 	}
 }
@@ -223,12 +238,12 @@ func TestBreaker(t *testing.T) {
 func TestRelaxedMessages(t *testing.T) {
 	m, _ := newTestManager(t, Config{}, fakeComponent("cmd", "serve", Singleton, time.Minute))
 	s := mustStart(t, m, "test/cmd")
-	_, err := m.Call(context.Background(), s, "fail", nil)
+	_, err := m.Call(context.Background(), s, "", "fail", nil)
 	var rpcErr *jrpc2.Error
 	if !errors.As(err, &rpcErr) || rpcErr.Message != "it went wrong" {
 		t.Fatalf("an error that is a string: %#v", err)
 	}
-	if _, err := m.Call(context.Background(), s, "nosuch", nil); !errors.As(err, &rpcErr) || rpcErr.Code != jrpc2.MethodNotFound {
+	if _, err := m.Call(context.Background(), s, "", "nosuch", nil); !errors.As(err, &rpcErr) || rpcErr.Code != jrpc2.MethodNotFound {
 		t.Errorf("an unknown method: %v", err)
 	}
 	callPid(t, m, s) // the process still serves
@@ -243,7 +258,7 @@ func TestProtocolErrors(t *testing.T) {
 		{"long", `a line longer than 1048576 bytes`},
 	} {
 		s := mustStart(t, m, "test/cmd")
-		_, err := m.Call(context.Background(), s, c.method, nil)
+		_, err := m.Call(context.Background(), s, "", c.method, nil)
 		var pe *ProtocolError
 		if !errors.As(err, &pe) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want a protocol error with %q", c.method, err, c.want)
@@ -257,7 +272,7 @@ func TestProtocolErrors(t *testing.T) {
 func TestStderrLogged(t *testing.T) {
 	m, log := newTestManager(t, Config{}, fakeComponent("cmd", "serve", Singleton, time.Minute))
 	s := mustStart(t, m, "test/cmd")
-	if _, err := m.Call(context.Background(), s, "stderr", json.RawMessage(`[3]`)); err != nil {
+	if _, err := m.Call(context.Background(), s, "", "stderr", json.RawMessage(`[3]`)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "stderr in the log", func() bool { return strings.Contains(log.String(), "line 2 of stderr") })
@@ -278,11 +293,11 @@ func TestCallback(t *testing.T) {
 	}}
 	m, _ := newTestManager(t, cfg, fakeComponent("cmd", "serve", Singleton, time.Minute))
 	s := mustStart(t, m, "test/cmd")
-	res, err := m.Call(context.Background(), s, "call", json.RawMessage(`["machines.list",{}]`))
+	res, err := m.Call(context.Background(), s, "", "call", json.RawMessage(`["machines.list",{}]`))
 	if err != nil || !strings.Contains(string(res), `"for":"test/cmd"`) {
 		t.Fatalf("a callback: %s %v", res, err)
 	}
-	res, err = m.Call(context.Background(), s, "call", json.RawMessage(`["secrets.read",{}]`))
+	res, err = m.Call(context.Background(), s, "", "call", json.RawMessage(`["secrets.read",{}]`))
 	if err != nil || !strings.Contains(string(res), `"code":-32601`) {
 		t.Fatalf("a refused callback: %s %v", res, err)
 	}
@@ -297,16 +312,16 @@ func TestNoLeaks(t *testing.T) {
 	fds := openFDs(t)
 	s := mustStart(t, m, "test/single")
 	for i := range 1000 {
-		if _, err := m.Call(context.Background(), s, "echo", json.RawMessage("["+strconv.Itoa(i)+"]")); err != nil {
+		if _, err := m.Call(context.Background(), s, "", "echo", json.RawMessage("["+strconv.Itoa(i)+"]")); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
 	for i := range 50 {
-		if _, err := m.CallOnce(context.Background(), "test/once", "pid", nil); err != nil {
+		if _, err := m.CallOnce(context.Background(), "test/once", "", "pid", nil); err != nil {
 			t.Fatalf("one-shot call %d: %v", i, err)
 		}
 	}
-	m.Stop(s)
+	m.Stop(s, "")
 	m.Close()
 	if st := m.Stats(); st.Procs != 0 || st.Sessions != 0 {
 		t.Errorf("after Close: %+v", st)
