@@ -89,7 +89,7 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 			close(stopped)
 			// The plugin broke the protocol, or its stdout closed: it
 			// serves nothing more.
-			cp.Kill(child.ReasonCancelled)
+			cp.Kill(child.ReasonDisconnect)
 		},
 	})
 	go p.logStderr()
@@ -109,20 +109,27 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 	return p, nil
 }
 
-// endReason says why a process ended: the protocol error that ended it, or
-// how it exited.
+// endReason says why a process ended: the protocol error that ended it,
+// its deadline, its exit status, or the signal that ended it and why it was
+// sent.
 func endReason(st child.Status, stopErr error) error {
 	var pe *ProtocolError
-	if errors.As(stopErr, &pe) {
-		return fmt.Errorf("%w: %w", ErrEnded, pe)
-	}
+	stopped := st.Reason == child.ReasonCancelled || st.Reason == child.ReasonShutdown
 	switch {
+	case errors.As(stopErr, &pe):
+		return fmt.Errorf("%w: %w", ErrEnded, pe)
 	case st.Reason == child.ReasonTimeout:
 		return ErrDeadline
-	case st.Signal != 0:
-		return fmt.Errorf("%w: killed by %s", ErrEnded, st.SignalName())
+	case st.Signal == 0 && (st.Code != 0 || !stopped):
+		return fmt.Errorf("%w: exit status %d", ErrEnded, st.Code)
+	case st.Reason == child.ReasonShutdown:
+		return fmt.Errorf("%w: stopped, the server is shutting down", ErrEnded)
+	case stopped:
+		return fmt.Errorf("%w: stopped", ErrEnded)
+	case st.Reason == child.ReasonDisconnect:
+		return fmt.Errorf("%w: it closed its stdout, and was then killed by %s", ErrEnded, st.SignalName())
 	}
-	return fmt.Errorf("%w: exit status %d", ErrEnded, st.Code)
+	return fmt.Errorf("%w: killed by %s", ErrEnded, st.SignalName())
 }
 
 // alive reports whether the process has not been reaped yet.
