@@ -30,6 +30,9 @@ type cli struct {
 	Cancel  cancelCmd  `cmd:"" help:"Cancel a detached run, queued or running."`
 	History historyCmd `cmd:"" help:"List the runs of the history, newest first."`
 
+	// For plugin authors (--plugins).
+	Plugin pluginCmd `cmd:"" help:"Tools for plugin authors: rexec plugin check DIR."`
+
 	Version kong.VersionFlag `env:"-" help:"Print rexec's version (module version, commit, Go version, platform) and exit."`
 }
 
