@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -27,6 +29,9 @@ type Guest struct {
 	// older versions of rexec let anyone make on a server without a token.
 	// They are still listed, so that an admin can see and delete them.
 	WithToken bool
+	// Perms are the perms the key carries for plugin commands (package
+	// plugin: Component.Allows); nil or empty for none.
+	Perms []string
 }
 
 // Expired reports whether the key is past its expiry at now.
@@ -34,16 +39,23 @@ func (g Guest) Expired(now time.Time) bool {
 	return !g.Expires.IsZero() && !now.Before(g.Expires)
 }
 
-const guestColumns = `id, name, run, cancel, status, monitor, expires, created, key_hash, with_token`
+const guestColumns = `id, name, run, cancel, status, monitor, expires, created, key_hash, with_token, perms`
 
 func scanGuest(row interface{ Scan(...any) error }) (Guest, error) {
 	var g Guest
 	var run, cancel, status, monitor, withToken int
 	var expires sql.NullInt64
 	var created int64
-	err := row.Scan(&g.ID, &g.Name, &run, &cancel, &status, &monitor, &expires, &created, &g.KeyHash, &withToken)
+	var perms string
+	err := row.Scan(&g.ID, &g.Name, &run, &cancel, &status, &monitor, &expires, &created, &g.KeyHash, &withToken, &perms)
 	if err != nil {
 		return Guest{}, err
+	}
+	if err := json.Unmarshal([]byte(perms), &g.Perms); err != nil {
+		return Guest{}, fmt.Errorf("guest %s: perms: %w", g.ID, err)
+	}
+	if len(g.Perms) == 0 {
+		g.Perms = nil
 	}
 	g.Run, g.Cancel, g.Status, g.Monitor, g.WithToken = run == 1, cancel == 1, status == 1, monitor == 1, withToken == 1
 	if expires.Valid {
@@ -72,6 +84,10 @@ func (s *Store) CreateGuest(ctx context.Context, g *Guest) (err error) {
 	if err := checkTime("expiry", g.Expires); err != nil {
 		return fmt.Errorf("store: create guest: %w", err)
 	}
+	perms, err := json.Marshal(g.Perms)
+	if err != nil || bytes.Equal(perms, []byte("null")) {
+		perms = []byte("[]")
+	}
 	id, created := newID(), time.Now()
 	var expires any
 	if !g.Expires.IsZero() {
@@ -82,9 +98,9 @@ func (s *Store) CreateGuest(ctx context.Context, g *Guest) (err error) {
 		return fmt.Errorf("store: create guest: %w", err)
 	}
 	defer end()
-	_, err = tx.ExecContext(ctx, `INSERT INTO guests (`+guestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = tx.ExecContext(ctx, `INSERT INTO guests (`+guestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, g.Name, b2i(g.Run), b2i(g.Cancel), b2i(g.Status), b2i(g.Monitor), expires, created.UnixNano(), g.KeyHash,
-		b2i(g.WithToken))
+		b2i(g.WithToken), string(perms))
 	if err != nil {
 		return fmt.Errorf("store: create guest: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,8 @@ func TestGuests(t *testing.T) {
 	s := mustOpen(t, t.TempDir(), store.Options{})
 
 	expires := time.Unix(1_900_000_000, 5)
-	admin := store.Guest{Name: "backup", Run: true, Status: true, Expires: expires, KeyHash: keyHash("admin's"), WithToken: true}
+	admin := store.Guest{Name: "backup", Run: true, Status: true, Expires: expires, KeyHash: keyHash("admin's"), WithToken: true,
+		Perms: []string{"example.hello/hello", "run.start[backup]"}}
 	if err := s.CreateGuest(ctx, &admin); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +41,7 @@ func TestGuests(t *testing.T) {
 		t.Fatal(err)
 	}
 	if g.ID != admin.ID || g.Name != "backup" || !g.Run || g.Cancel || !g.Status || g.Monitor ||
-		!g.Expires.Equal(expires) || !g.WithToken {
+		!g.Expires.Equal(expires) || !g.WithToken || !slices.Equal(g.Perms, admin.Perms) {
 		t.Errorf("GuestByKeyHash = %+v", g)
 	}
 	for _, key := range []string{"anyone's", "nobody's"} {
@@ -52,7 +54,8 @@ func TestGuests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(gs) != 2 || gs[0].ID != admin.ID || !gs[0].WithToken || gs[1].ID != open.ID || gs[1].WithToken || !gs[1].Monitor {
+	if len(gs) != 2 || gs[0].ID != admin.ID || !gs[0].WithToken || gs[1].ID != open.ID || gs[1].WithToken || !gs[1].Monitor ||
+		len(gs[0].Perms) != 2 || gs[1].Perms != nil {
 		t.Errorf("ListGuests = %+v", gs)
 	}
 	if n, err := s.CountGuestsWithoutToken(ctx); n != 1 || err != nil {

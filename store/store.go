@@ -359,6 +359,10 @@ var migrations = []string{
 	`ALTER TABLE runs ADD COLUMN task_started_ns INTEGER NOT NULL DEFAULT 0; -- UNIX nanoseconds, 0 = none
 	ALTER TABLE runs ADD COLUMN tasks TEXT NOT NULL DEFAULT '[]'            -- [{"t": title, "s": start, "e": end}], ns
 	    CHECK (json_valid(tasks) AND json_type(tasks) = 'array');`,
+	// 6: the perms of a guest key, for plugin commands (Guest.Perms); keys
+	// made before have none.
+	`ALTER TABLE guests ADD COLUMN perms TEXT NOT NULL DEFAULT '[]' -- JSON array of strings
+	    CHECK (json_valid(perms) AND json_type(perms) = 'array');`,
 }
 
 // migrate brings the schema to len(migrations), one transaction per step,

@@ -54,8 +54,8 @@ func TestMigration5(t *testing.T) {
 	defer s.Close()
 
 	var version int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 5 || len(migrations) != 5 {
-		t.Fatalf("user_version %d, %v; want 5 (of %d)", version, err, len(migrations))
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != len(migrations) || version < 5 {
+		t.Fatalf("user_version %d, %v; want %d", version, err, len(migrations))
 	}
 	for _, col := range []string{"task_started_ns", "tasks"} {
 		var n int
