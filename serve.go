@@ -18,6 +18,7 @@ import (
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/node"
+	"github.com/rexec/rexec/plugin"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -55,6 +56,10 @@ type serveCmd struct {
 	MetricsAddr    string        `placeholder:"ADDR" help:"Also serve GET /metrics (Prometheus) on this address (e.g. 127.0.0.1:9100) without the token, for a scraper that has none; /metrics on the main address always needs the token. Anyone who reaches ADDR reads the metrics (script names, run counts, the build): a non-loopback ADDR is served with a warning; keep it on a private network."`
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
 	ScriptsOnly    bool          `help:"Refuse ad-hoc commands (403): only scripts of --scripts run."`
+	Plugins        string        `type:"path" placeholder:"DIR" help:"Folder of plugins: each subfolder with a manifest.yaml whose commands (type cmd) /plugins/v1 runs (see README). SIGHUP reloads it; a bad manifest is refused with its file and line."`
+	PluginTimeout  time.Duration `default:"5s" help:"Deadline of a call to a plugin command: past it its process group is killed and the caller gets 504."`
+	PluginProcs    int           `default:"64" help:"Most plugin processes running at once; beyond it a start gets 503."`
+	PluginSessions int           `default:"1024" help:"Most plugin sessions open at once; beyond it a start gets 429."`
 	DataDir        string        `type:"path" default:"${data_dir}" help:"Where detached runs (/scripts/v1) keep their history (SQLite) and output files; used with --scripts. Default: $XDG_STATE_HOME/rexec (~/.local/state/rexec)."`
 	StatusDir      string        `type:"path" placeholder:"DIR" help:"Also write the status of each running detached run to DIR/<id>.json (the JSON of /scripts/v1/status/<id>, replaced whole at each change, removed at the run's end), for a web server on this host to read without a request. DIR is the server's own: its .json files are removed at start."`
 	BusyTimeout    time.Duration `default:"2s" help:"How long a write to the run history waits for another process's lock on it (the sqlite3 shell, a backup) before the request gets 503."`
@@ -100,6 +105,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--max-monitors, --monitors-per-key and --monitor-names must be at least 1")
 	case c.MaxQueued < 1 || c.MaxQueuedStdin < 1:
 		return errors.New("--max-queued and --max-queued-stdin must be at least 1")
+	case c.PluginTimeout <= 0 || c.PluginProcs < 1 || c.PluginSessions < 1:
+		return errors.New("--plugin-timeout must be positive, --plugin-procs and --plugin-sessions at least 1")
 	case c.Token != "" && c.TokenFile != "":
 		return errors.New("--token and --token-file exclude each other: give the token once")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -202,6 +209,13 @@ func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
 		Logger:      log,
 		ScriptsFile: c.Scripts,
 		DataDir:     c.DataDir,
+		PluginsDir:  c.Plugins,
+		Plugins: plugin.Config{
+			CallTimeout: c.PluginTimeout,
+			KillGrace:   c.KillGrace,
+			MaxProcs:    c.PluginProcs,
+			MaxSessions: c.PluginSessions,
+		},
 		TLS:         tlsfiles.Files{Cert: c.TLSCert, Key: c.TLSKey, ClientCA: c.TLSClientCA},
 		EventReplay: c.EventReplay,
 		EventQueue:  c.EventQueue,

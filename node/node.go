@@ -27,6 +27,7 @@ import (
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/metrics"
+	"github.com/rexec/rexec/plugin"
 	"github.com/rexec/rexec/store"
 	"github.com/rexec/rexec/webapi"
 	"github.com/rs/zerolog"
@@ -57,6 +58,11 @@ type Config struct {
 	// reads them again. Web.TLS and Web.MutualTLS are set from it.
 	TLS tlsfiles.Files
 
+	// PluginsDir is the folder of plugins (--plugins); Reload reads it
+	// again. Plugins are the settings of their processes.
+	PluginsDir string
+	Plugins    plugin.Config
+
 	Broker   broker.Options
 	Web      webapi.Config
 	Store    store.Options
@@ -76,6 +82,9 @@ type Node struct {
 	Runs    *detached.Manager                // nil without scripts
 	Web     *webapi.Server
 	Metrics *metrics.Metrics // what the parts count, served as GET /metrics
+	Plugins *plugin.Manager  // nil without --plugins
+
+	pluginSet atomic.Pointer[plugin.Set] // the plugins in force
 
 	tls *tlsfiles.Server // nil without TLS
 
@@ -111,6 +120,9 @@ func (n *Node) Open() (err error) {
 		return &ConfigError{Err: err}
 	}
 	if err := n.loadTLS(); err != nil {
+		return &ConfigError{Err: err}
+	}
+	if err := n.loadPlugins(); err != nil {
 		return &ConfigError{Err: err}
 	}
 	bo := n.cfg.Broker
@@ -227,6 +239,9 @@ func (n *Node) openWeb() error {
 	if n.Runs != nil {
 		wc.Runs, wc.Events, wc.Guests, wc.Ready = n.Runs, n.Events, n.Store, n.Store.Ready
 	}
+	if n.Plugins != nil {
+		wc.Plugins = pluginHost{set: &n.pluginSet, Manager: n.Plugins}
+	}
 	web := webapi.New(wc, n.Broker)
 	if err := web.Open(); err != nil {
 		return err
@@ -259,12 +274,12 @@ func (n *Node) URL() string {
 	return scheme + net.JoinHostPort(host, port)
 }
 
-// ErrNothingToReload: Reload of a node with neither an exectab file nor
-// TLS files.
-var ErrNothingToReload = errors.New("no --scripts file or TLS files to reload")
+// ErrNothingToReload: Reload of a node with no exectab file, TLS files or
+// plugins.
+var ErrNothingToReload = errors.New("no --scripts file, TLS files or --plugins to reload")
 
-// Reload reads the exectab and the TLS files again; it returns the errors
-// of both, and ErrNothingToReload when there is neither.
+// Reload reads the exectab, the TLS files and the plugins again; it returns
+// the errors of each, and ErrNothingToReload when there is none.
 //
 // A new catalogue replaces the old one whole, and a bad file leaves the old
 // one in force. It logs what the reload added, removed and changed, and
@@ -277,10 +292,10 @@ var ErrNothingToReload = errors.New("no --scripts file or TLS files to reload")
 func (n *Node) Reload() error {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
-	if n.cfg.ScriptsFile == "" && n.tls == nil {
+	if n.cfg.ScriptsFile == "" && n.tls == nil && n.cfg.PluginsDir == "" {
 		return ErrNothingToReload
 	}
-	return errors.Join(n.reloadScripts(), n.reloadTLS())
+	return errors.Join(n.reloadScripts(), n.reloadTLS(), n.reloadPlugins())
 }
 
 func (n *Node) reloadTLS() error {
@@ -357,11 +372,17 @@ func (n *Node) close(ctx context.Context) error {
 		}
 		brokerDone <- n.Broker.Shutdown(ctx)
 	}()
+	pluginsClosed := make(chan struct{})
+	go func() {
+		n.closePlugins()
+		close(pluginsClosed)
+	}()
 	if n.Web != nil {
 		if err := n.Web.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown: %w", err))
 		}
 	}
+	<-pluginsClosed
 	if err := <-brokerDone; err != nil {
 		errs = append(errs, fmt.Errorf("shutdown of processes: %w", err))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/launch"
+	"github.com/rexec/rexec/plugin"
 	"github.com/rexec/rexec/store"
 	"github.com/rs/zerolog"
 )
@@ -108,6 +109,28 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusConflict, "alias_in_use", err.Error()
 	case errors.Is(err, detached.ErrDone):
 		return http.StatusConflict, "already_done", err.Error()
+
+	// Plugin commands (/plugins/v1).
+	case errors.Is(err, plugin.ErrNoSuchComponent):
+		return http.StatusNotFound, "invalid_component", err.Error()
+	case errors.Is(err, plugin.ErrNotCommand):
+		return http.StatusBadRequest, "not_a_command", err.Error()
+	case errors.Is(err, plugin.ErrNoSuchSession):
+		return http.StatusNotFound, "invalid_session", err.Error()
+	case errors.Is(err, plugin.ErrForbidden):
+		return http.StatusForbidden, "forbidden", err.Error()
+	case errors.Is(err, plugin.ErrTooManySessions):
+		return http.StatusTooManyRequests, "too_many_sessions", err.Error()
+	case errors.Is(err, plugin.ErrTooManyProcs):
+		return http.StatusServiceUnavailable, "too_many_plugin_procs", err.Error()
+	case errors.Is(err, plugin.ErrBreakerOpen):
+		return http.StatusServiceUnavailable, "plugin_failing", err.Error()
+	case errors.Is(err, plugin.ErrClosed):
+		return http.StatusServiceUnavailable, "shutting_down", "server is shutting down"
+	case errors.Is(err, plugin.ErrDeadline):
+		return http.StatusGatewayTimeout, "plugin_timeout", err.Error()
+	case errors.Is(err, plugin.ErrEnded):
+		return http.StatusBadGateway, "plugin_ended", err.Error()
 	}
 	return http.StatusInternalServerError, "internal_error", "internal error"
 }

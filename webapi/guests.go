@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/rexec/rexec/launch"
+	"github.com/rexec/rexec/plugin"
 	"github.com/rexec/rexec/store"
 )
 
@@ -137,7 +139,12 @@ type createGuestRequest struct {
 	Status  wireBool `json:"status"`
 	Monitor wireBool `json:"monitor"`
 	Expires int64    `json:"expires"` // UNIX time; 0: never
+	// Perms are perms for plugin commands ("plugin", "<plugin>/<id>", ...).
+	Perms []string `json:"perms"`
 }
+
+// maxGuestPerms bounds the perms of one key.
+const maxGuestPerms = 64
 
 // wireBool is a boolean field that also takes 0 and 1, as the Cloud
 // Storage Server SDK sends the rights of a guest key; anything else is
@@ -165,6 +172,7 @@ func guestInfo(g store.Guest) map[string]any {
 		"monitor": g.Monitor, "expires": expires, "created": g.Created.Unix(),
 		// Made without the admin token, by an older rexec: no longer works.
 		"disabled": !g.WithToken,
+		"perms":    append([]string{}, g.Perms...), // [] for none
 		// The name and rights again where the Cloud Storage Server has them.
 		"info": map[string]any{"name": g.Name, "run": g.Run, "cancel": g.Cancel, "status": g.Status, "monitor": g.Monitor},
 	}
@@ -197,8 +205,18 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !req.Run && !req.Cancel && !req.Status && !req.Monitor {
-		s.failScripts(w, r, badRequestf("give the key at least one right: run, cancel, status or monitor"))
+	if len(req.Perms) > maxGuestPerms {
+		s.failScripts(w, r, fieldErrorf("perms", "field \"perms\" has %d perms, at most %d", len(req.Perms), maxGuestPerms))
+		return
+	}
+	for i, p := range req.Perms {
+		if _, err := plugin.ParsePerm(p); err != nil {
+			s.failScripts(w, r, fieldErrorf("perms", "field \"perms\" [%d]: %v", i, err))
+			return
+		}
+	}
+	if !req.Run && !req.Cancel && !req.Status && !req.Monitor && len(req.Perms) == 0 {
+		s.failScripts(w, r, badRequestf("give the key at least one right (run, cancel, status or monitor) or perm"))
 		return
 	}
 	raw := make([]byte, 32)
@@ -206,7 +224,7 @@ func (s *Server) handleCreateGuest(w http.ResponseWriter, r *http.Request) {
 	key := hex.EncodeToString(raw)
 	hash := sha256.Sum256([]byte(key))
 	g := store.Guest{Name: req.Name, Run: bool(req.Run), Cancel: bool(req.Cancel), Status: bool(req.Status), Monitor: bool(req.Monitor),
-		KeyHash: hash[:], WithToken: true}
+		KeyHash: hash[:], WithToken: true, Perms: slices.Compact(slices.Sorted(slices.Values(req.Perms)))}
 	g.Expires = expires
 	if err := s.cfg.Guests.CreateGuest(r.Context(), &g); err != nil {
 		s.failScripts(w, r, err)

@@ -29,6 +29,9 @@ func (s *Server) routes() []route {
 		methods := append([]string{method}, more...)
 		return route{pattern, methods, s.scriptsHandler(methods, h)}
 	}
+	plugins := func(method, pattern string, h http.HandlerFunc) route {
+		return route{pattern, []string{method}, s.pluginsHandler([]string{method}, h)}
+	}
 	return []route{
 		{"/process", []string{get, post}, s.handleProcess},
 		{"/process/{alias}", []string{del}, s.handleStop},
@@ -56,6 +59,12 @@ func (s *Server) routes() []route {
 		scripts(get, "/scripts/v1", s.handleScriptsSocket),
 		scripts(get, "/scripts", s.handleScriptsSocket),
 		{xmlrpcPath, []string{post}, s.handleXMLRPC}, // Symbolic's callback (xmlrpc.go)
+		// Plugin commands (plugins.go).
+		plugins(get, "/plugins/v1", s.handleListPlugins),
+		plugins(post, "/plugins/v1/start", s.handleStartPlugin),
+		plugins(post, "/plugins/v1/call", s.handleCallPluginOnce),
+		plugins(post, "/plugins/v1/call/{session}", s.handleCallPlugin),
+		plugins(post, "/plugins/v1/stop/{session}", s.handleStopPlugin),
 		{"/", nil, handleNotImplemented},
 	}
 }

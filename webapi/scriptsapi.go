@@ -23,16 +23,17 @@ import (
 // "success"; an error also has "error" (for people) and "errorcode" (for
 // programs).
 
-// scriptsHandler checks the method (one of methods; HEAD where GET is) and
-// that detached runs are enabled.
-func (s *Server) scriptsHandler(methods []string, h http.HandlerFunc) http.HandlerFunc {
+// methodsHandler answers a method not in methods (HEAD is where GET is)
+// with 405 and Allow, in the error shape of /scripts/v1, and passes the
+// others to h.
+func (s *Server) methodsHandler(methods []string, h http.HandlerFunc) http.HandlerFunc {
 	allowed := methods
 	if slices.Contains(methods, http.MethodGet) {
 		allowed = append(slices.Clip(methods), http.MethodHead)
 	}
 	allow := strings.Join(allowed, ", ")
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !slices.Contains(methods, r.Method) && !(r.Method == http.MethodHead && slices.Contains(methods, http.MethodGet)) {
+		if !slices.Contains(allowed, r.Method) {
 			w.Header().Set("Allow", allow)
 			code := "method_not_allowed"
 			if seedClient(r) {
@@ -41,12 +42,20 @@ func (s *Server) scriptsHandler(methods []string, h http.HandlerFunc) http.Handl
 			writeScriptsError(w, r, http.StatusMethodNotAllowed, code, "method not allowed: use "+strings.Join(methods, " or "))
 			return
 		}
+		h(w, r)
+	}
+}
+
+// scriptsHandler checks the method (methodsHandler) and that detached runs
+// are enabled.
+func (s *Server) scriptsHandler(methods []string, h http.HandlerFunc) http.HandlerFunc {
+	return s.methodsHandler(methods, func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.Runs == nil {
 			writeScriptsError(w, r, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
 			return
 		}
 		h(w, r)
-	}
+	})
 }
 
 // guestsHandler answers 404 when this server keeps no guest keys, and 403

@@ -52,6 +52,9 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"GET", "/scripts/v1/monitor", ""},
 				{"GET", "/scripts/v1", ""}, // the Cloud Storage Server's WebSocket API
 				{"GET", "/scripts", ""},
+				{"GET", "/plugins/v1", ""},
+				{"POST", "/plugins/v1/call", `{"component":"p/c","method":"m"}`},
+				{"POST", "/plugins/v1/start", `{"component":"p/c"}`},
 				{"POST", "/scripts/v1/guest/create", `{"run":true}`},
 				{"GET", "/process", ""},
 				{"DELETE", "/process/csrf", ""},

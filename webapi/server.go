@@ -61,6 +61,9 @@ type Config struct {
 	Events feed.Feed
 	// Guests keeps the guest keys; nil: there are none.
 	Guests Guests
+	// Plugins runs the plugin commands of /plugins/v1; nil: the server has
+	// none.
+	Plugins PluginHost
 	// ParkAfter is how long a stream whose head has been sent may stay
 	// quiet before it is parked: served off net/http, which saves most of
 	// a held stream's memory (package stream). Default 25ms; negative:
@@ -402,9 +405,10 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 		g, err := s.cfg.Guests.GuestByKeyHash(r.Context(), h[:])
 		switch {
 		case err == nil && !g.Expired(time.Now()):
-			// Besides its rights on /scripts/v1, a key may read the API's contract.
-			if (!scripts && r.URL.Path != openAPIPath) || strings.HasPrefix(r.URL.Path, "/scripts/v1/guest/") {
-				s.refuse(w, r, http.StatusForbidden, "forbidden", "a guest key may only use its rights on the /scripts/v1 API")
+			// Besides its rights on /scripts/v1 and its perms on
+			// /plugins/v1, a key may read the API's contract.
+			if (!scripts && !isPluginsAPI(r.URL.Path) && r.URL.Path != openAPIPath) || strings.HasPrefix(r.URL.Path, "/scripts/v1/guest/") {
+				s.refuse(w, r, http.StatusForbidden, "forbidden", "a guest key may only use its rights on the /scripts/v1 API and its perms on /plugins/v1")
 				return nil
 			}
 			return r.WithContext(context.WithValue(r.Context(), guestKey{}, &g))
@@ -481,7 +485,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code
 		w.Header().Set("Connection", "close")
 		http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
 	}
-	if isScriptsAPI(r.URL.Path) {
+	if isScriptsAPI(r.URL.Path) || isPluginsAPI(r.URL.Path) {
 		writeScriptsError(w, r, status, code, msg)
 		return
 	}

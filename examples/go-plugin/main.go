@@ -2,7 +2,7 @@
 // server on its stdin and stdout, one message a line, built with
 // github.com/creachadair/jrpc2. Build it into its plugin folder:
 //
-//	go build -o examples/plugins/hello-go/hello ./examples/plugins/hello-go
+//	go build -o examples/go-plugin/hello ./examples/go-plugin
 package main
 
 import (

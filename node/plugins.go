@@ -1,0 +1,64 @@
+package node
+
+import (
+	"sync/atomic"
+
+	"github.com/rexec/rexec/plugin"
+)
+
+// pluginHost is the node's plugin commands for the HTTP API
+// (webapi.PluginHost): the plugins in force, swapped whole by Reload, and
+// the manager of their processes.
+type pluginHost struct {
+	set *atomic.Pointer[plugin.Set]
+	*plugin.Manager
+}
+
+func (h pluginHost) Plugins() []plugin.Plugin { return h.set.Load().Plugins() }
+
+func (h pluginHost) Component(fullID string) (plugin.Component, bool) {
+	return h.set.Load().Component(fullID)
+}
+
+// loadPlugins reads the plugins of PluginsDir, if there is one, and starts
+// the manager of their processes.
+func (n *Node) loadPlugins() error {
+	if n.cfg.PluginsDir == "" {
+		return nil
+	}
+	set, err := plugin.Load(n.cfg.PluginsDir)
+	if err != nil {
+		return err
+	}
+	n.pluginSet.Store(set)
+	pc := n.cfg.Plugins
+	pc.Logger = n.log
+	pc.Lookup = func(fullID string) (plugin.Component, bool) { return n.pluginSet.Load().Component(fullID) }
+	n.Plugins = plugin.NewManager(pc)
+	n.log.Info().Str("dir", n.cfg.PluginsDir).Int("plugins", len(set.Plugins())).Msg("plugins loaded")
+	return nil
+}
+
+// reloadPlugins reads the plugins again: the new set serves the sessions
+// started from then on; processes running keep their command, and no call
+// in flight is cut. A folder with a problem leaves the old set in force.
+func (n *Node) reloadPlugins() error {
+	if n.cfg.PluginsDir == "" {
+		return nil
+	}
+	set, err := plugin.Load(n.cfg.PluginsDir)
+	if err != nil {
+		n.log.Error().Err(err).Str("dir", n.cfg.PluginsDir).Msg("plugins reload failed: keeping the previous ones")
+		return err
+	}
+	n.pluginSet.Store(set)
+	n.log.Info().Str("dir", n.cfg.PluginsDir).Int("plugins", len(set.Plugins())).Msg("plugins reloaded")
+	return nil
+}
+
+// closePlugins stops every plugin process.
+func (n *Node) closePlugins() {
+	if n.Plugins != nil {
+		n.Plugins.Close()
+	}
+}
