@@ -48,7 +48,8 @@ type Config struct {
 	BreakerFailures int
 	BreakerCooldown time.Duration
 	// Callback returns the handler of the calls that a process of comp
-	// makes to the server; nil, or a nil handler, refuses them.
+	// makes to the server; nil, or a nil handler, refuses them all
+	// (method not found).
 	Callback func(comp Component) jrpc2.Handler
 	Logger   zerolog.Logger
 }
@@ -211,9 +212,11 @@ func (m *Manager) startLocked(comp Component) (*held, error) {
 	if len(m.procs) >= m.cfg.MaxProcs {
 		return nil, fmt.Errorf("%w: at most %d", ErrTooManyProcs, m.cfg.MaxProcs)
 	}
-	var cb jrpc2.Handler
+	cb := refuseCallback
 	if m.cfg.Callback != nil {
-		cb = m.cfg.Callback(comp)
+		if h := m.cfg.Callback(comp); h != nil {
+			cb = h
+		}
 	}
 	p, err := startProc(comp, procOptions{killGrace: m.cfg.KillGrace, log: m.cfg.Logger, callback: cb, onEnd: m.ended})
 	if err != nil {
@@ -222,6 +225,13 @@ func (m *Manager) startLocked(comp Component) (*held, error) {
 	h := &held{proc: p, comp: comp}
 	m.procs[p] = h
 	return h, nil
+}
+
+// refuseCallback answers a plugin's call to the server when nothing serves
+// them: as a method that is not there, which is also the answer to a method
+// its perms do not grant.
+func refuseCallback(_ context.Context, req *jrpc2.Request) (any, error) {
+	return nil, jrpc2.Errorf(jrpc2.MethodNotFound, "no method %s (or the plugin's perms do not grant it)", req.Method())
 }
 
 // Call calls method on the session's process with params (raw JSON; nil for

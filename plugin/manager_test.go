@@ -303,6 +303,17 @@ func TestCallback(t *testing.T) {
 	}
 }
 
+// Without a handler, a plugin's calls to the server are answered "method
+// not found", never left unanswered.
+func TestCallbackRefused(t *testing.T) {
+	m, _ := newTestManager(t, Config{}, fakeComponent("cmd", "serve", Singleton, time.Minute))
+	s := mustStart(t, m, "test/cmd")
+	res, err := m.Call(context.Background(), s, "", "call", json.RawMessage(`["machines.list",{}]`))
+	if err != nil || !strings.Contains(string(res), `"code":-32601`) {
+		t.Fatalf("a callback without a handler: %s %v", res, err)
+	}
+}
+
 // Many calls and starts leave no process, descriptor or goroutine behind
 // (goleak checks the goroutines at the end of the package).
 func TestNoLeaks(t *testing.T) {
