@@ -232,7 +232,7 @@ func (n *Node) openDetached() error {
 // openWeb starts the HTTP API on the parts.
 func (n *Node) openWeb() error {
 	wc := n.cfg.Web
-	wc.Env, wc.Logger, wc.Scripts, wc.Metrics = n.cfg.Env, n.log, n.Scripts.Load, n.Metrics
+	wc.Env, wc.Logger, wc.Scripts, wc.Metrics, wc.SelfURL = n.cfg.Env, n.log, n.Scripts.Load, n.Metrics, n.URL
 	if n.tls != nil {
 		wc.TLS, wc.MutualTLS = n.tls.Config(), n.tls.MutualTLS()
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"sync/atomic"
 
+	"github.com/creachadair/jrpc2"
 	"github.com/rexec/rexec/plugin"
 )
 
@@ -34,6 +35,16 @@ func (n *Node) loadPlugins() error {
 	pc := n.cfg.Plugins
 	pc.Logger = n.log
 	pc.Lookup = func(fullID string) (plugin.Component, bool) { return n.pluginSet.Load().Component(fullID) }
+	if pc.Callback == nil {
+		// Processes start once the API serves: a command's calls go to
+		// its runs and machines.
+		pc.Callback = func(comp plugin.Component) jrpc2.Handler {
+			if n.Web == nil {
+				return nil
+			}
+			return plugin.Callbacks(n.Web.PluginCallbacks(), comp)
+		}
+	}
 	n.Plugins = plugin.NewManager(pc)
 	n.log.Info().Str("dir", n.cfg.PluginsDir).Int("plugins", len(set.Plugins())).Msg("plugins loaded")
 	return nil

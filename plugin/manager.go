@@ -231,7 +231,7 @@ func (m *Manager) startLocked(comp Component) (*held, error) {
 // them: as a method that is not there, which is also the answer to a method
 // its perms do not grant.
 func refuseCallback(_ context.Context, req *jrpc2.Request) (any, error) {
-	return nil, jrpc2.Errorf(jrpc2.MethodNotFound, "no method %s (or the plugin's perms do not grant it)", req.Method())
+	return nil, notGranted(req.Method())
 }
 
 // Call calls method on the session's process with params (raw JSON; nil for

@@ -45,7 +45,19 @@ func pluginsDir(t *testing.T) string {
 	for name, script := range map[string]string{
 		"hello.py": string(hello),
 		"mute":     "#!/bin/sh\nexec sleep 60\n",
-		"noisy":    "#!/bin/sh\necho 'Loading config from /etc/app.conf'\nread line\n",
+		"caller.py": `#!/usr/bin/env python3
+# ask {"method", "params"}: calls the server, and answers with its answer.
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    if req.get("method") != "ask":
+        continue
+    p = req["params"]
+    print(json.dumps({"jsonrpc": "2.0", "id": "srv", "method": p["method"], "params": p.get("params", {})}), flush=True)
+    answer = json.loads(sys.stdin.readline())
+    print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": answer}), flush=True)
+`,
+		"noisy": "#!/bin/sh\necho 'Loading config from /etc/app.conf'\nread line\n",
 	} {
 		if err := os.WriteFile(filepath.Join(tdir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
@@ -60,6 +72,8 @@ components:
   - {id: mute, type: cmd, command: mute}
   - {id: noisy, type: cmd, command: noisy}
   - {id: screen, type: screen, name: A screen}
+  - {id: caller, type: cmd, command: caller.py, strategy: singleton, timeout: 1m, perms: "run.start[job] run.status machines.list"}
+  - {id: mute-caller, type: cmd, command: caller.py, strategy: singleton, timeout: 1m}
 `
 	if err := os.WriteFile(filepath.Join(tdir, "manifest.yaml"), []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
@@ -74,7 +88,7 @@ func newPluginServer(t *testing.T, token string) (*testserver.Server, string) {
 	dir := pluginsDir(t)
 	nc := node.Config{PluginsDir: dir, Plugins: plugin.Config{CallTimeout: time.Second, KillGrace: 500 * time.Millisecond}}
 	nc.Web.Token = token
-	nc.Scripts = testserver.Exectab(t, "-e=TESTCHILD=exit job EXE 0")
+	nc.Scripts = testserver.Exectab(t, "-e=TESTCHILD=exit job EXE 0", "-e=TESTCHILD=exit other EXE 0")
 	return testserver.Start(t, nc), dir
 }
 
@@ -285,5 +299,60 @@ func TestPluginsReload(t *testing.T) {
 	}
 	if code, _ := pluginCall(t, s.URL, "", "/plugins/v1/call", `{"component":"t/open2","method":"hello"}`); code != 200 {
 		t.Errorf("after a bad reload: %d", code)
+	}
+}
+
+// A command calls the server back: the methods its perms grant, for the
+// scripts they name; anything else is "method not found".
+func TestPluginCallbacks(t *testing.T) {
+	s, _ := newPluginServer(t, "")
+	ask := func(comp, method, params string) map[string]any {
+		t.Helper()
+		code, a := pluginCall(t, s.URL, "", "/plugins/v1/call",
+			fmt.Sprintf(`{"component":%q,"method":"ask","params":{"method":%q,"params":%s}}`, comp, method, params))
+		res, _ := a["result"].(map[string]any)
+		if code != 200 || res == nil {
+			t.Fatalf("%s asks %s: %d %v", comp, method, code, a)
+		}
+		return res
+	}
+	errCode := func(res map[string]any) float64 {
+		e, _ := res["error"].(map[string]any)
+		c, _ := e["code"].(float64)
+		return c
+	}
+
+	res := ask("t/caller", "run.start", `{"script":"job","args":[]}`)
+	run, _ := res["result"].(map[string]any)
+	id, _ := run["id"].(string)
+	if id == "" || run["name"] != "job" || run["who"] != "plugin:t/caller" {
+		t.Fatalf("run.start: %v", res)
+	}
+	res = ask("t/caller", "run.status", fmt.Sprintf(`{"id":%q}`, id))
+	if st, _ := res["result"].(map[string]any); st["id"] != id {
+		t.Errorf("run.status: %v", res)
+	}
+	res = ask("t/caller", "machines.list", `{}`)
+	if ms, _ := res["result"].([]any); len(ms) != 1 || !strings.Contains(fmt.Sprint(ms[0]), s.URL) {
+		t.Errorf("machines.list: %v", res)
+	}
+	// Not granted, and not there: the same answer.
+	for _, c := range []struct{ comp, method, params string }{
+		{"t/caller", "run.start", `{"script":"other"}`},
+		{"t/caller", "secrets.read", `{}`},
+		{"t/mute-caller", "machines.list", `{}`},
+		{"t/mute-caller", "run.start", `{"script":"job"}`},
+	} {
+		if res := ask(c.comp, c.method, c.params); errCode(res) != -32601 {
+			t.Errorf("%s asks %s %s: %v, want method not found", c.comp, c.method, c.params, res)
+		}
+	}
+	// A refusal of the run itself: the API's errorcode in the error's data.
+	res = ask("t/caller", "run.start", `{"script":"job","args":["one too many"]}`)
+	if e, _ := res["error"].(map[string]any); !strings.Contains(fmt.Sprint(e["data"]), "invalid_args") {
+		t.Errorf("a refused run.start: %v", res)
+	}
+	if res := ask("t/caller", "run.status", `{"id":"nosuch"}`); errCode(res) == 0 {
+		t.Errorf("run.status of no run: %v", res)
 	}
 }

@@ -64,6 +64,9 @@ type Config struct {
 	// Plugins runs the plugin commands of /plugins/v1; nil: the server has
 	// none.
 	Plugins PluginHost
+	// SelfURL is how processes on this machine reach the server (the
+	// machines it lists to plugins and XML-RPC callers).
+	SelfURL func() string
 	// ParkAfter is how long a stream whose head has been sent may stay
 	// quiet before it is parked: served off net/http, which saves most of
 	// a held stream's memory (package stream). Default 25ms; negative:

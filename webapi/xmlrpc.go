@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -111,8 +110,11 @@ func (s *Server) xmlrpcCall(r *http.Request, body []byte) (any, int, string) {
 		if _, ok := s.cfg.Runs.RunOfToken(password); !ok {
 			return nil, faultNotAuthorized, detached.ErrRunToken.Error()
 		}
-		host, _ := os.Hostname()
-		return []any{map[string]any{"name": host, "url": s.cfg.Runs.URL()}}, 0, ""
+		var machines []any
+		for _, m := range s.machines() {
+			machines = append(machines, m)
+		}
+		return machines, 0, ""
 	}
 	return nil, xmlrpc.FaultNoMethod, "no method " + strconv.Quote(call.Method) + ": the methods are postInformation and getAllMachines"
 }

@@ -1,0 +1,72 @@
+package webapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+
+	"github.com/creachadair/jrpc2"
+
+	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/plugin"
+)
+
+// PluginCallbacks is what this server offers plugin commands to call
+// (plugin.Host): detached runs of its scripts, as /scripts/v1 starts and
+// shows them, and the machines it knows.
+func (s *Server) PluginCallbacks() plugin.Host { return pluginCalls{s} }
+
+type pluginCalls struct{ s *Server }
+
+var errNoScripts = errors.New("this server runs no scripts (start it with --scripts FILE)")
+
+func (p pluginCalls) StartRun(ctx context.Context, script string, args []string, who string) (json.RawMessage, error) {
+	if p.s.cfg.Runs == nil {
+		return nil, errNoScripts
+	}
+	run, pos, err := p.s.cfg.Runs.Submit(ctx, detached.Request{Script: script, Args: args, Who: who})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	st := statusObject(run, pos, p.s.cfg.Runs.Waiting(run), false)
+	st["success"] = true
+	return json.Marshal(st)
+}
+
+func (p pluginCalls) RunStatus(ctx context.Context, id string) (string, json.RawMessage, error) {
+	if p.s.cfg.Runs == nil {
+		return "", nil, errNoScripts
+	}
+	run, err := p.s.cfg.Runs.Get(ctx, id)
+	if err != nil {
+		return "", nil, rpcError(err)
+	}
+	st := p.s.runStatus(run, false)
+	st["success"] = true
+	b, err := json.Marshal(st)
+	return run.Script, b, err
+}
+
+func (p pluginCalls) Machines(context.Context) (json.RawMessage, error) {
+	return json.Marshal(p.s.machines())
+}
+
+// machines are the machines this server knows, as getAllMachines (XML-RPC)
+// and machines.list (plugins) list them: this host, until a fleet.
+func (s *Server) machines() []map[string]any {
+	host, _ := os.Hostname()
+	url := ""
+	if s.cfg.SelfURL != nil {
+		url = s.cfg.SelfURL()
+	}
+	return []map[string]any{{"name": host, "url": url}}
+}
+
+// rpcError is err as a plugin reads it: a server error with the message and
+// the errorcode that /scripts/v1 would give (kindOf).
+func rpcError(err error) error {
+	_, code, msg := kindOf(err)
+	data, _ := json.Marshal(map[string]string{"errorcode": code})
+	return &jrpc2.Error{Code: -32000, Message: msg, Data: data}
+}
