@@ -279,6 +279,14 @@ func TestStderrLogged(t *testing.T) {
 	if !strings.Contains(log.String(), `"plugin":"test/cmd"`) {
 		t.Errorf("stderr lines are not tagged with the plugin: %s", log)
 	}
+	// A flood is bounded: 100 lines a second, the rest counted.
+	if _, err := m.Call(context.Background(), s, "", "stderr", json.RawMessage(`[5000]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the flood noticed", func() bool { return strings.Contains(log.String(), "the rest of this second is dropped") })
+	if n := strings.Count(log.String(), "of stderr"); n > 300 {
+		t.Errorf("%d stderr lines logged of a flood of 5000", n)
+	}
 }
 
 // A plugin calls the server back, and gets the handler's answer.

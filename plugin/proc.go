@@ -26,8 +26,12 @@ var (
 	ErrEnded = errors.New("the plugin's process has ended")
 )
 
-// maxStderrLine bounds a line of a plugin's stderr in the log.
-const maxStderrLine = 1 << 10
+// A plugin's stderr in the log: at most maxStderrLine bytes a line, and
+// maxStderrLines lines a second.
+const (
+	maxStderrLine  = 1 << 10
+	maxStderrLines = 100
+)
 
 // proc is one process of a command, and the JSON-RPC client that talks to
 // it over the process's stdin and stdout. It serves calls until it ends:
@@ -193,14 +197,33 @@ func (p *proc) stop(reason child.Reason) {
 }
 
 // logStderr sends the process's stderr to the log, a line at a time, each
-// cut at maxStderrLine bytes.
+// cut at maxStderrLine bytes, and at most maxStderrLines lines a second: a
+// plugin that floods its stderr has the rest counted, not logged.
 func (p *proc) logStderr() {
 	var line []byte
+	var window time.Time
+	logged, dropped := 0, 0
 	flush := func() {
-		if len(line) > 0 {
-			p.log.Info().Str("stderr", string(bytes.ToValidUTF8(line, []byte("\uFFFD")))).Msg("plugin stderr")
-			line = line[:0]
+		if len(line) == 0 {
+			return
 		}
+		if now := time.Now(); now.Sub(window) >= time.Second {
+			if dropped > 0 {
+				p.log.Warn().Int("lines", dropped).Msg("plugin stderr: lines dropped (more than 100 a second)")
+			}
+			window, logged, dropped = now, 0, 0
+		}
+		switch {
+		case logged < maxStderrLines:
+			logged++
+			p.log.Info().Str("stderr", string(bytes.ToValidUTF8(line, []byte("\uFFFD")))).Msg("plugin stderr")
+		case dropped == 0:
+			dropped++
+			p.log.Warn().Msg("plugin stderr: more than 100 lines a second; the rest of this second is dropped, and counted")
+		default:
+			dropped++
+		}
+		line = line[:0]
 	}
 	for c := range p.cp.Output() {
 		data := c.Data
@@ -222,6 +245,9 @@ func (p *proc) logStderr() {
 		c.Release()
 	}
 	flush()
+	if dropped > 0 {
+		p.log.Warn().Int("lines", dropped).Msg("plugin stderr: lines dropped (more than 100 a second)")
+	}
 }
 
 // rawReader reads a process's stdout from its raw pipe, and gives the pipe
