@@ -32,6 +32,12 @@
 //     it is, and with parking off), measured the same way in the same
 //     phase, each on a fresh server of its own, with a CA and certificate
 //     the bench makes. Its ratios are TLS / plain.
+//   - plugins: calls per second to a singleton plugin command (examples/
+//     go-plugin, built by the phase) on one session and on 8 at once,
+//     against the same JSON-RPC exchange over the pipe of one process the
+//     bench starts itself; and the time of a one-shot call to a
+//     one_for_one command (a process per call), against a plain fork and
+//     exec of the program doing that exchange. On a server of its own.
 //   - leak check (-leak): fds, threads and RSS after many runs and cuts.
 //   - history: GET /scripts/v1/runs on histories of 10^4, 10^5 and 10^6 runs
 //     (-history), the first page and one deep in the cursor, with and
@@ -72,9 +78,11 @@ type config struct {
 	keep         bool          // keep the temporary directory (server log)
 	timeout      time.Duration // bound on the whole benchmark
 	concurrency  []int
-	only         string // comma-separated phases to run; empty runs all
-	tlsRuns      int    // tls: requests timed per server, request and connection
-	historySizes []int  // history: the sizes of the histories measured
+	only         string        // comma-separated phases to run; empty runs all
+	tlsRuns      int           // tls: requests timed per server, request and connection
+	historySizes []int         // history: the sizes of the histories measured
+	pluginDur    time.Duration // plugins: length of each calls/s measure
+	pluginCalls  int           // plugins: one_for_one calls timed, and fork-execs
 }
 
 func parseFlags() config {
@@ -95,8 +103,10 @@ func parseFlags() config {
 	flag.StringVar(&c.bin, "bin", "", "use this rexec binary instead of building one from the module root")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, server log)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long in all")
-	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,tls,leak,history")
+	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,tls,plugins,leak,history")
 	flag.IntVar(&c.tlsRuns, "tls-runs", 200, "tls: requests timed per server, request (GET /healthz, run `true`) and kind of connection (kept, new, resumed)")
+	flag.DurationVar(&c.pluginDur, "plugin-d", 3*time.Second, "plugins: duration of each calls/s measure (singleton, direct pipe)")
+	flag.IntVar(&c.pluginCalls, "plugin-calls", 200, "plugins: one_for_one calls timed, and as many plain fork-execs")
 	history := flag.String("history", "10000,100000,1000000", "history: the numbers of runs of the histories measured, comma-separated (10000 with -quick)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -110,15 +120,17 @@ func parseFlags() config {
 	if c.quick {
 		// Only what was not given explicitly shrinks.
 		quick := map[string]func(){
-			"d":        func() { c.dur = time.Second },
-			"mb":       func() { c.mb = 20 },
-			"reps":     func() { c.reps = 2 },
-			"lines":    func() { c.lines = 200 },
-			"streams":  func() { c.streams = 50 },
-			"kills":    func() { c.kills = 10 },
-			"marginal": func() { c.marginal = false },
-			"history":  func() { *history = "10000" },
-			"tls-runs": func() { c.tlsRuns = 50 },
+			"d":            func() { c.dur = time.Second },
+			"mb":           func() { c.mb = 20 },
+			"reps":         func() { c.reps = 2 },
+			"lines":        func() { c.lines = 200 },
+			"streams":      func() { c.streams = 50 },
+			"kills":        func() { c.kills = 10 },
+			"marginal":     func() { c.marginal = false },
+			"history":      func() { *history = "10000" },
+			"tls-runs":     func() { c.tlsRuns = 50 },
+			"plugin-d":     func() { c.pluginDur = time.Second },
+			"plugin-calls": func() { c.pluginCalls = 50 },
 		}
 		for name, shrink := range quick {
 			if !set[name] {
@@ -152,6 +164,7 @@ func parseFlags() config {
 	c.kills = min(c.kills, c.streams)
 	c.reps = max(c.reps, 1)
 	c.tlsRuns = max(c.tlsRuns, 1)
+	c.pluginCalls = max(c.pluginCalls, 1)
 	c.concurrency = []int{1, 8}
 	return c
 }
@@ -227,6 +240,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (problems int, err erro
 		{"line latency", "latency", b.latency},
 		// Servers of its own, each fresh: the order does not matter.
 		{"tls", "tls", b.tlsPhase},
+		{"plugins", "plugins", b.pluginsPhase},
 		{"leak check", "leak", b.leakCheck},
 		{"history", "history", b.history},
 	}

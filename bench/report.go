@@ -136,7 +136,8 @@ func printHeader(out io.Writer, cfg config) {
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, gitDescribe())
 	fmt.Fprintf(out, "nofile %s; settings: -d %s, -mb %d x%d, -lines %d every %s, -streams %d (-kills %d)",
 		checkNofile(), cfg.dur, cfg.mb, cfg.reps, cfg.lines, cfg.every, cfg.streams, cfg.kills)
-	fmt.Fprintf(out, ", -history %v, -tls-runs %d", cfg.historySizes, cfg.tlsRuns)
+	fmt.Fprintf(out, ", -history %v, -tls-runs %d, -plugin-d %s, -plugin-calls %d",
+		cfg.historySizes, cfg.tlsRuns, cfg.pluginDur, cfg.pluginCalls)
 	if cfg.leak {
 		fmt.Fprintf(out, ", leak %d runs + %d cuts", cfg.leakRuns, cfg.leakCuts)
 	}
