@@ -248,15 +248,11 @@ func (m *Manager) Call(ctx context.Context, sessionID, owner, method string, par
 		why := m.gone.why[sessionID]
 		m.mu.Unlock()
 		if why != nil {
-			return nil, fmt.Errorf("%w: %q: its process ended (%w)", ErrNoSuchSession, sessionID, why)
+			return nil, &goneError{id: sessionID, why: why}
 		}
 		return nil, fmt.Errorf("%w: %q (it was stopped, or its process ended)", ErrNoSuchSession, sessionID)
 	}
 	h := s.held
-	if h.stopping {
-		m.mu.Unlock()
-		return nil, fmt.Errorf("%w: it is stopping (a command without a timeout serves one call)", ErrEnded)
-	}
 	h.inflight++
 	if h.idle != nil {
 		h.idle.Stop()
@@ -280,7 +276,7 @@ func (m *Manager) Call(ctx context.Context, sessionID, owner, method string, par
 	case h.stopping:
 	case h.comp.Timeout == 0:
 		// A process without a timeout serves one call.
-		m.stopLocked(h)
+		m.stopLocked(h, errOneCall)
 	case h.inflight == 0:
 		h.idle = time.AfterFunc(h.comp.Timeout, func() { m.idleStop(h) })
 	}
@@ -294,7 +290,7 @@ func (m *Manager) idleStop(h *held) {
 	defer m.mu.Unlock()
 	if h.inflight == 0 && !h.stopping {
 		h.proc.log.Debug().Dur("timeout", h.comp.Timeout).Msg("plugin process idle: stopping it")
-		m.stopLocked(h)
+		m.stopLocked(h, fmt.Errorf("%w: stopped after %s without a call (its timeout)", ErrEnded, h.comp.Timeout))
 	}
 }
 
@@ -309,7 +305,7 @@ func (m *Manager) Stop(sessionID, owner string) error {
 	}
 	m.endSessionLocked(s)
 	if s.held.comp.Strategy != Singleton {
-		m.stopLocked(s.held)
+		m.stopLocked(s.held, nil)
 	}
 	return nil
 }
@@ -322,8 +318,32 @@ func (m *Manager) CallOnce(ctx context.Context, fullID, owner, method string, pa
 		return nil, err
 	}
 	defer m.Stop(id, owner)
-	return m.Call(ctx, id, owner, method, params)
+	res, err := m.Call(ctx, id, owner, method, params)
+	var gone *goneError
+	if errors.As(err, &gone) {
+		// The process ended between the start and the call: that is the
+		// call's failure, not a session's.
+		return nil, gone.why
+	}
+	return res, err
 }
+
+// errOneCall is why the session of a command without a timeout ends after
+// its call.
+var errOneCall = fmt.Errorf("%w: it served its one call (the command has no timeout: start a session for each call)", ErrEnded)
+
+// goneError is a call on a session that ended with its process: no such
+// session, and why.
+type goneError struct {
+	id  string
+	why error
+}
+
+func (e *goneError) Error() string {
+	return fmt.Sprintf("%s: %q: %s", ErrNoSuchSession, e.id, e.why)
+}
+
+func (e *goneError) Is(target error) bool { return target == ErrNoSuchSession }
 
 func (m *Manager) endSessionLocked(s *session) {
 	if _, ok := m.sessions[s.id]; ok {
@@ -332,14 +352,16 @@ func (m *Manager) endSessionLocked(s *session) {
 	}
 }
 
-// stopLocked decides that h stops: no new call, and its process is sent
-// SIGTERM (SIGKILL after the grace) in the background. ended then forgets
-// it.
-func (m *Manager) stopLocked(h *held) {
+// stopLocked decides that h stops: no new call, its sessions end (why
+// says why, to a later call on one; nil for a session's own Stop), and its
+// process is sent SIGTERM (SIGKILL after the grace) in the background.
+// ended then forgets it.
+func (m *Manager) stopLocked(h *held, why error) {
 	if h.stopping {
 		return
 	}
 	h.stopping = true
+	m.endSessionsLocked(h, why)
 	if h.idle != nil {
 		h.idle.Stop()
 		h.idle = nil
@@ -383,10 +405,18 @@ func (m *Manager) ended(p *proc) {
 				Msg("plugin command keeps ending before it answers: its starts are refused for a while")
 		}
 	}
+	m.endSessionsLocked(h, p.Why())
+}
+
+// endSessionsLocked ends the sessions on h, and remembers why (when there is
+// a why) for later calls on them.
+func (m *Manager) endSessionsLocked(h *held, why error) {
 	for id, s := range m.sessions {
 		if s.held == h {
 			m.endSessionLocked(s)
-			m.gone.add(id, p.Why())
+			if why != nil {
+				m.gone.add(id, why)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,7 +158,7 @@ func TestTimeouts(t *testing.T) {
 
 	s := mustStart(t, m, "test/once")
 	callPid(t, m, s)
-	if _, err := m.Call(context.Background(), s, "", "pid", nil); !errors.Is(err, ErrEnded) && !errors.Is(err, ErrNoSuchSession) {
+	if _, err := m.Call(context.Background(), s, "", "pid", nil); !errors.Is(err, ErrNoSuchSession) || !strings.Contains(err.Error(), "served its one call") {
 		t.Errorf("a second call to a process without a timeout: %v", err)
 	}
 	res, err := m.CallOnce(context.Background(), "test/once", "", "echo", json.RawMessage(`{"a":1}`))
@@ -359,3 +360,18 @@ func openFDs(t *testing.T) int {
 
 // syscallKill0 reports whether pid is gone (an error) or still there (nil).
 func syscallKill0(pid int) error { return syscall.Kill(pid, 0) }
+
+// A command that cannot start says so without the server's paths (the log
+// has them).
+func TestStartFailed(t *testing.T) {
+	gone := fakeComponent("gone", "serve", OneForOne, 0)
+	gone.Command = filepath.Join(t.TempDir(), "removed-after-loading")
+	m, log := newTestManager(t, Config{}, gone)
+	_, err := m.CallOnce(context.Background(), "test/gone", "", "pid", nil)
+	if !errors.Is(err, ErrStartFailed) || strings.Contains(err.Error(), gone.Command) {
+		t.Fatalf("a command that cannot start: %v", err)
+	}
+	if !strings.Contains(log.String(), "removed-after-loading") {
+		t.Errorf("the log does not say why: %s", log)
+	}
+}

@@ -24,6 +24,9 @@ var (
 	// ErrEnded: the process had ended (it exited, crashed, was stopped or
 	// broke the protocol) before it answered.
 	ErrEnded = errors.New("the plugin's process has ended")
+	// ErrStartFailed: the command could not be started (its executable
+	// gone, its interpreter missing, ...).
+	ErrStartFailed = errors.New("the plugin's command could not start")
 )
 
 // A plugin's stderr in the log: at most maxStderrLine bytes a line, and
@@ -72,7 +75,13 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 	}, child.Options{KillGrace: opt.killGrace, OutputSize: 4})
 	if err != nil {
 		stdinW.Close()
-		return nil, fmt.Errorf("plugin %s: %w", comp.FullID(), err)
+		// The reason names the command's path: the log has it, the
+		// caller does not.
+		opt.log.Error().Err(err).Str("plugin", comp.FullID()).Msg("plugin command could not start")
+		if errors.Is(err, child.ErrNoResources) {
+			return nil, fmt.Errorf("plugin %s: %w", comp.FullID(), child.ErrNoResources)
+		}
+		return nil, fmt.Errorf("%w: %s (the server's log says why)", ErrStartFailed, comp.FullID())
 	}
 	p := &proc{
 		comp:    comp,

@@ -131,6 +131,8 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusGatewayTimeout, "plugin_timeout", err.Error()
 	case errors.Is(err, plugin.ErrEnded):
 		return http.StatusBadGateway, "plugin_ended", err.Error()
+	case errors.Is(err, plugin.ErrStartFailed):
+		return http.StatusBadGateway, "plugin_start_failed", err.Error()
 	}
 	return http.StatusInternalServerError, "internal_error", "internal error"
 }

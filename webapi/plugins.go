@@ -27,6 +27,7 @@ type PluginHost interface {
 	Start(fullID, owner string) (string, error)
 	Call(ctx context.Context, session, owner, method string, params json.RawMessage) (json.RawMessage, error)
 	Stop(session, owner string) error
+	CallOnce(ctx context.Context, fullID, owner, method string, params json.RawMessage) (json.RawMessage, error)
 }
 
 // isPluginsAPI reports whether path is in the /plugins/v1 API.
@@ -158,14 +159,7 @@ func (s *Server) handleCallPluginOnce(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, r, err)
 		return
 	}
-	owner := whoOf(r)
-	id, err := s.cfg.Plugins.Start(comp.FullID(), owner)
-	if err != nil {
-		s.failScripts(w, r, err)
-		return
-	}
-	defer s.cfg.Plugins.Stop(id, owner)
-	res, err := s.cfg.Plugins.Call(r.Context(), id, owner, req.Method, req.Params)
+	res, err := s.cfg.Plugins.CallOnce(r.Context(), comp.FullID(), whoOf(r), req.Method, req.Params)
 	s.answerCall(w, r, res, err)
 }
 
@@ -222,10 +216,14 @@ func (s *Server) answerCall(w http.ResponseWriter, r *http.Request, res json.Raw
 		}
 		writeScripts(w, http.StatusOK, map[string]any{"result": res})
 	case errors.As(err, &rpcErr):
+		msg := rpcErr.Message
+		if msg == "" {
+			msg = fmt.Sprintf("code %d, without a message", rpcErr.Code)
+		}
 		setErrorHeaders(w.Header(), http.StatusUnprocessableEntity)
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		json.NewEncoder(w).Encode(map[string]any{"success": false, "errorcode": "plugin_error",
-			"error": "the plugin answered an error: " + rpcErr.Message, "rpc_error": rpcErr})
+			"error": "the plugin answered an error: " + msg, "rpc_error": rpcErr})
 	default:
 		s.failScripts(w, r, err)
 	}

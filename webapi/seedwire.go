@@ -24,9 +24,10 @@ import (
 // the same for every client.
 
 // seedClient reports whether r comes from a client of the Cloud Storage
-// Server's SDK: it carries X-APIKey.
+// Server's SDK: it carries X-APIKey, and is for the /scripts API, the one
+// that SDK speaks.
 func seedClient(r *http.Request) bool {
-	return r != nil && len(r.Header.Values(apiKeyHeader)) > 0
+	return r != nil && len(r.Header.Values(apiKeyHeader)) > 0 && isScriptsAPI(r.URL.Path)
 }
 
 // seedCoded is an error that the seed's clients know by a code of its own:

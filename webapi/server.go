@@ -382,10 +382,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	}
 	scripts := isScriptsAPI(r.URL.Path)
 	key, from := credential(r, scripts)
-	if seedClient(r) {
+	if len(r.Header.Values(apiKeyHeader)) > 0 {
 		// The Cloud Storage Server SDK sends its key only on the first
 		// request of a connection it keeps alive: a connection per request
-		// makes it send the key each time (identity.go).
+		// makes it send the key each time (identity.go). So does any
+		// client that sends the header, whatever the path.
 		w.Header().Set("Connection", "close")
 	}
 	subject := ""
