@@ -90,3 +90,16 @@ func TestPluginCheck(t *testing.T) {
 		t.Errorf("a command that exits: %s", outs[1])
 	}
 }
+
+// The server refuses bad plugin flags, and a --plugins folder with a bad
+// manifest, at start (exit 2), saying what is wrong.
+func TestServePluginsRefused(t *testing.T) {
+	rexec(t, nil, nil, "--plugin-timeout", "0").want(t, exitUsage, "", "--plugin-timeout must be positive")
+	rexec(t, nil, nil, "--plugin-procs", "0").want(t, exitUsage, "", "--plugin-procs and --plugin-sessions at least 1")
+	dir := t.TempDir()
+	bad := writePlugin(t, "id: p\ncomponents:\n  - {id: c, type: cmd, command: nope}\n", "#!/bin/sh\n")
+	if err := os.Rename(bad, filepath.Join(dir, "p")); err != nil {
+		t.Fatal(err)
+	}
+	rexec(t, nil, nil, "--plugins", dir, "--data-dir", t.TempDir(), "-p", "0").want(t, exitUsage, "", "manifest.yaml:3:")
+}

@@ -10,7 +10,8 @@ import (
 
 func TestServeRefusesAnOpenAddressWithoutToken(t *testing.T) {
 	base := serveCmd{Port: 8910, StatusSize: 8, StdoutSize: 8, KillGrace: 1, ShutdownGrace: 1, MaxBody: 1, Heartbeat: 1, MaxOutput: 1, EventReplay: 1, EventQueue: 1,
-		BodyTimeout: 1, BusyTimeout: 1, MaxMonitors: 1, MonitorsPerKey: 1, MonitorNames: 1, MaxQueued: 1, MaxQueuedStdin: 1}
+		BodyTimeout: 1, BusyTimeout: 1, MaxMonitors: 1, MonitorsPerKey: 1, MonitorNames: 1, MaxQueued: 1, MaxQueuedStdin: 1,
+		PluginTimeout: 1, PluginProcs: 1, PluginSessions: 1}
 	for _, tc := range []struct {
 		ip, token string
 		insecure  bool

@@ -105,11 +105,16 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 			cp.Kill(child.ReasonDisconnect)
 		},
 	})
-	go p.logStderr()
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		p.logStderr()
+	}()
 	go func() {
 		<-cp.Done()
 		p.cli.Close()
 		<-stopped
+		<-stderrDone // its last lines are in the log before it counts as ended
 		p.mu.Lock()
 		p.why = endReason(cp.Status(), stopErr)
 		p.mu.Unlock()
