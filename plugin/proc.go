@@ -186,15 +186,15 @@ func (p *proc) call(ctx context.Context, method string, params json.RawMessage, 
 			return nil, ErrDeadline
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case p.cli.IsStopped():
-			// The client stopped (the process's stdout ended, or broke
-			// the protocol): the process is ending, and says why.
-			<-p.ended
-			return nil, p.Why()
-		case errors.As(err, &rpcErr):
+		case errors.As(err, &rpcErr) && !p.cli.IsStopped():
 			return nil, rpcErr
 		}
-		return nil, err
+		// The conversation failed: the process's stdout ended, it broke
+		// the protocol, or a write to it failed. It serves nothing more:
+		// it ends, and says why.
+		p.cp.Kill(child.ReasonDisconnect)
+		<-p.ended
+		return nil, p.Why()
 	}
 	var result json.RawMessage
 	if err := rsp.UnmarshalResult(&result); err != nil {
