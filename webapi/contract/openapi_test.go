@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/rexec/rexec/internal/buildinfo"
 	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/node"
+	"github.com/rexec/rexec/plugin"
 	"github.com/rexec/rexec/webapi"
 )
 
@@ -46,6 +48,15 @@ var contractScripts = []string{
 	"tok /bin/sh -c 'env | grep ^REX.C_RUN_TOKEN=; exec sleep 60'", // (exectab() replaces E-X-E)
 }
 
+// perms65 is one perm too many for a guest key.
+var perms65 = func() []string {
+	p := make([]string, 65)
+	for i := range p {
+		p[i] = "p" + strconv.Itoa(i)
+	}
+	return p
+}()
+
 // contractUnreachable are the documented answers the walk cannot make the
 // server give, and why. Anything else the document lists must be seen.
 var contractUnreachable = []unreached{
@@ -71,15 +82,26 @@ var contractUnreachable = []unreached{
 	{"GET /scripts", "500", "*", "the connection cannot be hijacked (never on HTTP/1.1)"},
 	{"POST /scripts/v1/progress/{id}", "503", "*", "progress is saved later, out of the request: only out of file descriptors"},
 	{"GET /scripts/v1/guest/list", "503", "*", "the store fails a read (a locked one still reads)"},
+	{"GET /plugins/v1", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
+	{"POST /plugins/v1/call/{session}", "503", "*", "out of file descriptors, a guest key the store cannot check, or a call whose client went away (no one reads it)"},
+	{"POST /plugins/v1/stop/{session}", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
 }
 
 func TestOpenAPIContract(t *testing.T) {
 	if testing.Short() {
-		t.Skip("walks three servers")
+		t.Skip("walks four servers")
 	}
 	dir := t.TempDir()
+	plugins, gone := contractPluginsDir(t)
 	s := newDetachedNode(t, node.Config{DataDir: dir, Web: webapi.Config{Token: adminToken, MaxBody: 64 << 10,
-		BodyTimeout: 400 * time.Millisecond, Monitors: webapi.MonitorLimits{PerKey: 3, Names: 2}}}, contractScripts...)
+		BodyTimeout: 400 * time.Millisecond, Monitors: webapi.MonitorLimits{PerKey: 3, Names: 2}},
+		PluginsDir: plugins, Plugins: contractPluginLimits}, contractScripts...)
+	if err := os.Remove(gone); err != nil { // loaded: its starts now fail
+		t.Fatal(err)
+	}
+	// One plugin process, two sessions, and a breaker that opens at once.
+	lim := newPluginsNode(t, plugin.Config{KillGrace: time.Second, MaxProcs: 1, MaxSessions: 2,
+		BreakerFailures: 1, BreakerCooldown: time.Minute})
 	open := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=exit job EXE 0") // no token: anyone is the admin
 	bare := newBareServer(t, 1)                                              // no scripts, no token, one process
 
@@ -150,6 +172,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("events and monitors", func(t *testing.T) { contractMonitors(t, c, s, g) })
 	t.Run("the WebSocket API", func(t *testing.T) { contractSocketAPI(t, c, s, g) })
 	t.Run("callbacks and a locked store", func(t *testing.T) { contractCallbacks(t, c, s, g) })
+	t.Run("plugin commands", func(t *testing.T) { contractPluginsAPI(t, c, s, lim, g) })
 
 	t.Run("guest keys", func(t *testing.T) {
 		as(t, "GET /scripts/v1/guest/list", "/scripts/v1/guest/list", "", 200)
@@ -157,6 +180,33 @@ func TestOpenAPIContract(t *testing.T) {
 		guest(t, g.all, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", `{"run":true}`, 403)
 		guest(t, g.all, "POST /scripts/v1/guest/delete/{id}", "/scripts/v1/guest/delete/"+g.echoID, "", 403)
 		as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", `{"name":"echo"}`, 400)
+		// Perms: strings that are perms, at most 64; a bad one named by its
+		// index.
+		for body, says := range map[string]string{
+			`{"perms":[]}`:                       "at least one right",
+			`{"perms":"plugin"}`:                 "perms",
+			`{"perms":[1]}`:                      "perms",
+			`{"perms":["Bad"]}`:                  `"perms" [0]: invalid perm "Bad"`,
+			`{"perms":["plugin","a[b c]"]}`:      `"perms" [1]`,
+			`{"perms":["a[]"],"status":true}`:    `"perms" [0]`,
+			js(map[string]any{"perms": perms65}): "at most 64",
+		} {
+			if e := as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", body, 400).json(); !strings.Contains(e["error"].(string), says) {
+				t.Errorf("guest/create %.100s: %v, want it to say %q", body, e, says)
+			}
+		}
+		made := as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", `{"perms":["b.c[x/y]","a","b.c[x/y]"],"status":1}`, 200).json()
+		if p := js(made["info"].(map[string]any)["perms"]); p != `["a","b.c[x/y]"]` {
+			t.Errorf("perms given as [b.c[x/y], a, b.c[x/y]] are kept as %s", p)
+		}
+		listed := map[string]string{}
+		for _, k := range as(t, "GET /scripts/v1/guest/list", "/scripts/v1/guest/list", "", 200).json()["guests"].([]any) {
+			listed[k.(map[string]any)["id"].(string)] = js(k.(map[string]any)["perms"])
+		}
+		if listed[made["id"].(string)] != `["a","b.c[x/y]"]` || listed[g.echoID] != `[]` {
+			t.Errorf("the perms of the keys listed: %v", listed)
+		}
+		as(t, "POST /scripts/v1/guest/delete/{id}", "/scripts/v1/guest/delete/"+made["id"].(string), "", 200)
 		as(t, "POST /scripts/v1/guest/create", "/scripts/v1/guest/create", `{"name":"nosuch","run":true}`, 404)
 		as(t, "POST /scripts/v1/guest/delete/{id}", "/scripts/v1/guest/delete/nosuch", "", 404)
 		// To a client of the Cloud Storage Server SDK, a key that is not
@@ -191,26 +241,52 @@ func TestOpenAPIContract(t *testing.T) {
 			}
 			// A browser's request for another site: 403 everywhere.
 			ex := c.do(t, s.url, call{op: op, path: concretePath(op), key: adminToken, header: []string{"Origin", "http://attacker.example"}}, 403)
-			if isScripts(path) && ex.json()["errorcode"] != "forbidden_origin" {
+			if (isScripts(path) || isPlugins(path)) && ex.json()["errorcode"] != "forbidden_origin" {
 				t.Errorf("%s: %s", op, ex.body)
 			}
-			if !isScripts(path) {
+			if !isScripts(path) && !isPlugins(path) {
 				continue
 			}
-			// A server without scripts: 404 on /scripts/v1.
-			if ex := c.do(t, bare.url, call{op: op, path: concretePath(op)}, 404); ex.json()["errorcode"] != "no_scripts" {
-				t.Errorf("%s on a server without scripts: %s", op, ex.body)
+			// A server without scripts: 404 on /scripts/v1; without plugins,
+			// on /plugins/v1.
+			want := "no_scripts"
+			if isPlugins(path) {
+				want = "no_plugins"
 			}
-			// To a client of the Cloud Storage Server SDK (X-APIKey),
-			// every error is a 400, but for a missing or wrong key: 403.
+			if ex := c.do(t, bare.url, call{op: op, path: concretePath(op)}, 404); ex.json()["errorcode"] != want {
+				t.Errorf("%s on a server without them: %s", op, ex.body)
+			}
+			// To a client of the Cloud Storage Server SDK (X-APIKey), on
+			// /scripts every error is a 400, but for a missing or wrong key:
+			// 403. That convention is the /scripts API's only: on
+			// /plugins/v1 X-APIKey gets rexec's statuses and codes.
 			sdk := []string{"X-APIKey", adminToken, "Origin", "http://attacker.example"}
-			if ex := c.do(t, s.url, call{op: op, path: concretePath(op), header: sdk}, 400); ex.json()["errorcode"] != "forbidden_origin" {
+			wantStatus, wantBadKey, badKeyCode := 400, 403, "invalid_missing_apikey"
+			if isPlugins(path) {
+				wantStatus, wantBadKey, badKeyCode = 403, 401, "unauthorized"
+			}
+			if ex := c.do(t, s.url, call{op: op, path: concretePath(op), header: sdk}, wantStatus); ex.json()["errorcode"] != "forbidden_origin" {
 				t.Errorf("%s with X-APIKey from another site: %s", op, ex.body)
 			}
 			if route.Operation.Responses.Status(401) != nil {
-				ex := c.do(t, s.url, call{op: op, path: concretePath(op), header: []string{"X-APIKey", "nosuch"}}, 403)
-				if ex.json()["errorcode"] != "invalid_missing_apikey" {
+				ex := c.do(t, s.url, call{op: op, path: concretePath(op), header: []string{"X-APIKey", "nosuch"}}, wantBadKey)
+				if ex.json()["errorcode"] != badKeyCode {
 					t.Errorf("%s with a wrong X-APIKey: %s", op, ex.body)
+				}
+			}
+			if isPlugins(path) {
+				// A method the path does not serve: 405, as to anyone.
+				wrong := "POST"
+				if strings.HasPrefix(op, "POST ") {
+					wrong = "GET"
+				}
+				ex := c.do(t, s.url, call{op: op, method: wrong, path: concretePath(op), header: []string{"X-APIKey", adminToken}}, 405)
+				if ex.json()["errorcode"] != "method_not_allowed" || ex.head.Get("Allow") == "" {
+					t.Errorf("%s %s with X-APIKey: %s %v", wrong, path, ex.body, ex.head)
+				}
+				// A server without plugins: 404 no_plugins, as to anyone.
+				if ex := c.do(t, bare.url, call{op: op, path: concretePath(op), header: []string{"X-APIKey", "any"}}, 404); ex.json()["errorcode"] != "no_plugins" {
+					t.Errorf("%s with X-APIKey on a server without plugins: %s", op, ex.body)
 				}
 			}
 		}
@@ -219,7 +295,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("other methods", func(t *testing.T) { contractMethods(t, c, s.url) })
 
 	t.Run("unknown paths", func(t *testing.T) {
-		for _, p := range []string{"/nowhere", "/scripts/v1/nope", "/scripts/v1/status/x/y", "/process/x/y"} {
+		for _, p := range []string{"/nowhere", "/scripts/v1/nope", "/scripts/v1/status/x/y", "/process/x/y", "/plugins/v1/", "/plugins/v1/call/x/y"} {
 			for _, m := range []string{"GET", "POST"} {
 				c.do(t, s.url, call{op: "x-unknown-paths", method: m, path: p, key: adminToken}, 501)
 			}
@@ -235,13 +311,15 @@ func TestOpenAPIContract(t *testing.T) {
 			}
 		}
 		c.do(t, s.url, call{op: "x-unknown-paths", path: "/nowhere", header: sdk}, 501)
+		c.do(t, s.url, call{op: "x-unknown-paths", path: "/plugins/v1/nope", header: sdk}, 501)
+		c.do(t, s.url, call{op: "x-unknown-paths", path: "/plugins/v1/nope", key: g.plug}, 501)
 	})
 
 	t.Run("HEAD is GET without the body", func(t *testing.T) {
 		runID := g.doneRun
 		for _, op := range []string{"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /process",
 			"GET /scripts/v1/status", "GET /scripts/v1/status/{id}", "GET /scripts/v1/scripts", "GET /scripts/v1/runs",
-			"GET /scripts/v1/output/{id}", "GET /scripts/v1/guest/list"} {
+			"GET /scripts/v1/output/{id}", "GET /scripts/v1/guest/list", "GET /plugins/v1"} {
 			p := strings.ReplaceAll(strings.TrimPrefix(op, "GET "), "{id}", runID)
 			get := c.do(t, s.url, call{op: op, path: p, key: adminToken, valid: true}, 200)
 			head := c.open(t, context.Background(), s.url, call{op: op, method: "HEAD", path: p, key: adminToken}, 200)
@@ -266,6 +344,9 @@ type contractKeys struct {
 	echoID  string
 	run     string // run only
 	mon     string // status and monitor, for the cap of monitors per key
+	plug    string // perms only: contract/cmd and ops.read
+	gated   string // status, and the perms ops.read and ops.write[db]
+	every   string // the perm plugin: every command
 	doneRun string // a done run of echo, whose output is "hi\n"
 }
 
@@ -292,13 +373,16 @@ func contractGuests(t *testing.T, as asFunc) *contractKeys {
 	g.echoID, g.echo = create(`{"name":"echo","status":true,"expires":` + strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + `}`)
 	_, g.run = create(`{"run":true}`)
 	_, g.mon = create(`{"status":true,"monitor":true}`)
+	_, g.plug = create(`{"perms":["ops.read","contract/cmd"]}`)
+	_, g.gated = create(`{"status":true,"perms":["ops.read","ops.write[db]"]}`)
+	_, g.every = create(`{"perms":["plugin"]}`)
 	return &g
 }
 
 // concretePath is a path of op's template, with "x" for its parameters.
 func concretePath(op string) string {
 	_, path, _ := strings.Cut(op, " ")
-	for _, p := range []string{"{id}", "{alias}"} {
+	for _, p := range []string{"{id}", "{alias}", "{session}"} {
 		path = strings.ReplaceAll(path, p, "x")
 	}
 	return path
