@@ -131,7 +131,6 @@ type session struct {
 type held struct {
 	proc     *proc
 	comp     Component
-	sessions int         // sessions on it
 	inflight int         // calls in flight
 	answered bool        // it has answered a call: it started well
 	stopping bool        // stop has been decided: no new call
@@ -186,7 +185,6 @@ func (m *Manager) Start(fullID, owner string) (string, error) {
 		}
 	}
 	id := newSessionID()
-	h.sessions++
 	m.sessions[id] = &session{id: id, owner: owner, held: h}
 	return id, nil
 }
@@ -345,12 +343,7 @@ func (e *goneError) Error() string {
 
 func (e *goneError) Is(target error) bool { return target == ErrNoSuchSession }
 
-func (m *Manager) endSessionLocked(s *session) {
-	if _, ok := m.sessions[s.id]; ok {
-		delete(m.sessions, s.id)
-		s.held.sessions--
-	}
-}
+func (m *Manager) endSessionLocked(s *session) { delete(m.sessions, s.id) }
 
 // stopLocked decides that h stops: no new call, its sessions end (why
 // says why, to a later call on one; nil for a session's own Stop), and its

@@ -40,11 +40,9 @@ const (
 // it over the process's stdin and stdout. It serves calls until it ends:
 // by itself, by a protocol error, or by stop.
 type proc struct {
-	comp    Component
-	cp      *child.Process
-	cli     *jrpc2.Client
-	log     zerolog.Logger
-	started time.Time
+	cp  *child.Process
+	cli *jrpc2.Client
+	log zerolog.Logger
 
 	ended chan struct{} // closed once the process is reaped and the client stopped
 	mu    sync.Mutex
@@ -84,11 +82,9 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 		return nil, fmt.Errorf("%w: %s (the server's log says why)", ErrStartFailed, comp.FullID())
 	}
 	p := &proc{
-		comp:    comp,
-		cp:      cp,
-		log:     opt.log.With().Str("plugin", comp.FullID()).Int("pid", cp.Pid()).Logger(),
-		started: time.Now(),
-		ended:   make(chan struct{}),
+		cp:    cp,
+		log:   opt.log.With().Str("plugin", comp.FullID()).Int("pid", cp.Pid()).Logger(),
+		ended: make(chan struct{}),
 	}
 	out := &rawReader{pipe: cp.RawPipe()}
 	ch := newLineChannel(out, stdinW)
