@@ -15,13 +15,15 @@ import (
 	"github.com/rexec/rexec/store"
 )
 
-// Event is something that happened to a run.
+// Event is something that happened to a run, or a client event: one that a
+// client or a plugin command emitted (State is StateClient, Name is the
+// event's name, and Data, From and Perms are set), which belongs to no run.
 type Event struct {
 	ID    uint64    `json:"id"`
 	Time  time.Time `json:"time"`
-	Run   string    `json:"run"`
-	Name  string    `json:"name"`  // the script
-	State string    `json:"state"` // queued, running, progress, done
+	Run   string    `json:"run,omitempty"` // every run event has one
+	Name  string    `json:"name"`          // the script, or the client event's name
+	State string    `json:"state"`         // queued, running, progress, done; or client
 	// Args are a run's arguments, on the events of scripts that start no
 	// process (-n): monitors are who they are for.
 	Args     []string        `json:"args,omitempty"`
@@ -31,6 +33,59 @@ type Event struct {
 	Ended    string          `json:"ended,omitempty"` // how a done run ended
 	// Result is what the run posted as its result, on its done event.
 	Result json.RawMessage `json:"result,omitempty"`
+
+	// Data is a client event's payload, a JSON object.
+	Data json.RawMessage `json:"data,omitempty"`
+	// From is who emitted a client event: "plugin:<plugin>/<id>", or the
+	// key that posted it.
+	From string `json:"from,omitempty"`
+	// Perms guard a client event: only subscribers that hold every one
+	// receive it (the feed delivers it to every subscriber of its name; the
+	// subscriber's side checks the perms).
+	Perms []string `json:"perms,omitempty"`
+}
+
+// StateClient is the State of a client event.
+const StateClient = "client"
+
+// Topic is the topic of e: its client event's name, or its script.
+func (e Event) Topic() Topic {
+	if e.State == StateClient {
+		return ClientEvents(e.Name)
+	}
+	return Script(e.Name)
+}
+
+// A Topic is what a subscription watches: the run events of a script, or
+// the client events of a name.
+type Topic struct {
+	client bool
+	name   string
+}
+
+// Script is the topic of the run events of the script name; Script("") is
+// every script's.
+func Script(name string) Topic { return Topic{name: name} }
+
+// ClientEvents is the topic of the client events called name;
+// ClientEvents(AllClientEvents) is every client event.
+func ClientEvents(name string) Topic { return Topic{client: true, name: name} }
+
+// AllClientEvents names every client event in ClientEvents.
+const AllClientEvents = "*"
+
+// Name is the script or client event name the topic watches.
+func (t Topic) Name() string { return t.name }
+
+// IsClient reports whether t watches client events.
+func (t Topic) IsClient() bool { return t.client }
+
+// all is the topic that covers every topic of t's kind.
+func (t Topic) all() Topic {
+	if t.client {
+		return ClientEvents(AllClientEvents)
+	}
+	return Script("")
 }
 
 // Publisher is what runs publish their events through.
@@ -45,12 +100,11 @@ type Publisher interface {
 // monitors subscribe to it. *Hub is the single-host implementation.
 type Feed interface {
 	Publisher
-	// Subscribe watches names ("" watches every script; more can be added
-	// with Watch). With after > 0 (the last ID the monitor saw) the events
+	// Subscribe watches topics (more can be added with Watch). With after > 0 (the last ID the monitor saw) the events
 	// after it that the feed still keeps come first; lost reports that the
 	// feed cannot place after (it is too old, from an earlier life of the
 	// server, or not given yet).
-	Subscribe(after uint64, names ...string) (s Subscription, lost bool)
+	Subscribe(after uint64, topics ...Topic) (s Subscription, lost bool)
 	// Close ends every subscription, and those made after, with
 	// ErrClosed; Publish then drops events.
 	Close()
@@ -66,8 +120,8 @@ type Subscription interface {
 	// Err is why the subscription ended: ErrTooSlow, ErrClosed, or nil
 	// while it goes on or after Close.
 	Err() error
-	// Watch adds a script name to watch ("" for all).
-	Watch(name string)
+	// Watch adds a topic to watch.
+	Watch(t Topic)
 	// Close ends the subscription.
 	Close()
 }
@@ -117,7 +171,7 @@ func newHub(replay, queue int, first uint64) *Hub {
 }
 
 // Publish numbers e and hands it to every subscriber that watches its
-// script. It never blocks.
+// topic. It never blocks.
 func (h *Hub) Publish(e Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -135,7 +189,7 @@ func (h *Hub) Publish(e Event) {
 	}
 	h.ring = append(h.ring, e)
 	for s := range h.subs {
-		if !s.watches(e.Name) {
+		if !s.watches(e.Topic()) {
 			continue
 		}
 		select {
@@ -146,17 +200,16 @@ func (h *Hub) Publish(e Event) {
 	}
 }
 
-// Subscribe watches names ("" watches every script; more can be added with
-// Watch). With after > 0 (the last ID the monitor saw) the events after it
+// Subscribe watches topics (more can be added with Watch). With after > 0 (the last ID the monitor saw) the events after it
 // that are still in the replay window come first; lost reports that the
 // hub cannot place after: events after it are already out of the window, it
 // is from an earlier life of the server (the window then replays all it
 // has), or it is an ID not yet given (from the future: nothing is replayed).
-func (h *Hub) Subscribe(after uint64, names ...string) (Subscription, bool) {
-	s := &Sub{hub: h, names: map[string]bool{}, done: make(chan struct{})}
+func (h *Hub) Subscribe(after uint64, topics ...Topic) (Subscription, bool) {
+	s := &Sub{hub: h, topics: map[Topic]bool{}, done: make(chan struct{})}
 	var lost bool
-	for _, n := range names {
-		s.names[n] = true
+	for _, t := range topics {
+		s.topics[t] = true
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -172,7 +225,7 @@ func (h *Hub) Subscribe(after uint64, names ...string) (Subscription, bool) {
 		}
 		lost = after+1 < oldest || after+1 < h.first
 		for _, e := range h.ring {
-			if e.ID > after && s.watches(e.Name) {
+			if e.ID > after && s.watches(e.Topic()) {
 				backlog = append(backlog, e)
 			}
 		}
@@ -207,12 +260,12 @@ func (h *Hub) drop(s *Sub, err error) {
 
 // Sub is one monitor's subscription.
 type Sub struct {
-	hub   *Hub
-	c     chan Event
-	done  chan struct{}
-	names map[string]bool // guarded by hub.mu; "" is every script
-	ended bool            // guarded by hub.mu
-	err   error           // guarded by hub.mu; set before done closes
+	hub    *Hub
+	c      chan Event
+	done   chan struct{}
+	topics map[Topic]bool // guarded by hub.mu
+	ended  bool           // guarded by hub.mu
+	err    error          // guarded by hub.mu; set before done closes
 }
 
 // end closes done once, with err as the reason; hub.mu is held.
@@ -223,8 +276,8 @@ func (s *Sub) end(err error) {
 	}
 }
 
-func (s *Sub) watches(name string) bool {
-	return s.names[""] || s.names[name]
+func (s *Sub) watches(t Topic) bool {
+	return s.topics[t] || s.topics[t.all()]
 }
 
 // Events delivers the subscription's events.
@@ -240,11 +293,11 @@ func (s *Sub) Err() error {
 	return s.err
 }
 
-// Watch adds a script name to watch ("" for all).
-func (s *Sub) Watch(name string) {
+// Watch adds a topic to watch.
+func (s *Sub) Watch(t Topic) {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
-	s.names[name] = true
+	s.topics[t] = true
 }
 
 // Close ends the subscription.

@@ -22,7 +22,7 @@ func TestHub(t *testing.T) {
 
 // publishN publishes n events and returns their IDs.
 func publishN(h *feed.Hub, n int) []uint64 {
-	watch, _ := h.Subscribe(0, "")
+	watch, _ := h.Subscribe(0, feed.Script(""))
 	defer watch.Close()
 	ids := make([]uint64, n)
 	for i := range n {
@@ -37,8 +37,8 @@ func publishN(h *feed.Hub, n int) []uint64 {
 func TestHubSynchronous(t *testing.T) {
 	h := feed.NewHub(10, 2)
 	defer h.Close()
-	s, _ := h.Subscribe(0, "")
-	slow, _ := h.Subscribe(0, "")
+	s, _ := h.Subscribe(0, feed.Script(""))
+	slow, _ := h.Subscribe(0, feed.Script(""))
 	h.Publish(feed.Event{Name: "x"})
 	h.Publish(feed.Event{Name: "x"})
 	if len(s.Events()) != 2 {
@@ -63,7 +63,7 @@ func TestHubQueueAndReplayAtLeastOne(t *testing.T) {
 	h := feed.NewHub(0, 0)
 	defer h.Close()
 	ids := publishN(h, 2)
-	s, lost := h.Subscribe(ids[0], "")
+	s, lost := h.Subscribe(ids[0], feed.Script(""))
 	if lost || len(s.Events()) != 1 {
 		t.Fatalf("replay of 0: lost %v, %d replayed; want the last event kept", lost, len(s.Events()))
 	}
@@ -87,19 +87,19 @@ func TestIDsAcrossRestarts(t *testing.T) {
 		t.Fatalf("the new life's first ID %d is not above the old one's last %d", now[0], before[2])
 	}
 	// From the earlier life: lost, and everything kept is replayed.
-	s, lost := h.Subscribe(before[2], "")
+	s, lost := h.Subscribe(before[2], feed.Script(""))
 	if !lost || len(s.Events()) != 2 {
 		t.Fatalf("an ID of the earlier life: lost %v, %d replayed", lost, len(s.Events()))
 	}
 	s.Close()
 	// From the future: lost, nothing replayed.
-	s, lost = h.Subscribe(now[1]+1000, "")
+	s, lost = h.Subscribe(now[1]+1000, feed.Script(""))
 	if !lost || len(s.Events()) != 0 {
 		t.Fatalf("an ID not given yet: lost %v, %d replayed", lost, len(s.Events()))
 	}
 	s.Close()
 	// Known: not lost.
-	s, lost = h.Subscribe(now[0], "")
+	s, lost = h.Subscribe(now[0], feed.Script(""))
 	if lost || len(s.Events()) != 1 {
 		t.Fatalf("a known ID: lost %v, %d replayed", lost, len(s.Events()))
 	}

@@ -78,7 +78,7 @@ type Node struct {
 	Broker  *broker.Broker
 	Scripts *atomic.Pointer[catalog.Catalog] // the exectab in force
 	Store   *store.Store                     // nil without scripts
-	Events  *feed.Hub                        // nil without scripts
+	Events  *feed.Hub                        // nil without scripts or plugins
 	Runs    *detached.Manager                // nil without scripts
 	Web     *webapi.Server
 	Metrics *metrics.Metrics // what the parts count, served as GET /metrics
@@ -132,6 +132,9 @@ func (n *Node) Open() (err error) {
 		if err := n.openDetached(); err != nil {
 			return err
 		}
+	} else if n.Plugins != nil {
+		// Commands emit and receive client events.
+		n.Events = feed.NewHub(n.cfg.EventReplay, n.cfg.EventQueue)
 	}
 	if err := n.openWeb(); err != nil {
 		return err
@@ -237,7 +240,10 @@ func (n *Node) openWeb() error {
 		wc.TLS, wc.MutualTLS = n.tls.Config(), n.tls.MutualTLS()
 	}
 	if n.Runs != nil {
-		wc.Runs, wc.Events, wc.Guests, wc.Ready = n.Runs, n.Events, n.Store, n.Store.Ready
+		wc.Runs, wc.Guests, wc.Ready = n.Runs, n.Store, n.Store.Ready
+	}
+	if n.Events != nil {
+		wc.Events = n.Events
 	}
 	if n.Plugins != nil {
 		wc.Plugins = pluginHost{set: &n.pluginSet, Manager: n.Plugins}

@@ -38,11 +38,11 @@ func (n *Node) loadPlugins() error {
 	if pc.Callback == nil {
 		// Processes start once the API serves: a command's calls go to
 		// its runs and machines.
-		pc.Callback = func(comp plugin.Component) jrpc2.Handler {
+		pc.Callback = func(comp plugin.Component, peer plugin.Peer) jrpc2.Handler {
 			if n.Web == nil {
 				return nil
 			}
-			return plugin.Callbacks(n.Web.PluginCallbacks(), comp)
+			return plugin.Callbacks(n.Web.PluginCallbacks(), comp, peer)
 		}
 	}
 	n.Plugins = plugin.NewManager(pc)

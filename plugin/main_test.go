@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 //	long         answers with a line longer than MaxLine
 //	stderr       writes params[0] lines to stderr, then answers
 //	call         calls the server's method params[0] with params[1], and answers with the server's answer
+//	got          the notifications received so far: [{"method", "params"}]
 //
 // In mode "crash" it exits at once, with status 1.
 func fakePlugin(mode string) int {
@@ -48,6 +49,7 @@ func fakePlugin(mode string) int {
 		out.Write(append(b, '\n'))
 		out.Flush()
 	}
+	got := []map[string]any{}
 	for in.Scan() {
 		var req struct {
 			ID     json.RawMessage `json:"id"`
@@ -56,6 +58,10 @@ func fakePlugin(mode string) int {
 		}
 		if json.Unmarshal(in.Bytes(), &req) != nil || req.Method == "" {
 			continue // an answer to a call of ours, read in "call"
+		}
+		if len(req.ID) == 0 {
+			got = append(got, map[string]any{"method": req.Method, "params": req.Params})
+			continue
 		}
 		answer := func(result any) { send(map[string]any{"id": req.ID, "result": result}) }
 		var first int // params[0], for the methods that take a number
@@ -91,10 +97,21 @@ func fakePlugin(mode string) int {
 			var method string
 			json.Unmarshal(p[0], &method)
 			send(map[string]any{"id": "srv-1", "method": method, "params": p[1]})
-			if !in.Scan() {
-				return 2
+			for {
+				if !in.Scan() {
+					return 2
+				}
+				var msg struct {
+					ID json.RawMessage `json:"id"`
+				}
+				if json.Unmarshal(in.Bytes(), &msg) == nil && len(msg.ID) > 0 {
+					break
+				}
+				got = append(got, map[string]any{"notification": json.RawMessage(in.Bytes())})
 			}
 			answer(json.RawMessage(in.Bytes()))
+		case "got":
+			answer(got)
 		default:
 			send(map[string]any{"id": req.ID, "error": map[string]any{"code": -32601, "message": "no method " + req.Method}})
 		}

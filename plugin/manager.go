@@ -47,10 +47,10 @@ type Config struct {
 	// for BreakerCooldown. Defaults 3 and 30s.
 	BreakerFailures int
 	BreakerCooldown time.Duration
-	// Callback returns the handler of the calls that a process of comp
-	// makes to the server; nil, or a nil handler, refuses them all
+	// Callback returns the handler of the calls that peer, a process of
+	// comp, makes to the server; nil, or a nil handler, refuses them all
 	// (method not found).
-	Callback func(comp Component) jrpc2.Handler
+	Callback func(comp Component, peer Peer) jrpc2.Handler
 	Logger   zerolog.Logger
 }
 
@@ -210,11 +210,9 @@ func (m *Manager) startLocked(comp Component) (*held, error) {
 	if len(m.procs) >= m.cfg.MaxProcs {
 		return nil, fmt.Errorf("%w: at most %d", ErrTooManyProcs, m.cfg.MaxProcs)
 	}
-	cb := refuseCallback
+	var cb func(Peer) jrpc2.Handler
 	if m.cfg.Callback != nil {
-		if h := m.cfg.Callback(comp); h != nil {
-			cb = h
-		}
+		cb = func(peer Peer) jrpc2.Handler { return m.cfg.Callback(comp, peer) }
 	}
 	p, err := startProc(comp, procOptions{killGrace: m.cfg.KillGrace, log: m.cfg.Logger, callback: cb, onEnd: m.ended})
 	if err != nil {

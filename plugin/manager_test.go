@@ -292,7 +292,7 @@ func TestStderrLogged(t *testing.T) {
 
 // A plugin calls the server back, and gets the handler's answer.
 func TestCallback(t *testing.T) {
-	cfg := Config{Callback: func(comp Component) jrpc2.Handler {
+	cfg := Config{Callback: func(comp Component, _ Peer) jrpc2.Handler {
 		return func(ctx context.Context, req *jrpc2.Request) (any, error) {
 			if req.Method() != "machines.list" {
 				return nil, jrpc2.Errorf(jrpc2.MethodNotFound, "no method %s", req.Method())

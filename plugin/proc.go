@@ -53,8 +53,9 @@ type proc struct {
 type procOptions struct {
 	killGrace time.Duration
 	log       zerolog.Logger
-	// callback serves the plugin's calls to the server; nil refuses them.
-	callback jrpc2.Handler
+	// callback returns the handler of the calls of the process to the
+	// server; nil refuses them.
+	callback func(Peer) jrpc2.Handler
 	// onEnd is called once the process has ended, Why says why, before
 	// stop returns.
 	onEnd func(*proc)
@@ -91,8 +92,14 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 	ch.onBad = out.discard
 	var stopErr error
 	stopped := make(chan struct{})
+	handler := refuseCallback
+	if opt.callback != nil {
+		if h := opt.callback(p); h != nil {
+			handler = h
+		}
+	}
 	p.cli = jrpc2.NewClient(ch, &jrpc2.ClientOptions{
-		OnCallback: opt.callback,
+		OnCallback: handler,
 		OnStop: func(_ *jrpc2.Client, err error) {
 			stopErr = err
 			close(stopped)
@@ -108,6 +115,10 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 	}()
 	go func() {
 		<-cp.Done()
+		// A write to its stdin that the process never read (a call, an
+		// event) fails now, rather than holding the client's lock, and
+		// Close with it, for ever.
+		stdinR.CloseWithError(ErrEnded)
 		p.cli.Close()
 		<-stopped
 		<-stderrDone // its last lines are in the log before it counts as ended
@@ -146,6 +157,17 @@ func endReason(st child.Status, stopErr error) error {
 	return fmt.Errorf("%w: killed by %s", ErrEnded, st.SignalName())
 }
 
+// Notify sends the process a notification (Peer).
+func (p *proc) Notify(ctx context.Context, method string, params any) error {
+	return p.cli.Notify(ctx, method, params)
+}
+
+// Done is closed when the process has been reaped (Peer).
+func (p *proc) Done() <-chan struct{} { return p.cp.Done() }
+
+// Logger is the process's logger (Peer).
+func (p *proc) Logger() *zerolog.Logger { return &p.log }
+
 // alive reports whether the process has not been reaped yet.
 func (p *proc) alive() bool {
 	select {
@@ -169,6 +191,15 @@ func (p *proc) Why() error {
 func (p *proc) call(ctx context.Context, method string, params json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// The deadline kills the process even while the call waits to be
+	// written: a process that does not read its stdin holds a write, and
+	// the client's lock with it, until it ends.
+	stopKill := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			p.cp.Kill(child.ReasonTimeout)
+		}
+	})
+	defer stopKill()
 	var ps any
 	if len(params) > 0 {
 		ps = params
@@ -178,7 +209,7 @@ func (p *proc) call(ctx context.Context, method string, params json.RawMessage, 
 		var rpcErr *jrpc2.Error
 		switch {
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			p.cp.Kill(child.ReasonTimeout)
+			p.cp.Kill(child.ReasonTimeout) // if the call ended before stopKill's kill
 			return nil, ErrDeadline
 		case ctx.Err() != nil:
 			return nil, ctx.Err()

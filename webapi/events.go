@@ -12,11 +12,14 @@ import (
 	"github.com/rexec/rexec/metrics"
 )
 
-// handleEvents is GET /scripts/v1/events?name=NAME: run events as
-// Server-Sent Events, each with its id, so a client that reconnects with
-// Last-Event-ID gets what it missed while it is still in the replay window
-// (an "event: lost" says when it no longer is). No name watches every
-// script. A monitor that falls behind is told why and disconnected.
+// handleEvents is GET /scripts/v1/events?name=NAME&event=EVENT: run events
+// and client events as Server-Sent Events, each with its id, so a client
+// that reconnects with Last-Event-ID gets what it missed while it is still
+// in the replay window (an "event: lost" says when it no longer is). name
+// watches a script's runs, "" or none every script; each event parameter
+// watches the client events of that name ("*": every one the key may
+// receive), and with no name parameter only them. A monitor that falls
+// behind is told why and disconnected.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	var q eventsQuery
 	closeMonitor, ok := s.admitFeedMonitor(w, r, func() (err error) {
@@ -28,7 +31,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer closeMonitor()
 	defer s.metrics.MonitorOpened(metrics.EventStream)()
-	sub, lost := s.cfg.Events.Subscribe(q.after, q.name)
+	sub, lost := s.cfg.Events.Subscribe(q.after, q.topics...)
 	defer sub.Close()
 	revoked, unwatch := s.watchRevocation(r)
 	defer unwatch()
@@ -36,22 +39,22 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if startEvents(w, rc, q.after, lost) != nil {
 		return
 	}
-	if end, ok := s.forwardEvents(r.Context(), w, rc, sub, revoked); ok {
+	if end, ok := s.forwardEvents(r.Context(), w, rc, sub, receiverOf(r), revoked); ok {
 		s.metrics.MonitorDropped(metrics.EventStream, end.why)
 		writeEventsEnd(w, rc, end)
 	}
 }
 
 // eventsQuery is what GET /scripts/v1/events asks for: the events after an
-// id (0: only those to come) of a script ("" for every script).
+// id (0: only those to come) of topics.
 type eventsQuery struct {
-	after uint64
-	name  string
+	after  uint64
+	topics []feed.Topic
 }
 
 // parseEventsQuery reads the request's Last-Event-ID (or its last_event_id
-// parameter) and name, and checks that its key may watch that name and that
-// the name is a script's.
+// parameter), name and event parameters, and checks that its key may watch
+// them, that the name is a script's and the events' names are names.
 func (s *Server) parseEventsQuery(r *http.Request) (eventsQuery, error) {
 	var q eventsQuery
 	last := r.Header.Get("Last-Event-ID")
@@ -65,13 +68,29 @@ func (s *Server) parseEventsQuery(r *http.Request) (eventsQuery, error) {
 		}
 		q.after = n
 	}
-	q.name = r.URL.Query().Get("name")
-	if err := allowed(r, canMonitor, q.name); err != nil {
+	params := r.URL.Query()
+	events := params["event"]
+	if len(events) > s.cfg.Monitors.Names {
+		return eventsQuery{}, badRequestf("at most %d event parameters (--monitor-names), not %d", s.cfg.Monitors.Names, len(events))
+	}
+	rc := receiverOf(r)
+	for _, name := range events {
+		if err := rc.maySubscribe("event", name); err != nil {
+			return eventsQuery{}, err
+		}
+		q.topics = append(q.topics, feed.ClientEvents(name))
+	}
+	if len(events) > 0 && !params.Has("name") {
+		return q, nil // client events only
+	}
+	name := params.Get("name")
+	if err := allowed(r, canMonitor, name); err != nil {
 		return eventsQuery{}, err
 	}
-	if err := s.watchable(q.name); err != nil {
+	if err := s.watchable(name); err != nil {
 		return eventsQuery{}, err
 	}
+	q.topics = append(q.topics, feed.Script(name))
 	return q, nil
 }
 
@@ -94,17 +113,18 @@ func startEvents(w http.ResponseWriter, rc *http.ResponseController, after uint6
 	return rc.Flush()
 }
 
-// forwardEvents writes sub's events, and a ping comment every heartbeat,
-// with a flush after each batch, until the server ends the stream (it returns
-// why, and true) or the client goes or a write fails (false).
-func (s *Server) forwardEvents(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sub feed.Subscription, revoked <-chan struct{}) (feedEnd, bool) {
+// forwardEvents writes sub's events (the client events that to may
+// receive), and a ping comment every heartbeat, with a flush after each
+// batch, until the server ends the stream (it returns why, and true) or the
+// client goes or a write fails (false).
+func (s *Server) forwardEvents(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sub feed.Subscription, to receiver, revoked <-chan struct{}) (feedEnd, bool) {
 	ping := time.NewTicker(s.cfg.Heartbeat)
 	defer ping.Stop()
 	for {
 		var err error
 		select {
 		case e := <-sub.Events():
-			err = writeQueuedEvents(w, sub, e)
+			err = writeQueuedEvents(w, sub, to, e)
 		case <-ping.C:
 			_, err = fmt.Fprint(w, ": ping\n\n")
 		case <-sub.Done():
@@ -126,13 +146,14 @@ func (s *Server) forwardEvents(ctx context.Context, w http.ResponseWriter, rc *h
 }
 
 // writeQueuedEvents writes e and the events already queued behind it, for
-// one flush, until the queue is empty or a write fails.
-func writeQueuedEvents(w http.ResponseWriter, sub feed.Subscription, e feed.Event) error {
-	err := writeEvent(w, e)
+// one flush, until the queue is empty or a write fails; of client events,
+// those that to may receive.
+func writeQueuedEvents(w http.ResponseWriter, sub feed.Subscription, to receiver, e feed.Event) error {
+	err := writeEvent(w, to, e)
 	for err == nil {
 		select {
 		case e := <-sub.Events():
-			err = writeEvent(w, e)
+			err = writeEvent(w, to, e)
 		default:
 			return nil
 		}
@@ -140,7 +161,10 @@ func writeQueuedEvents(w http.ResponseWriter, sub feed.Subscription, e feed.Even
 	return err
 }
 
-func writeEvent(w http.ResponseWriter, e feed.Event) error {
+func writeEvent(w http.ResponseWriter, to receiver, e feed.Event) error {
+	if e.State == feed.StateClient && !to.receives(e) {
+		return nil
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return err

@@ -25,7 +25,7 @@ import (
 // that counts the monitor out.
 func (s *Server) admitFeedMonitor(w http.ResponseWriter, r *http.Request, check func() error) (func(), bool) {
 	if s.cfg.Events == nil {
-		writeScriptsError(w, r, http.StatusNotFound, "no_scripts", "this server runs no scripts (start it with --scripts FILE)")
+		writeScriptsError(w, r, http.StatusNotFound, "no_scripts", errNoFeed.Error())
 		return nil, false
 	}
 	if err := check(); err != nil {

@@ -25,9 +25,11 @@ const monitorMessageLimit = 4 << 10
 
 // handleMonitor is GET /scripts/v1/monitor, the WebSocket form of the event
 // feed (as in the Cloud Storage Server /scripts extension). The client sends
-// {"name":"backup"} to watch a script, {"name":""} for every script, and more
-// such messages to add names; each is answered {"success":true,"name":...,
-// "enabled":true}. Events then come as JSON objects, the moment they happen.
+// {"name":"backup"} to watch a script, {"name":""} for every script,
+// {"event":"deploy.step"} to watch client events of a name ({"event":"*"}
+// for every one the key may receive), and more such messages to add names;
+// each is answered {"success":true,"name":...,"enabled":true} (or "event").
+// Events then come as JSON objects, the moment they happen.
 // A monitor that falls behind is closed with a reason; pings keep idle
 // connections alive through proxies. Messages in the envelope of the Cloud
 // Storage Server's WebSocket API are served here too (seedsocket.go), within
@@ -86,11 +88,11 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request, opt socketO
 	}
 }
 
-// mayMonitor checks that the request's key may open a monitor at all; which
-// names a key for one script may watch is answered message by message
-// (watch).
+// mayMonitor checks that the request's key may open a monitor at all: it
+// may watch runs, or receive client events. Which names it may watch is
+// answered message by message (watch, watchEvent).
 func mayMonitor(r *http.Request) error {
-	if g := guestOf(r); g != nil && !g.Monitor {
+	if g := guestOf(r); g != nil && !g.Monitor && !receiverOf(r).mayWatchEvents() {
 		return errForbidden
 	}
 	return nil
@@ -120,6 +122,7 @@ type monitor struct {
 	c        *websocket.Conn
 	sub      feed.Subscription
 	guest    *store.Guest // nil for the admin
+	receiver receiver     // of client events
 	maxNames int          // --monitor-names
 	opt      socketOptions
 
@@ -131,10 +134,12 @@ type monitor struct {
 	// What the client watches, and how: a name watched by a watch request
 	// gets rexec's events (plain), one watched by the Cloud Storage
 	// Server's monitor call gets that server's, with the api_sequence of
-	// the call (seqs). The reader changes them, the writer reads them.
-	mu    sync.Mutex
-	plain map[string]bool
-	seqs  map[string]int64
+	// the call (seqs); the client events of the names in clients. The
+	// reader changes them, the writer reads them.
+	mu      sync.Mutex
+	plain   map[string]bool
+	seqs    map[string]int64
+	clients map[string]bool
 
 	acks    chan []byte   // reader to writer: the answer to a message
 	readErr chan error    // reader to writer: why a read failed
@@ -152,12 +157,14 @@ func (s *Server) newMonitor(r *http.Request, c *websocket.Conn, sub feed.Subscri
 		c:        c,
 		sub:      sub,
 		guest:    guestOf(r),
+		receiver: receiverOf(r),
 		maxNames: s.cfg.Monitors.Names,
 		opt:      opt,
 		ctx:      ctx,
 		cancel:   cancel,
 		plain:    map[string]bool{},
 		seqs:     map[string]int64{},
+		clients:  map[string]bool{},
 		acks:     make(chan []byte, 8),
 		readErr:  make(chan error, 1),
 		tooMany:  make(chan struct{}),
@@ -217,10 +224,15 @@ func (m *monitor) answer(data []byte) (map[string]any, bool) {
 		return m.call(msg)
 	case m.opt.watchMessages:
 		var req struct {
-			Name *string `json:"name"`
+			Name  *string `json:"name"`
+			Event *string `json:"event"`
 		}
-		if err != nil || json.Unmarshal(data, &req) != nil || req.Name == nil {
-			return map[string]any{"success": false, "error": `send {"name":"script"}, or {"name":""} for every script`}, true
+		if err != nil || json.Unmarshal(data, &req) != nil || (req.Name == nil) == (req.Event == nil) {
+			return map[string]any{"success": false, "error": `send {"name":"script"} ({"name":""} for every script), ` +
+				`or {"event":"name"} ({"event":"*"} for every client event)`}, true
+		}
+		if req.Event != nil {
+			return m.watchEvent(*req.Event)
 		}
 		return m.watch(*req.Name)
 	case err != nil:
@@ -235,8 +247,11 @@ func (m *monitor) answer(data []byte) (map[string]any, bool) {
 func (m *monitor) watch(name string) (map[string]any, bool) {
 	werr := m.s.watchable(name)
 	switch {
+	case m.guest != nil && !m.guest.Monitor:
+		return map[string]any{"success": false, "name": clipName(name), "enabled": false, "errorcode": "forbidden",
+			"error": "this key may not watch runs"}, true
 	case m.guest != nil && m.guest.Name != "" && name != m.guest.Name:
-		return map[string]any{"success": false, "name": name, "enabled": false,
+		return map[string]any{"success": false, "name": clipName(name), "enabled": false,
 			"error": "this key may only watch " + m.guest.Name}, true
 	case werr != nil:
 		return map[string]any{"success": false, "name": clipName(name), "enabled": false, "errorcode": "invalid_name",
@@ -248,8 +263,25 @@ func (m *monitor) watch(name string) (map[string]any, bool) {
 		return nil, false
 	}
 	m.plain[name] = true
-	m.sub.Watch(name)
+	m.sub.Watch(feed.Script(name))
 	return map[string]any{"success": true, "name": name, "enabled": true}, true
+}
+
+// watchEvent answers a request to watch the client events of name ("*":
+// every one the key may receive), as watch does for a script.
+func (m *monitor) watchEvent(name string) (map[string]any, bool) {
+	if err := m.receiver.maySubscribe("event", name); err != nil {
+		_, code, msg := kindOf(err)
+		return map[string]any{"success": false, "event": clipName(name), "enabled": false, "errorcode": code, "error": msg}, true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.clients[name] && m.namesLocked() >= m.maxNames {
+		return nil, false
+	}
+	m.clients[name] = true
+	m.sub.Watch(feed.ClientEvents(name))
+	return map[string]any{"success": true, "event": name, "enabled": true}, true
 }
 
 // watchingLocked reports whether the monitor watches name, either way.
@@ -258,9 +290,10 @@ func (m *monitor) watchingLocked(name string) bool {
 	return m.plain[name] || seed
 }
 
-// namesLocked is how many names the monitor watches.
+// namesLocked is how many names the monitor watches: scripts and client
+// events.
 func (m *monitor) namesLocked() int {
-	n := len(m.plain)
+	n := len(m.plain) + len(m.clients)
 	for name := range m.seqs {
 		if !m.plain[name] {
 			n++
@@ -314,6 +347,15 @@ func (m *monitor) forward(revoked <-chan struct{}) (feedEnd, bool) {
 // asks: once as rexec's event, and once per api_sequence as the Cloud
 // Storage Server's (seedEvent), which tells only of a run's start and end.
 func (m *monitor) send(e feed.Event) error {
+	if e.State == feed.StateClient {
+		m.mu.Lock()
+		watched := m.clients[e.Name] || m.clients[feed.AllClientEvents]
+		m.mu.Unlock()
+		if !watched || !m.receiver.receives(e) {
+			return nil
+		}
+		return m.write(e)
+	}
 	m.mu.Lock()
 	plain := m.plain[e.Name] || m.plain[""]
 	var seqs []int64

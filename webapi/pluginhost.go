@@ -9,6 +9,7 @@ import (
 	"github.com/creachadair/jrpc2"
 
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/plugin"
 )
 
@@ -50,6 +51,15 @@ func (p pluginCalls) RunStatus(ctx context.Context, id string) (string, json.Raw
 
 func (p pluginCalls) Machines(context.Context) (json.RawMessage, error) {
 	return json.Marshal(p.s.machines())
+}
+
+// Emit and ClientEvents use the feed, which a server with plugins has
+// (Config.Plugins).
+func (p pluginCalls) Emit(e feed.Event) { p.s.cfg.Events.Publish(e) }
+
+func (p pluginCalls) ClientEvents() feed.Subscription {
+	sub, _ := p.s.cfg.Events.Subscribe(0, feed.ClientEvents(feed.AllClientEvents))
+	return sub
 }
 
 // machines are the machines this server knows, as getAllMachines (XML-RPC)

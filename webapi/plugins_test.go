@@ -24,6 +24,9 @@ import (
 //	t/mute     never answers
 //	t/noisy    prints a line that is not JSON
 //	t/screen   a component that is not a command
+//	t/caller   calls the server back (ask), with perms for runs and machines
+//	t/pubsub   calls the server back, with perms for client events, and
+//	           keeps the events it receives (got)
 func pluginsDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -58,6 +61,27 @@ for line in sys.stdin:
     print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": answer}), flush=True)
 `,
 		"noisy": "#!/bin/sh\necho 'Loading config from /etc/app.conf'\nread line\n",
+		"pubsub.py": `#!/usr/bin/env python3
+# ask {"method", "params"}: calls the server, and answers with its answer;
+# got: the client events received so far, as notifications. Seed-style
+# messages: no "jsonrpc" member.
+import json, sys
+got = []
+def read():
+    while True:
+        msg = json.loads(sys.stdin.readline())
+        if "id" in msg:
+            return msg
+        got.append({"name": msg["method"], "data": msg.get("params")})
+while True:
+    req = read()
+    if req.get("method") == "ask":
+        p = req["params"]
+        print(json.dumps({"id": "srv", "method": p["method"], "params": p.get("params", {})}), flush=True)
+        print(json.dumps({"id": req["id"], "result": read()}), flush=True)
+    elif req.get("method") == "got":
+        print(json.dumps({"id": req["id"], "result": got}), flush=True)
+`,
 	} {
 		if err := os.WriteFile(filepath.Join(tdir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
@@ -74,6 +98,7 @@ components:
   - {id: screen, type: screen, name: A screen}
   - {id: caller, type: cmd, command: caller.py, strategy: singleton, timeout: 1m, perms: "run.start[job] run.status machines.list"}
   - {id: mute-caller, type: cmd, command: caller.py, strategy: singleton, timeout: 1m}
+  - {id: pubsub, type: cmd, command: pubsub.py, strategy: singleton, timeout: 1m, perms: "event.emit[deploy.step] event.subscribe[deploy.step] event.subscribe[deploy.done]"}
 `
 	if err := os.WriteFile(filepath.Join(tdir, "manifest.yaml"), []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
@@ -86,7 +111,8 @@ components:
 func newPluginServer(t *testing.T, token string) (*testserver.Server, string) {
 	t.Helper()
 	dir := pluginsDir(t)
-	nc := node.Config{PluginsDir: dir, Plugins: plugin.Config{CallTimeout: time.Second, KillGrace: 500 * time.Millisecond}}
+	nc := node.Config{PluginsDir: dir, Plugins: plugin.Config{CallTimeout: time.Second, KillGrace: 500 * time.Millisecond},
+		EventReplay: 100, EventQueue: 100}
 	nc.Web.Token = token
 	nc.Scripts = testserver.Exectab(t, "-e=TESTCHILD=exit job EXE 0", "-e=TESTCHILD=exit other EXE 0")
 	return testserver.Start(t, nc), dir

@@ -46,8 +46,11 @@ func (s *Server) routes() []route {
 		scripts(get, "/scripts/v1/scripts", s.handleListScripts),
 		scripts(get, "/scripts/v1/runs", s.handleRunHistory),
 		scripts(get, "/scripts/v1/output/{id}", s.handleRunOutput),
-		scripts(get, "/scripts/v1/events", s.handleEvents),
-		scripts(get, "/scripts/v1/monitor", s.handleMonitor),
+		// The feed's monitors: on a server with plugins and no scripts,
+		// for client events (admitFeedMonitor answers when there is no
+		// feed).
+		{"/scripts/v1/events", []string{get}, s.methodsHandler([]string{get}, s.handleEvents)},
+		{"/scripts/v1/monitor", []string{get}, s.methodsHandler([]string{get}, s.handleMonitor)},
 		scripts(post, "/scripts/v1/result/{id}", s.handlePostResult),
 		scripts(post, "/scripts/v1/progress/{id}", s.handlePostProgress),
 		scripts(get, "/scripts/v1/guest/list", s.guestsHandler(s.handleListGuests)),
@@ -65,6 +68,8 @@ func (s *Server) routes() []route {
 		plugins(post, "/plugins/v1/call", s.handleCallPluginOnce),
 		plugins(post, "/plugins/v1/call/{session}", s.handleCallPlugin),
 		plugins(post, "/plugins/v1/stop/{session}", s.handleStopPlugin),
+		// Client events: the feed's, with or without plugins.
+		{"/plugins/v1/events", []string{post}, s.methodsHandler([]string{post}, s.handleEmitEvent)},
 		{"/", nil, handleNotImplemented},
 	}
 }

@@ -188,7 +188,7 @@ func (m *monitor) toggle(fields map[string]json.RawMessage, seq int64) (map[stri
 		return nil, false
 	}
 	m.seqs[name] = seq
-	m.sub.Watch(name)
+	m.sub.Watch(feed.Script(name))
 	return map[string]any{"success": true, "name": name, "enabled": true}, true
 }
 

@@ -57,12 +57,15 @@ type Config struct {
 	// Runs serves the detached runs of /scripts/v1; nil: the API answers
 	// that this server runs no scripts.
 	Runs *detached.Manager
-	// Events is the feed that GET /scripts/v1/events streams.
+	// Events is the feed that GET /scripts/v1/events and /monitor stream,
+	// and POST /plugins/v1/events publishes to; nil: the server has no
+	// feed (it runs no scripts and no plugins).
 	Events feed.Feed
 	// Guests keeps the guest keys; nil: there are none.
 	Guests Guests
 	// Plugins runs the plugin commands of /plugins/v1; nil: the server has
-	// none.
+	// none. A server with plugins has Events: commands emit and receive
+	// client events.
 	Plugins PluginHost
 	// SelfURL is how processes on this machine reach the server (the
 	// machines it lists to plugins and XML-RPC callers).

@@ -52,6 +52,8 @@ func TestFeed(t *testing.T, open func(t *testing.T, replay, queue int) feed.Feed
 		{"FanOutByName", testFanOutByName},
 		{"SeveralNames", testSeveralNames},
 		{"Watch", testWatch},
+		{"ClientEvents", testClientEvents},
+		{"ReplayClientEvents", testReplayClientEvents},
 		{"Replay", testReplay},
 		{"ReplayLost", testReplayLost},
 		{"ReplayLastID", testReplayLastID},
@@ -86,9 +88,24 @@ func bounded(t *testing.T, what string, f func()) {
 // subscribe subscribes to f, closed at the end of the test.
 func subscribe(t *testing.T, f feed.Feed, after uint64, names ...string) (feed.Subscription, bool) {
 	t.Helper()
-	s, lost := f.Subscribe(after, names...)
+	return subscribeTopics(t, f, after, scripts(names...)...)
+}
+
+// scripts are the topics of the scripts names.
+func scripts(names ...string) []feed.Topic {
+	topics := make([]feed.Topic, len(names))
+	for i, n := range names {
+		topics[i] = feed.Script(n)
+	}
+	return topics
+}
+
+// subscribeTopics subscribes to topics of f, closed at the end of the test.
+func subscribeTopics(t *testing.T, f feed.Feed, after uint64, topics ...feed.Topic) (feed.Subscription, bool) {
+	t.Helper()
+	s, lost := f.Subscribe(after, topics...)
 	if s == nil {
-		t.Fatalf("Subscribe(%d, %q) returned no subscription", after, names)
+		t.Fatalf("Subscribe(%d, %v) returned no subscription", after, topics)
 	}
 	t.Cleanup(func() { bounded(t, "Subscription.Close", s.Close) })
 	return s, lost
@@ -173,7 +190,7 @@ func going(t *testing.T, s feed.Subscription) {
 // publishN publishes n events of script name and returns their IDs.
 func publishN(t *testing.T, f feed.Feed, name string, n int) []uint64 {
 	t.Helper()
-	watch, _ := f.Subscribe(0, name)
+	watch, _ := f.Subscribe(0, feed.Script(name))
 	defer watch.Close()
 	ids := make([]uint64, n)
 	for i := range n {
@@ -246,6 +263,65 @@ func testFieldsKept(t *testing.T, open func(*testing.T, int, int) (feed.Feed, fu
 	}
 }
 
+// testClientEvents: client events reach the subscribers of their name, or
+// of every client event, with their fields; never a subscriber of scripts,
+// even of every script, or of a script of the same name. Run events never
+// reach a subscriber of client events.
+func testClientEvents(t *testing.T, open func(*testing.T, int, int) (feed.Feed, func())) {
+	f, _ := open(t, 10, 10)
+	allScripts, _ := subscribe(t, f, 0, "", "deploy.step")
+	allClient, _ := subscribeTopics(t, f, 0, feed.ClientEvents(feed.AllClientEvents))
+	step, _ := subscribeTopics(t, f, 0, feed.ClientEvents("deploy.step"))
+	later, _ := subscribeTopics(t, f, 0)
+	later.Watch(feed.ClientEvents("other"))
+	ev := feed.Event{Name: "deploy.step", State: feed.StateClient, Data: []byte(`{"step":2,"of":"ünï"}`),
+		From: "plugin:deploy/cmd", Perms: []string{"deploy.watch", "x[y]"}}
+	publish(t, f, ev)
+	publish(t, f, feed.Event{Run: "r1", Name: "deploy.step", State: "queued"})
+	publish(t, f, feed.Event{Name: "other", State: feed.StateClient, Data: []byte(`{}`)})
+	for _, s := range []feed.Subscription{allClient, step} {
+		got := recv(t, s)
+		if got.Name != ev.Name || got.State != feed.StateClient || string(got.Data) != string(ev.Data) ||
+			got.From != ev.From || !slices.Equal(got.Perms, ev.Perms) || got.Run != "" || got.ID == 0 || got.Time.IsZero() {
+			t.Errorf("client event: got %+v, want %+v", got, ev)
+		}
+	}
+	if e := recv(t, allClient); e.Name != "other" || e.State != feed.StateClient {
+		t.Errorf("the subscriber of every client event got %+v, want the event other", e)
+	}
+	if e := recv(t, later); e.Name != "other" {
+		t.Errorf("after Watch(ClientEvents(other)): %+v", e)
+	}
+	if e := recv(t, allScripts); e.Run != "r1" || e.State != "queued" {
+		t.Errorf("the subscriber of every script got %+v, want the run event", e)
+	}
+	for _, s := range []feed.Subscription{allScripts, allClient, step, later} {
+		none(t, s)
+	}
+}
+
+// testReplayClientEvents: a subscription with an ID replays the client
+// events of its topics, in order with the run events it watches.
+func testReplayClientEvents(t *testing.T, open func(*testing.T, int, int) (feed.Feed, func())) {
+	f, _ := open(t, 10, 10)
+	all, _ := subscribe(t, f, 0, "")
+	all.Watch(feed.ClientEvents(feed.AllClientEvents))
+	publish(t, f, feed.Event{Run: "r0", Name: "backup", State: "queued"})
+	first := recv(t, all).ID
+	publish(t, f, feed.Event{Name: "a", State: feed.StateClient})
+	publish(t, f, feed.Event{Run: "r1", Name: "backup", State: "queued"})
+	publish(t, f, feed.Event{Name: "b", State: feed.StateClient})
+	ids := recvIDs(t, all, 3)
+	s, lost := subscribeTopics(t, f, first, feed.ClientEvents("b"), feed.Script("backup"))
+	if lost {
+		t.Error("lost, within the window")
+	}
+	if got := recvIDs(t, s, 2); !slices.Equal(got, ids[1:]) {
+		t.Errorf("replayed %v, want %v", got, ids[1:])
+	}
+	none(t, s)
+}
+
 // testFanOutByName: each subscriber gets the events of the scripts it
 // watches, "" watching all.
 func testFanOutByName(t *testing.T, open func(*testing.T, int, int) (feed.Feed, func())) {
@@ -294,15 +370,15 @@ func testWatch(t *testing.T, open func(*testing.T, int, int) (feed.Feed, func())
 	s, _ := subscribe(t, f, 0)
 	publish(t, f, feed.Event{Name: "deploy", State: "queued"})
 	none(t, s)
-	s.Watch("deploy")
+	s.Watch(feed.Script("deploy"))
 	publish(t, f, feed.Event{Name: "backup", State: "queued"})
 	publish(t, f, feed.Event{Name: "deploy", State: "done"})
 	if e := recv(t, s); e.Name != "deploy" || e.State != "done" {
 		t.Errorf("after Watch(deploy): %+v", e)
 	}
 	none(t, s)
-	s.Watch("deploy") // again: no double delivery
-	s.Watch("")
+	s.Watch(feed.Script("deploy")) // again: no double delivery
+	s.Watch(feed.Script(""))
 	publish(t, f, feed.Event{Name: "backup", State: "running"})
 	publish(t, f, feed.Event{Name: "deploy", State: "running"})
 	if e1, e2 := recv(t, s), recv(t, s); e1.Name != "backup" || e2.Name != "deploy" {
@@ -500,7 +576,7 @@ func testConcurrentPublishers(t *testing.T, open func(*testing.T, int, int) (fee
 		wg.Go(func() {
 			for i := range 20 {
 				w, _ := f.Subscribe(0)
-				w.Watch(fmt.Sprint("s", i%3))
+				w.Watch(feed.Script(fmt.Sprint("s", i%3)))
 				w.Close()
 			}
 		})
