@@ -191,4 +191,3 @@ func callError(res json.RawMessage, err error) (any, error) {
 	}
 	return nil, jrpc2.Errorf(relaxedCode, "%s", err.Error())
 }
-
