@@ -65,6 +65,7 @@ func checkPlugin(stdout, stderr io.Writer, dir string, timeout time.Duration) er
 			continue
 		}
 		fmt.Fprintf(stdout, "  %s: answers JSON-RPC (%s, %s)%s\n", comp.FullID(), comp.Strategy, describeTimeout(comp.Timeout), methods)
+		warnUnusedPerms(stdout, comp)
 	}
 	if failed > 0 {
 		return &exitError{code: exitFailure, err: fmt.Errorf("%d command(s) of %s failed the handshake", failed, p.ID)}
@@ -99,6 +100,15 @@ func handshake(comp plugin.Component, timeout time.Duration, stderr io.Writer) (
 		return "; methods: " + strings.Join(names, ", "), nil
 	}
 	return "", nil
+}
+
+// warnUnusedPerms says which perms of comp grant nothing: the check passes,
+// but the command will be refused what it meant to ask for.
+func warnUnusedPerms(w io.Writer, comp plugin.Component) {
+	for _, p := range comp.UnusedPerms() {
+		fmt.Fprintf(w, "  %s: warning: perm %q grants nothing here (the server's methods: %s)\n",
+			comp.FullID(), p.String(), strings.Join(plugin.ServerMethods, ", "))
+	}
 }
 
 func describeTimeout(d time.Duration) string {

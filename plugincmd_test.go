@@ -89,6 +89,16 @@ func TestPluginCheck(t *testing.T) {
 	if !strings.Contains(outs[1], "exit status 3") || !strings.Contains(outs[1], "dying") {
 		t.Errorf("a command that exits: %s", outs[1])
 	}
+
+	// Perms that grant nothing here (a typo, a perm of the seed's server):
+	// a warning each, and the check passes.
+	typo := writePlugin(t, "id: typo\ncomponents:\n  - {id: c, type: cmd, command: cmd, perms: \"event.emit event.emitt settings.view[x]\"}\n",
+		"#!/bin/sh\nread line\necho '{\"id\":1,\"result\":[]}'\n")
+	out, _, code = check(typo)
+	if code != 0 || !strings.Contains(out, `perm "event.emitt" grants nothing`) || !strings.Contains(out, `perm "settings.view[x]" grants nothing`) ||
+		strings.Contains(out, `perm "event.emit" grants`) {
+		t.Errorf("unused perms: %d\n%s", code, out)
+	}
 }
 
 // The server refuses bad plugin flags, and a --plugins folder with a bad

@@ -47,7 +47,20 @@ func (n *Node) loadPlugins() error {
 	}
 	n.Plugins = plugin.NewManager(pc)
 	n.log.Info().Str("dir", n.cfg.PluginsDir).Int("plugins", len(set.Plugins())).Msg("plugins loaded")
+	n.warnUnusedPerms(set)
 	return nil
+}
+
+// warnUnusedPerms logs the perms of the commands of set that grant nothing.
+func (n *Node) warnUnusedPerms(set *plugin.Set) {
+	for _, p := range set.Plugins() {
+		for _, c := range p.Components {
+			for _, perm := range c.UnusedPerms() {
+				n.log.Warn().Str("plugin", c.FullID()).Str("perm", perm.String()).Strs("methods", plugin.ServerMethods).
+					Msg("a perm of the manifest grants nothing here: the server's methods are these")
+			}
+		}
+	}
 }
 
 // reloadPlugins reads the plugins again: the new set serves the sessions
@@ -64,6 +77,7 @@ func (n *Node) reloadPlugins() error {
 	}
 	n.pluginSet.Store(set)
 	n.log.Info().Str("dir", n.cfg.PluginsDir).Int("plugins", len(set.Plugins())).Msg("plugins reloaded")
+	n.warnUnusedPerms(set)
 	return nil
 }
 

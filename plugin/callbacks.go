@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/creachadair/jrpc2"
 	"github.com/rs/zerolog"
@@ -49,6 +50,24 @@ const (
 	MethodRunStatus    = "run.status"    // params {"id"}: a run's status
 	MethodMachinesList = "machines.list" // no params: the machines this server knows
 )
+
+// ServerMethods are the methods of the server a command may call, each
+// granted by the perm of its name: a perm of a manifest's perms that is
+// none of them grants nothing (UnusedPerms).
+var ServerMethods = []string{MethodRunStart, MethodRunStatus, MethodMachinesList,
+	MethodEventEmit, MethodEventSubscribe}
+
+// UnusedPerms are the perms of c that grant none of ServerMethods: often a
+// typo, or a perm of the seed's server that rexec does not have.
+func (c Component) UnusedPerms() []Perm {
+	var unused []Perm
+	for _, p := range c.Perms {
+		if !slices.Contains(ServerMethods, p.Name) {
+			unused = append(unused, p)
+		}
+	}
+	return unused
+}
 
 // notGranted is the one answer to a method that is not there and to one
 // the command's perms do not grant: a command cannot probe what it may not

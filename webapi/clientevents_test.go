@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/plugin"
+	"github.com/rexec/rexec/webapi"
 )
 
 // openSSE opens GET /scripts/v1/events with query, as key, after the event
@@ -269,5 +273,59 @@ func TestClientEventsWithoutScripts(t *testing.T) {
 	}
 	if code, _ := openSSE(t, bare.URL, "", "?event=*", ""); code != 404 {
 		t.Errorf("events on a server without a feed: %d", code)
+	}
+}
+
+// The Go sample of examples/go-plugin, built as its README says: a
+// one_for_one command whose sessions each have a process of their own, and
+// whose announce emits a client event that an SSE subscriber receives.
+func TestGoExamplePlugin(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "hello-go")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile("../examples/go-plugin/manifest.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "manifest.yaml"), manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "hello"), "../examples/go-plugin")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	s := testserver.Start(t, node.Config{PluginsDir: filepath.Dir(dir), EventReplay: 100, EventQueue: 100,
+		Web: webapi.Config{Token: "s3cret"}})
+	const admin = "s3cret"
+	code, events := openSSE(t, s.URL, admin, "?event=deploy.step", "")
+	if code != 200 {
+		t.Fatalf("events: %d", code)
+	}
+	pids := map[string]bool{}
+	for range 2 {
+		_, a := pluginCall(t, s.URL, admin, "/plugins/v1/start", `{"component":"example.hello-go/hello"}`)
+		session, _ := a["session"].(string)
+		var pid any
+		for i := range 2 {
+			code, a := pluginCall(t, s.URL, admin, "/plugins/v1/call/"+session, `{"method":"pid"}`)
+			if code != 200 || (i > 0 && a["result"] != pid) {
+				t.Fatalf("pid %d of a session: %d %v (before: %v)", i, code, a, pid)
+			}
+			pid = a["result"]
+		}
+		pids[fmt.Sprint(pid)] = true
+		code, a = pluginCall(t, s.URL, admin, "/plugins/v1/call/"+session,
+			`{"method":"announce","params":{"event":"deploy.step","data":{"step":1}}}`)
+		if code != 200 || a["result"] != true {
+			t.Fatalf("announce: %d %v", code, a)
+		}
+		if e := readSSE(t, events); e.data["from"] != "plugin:example.hello-go/hello" || fmt.Sprint(e.data["data"]) != "map[step:1]" {
+			t.Fatalf("the announced event: %+v", e)
+		}
+		pluginCall(t, s.URL, admin, "/plugins/v1/stop/"+session, "")
+	}
+	if len(pids) != 2 {
+		t.Errorf("two one_for_one sessions shared a process: %v", pids)
 	}
 }

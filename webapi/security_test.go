@@ -55,6 +55,7 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"GET", "/plugins/v1", ""},
 				{"POST", "/plugins/v1/call", `{"component":"p/c","method":"m"}`},
 				{"POST", "/plugins/v1/start", `{"component":"p/c"}`},
+				{"POST", "/plugins/v1/events", `{"name":"csrf.event"}`},
 				{"POST", "/scripts/v1/guest/create", `{"run":true}`},
 				{"GET", "/process", ""},
 				{"DELETE", "/process/csrf", ""},
