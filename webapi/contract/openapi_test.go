@@ -85,6 +85,7 @@ var contractUnreachable = []unreached{
 	{"GET /plugins/v1", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
 	{"POST /plugins/v1/call/{session}", "503", "*", "out of file descriptors, a guest key the store cannot check, or a call whose client went away (no one reads it)"},
 	{"POST /plugins/v1/stop/{session}", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
+	{"POST /plugins/v1/events", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
 }
 
 func TestOpenAPIContract(t *testing.T) {
@@ -248,10 +249,14 @@ func TestOpenAPIContract(t *testing.T) {
 				continue
 			}
 			// A server without scripts: 404 on /scripts/v1; without plugins,
-			// on /plugins/v1.
+			// on /plugins/v1; without either (no event feed), on the
+			// emitting of client events.
 			want := "no_scripts"
 			if isPlugins(path) {
 				want = "no_plugins"
+			}
+			if op == "POST /plugins/v1/events" {
+				want = "no_events"
 			}
 			if ex := c.do(t, bare.url, call{op: op, path: concretePath(op)}, 404); ex.json()["errorcode"] != want {
 				t.Errorf("%s on a server without them: %s", op, ex.body)
@@ -284,8 +289,9 @@ func TestOpenAPIContract(t *testing.T) {
 				if ex.json()["errorcode"] != "method_not_allowed" || ex.head.Get("Allow") == "" {
 					t.Errorf("%s %s with X-APIKey: %s %v", wrong, path, ex.body, ex.head)
 				}
-				// A server without plugins: 404 no_plugins, as to anyone.
-				if ex := c.do(t, bare.url, call{op: op, path: concretePath(op), header: []string{"X-APIKey", "any"}}, 404); ex.json()["errorcode"] != "no_plugins" {
+				// A server without plugins: 404 no_plugins (no_events), as
+				// to anyone.
+				if ex := c.do(t, bare.url, call{op: op, path: concretePath(op), header: []string{"X-APIKey", "any"}}, 404); ex.json()["errorcode"] != want {
 					t.Errorf("%s with X-APIKey on a server without plugins: %s", op, ex.body)
 				}
 			}
@@ -339,15 +345,17 @@ func isScripts(path string) bool { return path == "/scripts" || strings.HasPrefi
 
 // contractKeys are the guest keys of the walk, and runs it shares.
 type contractKeys struct {
-	all     string // every right, every script
-	echo    string // status of the script echo only
-	echoID  string
-	run     string // run only
-	mon     string // status and monitor, for the cap of monitors per key
-	plug    string // perms only: contract/cmd and ops.read
-	gated   string // status, and the perms ops.read and ops.write[db]
-	every   string // the perm plugin: every command
-	doneRun string // a done run of echo, whose output is "hi\n"
+	all      string // every right, every script
+	echo     string // status of the script echo only
+	echoID   string
+	run      string // run only
+	mon      string // status and monitor, for the cap of monitors per key
+	plug     string // perms only: contract/cmd and ops.read
+	gated    string // status, and the perms ops.read and ops.write[db]
+	every    string // the perm plugin: every command
+	events   string // perms only: emit and receive deploy.step, and deploy.view
+	eventsID string
+	doneRun  string // a done run of echo, whose output is "hi\n"
 }
 
 // asFunc sends a request with the admin token and validates its answer.
@@ -376,6 +384,7 @@ func contractGuests(t *testing.T, as asFunc) *contractKeys {
 	_, g.plug = create(`{"perms":["ops.read","contract/cmd"]}`)
 	_, g.gated = create(`{"status":true,"perms":["ops.read","ops.write[db]"]}`)
 	_, g.every = create(`{"perms":["plugin"]}`)
+	g.eventsID, g.events = create(`{"perms":["event.emit[deploy.step]","event.subscribe[deploy.step]","deploy.view"]}`)
 	return &g
 }
 

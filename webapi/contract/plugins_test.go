@@ -1,11 +1,14 @@
 package contract_test
 
 import (
+	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -448,6 +451,8 @@ func contractPluginsAPI(t *testing.T, c *contract, s, lim *walkServer, g *contra
 		}
 	})
 
+	t.Run("client events", func(t *testing.T) { contractClientEvents(t, c, s, lim, g) })
+
 	t.Run("limits and the breaker", func(t *testing.T) {
 		// lim: at most two sessions, one process.
 		a, b := session(t, lim.url, "", "contract/open"), session(t, lim.url, "", "contract/open")
@@ -464,4 +469,177 @@ func contractPluginsAPI(t *testing.T, c *contract, s, lim *walkServer, g *contra
 		// Another command is not refused.
 		once(t, lim.url, "", `{"component":"contract/cmd","method":"echo"}`, 200)
 	})
+}
+
+// contractClientEvents walks the client events: POST /plugins/v1/events,
+// and their monitors (GET /scripts/v1/events?event=, {"event":...} on GET
+// /scripts/v1/monitor), on s (scripts, plugins, a token, --monitor-names 2)
+// and on lim (plugins and no scripts, no token).
+func contractClientEvents(t *testing.T, c *contract, s, lim *walkServer, g *contractKeys) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	emit := func(t *testing.T, base, key, body string, status int, header ...string) *exchange {
+		t.Helper()
+		return c.do(t, base, call{op: "POST /plugins/v1/events", path: "/plugins/v1/events", body: body, header: header,
+			key: key, valid: status < 300}, status)
+	}
+	events := func(t *testing.T, base, key, query string, status int) *exchange {
+		t.Helper()
+		ex := c.open(t, ctx, base, call{op: "GET /scripts/v1/events", path: "/scripts/v1/events" + query, key: key, valid: status < 300}, status)
+		if status >= 300 {
+			c.finish(t, ex)
+		}
+		return ex
+	}
+	code := func(t *testing.T, ex *exchange, want, says string) {
+		t.Helper()
+		if e := ex.json(); e["errorcode"] != want || !strings.Contains(e["error"].(string), says) {
+			t.Errorf("%s %s: %s, want %s saying %q", ex.op, ex.path, ex.body, want, says)
+		}
+	}
+	// next reads the stream's next event: a client event, whose data it
+	// returns.
+	next := func(t *testing.T, ex *exchange, br *bufio.Reader) map[string]any {
+		t.Helper()
+		e, data := c.readEvent(t, ex, br)
+		if e["event"] != "client" || data["state"] != "client" || e["id"] != strconv.FormatFloat(data["id"].(float64), 'f', -1, 64) {
+			t.Fatalf("%s: %v %v, want a client event", ex.path, e, data)
+		}
+		return data
+	}
+
+	// The admin's stream of deploy.step, and a guest key's of every client
+	// event it may receive; the admin's of runs and of deploy.step.
+	admin := events(t, s.url, adminToken, "?event=deploy.step", 200)
+	adminEvents := bufio.NewReader(admin.resp.Body)
+	guest := events(t, s.url, g.events, "?event=*", 200)
+	guestEvents := bufio.NewReader(guest.resp.Body)
+	both := events(t, s.url, adminToken, "?name=echo&event=deploy.step", 200)
+	bothEvents := bufio.NewReader(both.resp.Body)
+
+	a := emit(t, s.url, adminToken, `{"name":"deploy.step","data":{"step":1,"of":"ünï"},"perms":["deploy.admin"]}`, 202).json()
+	if a["name"] != "deploy.step" {
+		t.Errorf("emit: %v", a)
+	}
+	emit(t, s.url, g.events, `{"name":"deploy.step","data":{"step":2},"perms":["deploy.view"]}`, 202)
+	emit(t, s.url, "", `{"name":"deploy.step"}`, 202, "X-APIKey", adminToken)
+	emit(t, s.url, adminToken, `{"name":"deploy.other","data":{}}`, 202) // no one here watches it
+
+	// The admin holds every perm: all three, in order, saying who emitted
+	// each; the guest key only those its perms let it receive.
+	for i, want := range []struct{ data, from, perms string }{
+		{`{"of":"ünï","step":1}`, "admin", `["deploy.admin"]`},
+		{`{"step":2}`, g.eventsID, `["deploy.view"]`},
+		{`{}`, "admin", `null`},
+	} {
+		for _, stream := range []struct {
+			ex *exchange
+			br *bufio.Reader
+		}{{admin, adminEvents}, {both, bothEvents}} {
+			d := next(t, stream.ex, stream.br)
+			if d["name"] != "deploy.step" || js(d["data"]) != want.data || d["from"] != want.from || js(d["perms"]) != want.perms {
+				t.Errorf("%s: client event %d: %v, want data %s from %s guarded by %s", stream.ex.path, i, d, want.data, want.from, want.perms)
+			}
+		}
+	}
+	if d := next(t, guest, guestEvents); js(d["data"]) != `{"step":2}` || d["from"] != g.eventsID {
+		t.Errorf("the guest key received %v first, want step 2 (step 1 is guarded by deploy.admin, which it lacks)", d)
+	}
+	if d := next(t, guest, guestEvents); js(d["data"]) != `{}` {
+		t.Errorf("the guest key received %v, want the event without data", d)
+	}
+	// The stream of runs and client events has both.
+	id := c.do(t, s.url, call{op: "POST /scripts/v1/run", path: "/scripts/v1/run", body: `{"name":"echo","args":["ev"]}`,
+		key: adminToken, valid: true}, 200).json()["id"].(string)
+	if e, data := c.readEvent(t, both, bothEvents); e["event"] != "queued" || data["run"] != id {
+		t.Errorf("the stream of runs and client events: %v %v, want %s queued", e, data, id)
+	}
+	for _, ex := range []*exchange{admin, guest, both} {
+		ex.resp.Body.Close()
+	}
+
+	// What a guest key may not emit, or ask for; what is no event.
+	code(t, emit(t, s.url, g.events, `{"name":"deploy.done"}`, 403), "forbidden", "event.emit[deploy.done]")
+	code(t, emit(t, s.url, "", `{"name":"deploy.done"}`, 403, "X-APIKey", g.plug), "forbidden", "event.emit[deploy.done]")
+	code(t, emit(t, s.url, g.plug, `{"name":"bad name"}`, 400), "invalid_request", "invalid event name") // the body first
+	for body, says := range map[string]string{
+		`{"data":{}}`:                  "1 to 128 bytes",
+		`{"name":""}`:                  "1 to 128 bytes",
+		`{"name":"*"}`:                 "invalid event name",
+		`{"name":"a b"}`:               "invalid event name",
+		`{"name":"x","data":[1]}`:      "JSON object",
+		`{"name":"x","data":"text"}`:   "JSON object",
+		`{"name":"x","perms":["Bad"]}`: "invalid perm",
+		`{"name":"x","perms":"p"}`:     "perms",
+		`{"name":"x","nosuch":1}`:      "nosuch",
+		`[1]`:                          "",
+		`{"name":"x",`:                 "",
+		js(map[string]any{"name": "x", "perms": perms65[:17]}):                 "at most 16 perms",
+		js(map[string]any{"name": strings.Repeat("x", plugin.MaxEventName+1)}): "1 to 128 bytes",
+	} {
+		code(t, emit(t, s.url, adminToken, body, 400), "invalid_request", says)
+	}
+	code(t, emit(t, s.url, "", `{"name":"x","nosuch":1}`, 400, "X-APIKey", adminToken), "invalid_request", "nosuch")
+	emit(t, s.url, adminToken, js(map[string]any{"name": "x", "data": map[string]string{"big": strings.Repeat("x", 70<<10)}}), 413)
+	contractBodyTimeout(t, c, s.url, "POST /plugins/v1/events", "/plugins/v1/events", adminToken)
+	// A key in the URL is not read on /plugins/v1.
+	c.do(t, s.url, call{op: "POST /plugins/v1/events", path: "/plugins/v1/events?apikey=" + g.events, body: `{"name":"deploy.step"}`}, 401)
+
+	code(t, events(t, s.url, g.events, "?event=deploy.done", 403), "forbidden", "event.subscribe[deploy.done]")
+	code(t, events(t, s.url, g.plug, "?event=*", 403), "forbidden", "event.subscribe")
+	code(t, events(t, s.url, g.events, "", 403), "forbidden", "")                         // runs: the monitor right
+	code(t, events(t, s.url, g.events, "?event=deploy.step&name=", 403), "forbidden", "") // runs too
+	code(t, events(t, s.url, adminToken, "?event=bad%20name", 400), "invalid_request", "invalid event name")
+	code(t, events(t, s.url, adminToken, "?event=a&event=b&event=c", 400), "invalid_request", "--monitor-names")
+
+	// The WebSocket: {"event": name} with the key's perms.
+	w := c.dialWS(t, ctx, s.url, "GET /scripts/v1/monitor", "/scripts/v1/monitor", http.Header{"Authorization": {"Bearer " + g.events}})
+	for _, r := range []struct {
+		msg  string
+		raw  bool // not a watch request of the document
+		want map[string]any
+	}{
+		{`{"event":"deploy.done"}`, false, map[string]any{"success": false, "event": "deploy.done", "errorcode": "forbidden"}},
+		{`{"event":"a b"}`, true, map[string]any{"success": false, "event": "a b", "errorcode": "invalid_request"}},
+		{`{"name":"echo","event":"deploy.step"}`, true, map[string]any{"success": false}},
+		{`{"name":"echo"}`, false, map[string]any{"success": false, "name": "echo", "errorcode": "forbidden"}},
+		{`{"event":"deploy.step"}`, false, map[string]any{"success": true, "event": "deploy.step", "enabled": true}},
+	} {
+		if r.raw {
+			w.sendRaw(r.msg)
+		} else {
+			w.send(r.msg)
+		}
+		m := w.receive()
+		for k, v := range r.want {
+			if m[k] != v {
+				t.Errorf("%s answered %v, want %s %v", r.msg, m, k, v)
+			}
+		}
+	}
+	emit(t, s.url, adminToken, `{"name":"deploy.step","data":{"n":1},"perms":["deploy.admin"]}`, 202)
+	emit(t, s.url, adminToken, `{"name":"deploy.step","data":{"n":2},"perms":["deploy.view"]}`, 202)
+	if m := w.receive(); m["state"] != "client" || js(m["data"]) != `{"n":2}` || m["from"] != "admin" {
+		t.Errorf("the WebSocket received %v, want n 2 alone", m)
+	}
+	// A key without the monitor right and without event.subscribe: no
+	// monitor at all.
+	c.do(t, s.url, call{op: "GET /scripts/v1/monitor", path: "/scripts/v1/monitor", key: g.plug}, 403)
+
+	// A server with plugins and no scripts has the feed of client events.
+	ev := events(t, lim.url, "", "?event=*", 200)
+	evs := bufio.NewReader(ev.resp.Body)
+	ws := c.dialWS(t, ctx, lim.url, "GET /scripts/v1/monitor", "/scripts/v1/monitor", nil)
+	ws.send(`{"event":"*"}`)
+	if m := ws.receive(); m["success"] != true || m["event"] != "*" {
+		t.Errorf("watch * on a server without scripts: %v", m)
+	}
+	emit(t, lim.url, "", `{"name":"hello","data":{"x":[1]}}`, 202)
+	if d := next(t, ev, evs); d["name"] != "hello" || d["from"] != "admin" || js(d["data"]) != `{"x":[1]}` {
+		t.Errorf("a client event on a server without scripts: %v", d)
+	}
+	if m := ws.receive(); m["name"] != "hello" || m["state"] != "client" {
+		t.Errorf("the WebSocket on a server without scripts received %v", m)
+	}
+	ev.resp.Body.Close()
 }
