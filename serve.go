@@ -65,7 +65,7 @@ type serveCmd struct {
 	BusyTimeout    time.Duration `default:"2s" help:"How long a write to the run history waits for another process's lock on it (the sqlite3 shell, a backup) before the request gets 503."`
 	MaxOutput      byteSize      `default:"16MiB" help:"Largest output kept per detached run; past it a truncation marker is written and the rest dropped."`
 	Retain         days          `default:"30d" help:"Delete detached runs that ended longer ago than this (e.g. 30d, 12h); 0 keeps them all."`
-	EventReplay    int           `default:"1000" help:"Events (of runs, and client events) kept for monitors that reconnect with Last-Event-ID."`
+	EventReplay    int           `default:"1000" help:"Runs' events kept for monitors that reconnect with Last-Event-ID, and as many client events."`
 	EventQueue     int           `default:"256" help:"Events queued per monitor; one that falls further behind is disconnected."`
 }
 

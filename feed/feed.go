@@ -100,10 +100,12 @@ type Publisher interface {
 // monitors subscribe to it. *Hub is the single-host implementation.
 type Feed interface {
 	Publisher
-	// Subscribe watches topics (more can be added with Watch). With after > 0 (the last ID the monitor saw) the events
-	// after it that the feed still keeps come first; lost reports that the
-	// feed cannot place after (it is too old, from an earlier life of the
-	// server, or not given yet).
+	// Subscribe watches topics (more can be added with Watch). With
+	// after > 0 (the last ID the monitor saw) the events after it that
+	// the feed still keeps come first; lost reports that the feed cannot
+	// place after (it is too old, from an earlier life of the server, or
+	// not given yet). The feed keeps a window of each kind of event (runs',
+	// client events): one kind never pushes the other out.
 	Subscribe(after uint64, topics ...Topic) (s Subscription, lost bool)
 	// Close ends every subscription, and those made after, with
 	// ErrClosed; Publish then drops events.
@@ -140,15 +142,32 @@ type Hub struct {
 
 	first uint64 // ID of this hub's first event
 
-	mu     sync.Mutex // guards the fields below
-	next   uint64     // ID of the next event
-	ring   []Event    // the last events, oldest first, at most replay
+	mu   sync.Mutex // guards the fields below
+	next uint64     // ID of the next event
+	// The last events, oldest first, at most replay of each kind: run
+	// events (0) and client events (1), so that a busy emitter never
+	// pushes runs' events out of the window.
+	rings  [2]ring
 	subs   map[*Sub]struct{}
 	closed bool
 }
 
-// NewHub keeps the last replay events and gives each subscriber a queue of
-// queue events.
+// ring is the replay window of one kind of event.
+type ring struct {
+	events  []Event // oldest first
+	dropped uint64  // the ID of the last event dropped from it; 0: none
+}
+
+// kind is the ring of events of t's kind.
+func kind(t Topic) int {
+	if t.client {
+		return 1
+	}
+	return 0
+}
+
+// NewHub keeps the last replay run events and the last replay client
+// events, and gives each subscriber a queue of queue events.
 //
 // Event IDs stay unique across restarts: a hub numbers its events from the
 // time it was made, in microseconds (1.8e15 in 2027, exact in a JSON
@@ -183,11 +202,13 @@ func (h *Hub) Publish(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	if len(h.ring) == h.replay {
-		copy(h.ring, h.ring[1:])
-		h.ring = h.ring[:len(h.ring)-1]
+	r := &h.rings[kind(e.Topic())]
+	if len(r.events) == h.replay {
+		r.dropped = r.events[0].ID
+		copy(r.events, r.events[1:])
+		r.events = r.events[:len(r.events)-1]
 	}
-	h.ring = append(h.ring, e)
+	r.events = append(r.events, e)
 	for s := range h.subs {
 		if !s.watches(e.Topic()) {
 			continue
@@ -200,11 +221,13 @@ func (h *Hub) Publish(e Event) {
 	}
 }
 
-// Subscribe watches topics (more can be added with Watch). With after > 0 (the last ID the monitor saw) the events after it
-// that are still in the replay window come first; lost reports that the
-// hub cannot place after: events after it are already out of the window, it
-// is from an earlier life of the server (the window then replays all it
-// has), or it is an ID not yet given (from the future: nothing is replayed).
+// Subscribe watches topics (more can be added with Watch). With after > 0
+// (the last ID the monitor saw) the events after it that are still in the
+// replay window come first; lost reports that the hub cannot place after:
+// events of the kinds of topics watched (runs', client events) after it
+// are already out of the window, it is from an earlier life of the server
+// (the window then replays all it has), or it is an ID not yet given (from
+// the future: nothing is replayed).
 func (h *Hub) Subscribe(after uint64, topics ...Topic) (Subscription, bool) {
 	s := &Sub{hub: h, topics: map[Topic]bool{}, done: make(chan struct{})}
 	var lost bool
@@ -219,16 +242,14 @@ func (h *Hub) Subscribe(after uint64, topics ...Topic) (Subscription, bool) {
 	case after >= h.next:
 		lost = true // from the future: nothing to replay
 	default:
-		oldest := h.next // the oldest ID still known
-		if len(h.ring) > 0 {
-			oldest = h.ring[0].ID
+		lost = after+1 < h.first
+		var kinds [2][]Event // of each ring, the events to replay
+		for _, t := range topics {
+			r := &h.rings[kind(t)]
+			lost = lost || after < r.dropped
+			kinds[kind(t)] = r.events
 		}
-		lost = after+1 < oldest || after+1 < h.first
-		for _, e := range h.ring {
-			if e.ID > after && s.watches(e.Topic()) {
-				backlog = append(backlog, e)
-			}
-		}
+		backlog = s.merge(kinds[0], kinds[1], after)
 	}
 	s.c = make(chan Event, h.queue+len(backlog))
 	for _, e := range backlog {
@@ -240,6 +261,24 @@ func (h *Hub) Subscribe(after uint64, topics ...Topic) (Subscription, bool) {
 	}
 	h.subs[s] = struct{}{}
 	return s, lost
+}
+
+// merge is the events of a and b (each oldest first) after the ID after
+// that s watches, oldest first.
+func (s *Sub) merge(a, b []Event, after uint64) []Event {
+	var out []Event
+	for len(a) > 0 || len(b) > 0 {
+		var e Event
+		if len(b) == 0 || len(a) > 0 && a[0].ID < b[0].ID {
+			e, a = a[0], a[1:]
+		} else {
+			e, b = b[0], b[1:]
+		}
+		if e.ID > after && s.watches(e.Topic()) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Close ends every subscription.

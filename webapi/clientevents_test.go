@@ -266,6 +266,12 @@ func TestClientEventsWithoutScripts(t *testing.T) {
 	if e := readSSE(t, stream); e.data["name"] != "hello" || fmt.Sprint(e.data["data"]) != "map[]" {
 		t.Fatalf("%+v", e)
 	}
+	// Its streams of runs' events would never carry one: refused.
+	for _, q := range []string{"", "?name=", "?name=&event=*"} {
+		if code, _, body := request(t, s.URL, "GET", "/scripts/v1/events"+q, ""); code != 404 || !strings.Contains(body, `"no_scripts"`) {
+			t.Errorf("events%s on a server without scripts: %d %s", q, code, body)
+		}
+	}
 
 	bare := testserver.Start(t, node.Config{})
 	if code, a := pluginCall(t, bare.URL, "", "/plugins/v1/events", `{"name":"hello"}`); code != 404 || a["errorcode"] != "no_events" {

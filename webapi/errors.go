@@ -73,6 +73,8 @@ func kindOf(err error) (status int, code, msg string) {
 	// What the request names.
 	case errors.Is(err, launch.ErrNoSuchScript):
 		return http.StatusNotFound, "invalid_name", err.Error()
+	case errors.Is(err, errNoScripts):
+		return http.StatusNotFound, "no_scripts", err.Error()
 	case errors.Is(err, broker.ErrNoSuchAlias):
 		return http.StatusNotFound, "invalid_alias", err.Error()
 	case errors.Is(err, store.ErrNoSuchGuest):

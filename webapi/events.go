@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -69,9 +70,10 @@ func (s *Server) parseEventsQuery(r *http.Request) (eventsQuery, error) {
 		q.after = n
 	}
 	params := r.URL.Query()
-	events := params["event"]
-	if len(events) > s.cfg.Monitors.Names {
-		return eventsQuery{}, badRequestf("at most %d event parameters (--monitor-names), not %d", s.cfg.Monitors.Names, len(events))
+	events := slices.Compact(slices.Sorted(slices.Values(params["event"])))
+	scripts := len(events) == 0 || params.Has("name") // else client events only
+	if n := len(events) + btoi(scripts); n > s.cfg.Monitors.Names {
+		return eventsQuery{}, badRequestf("a stream watches at most %d names (--monitor-names), not %d", s.cfg.Monitors.Names, n)
 	}
 	rc := receiverOf(r)
 	for _, name := range events {
@@ -80,8 +82,8 @@ func (s *Server) parseEventsQuery(r *http.Request) (eventsQuery, error) {
 		}
 		q.topics = append(q.topics, feed.ClientEvents(name))
 	}
-	if len(events) > 0 && !params.Has("name") {
-		return q, nil // client events only
+	if !scripts {
+		return q, nil
 	}
 	name := params.Get("name")
 	if err := allowed(r, canMonitor, name); err != nil {
@@ -92,6 +94,13 @@ func (s *Server) parseEventsQuery(r *http.Request) (eventsQuery, error) {
 	}
 	q.topics = append(q.topics, feed.Script(name))
 	return q, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // startEvents writes the head of an event stream, a comment, and an

@@ -75,8 +75,11 @@ func endDropped(why error) feedEnd {
 }
 
 // watchable checks a name a monitor asks to watch: "" (every script) or a
-// script of the exectab in force.
+// script of the exectab in force, on a server that runs scripts.
 func (s *Server) watchable(name string) error {
+	if s.cfg.Runs == nil {
+		return errNoScripts // a feed of client events alone
+	}
 	if name == "" {
 		return nil
 	}

@@ -228,7 +228,7 @@ func (m *monitor) answer(data []byte) (map[string]any, bool) {
 			Event *string `json:"event"`
 		}
 		if err != nil || json.Unmarshal(data, &req) != nil || (req.Name == nil) == (req.Event == nil) {
-			return map[string]any{"success": false, "error": `send {"name":"script"} ({"name":""} for every script), ` +
+			return map[string]any{"success": false, "errorcode": "invalid_request", "error": `send {"name":"script"} ({"name":""} for every script), ` +
 				`or {"event":"name"} ({"event":"*"} for every client event)`}, true
 		}
 		if req.Event != nil {
@@ -251,11 +251,12 @@ func (m *monitor) watch(name string) (map[string]any, bool) {
 		return map[string]any{"success": false, "name": clipName(name), "enabled": false, "errorcode": "forbidden",
 			"error": "this key may not watch runs"}, true
 	case m.guest != nil && m.guest.Name != "" && name != m.guest.Name:
-		return map[string]any{"success": false, "name": clipName(name), "enabled": false,
+		return map[string]any{"success": false, "name": clipName(name), "enabled": false, "errorcode": "forbidden",
 			"error": "this key may only watch " + m.guest.Name}, true
 	case werr != nil:
-		return map[string]any{"success": false, "name": clipName(name), "enabled": false, "errorcode": "invalid_name",
-			"error": werr.Error()}, true
+		_, code, msg := kindOf(werr)
+		return map[string]any{"success": false, "name": clipName(name), "enabled": false, "errorcode": code,
+			"error": msg}, true
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

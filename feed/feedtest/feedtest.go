@@ -54,6 +54,7 @@ func TestFeed(t *testing.T, open func(t *testing.T, replay, queue int) feed.Feed
 		{"Watch", testWatch},
 		{"ClientEvents", testClientEvents},
 		{"ReplayClientEvents", testReplayClientEvents},
+		{"WindowPerKind", testWindowPerKind},
 		{"Replay", testReplay},
 		{"ReplayLost", testReplayLost},
 		{"ReplayLastID", testReplayLastID},
@@ -320,6 +321,37 @@ func testReplayClientEvents(t *testing.T, open func(*testing.T, int, int) (feed.
 		t.Errorf("replayed %v, want %v", got, ids[1:])
 	}
 	none(t, s)
+}
+
+// testWindowPerKind: the replay window keeps the last replay events of each
+// kind, runs' and client events: a burst of client events does not push
+// runs' events out, and lost is about the kinds a subscription watches.
+func testWindowPerKind(t *testing.T, open func(*testing.T, int, int) (feed.Feed, func())) {
+	f, _ := open(t, 2, 20)
+	all, _ := subscribe(t, f, 0, "")
+	all.Watch(feed.ClientEvents(feed.AllClientEvents))
+	publish(t, f, feed.Event{Run: "r0", Name: "backup", State: "queued"})
+	publish(t, f, feed.Event{Run: "r1", Name: "backup", State: "queued"})
+	for i := range 5 {
+		publish(t, f, feed.Event{Name: fmt.Sprint("c", i), State: feed.StateClient})
+	}
+	ids := recvIDs(t, all, 7)
+	runs, lost := subscribe(t, f, ids[0], "")
+	if lost {
+		t.Error("runs' events: lost, though none was pushed out")
+	}
+	if got := recvIDs(t, runs, 1); got[0] != ids[1] {
+		t.Errorf("runs' events replayed %v, want %v", got, ids[1:2])
+	}
+	both, lost := subscribeTopics(t, f, ids[0], feed.Script(""), feed.ClientEvents(feed.AllClientEvents))
+	if !lost {
+		t.Error("client events: not lost, though three were pushed out")
+	}
+	if got, want := recvIDs(t, both, 3), []uint64{ids[1], ids[5], ids[6]}; !slices.Equal(got, want) {
+		t.Errorf("replayed %v, want %v, in order", got, want)
+	}
+	none(t, runs)
+	none(t, both)
 }
 
 // testFanOutByName: each subscriber gets the events of the scripts it
