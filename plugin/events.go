@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/creachadair/jrpc2"
 
@@ -96,8 +97,8 @@ func NewEvent(name string, data json.RawMessage, perms []string, from string) (f
 		data = json.RawMessage("{}")
 	case len(data) > MaxEventData:
 		return feed.Event{}, &EventError{"data", fmt.Sprintf("an event's data has at most %d bytes, not %d", MaxEventData, len(data))}
-	case data[0] != '{' || !json.Valid(data):
-		return feed.Event{}, &EventError{"data", "an event's data is a JSON object"}
+	case data[0] != '{' || !json.Valid(data) || !utf8.Valid(data):
+		return feed.Event{}, &EventError{"data", "an event's data is a JSON object, in UTF-8"}
 	}
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, data); err != nil {
