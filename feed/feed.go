@@ -74,7 +74,9 @@ func ClientEvents(name string) Topic { return Topic{client: true, name: name} }
 // AllClientEvents names every client event in ClientEvents.
 const AllClientEvents = "*"
 
-// Name is the script or client event name the topic watches.
+// Name is the script or client event name the topic watches. Name and
+// IsClient are how an implementation of Feed outside this package (one
+// shared by several hosts) reads a topic.
 func (t Topic) Name() string { return t.name }
 
 // IsClient reports whether t watches client events.
