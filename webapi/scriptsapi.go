@@ -321,13 +321,23 @@ var (
 // it stays open and streams new output until the run ends. The header
 // Rexec-Output-Offset says where it starts; the trailer Rexec-Output-End
 // where it stopped, the offset to resume from.
+//
+// A client that accepts text/event-stream gets the output as Server-Sent
+// Events instead (outputsse.go), each with the offset after it as its id:
+// one that reconnects with Last-Event-ID resumes there, with no gap and no
+// byte twice.
 func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var offset int64
-	if v := r.URL.Query().Get("offset"); v != "" {
+	sse := acceptsEventStream(r)
+	v, from := r.URL.Query().Get("offset"), "offset"
+	if last := r.Header.Get("Last-Event-ID"); sse && last != "" {
+		v, from = last, "Last-Event-ID"
+	}
+	if v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			s.failScripts(w, r, badRequestf("offset must be a byte offset (0 or more), not %q", v))
+			s.failScripts(w, r, badRequestf("%s must be a byte offset (0 or more), not %q", from, v))
 			return
 		}
 		offset = n
@@ -364,6 +374,10 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rd.Close()
+	if sse {
+		s.writeOutputEvents(ctx, w, rd, offset)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")

@@ -1,0 +1,119 @@
+package webapi_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// A run's output as Server-Sent Events: each event's id is the offset after
+// it, and a stream that reconnects with Last-Event-ID gets the rest, with
+// no gap and no byte twice; the end says where the output ends.
+func TestOutputEventStream(t *testing.T) {
+	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=lines lines EXE @@1 @@2", "-e=TESTCHILD=echo echo EXE @@1 @@2")
+	id := s.submit(t, map[string]any{"name": "lines", "args": []string{"40", "20ms"}})
+	open := func(last string) *bufio.Reader {
+		req, _ := http.NewRequest("GET", s.url+"/scripts/v1/output/"+id+"?follow=1", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("output as events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		return bufio.NewReader(resp.Body)
+	}
+	// next is the next event: its id, type and data (raw JSON).
+	next := func(br *bufio.Reader) (id, event, data string) {
+		t.Helper()
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("the stream ended: %v", err)
+			}
+			line = strings.TrimSuffix(line, "\n")
+			switch {
+			case line == "" && event != "":
+				return id, event, data
+			case strings.HasPrefix(line, "id: "):
+				id = line[4:]
+			case strings.HasPrefix(line, "event: "):
+				event = line[7:]
+			case strings.HasPrefix(line, "data: "):
+				data = line[6:]
+			}
+		}
+	}
+	var text strings.Builder
+	br := open("")
+	var last string
+	for text.Len() < 60 {
+		eid, event, data := next(br)
+		var chunk string
+		if event != "output" || json.Unmarshal([]byte(data), &chunk) != nil {
+			t.Fatalf("event %s %s", event, data)
+		}
+		text.WriteString(chunk)
+		if eid != fmt.Sprint(text.Len()) {
+			t.Fatalf("id %s after %d bytes", eid, text.Len())
+		}
+		last = eid
+	}
+	br = open(last) // a reconnection
+	for {
+		eid, event, data := next(br)
+		if event == "end" {
+			if data != fmt.Sprintf(`{"offset":%d}`, text.Len()) {
+				t.Fatalf("end %s after %d bytes", data, text.Len())
+			}
+			break
+		}
+		var chunk string
+		json.Unmarshal([]byte(data), &chunk)
+		text.WriteString(chunk)
+		if eid != fmt.Sprint(text.Len()) {
+			t.Fatalf("id %s after %d bytes", eid, text.Len())
+		}
+	}
+	var want strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	if text.String() != want.String() {
+		t.Fatalf("the output by events, with a reconnection:\n%q\nwant\n%q", text.String(), want.String())
+	}
+
+	// Characters of several bytes arrive whole; a bad Last-Event-ID is a
+	// 400, one past the end a 416.
+	id = s.submit(t, map[string]any{"name": "echo", "args": []string{"ünï", "日本語 😀"}})
+	s.waitState(t, id, "done")
+	_, event, data := next(open(""))
+	if event != "output" || data != `"ünï\n日本語 😀\n"` {
+		t.Errorf("%s %s", event, data)
+	}
+	_, event, _ = next(open("3"))
+	if event != "output" {
+		t.Errorf("from the middle of a character: %s", event)
+	}
+	for last, want := range map[string]int{"x": 400, "-1": 400, "999999": 416} {
+		req, _ := http.NewRequest("GET", s.url+"/scripts/v1/output/"+id, nil)
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Last-Event-ID", last)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Last-Event-ID %s: %d, want %d", last, resp.StatusCode, want)
+		}
+	}
+}
