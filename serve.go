@@ -7,14 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/child"
+	"github.com/rexec/rexec/console"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/node"
@@ -52,6 +56,8 @@ type serveCmd struct {
 	MaxProcs       int           `default:"0" help:"Most processes running at once; beyond it 503. 0 means no limit."`
 	Heartbeat      time.Duration `default:"15s" help:"Silence after which an NDJSON stream gets a {\"heartbeat\":true} line."`
 	ParkAfter      time.Duration `default:"25ms" help:"A stream quiet this long (a text one also past 1 MiB or 1 s) is served off net/http, which saves memory per held stream and CPU per byte. 0 keeps every stream in net/http."`
+	Console        bool          `default:"true" negatable:"" help:"Serve the web console at / (--no-console: none). The page needs no key to load; a person signs in in it with the token or a guest key."`
+	BasePath       string        `placeholder:"PATH" help:"A path prefix (/rexec) the server is also served under, for a reverse proxy that passes the prefix on: /rexec/scripts/v1/run is served as /scripts/v1/run, and the console opens at /rexec/."`
 	DebugAddr      string        `help:"Serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it."`
 	MetricsAddr    string        `placeholder:"ADDR" help:"Also serve GET /metrics (Prometheus) on this address (e.g. 127.0.0.1:9100) without the token, for a scraper that has none; /metrics on the main address always needs the token. Anyone who reaches ADDR reads the metrics (script names, run counts, the build): a non-loopback ADDR is served with a warning; keep it on a private network."`
 	Scripts        string        `type:"path" placeholder:"FILE" help:"Exectab file of the scripts that may run (see README). SIGHUP reloads it; a bad file is refused with its line number."`
@@ -89,6 +95,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--heartbeat must be positive")
 	case c.ParkAfter < 0:
 		return errors.New("--park-after must be 0 (never) or more")
+	case c.BasePath != "" && !validBasePath(c.BasePath):
+		return fmt.Errorf("--base-path %q: give a path such as /rexec (a leading /, no trailing /, no . or .. segments, no query)", c.BasePath)
 	case c.EventReplay < 1 || c.EventQueue < 1:
 		return errors.New("--event-replay and --event-queue must be at least 1")
 	case c.MaxOutput <= 0:
@@ -203,6 +211,20 @@ func (c *serveCmd) prepareProcess(log zerolog.Logger) {
 	}
 }
 
+// consoleHandler is the web console's handler, or nil (no console).
+func consoleHandler(on bool) http.Handler {
+	if !on {
+		return nil
+	}
+	return console.New()
+}
+
+// validBasePath reports whether p is a path prefix the server can be
+// served under: "/a/b", clean, without a trailing slash or a query.
+func validBasePath(p string) bool {
+	return strings.HasPrefix(p, "/") && p != "/" && path.Clean(p) == p && !strings.ContainsAny(p, "?#%\\ ")
+}
+
 // nodeConfig maps the flags onto the node's settings.
 func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
 	return node.Config{
@@ -236,6 +258,8 @@ func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
 			BodyTimeout:    c.BodyTimeout,
 			Monitors:       webapi.MonitorLimits{Max: c.MaxMonitors, PerKey: c.MonitorsPerKey, Names: c.MonitorNames},
 			MetricsAddr:    c.MetricsAddr,
+			Console:        consoleHandler(c.Console),
+			BasePath:       c.BasePath,
 		},
 		Store: store.Options{MaxOutput: int64(c.MaxOutput), BusyTimeout: c.BusyTimeout},
 		Detached: detached.Config{

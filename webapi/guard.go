@@ -28,6 +28,10 @@ import (
 // This is how Jupyter, Vite and webpack-dev-server protect their local
 // servers.
 
+// codeForbiddenOrigin is the errorcode of a request a browser made for a page
+// of another site.
+const codeForbiddenOrigin = "forbidden_origin"
+
 // siteGuard holds the Host and Origin rules, parsed once.
 type siteGuard struct {
 	anyHost   bool
@@ -81,13 +85,13 @@ func (g *siteGuard) check(r *http.Request) (code, msg string) {
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
 		if !g.originAllowed(origin, r.Host) {
-			return "forbidden_origin", fmt.Sprintf("requests from pages of %q are refused: "+
+			return codeForbiddenOrigin, fmt.Sprintf("requests from pages of %q are refused: "+
 				"start the server with --allowed-origin for that origin", origin)
 		}
 		return "", ""
 	}
 	if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") {
-		return "forbidden_origin", "requests from pages of other sites are refused"
+		return codeForbiddenOrigin, "requests from pages of other sites are refused"
 	}
 	return "", ""
 }

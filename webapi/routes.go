@@ -3,6 +3,8 @@ package webapi
 import (
 	"net/http"
 	"strings"
+
+	"github.com/rexec/rexec/console"
 )
 
 // The server's routing table: every path it serves, the methods each one
@@ -70,8 +72,20 @@ func (s *Server) routes() []route {
 		plugins(post, "/plugins/v1/stop/{session}", s.handleStopPlugin),
 		// Client events: the feed's, with or without plugins.
 		{"/plugins/v1/events", []string{post}, s.methodsHandler([]string{post}, s.handleEmitEvent)},
+		// The web console (package console): the page, and its files.
+		{"/{$}", []string{get}, s.methodsHandler([]string{get}, s.handleConsole)},
+		{console.Prefix, []string{get}, s.methodsHandler([]string{get}, s.handleConsole)},
 		{"/", nil, handleNotImplemented},
 	}
+}
+
+// handleConsole serves the web console, or says the server has none.
+func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Console == nil {
+		handleNotImplemented(w, r)
+		return
+	}
+	s.cfg.Console.ServeHTTP(w, r)
 }
 
 // handleNotImplemented answers every path that the table has no route for;

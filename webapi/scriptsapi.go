@@ -317,8 +317,9 @@ var (
 	errKeyRevoked    = errors.New("the guest key was deleted or expired")
 )
 
-// handleRunOutput sends a run's output from byte ?offset=N. With ?follow=1
-// it stays open and streams new output until the run ends. The header
+// handleRunOutput sends a run's output from byte ?offset=N, ?limit=L bytes
+// of it at most. With ?follow=1 it stays open and streams new output until
+// the run ends. The header
 // Rexec-Output-Offset says where it starts; the trailer Rexec-Output-End
 // where it stopped, the offset to resume from.
 //
@@ -344,6 +345,15 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	}
 	follow := r.URL.Query().Get("follow")
 	following := follow == "1" || follow == "true"
+	var limit int64 = -1 // none
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || following || sse {
+			s.failScripts(w, r, badRequestf("limit must be a number of bytes (1 or more), without follow=1 or events, not %q", v))
+			return
+		}
+		limit = n
+	}
 	if err := s.runAllowed(r, canStatus); err != nil {
 		s.failScripts(w, r, err)
 		return
@@ -374,6 +384,10 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rd.Close()
+	var out io.Reader = rd
+	if limit > 0 {
+		out = io.LimitReader(rd, limit)
+	}
 	if sse {
 		s.writeOutputEvents(ctx, w, rd, offset)
 		return
@@ -386,7 +400,7 @@ func (s *Server) handleRunOutput(w http.ResponseWriter, r *http.Request) {
 	h.Set("Trailer", "Rexec-Output-End")
 	w.WriteHeader(http.StatusOK)
 	pos := offset
-	err = copyFlushing(w, rd, &pos)
+	err = copyFlushing(w, out, &pos)
 	switch cause := context.Cause(ctx); {
 	case err == nil, errors.Is(cause, errServerClosing) && errors.Is(err, errServerClosing):
 	case errors.Is(cause, errKeyRevoked):

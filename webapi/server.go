@@ -22,6 +22,7 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/console"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/internal/tlsfiles"
@@ -70,6 +71,13 @@ type Config struct {
 	// SelfURL is how processes on this machine reach the server (the
 	// machines it lists to plugins and XML-RPC callers).
 	SelfURL func() string
+	// Console serves the web console (GET / and /console/...), which needs
+	// no key to load: the person signs in in the page. Nil: no console.
+	Console http.Handler
+	// BasePath is a path prefix ("/rexec") the server is also served
+	// under, for a reverse proxy that keeps the prefix: a request under
+	// it is served as if without it. "" for none.
+	BasePath string
 	// ParkAfter is how long a stream whose head has been sent may stay
 	// quiet before it is parked: served off net/http, which saves most of
 	// a held stream's memory (package stream). Default 25ms; negative:
@@ -228,7 +236,33 @@ func (s *Server) Handler() http.Handler {
 	for _, rt := range s.routes() { // the routing table, routes.go
 		mux.HandleFunc(rt.pattern, rt.handler)
 	}
-	return s.authenticate(mux)
+	return s.underBasePath(s.authenticate(mux))
+}
+
+// underBasePath serves h at the root and, with a base path, under it too:
+// "/rexec/scripts/v1/run" as "/scripts/v1/run". "/rexec" alone redirects to
+// "/rexec/", where the console's relative links resolve under the prefix.
+func (s *Server) underBasePath(h http.Handler) http.Handler {
+	base := s.cfg.BasePath
+	if base == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, base)
+		switch {
+		case ok && rest == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			http.Redirect(w, r, base+"/", http.StatusMovedPermanently)
+			return
+		case ok && strings.HasPrefix(rest, "/"):
+			r2 := new(http.Request)
+			*r2 = *r
+			u := *r.URL
+			u.Path, u.RawPath = rest, ""
+			r2.URL = &u
+			r = r2
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Open listens on the configured address (and on MetricsAddr, if set) and
@@ -367,7 +401,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 //
 //go:noinline
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request {
-	if code, msg := s.guard.check(r); code != "" {
+	if code, msg := s.guard.check(r); code != "" && !(code == codeForbiddenOrigin && s.consoleNavigation(r)) {
 		s.refuse(w, r, http.StatusForbidden, code, msg)
 		return nil
 	}
@@ -379,6 +413,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) *http.Request
 	}
 	if isProbe(r) || isCallback(r.URL.Path) { // a callback carries its run's own token, checked by the handler
 		return r
+	}
+	if s.cfg.Console != nil && isConsole(r) {
+		return r // the page and its files: the person signs in in the page
 	}
 	if !s.authRequired() {
 		return r
@@ -469,6 +506,21 @@ func credential(r *http.Request, scripts bool) (key string, from keySource) {
 // credentials (orchestrators send none).
 func isProbe(r *http.Request) bool {
 	return (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+}
+
+// consoleNavigation reports whether r is a browser opening the console's
+// page from a link on another site: a top-level navigation, whose answer
+// that site never reads. The page, loaded so, holds no key (the tab's
+// session storage is its own), and its own requests are checked as any.
+func (s *Server) consoleNavigation(r *http.Request) bool {
+	return s.cfg.Console != nil && r.URL.Path == "/" && r.Method == http.MethodGet &&
+		r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document"
+}
+
+// isConsole reports whether r asks for the web console's page or one of
+// its files, which hold no secret and need no key.
+func isConsole(r *http.Request) bool {
+	return (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, console.Prefix)) && (r.Method == http.MethodGet || r.Method == http.MethodHead)
 }
 
 // hasBody reports whether r may have a body still to read.

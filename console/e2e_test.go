@@ -1,0 +1,371 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+		"github.com/chromedp/chromedp"
+
+	"github.com/rexec/rexec/console"
+	"github.com/rexec/rexec/internal/testserver"
+	"github.com/rexec/rexec/node"
+	"github.com/rexec/rexec/store"
+	"github.com/rexec/rexec/webapi"
+)
+
+// The end-to-end tests drive a real headless Chromium (Debian's chromium,
+// which .ci/run installs) against a real rexec.
+
+const admin = "console-admin-token"
+
+// chromiumPath is the browser's path. Without one the tests skip, except in
+// CI, where .ci/run installs it: there a missing browser fails them.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("no chromium: .ci/run installs Debian's chromium package")
+	}
+	t.Skip("no chromium on this machine (apt-get install chromium)")
+	return ""
+}
+
+// browser is a new headless browser tab, closed at the test's end. Every
+// exception a page throws, every error it writes to its console, and every
+// security message of the browser (a Content-Security-Policy violation)
+// fails the test at its end; failed requests do not (a test makes some).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	return newBrowser(t, true)
+}
+
+// newBrowser is browser, strict about the page's errors or not.
+func newBrowser(t *testing.T, strict bool) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.NoSandbox, // the tests run as root
+		chromedp.Flag("disable-gpu", true),
+		chromedp.WindowSize(1280, 900),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		cancelCtx()
+		cancelAlloc()
+		t.Fatalf("starting chromium: %v", err)
+	}
+	var mu sync.Mutex
+	var problems []string
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for m, err := range chromedp.Console(ctx) {
+			if err != nil {
+				return
+			}
+			if strict && (m.IsException() || m.Type == chromedp.ConsoleError && (m.Source == "" || m.Source == "security")) {
+				mu.Lock()
+				problems = append(problems, m.String())
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancelCtx()
+		cancelAlloc()
+		<-watched
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range problems {
+			t.Errorf("the page: %s", p)
+		}
+	})
+	return ctx
+}
+
+// run runs actions in the tab, within 30 s.
+func run(t *testing.T, ctx context.Context, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eval is the value of the JavaScript expression js in the tab.
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return v
+}
+
+// waitFor polls the JavaScript expression js until it is true, for at most
+// 20 s.
+func waitFor(t *testing.T, ctx context.Context, what, js string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !eval[bool](t, ctx, js) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not %s after 20 s (%s)", what, js)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// newServer starts a rexec with the console, the admin token and lines as
+// its exectab.
+func newServer(t *testing.T, lines ...string) *testserver.Server {
+	t.Helper()
+	return testserver.Start(t, node.Config{
+		Scripts:     testserver.Exectab(t, lines...),
+		EventReplay: 1000, EventQueue: 1000,
+		Web: webapi.Config{Token: admin, Console: console.New(), Heartbeat: time.Second},
+	})
+}
+
+// signIn opens the console at url and signs in with key.
+func signIn(t *testing.T, ctx context.Context, url, key string) {
+	t.Helper()
+	run(t, ctx,
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("key")),
+		chromedp.SendKeys(chromedp.ID("key"), key),
+		chromedp.Click(chromedp.CSS(".signin button[type=submit]")),
+		chromedp.WaitVisible(chromedp.ID("nav")),
+	)
+}
+
+// api calls the server's API as the admin, and decodes its answer.
+func api(t *testing.T, s *testserver.Server, method, path, body string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(method, s.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a map[string]any
+	json.NewDecoder(resp.Body).Decode(&a)
+	return a
+}
+
+// The console's main path: sign in (a wrong key first), run a script with
+// an argument from its form, see its lines arrive and its progress bar
+// move, see it end, find it in the history, and run it again.
+func TestConsoleRunAndWatch(t *testing.T) {
+	s := newServer(t,
+		`job /bin/sh -c 'echo "[1/2] Prepare"; i=0; while [ $i -lt @@1 ]; do i=$((i+1)); echo "line $i"; sleep 0.1; done; `+
+			`echo "[2/2] Finish"; echo "[50%] half way"; sleep 1; printf "\033[31mred\033[0m done\n"'`)
+	ctx := browser(t)
+
+	run(t, ctx,
+		chromedp.Navigate(s.URL),
+		chromedp.WaitVisible(chromedp.ID("key")),
+		chromedp.SendKeys(chromedp.ID("key"), "wrong"),
+		chromedp.Click(chromedp.CSS(".signin button[type=submit]")),
+	)
+	waitFor(t, ctx, "a refusal shown", `document.querySelector('.signin .error').textContent.includes('not one the server knows')`)
+	eval[any](t, ctx, `document.getElementById("key").value = ""`)
+	signIn(t, ctx, s.URL, admin)
+	if got := eval[string](t, ctx, `sessionStorage.getItem('rexec.key')`); got != admin {
+		t.Errorf("the key kept in the tab: %q", got)
+	}
+
+	run(t, ctx,
+		chromedp.WaitVisible(chromedp.ID("run-job")),
+		chromedp.SendKeys(chromedp.ID("run-job-arg0"), "20"),
+		chromedp.Click(chromedp.CSS(`#run-job button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.ID("output")),
+	)
+	if hash := eval[string](t, ctx, `location.hash`); !strings.HasPrefix(hash, "#/runs/") {
+		t.Fatalf("after Run: %s", hash)
+	}
+	id := strings.TrimPrefix(eval[string](t, ctx, `location.hash`), "#/runs/")
+	waitFor(t, ctx, "the first lines", `document.getElementById('output').textContent.includes('line 3')`)
+	if done := eval[bool](t, ctx, `document.getElementById('output').textContent.includes('line 20')`); done {
+		t.Error("the whole output at once: not live")
+	}
+	waitFor(t, ctx, "the progress bar at its first task", `!document.querySelector('.progress').hidden && document.getElementById('task').textContent.includes('[1/2] Prepare')`)
+	waitFor(t, ctx, "the progress bar moved", `document.getElementById('progress').value >= 70 && document.getElementById('task').textContent.includes('Finish')`)
+	waitFor(t, ctx, "the run's end", `document.querySelector('h2 .state').textContent === 'exit 0'`)
+	out := eval[string](t, ctx, `document.getElementById('output').innerText`)
+	for i := 1; i <= 20; i++ {
+		if strings.Count(out, fmt.Sprintf("line %d\n", i)) != 1 {
+			t.Fatalf("line %d not once in the output:\n%s", i, out)
+		}
+	}
+	if red := eval[string](t, ctx, `(document.querySelector('#output .f1') || {}).textContent`); red != "red" {
+		t.Errorf("ANSI red: %q", red)
+	}
+
+	// The history lists it, with its state; Run again starts another.
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/history"), chromedp.WaitVisible(chromedp.ID("history")))
+	waitFor(t, ctx, "the run in the history", fmt.Sprintf(`!!document.querySelector('#history tr[data-run="%s"] .state-done')`, id))
+	run(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#history tr[data-run="%s"] a`, id))), chromedp.WaitVisible(chromedp.ID("output")))
+	run(t, ctx, chromedp.Click(chromedp.Search(`//button[text()="Run again"]`)))
+	waitFor(t, ctx, "a new run", fmt.Sprintf(`location.hash.startsWith('#/runs/') && location.hash !== '#/runs/%s'`, id))
+	again := strings.TrimPrefix(eval[string](t, ctx, `location.hash`), "#/runs/")
+	if st := api(t, s, "GET", "/scripts/v1/status/"+again, ""); fmt.Sprint(st["args"]) != "[20]" {
+		t.Errorf("the run again: %v", st)
+	}
+}
+
+// Cancel stops a running run; a reload in the middle of a run continues its
+// output with no line missing and none twice.
+func TestConsoleCancelAndReload(t *testing.T) {
+	s := newServer(t,
+		`count /bin/sh -c 'i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo "n $i"; sleep 0.05; done'`,
+		`hang /bin/sh -c 'echo waiting; exec sleep 600'`)
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+
+	id, _ := api(t, s, "POST", "/scripts/v1/run", `{"name":"count"}`)["id"].(string)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/runs/"+id), chromedp.WaitVisible(chromedp.ID("output")))
+	waitFor(t, ctx, "some lines", `document.getElementById('output').textContent.includes('n 10')`)
+	run(t, ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("output")))
+	waitFor(t, ctx, "the run's end after a reload", `document.querySelector('h2 .state').textContent === 'exit 0'`)
+	waitFor(t, ctx, "the output's end", `document.getElementById('output-state').textContent === '(ended)'`)
+	out := eval[string](t, ctx, `document.getElementById('output').innerText`)
+	var want strings.Builder
+	for i := 1; i <= 60; i++ {
+		fmt.Fprintf(&want, "n %d\n", i)
+	}
+	if strings.TrimSpace(out) != strings.TrimSpace(want.String()) {
+		t.Errorf("the output after a reload:\n%q\nwant\n%q", out, want.String())
+	}
+
+	id, _ = api(t, s, "POST", "/scripts/v1/run", `{"name":"hang"}`)["id"].(string)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/runs/"+id), chromedp.WaitVisible(chromedp.ID("output")))
+	waitFor(t, ctx, "the run running", `document.getElementById('output').textContent.includes('waiting')`)
+	run(t, ctx, chromedp.Click(chromedp.Search(`//button[text()="Cancel"]`)))
+	waitFor(t, ctx, "the run cancelled", `document.querySelector('h2 .state').textContent === 'cancelled'`)
+	if st := api(t, s, "GET", "/scripts/v1/status/"+id, ""); st["state"] != "done" || st["ended"] != "cancelled" {
+		t.Errorf("after Cancel: %v", st)
+	}
+}
+
+// A guest key sees its script alone, and its runs; the admin's scripts and
+// the guest list are not its to see.
+func TestConsoleGuest(t *testing.T) {
+	s := newServer(t, `mine /bin/sh -c 'echo mine'`, `theirs /bin/sh -c 'echo theirs'`)
+	g := api(t, s, "POST", "/scripts/v1/guest/create", `{"name":"mine","run":true,"status":true,"monitor":true}`)
+	info, _ := g["info"].(map[string]any)
+	key, _ := info["apikey"].(string)
+	if key == "" {
+		t.Fatalf("guest/create: %v", g)
+	}
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, key)
+	run(t, ctx, chromedp.WaitVisible(chromedp.ID("run-mine")))
+	if n := eval[int](t, ctx, `document.querySelectorAll('.cards .card').length`); n != 1 {
+		t.Errorf("a guest of one script sees %d scripts", n)
+	}
+	run(t, ctx, chromedp.Click(chromedp.CSS(`#run-mine button[type=submit]`)), chromedp.WaitVisible(chromedp.ID("output")))
+	waitFor(t, ctx, "its run's output", `document.getElementById('output').textContent.includes('mine')`)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/run/theirs"))
+	waitFor(t, ctx, "the other script refused", `document.querySelector('[role=alert]') && document.querySelector('[role=alert]').textContent.includes('No script named theirs')`)
+}
+
+// A deep link opens a script's form, filled in.
+func TestConsoleDeepLink(t *testing.T) {
+	s := newServer(t, `greet /bin/sh -c 'echo hello @@1 @@2'`)
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/run/greet?arg=big%20world&arg=%C3%BC"), chromedp.WaitVisible(chromedp.ID("run-greet")))
+	waitFor(t, ctx, "the form filled in", `document.getElementById('run-greet-arg0').value === 'big world' && document.getElementById('run-greet-arg1').value === 'ü'`)
+	if !eval[bool](t, ctx, `document.querySelector('#run-greet').closest('.card').classList.contains('selected')`) {
+		t.Error("the linked script is not marked")
+	}
+}
+
+// The server's rules on browsers hold for pages: a page of another origin
+// that has the key still cannot make the server run anything.
+func TestConsoleForeignPage(t *testing.T) {
+	s := newServer(t, `x /bin/sh -c 'echo ran'`)
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<!doctype html><script>
+window.outcome = '';
+fetch(%q, {method: 'POST', headers: {'Authorization': 'Bearer %s', 'Content-Type': 'application/json'}, body: '{"name":"x"}'})
+  .then(r => window.outcome = 'status ' + r.status, e => window.outcome = 'refused');
+fetch(%q, {method: 'POST', mode: 'no-cors', headers: {'Content-Type': 'text/plain'}, body: '{"name":"x"}'})
+  .then(() => window.simple = 'sent', () => window.simple = 'refused');
+</script>`, s.URL+"/scripts/v1/run", admin, s.URL+"/scripts/v1/run")
+	}))
+	defer evil.Close()
+	ctx := newBrowser(t, false) // the refusals are errors on that page's console
+	run(t, ctx, chromedp.Navigate(evil.URL))
+	waitFor(t, ctx, "the foreign page's requests settled", `window.outcome !== '' && window.simple !== undefined`)
+	if got := eval[string](t, ctx, `window.outcome`); got != "refused" {
+		t.Errorf("a foreign page's request with the key: %s", got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if runs := api(t, s, "GET", "/scripts/v1/runs", "")["runs"].([]any); len(runs) != 0 {
+		t.Errorf("a foreign page started runs: %v", runs)
+	}
+}
+
+// A run that prints 50 MB leaves the page responsive: the main thread is
+// never held long (the test measures the longest gap of a 50 ms timer while
+// the output streams), the page keeps a bounded number of lines, and the
+// last line arrives.
+func TestConsoleLargeOutput(t *testing.T) {
+	s := testserver.Start(t, node.Config{
+		Scripts: testserver.Exectab(t, `big /bin/sh -c 'yes "a line of output, with some text to make it longer: 0123456789" | head -c 50000000; echo; echo the-last-line'`),
+		Store:   store.Options{MaxOutput: 64 << 20},
+		Web:     webapi.Config{Token: admin, Console: console.New()},
+	})
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	id, _ := api(t, s, "POST", "/scripts/v1/run", `{"name":"big"}`)["id"].(string)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/runs/"+id), chromedp.WaitVisible(chromedp.ID("output")))
+	eval[any](t, ctx, `(() => {
+		window.maxGap = 0;
+		let last = performance.now();
+		window.gapTimer = setInterval(() => {
+			const now = performance.now();
+			window.maxGap = Math.max(window.maxGap, now - last - 50);
+			last = now;
+		}, 50);
+	})()`)
+	deadline := time.Now().Add(3 * time.Minute)
+	for !eval[bool](t, ctx, `document.getElementById('output').textContent.includes('the-last-line')`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the last line did not arrive within 3 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	gap := eval[float64](t, ctx, `window.maxGap`)
+	lines := eval[int](t, ctx, `document.querySelectorAll('#output .line').length`)
+	t.Logf("50 MB of output: the longest the main thread was held was %.0f ms; %d lines on the page", gap, lines)
+	if lines > 3001 {
+		t.Errorf("%d lines on the page, want at most 3,000", lines)
+	}
+	if gap > 1000 {
+		t.Errorf("the main thread was held %.0f ms at once", gap)
+	}
+	if !eval[bool](t, ctx, `!document.querySelector('.output-bar button.link').hidden`) {
+		t.Error("no Load earlier for the lines that left the page")
+	}
+}
