@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-		"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp"
 
 	"github.com/rexec/rexec/console"
 	"github.com/rexec/rexec/internal/testserver"
