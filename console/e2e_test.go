@@ -209,6 +209,9 @@ func TestConsoleRunAndWatch(t *testing.T) {
 	waitFor(t, ctx, "the progress bar at its first task", `!document.querySelector('.progress').hidden && document.getElementById('task').textContent.includes('[1/2] Prepare')`)
 	waitFor(t, ctx, "the progress bar moved", `document.getElementById('progress').value >= 70 && document.getElementById('task').textContent.includes('Finish')`)
 	waitFor(t, ctx, "the run's end", `document.querySelector('h2 .state').textContent === 'exit 0'`)
+	// What is hidden is not on screen (the page's styles must not show it).
+	waitFor(t, ctx, "Cancel gone, and Load earlier not shown", `document.querySelector('button.danger').offsetParent === null && `+
+		`[...document.querySelectorAll('.output-bar button')].every(b => b.offsetParent === null)`)
 	out := eval[string](t, ctx, `document.getElementById('output').innerText`)
 	for i := 1; i <= 20; i++ {
 		if strings.Count(out, fmt.Sprintf("line %d\n", i)) != 1 {
@@ -365,7 +368,57 @@ func TestConsoleLargeOutput(t *testing.T) {
 	if gap > 1000 {
 		t.Errorf("the main thread was held %.0f ms at once", gap)
 	}
-	if !eval[bool](t, ctx, `!document.querySelector('.output-bar button.link').hidden`) {
+	if !eval[bool](t, ctx, `document.querySelector('.output-bar button.link').offsetParent !== null`) {
 		t.Error("no Load earlier for the lines that left the page")
+	}
+}
+
+// Screenshots of the script list, a run in progress and the history, as
+// the README shows them. The test takes them every time and checks that
+// they are images; with REXEC_UPDATE_SCREENSHOTS=1 it writes them to docs/.
+func TestConsoleScreenshots(t *testing.T) {
+	s := newServer(t,
+		`backup /bin/sh -c 'echo "[1/3] Dump the database"; for i in 1 2 3 4 5 6 7 8; do echo "copied table $i of 24"; sleep 0.05; done; echo "[2/3] Compress"; echo "[40%] archive.tar"; printf "\033[32mok\033[0m checksum verified\n"; sleep 30'`,
+		`deploy /bin/sh -c 'echo deploying @@1; sleep 0.2; echo done'`,
+		`-i report /bin/sh -c 'wc -l'`)
+	for _, body := range []string{`{"name":"deploy","args":["v1.4.2"]}`, `{"name":"deploy","args":["v1.4.3"]}`, `{"name":"report","stdin":"a\nb\n"}`} {
+		api(t, s, "POST", "/scripts/v1/run", body)
+	}
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	shots := map[string][]byte{}
+	shoot := func(name string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(png) < 1000 || string(png[1:4]) != "PNG" {
+			t.Fatalf("screenshot %s: %d bytes, not a PNG", name, len(png))
+		}
+		shots[name] = png
+	}
+	run(t, ctx, chromedp.WaitVisible(chromedp.ID("run-backup")))
+	waitFor(t, ctx, "the counts", `document.getElementById('active').textContent !== ''`)
+	shoot("console-scripts.png")
+
+	id, _ := api(t, s, "POST", "/scripts/v1/run", `{"name":"backup"}`)["id"].(string)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/runs/"+id), chromedp.WaitVisible(chromedp.ID("output")))
+	waitFor(t, ctx, "the run's progress", `document.getElementById('task').textContent.includes('archive.tar') && document.getElementById('output').textContent.includes('checksum')`)
+	shoot("console-run.png")
+
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/history"), chromedp.WaitVisible(chromedp.ID("history")))
+	waitFor(t, ctx, "the history", `document.querySelectorAll('#history tbody tr').length >= 4`)
+	shoot("console-history.png")
+	api(t, s, "POST", "/scripts/v1/cancel/"+id, "")
+
+	if os.Getenv("REXEC_UPDATE_SCREENSHOTS") != "" {
+		for name, png := range shots {
+			if err := os.WriteFile("../docs/"+name, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
