@@ -55,12 +55,18 @@ func TestConsoleFiles(t *testing.T) {
 	if resp.StatusCode != 200 || etag == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") {
 		t.Fatalf("GET /console/app.js: %d %v", resp.StatusCode, resp.Header)
 	}
-	if resp, _ := get(t, s.URL+"/console/app.js", "If-None-Match", etag); resp.StatusCode != 304 {
-		t.Errorf("with its ETag: %d", resp.StatusCode)
+	for _, match := range []string{etag, "W/" + etag, `"other", ` + etag, "*"} {
+		if resp, _ := get(t, s.URL+"/console/app.js", "If-None-Match", match); resp.StatusCode != 304 {
+			t.Errorf("If-None-Match: %s: %d", match, resp.StatusCode)
+		}
+	}
+	if resp, _ := get(t, s.URL+"/console/app.js", "If-None-Match", `"other"`); resp.StatusCode != 200 {
+		t.Errorf("another ETag: %d", resp.StatusCode)
 	}
 	for _, path := range []string{"/console/nope.js", "/console/", "/console/index.html", "/console/static/app.js", "/console/..%2fconsole.go"} {
-		if resp, _ := get(t, s.URL+path); resp.StatusCode != 404 {
-			t.Errorf("GET %s: %d, want 404", path, resp.StatusCode)
+		if resp, _ := get(t, s.URL+path, "Authorization", "Bearer "+admin); resp.StatusCode != 404 ||
+			resp.Header.Get("Content-Security-Policy") == "" && strings.HasPrefix(path, "/console/") && path != "/console/" {
+			t.Errorf("GET %s: %d %v, want 404 with the page's headers", path, resp.StatusCode, resp.Header)
 		}
 	}
 	// The API still needs the key; the page's POST is refused without it.

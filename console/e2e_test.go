@@ -146,13 +146,9 @@ func newServer(t *testing.T, lines ...string) *testserver.Server {
 // signIn opens the console at url and signs in with key.
 func signIn(t *testing.T, ctx context.Context, url, key string) {
 	t.Helper()
-	run(t, ctx,
-		chromedp.Navigate(url),
-		chromedp.WaitVisible(chromedp.ID("key")),
-		chromedp.SendKeys(chromedp.ID("key"), key),
-		chromedp.Click(chromedp.CSS(".signin button[type=submit]")),
-		chromedp.WaitVisible(chromedp.ID("nav")),
-	)
+	run(t, ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.ID("key")))
+	run(t, ctx, chromedp.SendKeys(chromedp.ID("key"), key), chromedp.Click(chromedp.CSS(".signin button[type=submit]")))
+	waitFor(t, ctx, "signed in", `!document.getElementById('nav').hidden`)
 }
 
 // api calls the server's API as the admin, and decodes its answer.

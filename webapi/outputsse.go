@@ -8,16 +8,20 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// acceptsEventStream reports whether r asks for Server-Sent Events.
+// acceptsEventStream reports whether r asks for Server-Sent Events: its
+// Accept names text/event-stream, not with q=0.
 func acceptsEventStream(r *http.Request) bool {
 	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
-		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "text/event-stream" {
-			return true
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err == nil && mt == "text/event-stream" {
+			q, err := strconv.ParseFloat(params["q"], 64)
+			return err != nil || q > 0
 		}
 	}
 	return false
@@ -62,6 +66,13 @@ func (s *Server) writeOutputEvents(ctx context.Context, w http.ResponseWriter, r
 		select {
 		case c := <-chunks:
 			if c.err != nil {
+				if errors.Is(c.err, io.EOF) && len(carry) > 0 {
+					// The output ends inside a character: its bytes go
+					// as they are (as U+FFFD), and the end is after them.
+					pos += int64(len(carry))
+					text, _ := json.Marshal(string(carry))
+					fmt.Fprintf(w, "id: %d\nevent: output\ndata: %s\n\n", pos, text)
+				}
 				s.endOutputEvents(ctx, w, rc, c.err, pos)
 				return
 			}

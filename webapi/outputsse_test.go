@@ -13,7 +13,8 @@ import (
 // it, and a stream that reconnects with Last-Event-ID gets the rest, with
 // no gap and no byte twice; the end says where the output ends.
 func TestOutputEventStream(t *testing.T) {
-	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=lines lines EXE @@1 @@2", "-e=TESTCHILD=echo echo EXE @@1 @@2")
+	s := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=lines lines EXE @@1 @@2", "-e=TESTCHILD=echo echo EXE @@1 @@2",
+		`cut /bin/sh -c 'printf "ab\346\227"'`)
 	id := s.submit(t, map[string]any{"name": "lines", "args": []string{"40", "20ms"}})
 	open := func(last string) *bufio.Reader {
 		req, _ := http.NewRequest("GET", s.url+"/scripts/v1/output/"+id+"?follow=1", nil)
@@ -102,6 +103,32 @@ func TestOutputEventStream(t *testing.T) {
 	_, event, _ = next(open("3"))
 	if event != "output" {
 		t.Errorf("from the middle of a character: %s", event)
+	}
+	// An output that ends inside a character: its last bytes still come,
+	// and the end is after them.
+	cut := s.submit(t, map[string]any{"name": "cut"})
+	s.waitState(t, cut, "done")
+	id = cut
+	br = open("")
+	var got []string
+	for {
+		_, event, data := next(br)
+		got = append(got, event+" "+data)
+		if event == "end" {
+			break
+		}
+	}
+	if strings.Join(got, "; ") != `output "ab\ufffd\ufffd"; end {"offset":4}` && strings.Join(got, "; ") != `output "ab"; output "\ufffd\ufffd"; end {"offset":4}` {
+		t.Errorf("an output cut inside a character: %q", got)
+	}
+
+	// Accept with q=0 refuses events: the plain form.
+	req, _ := http.NewRequest("GET", s.url+"/scripts/v1/output/"+id, nil)
+	req.Header.Set("Accept", "text/event-stream;q=0, text/plain")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Errorf("Accept text/event-stream;q=0: %v %v", resp.Header, err)
+	} else {
+		resp.Body.Close()
 	}
 	for last, want := range map[string]int{"x": 400, "-1": 400, "999999": 416} {
 		req, _ := http.NewRequest("GET", s.url+"/scripts/v1/output/"+id, nil)

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -520,7 +521,8 @@ func (s *Server) consoleNavigation(r *http.Request) bool {
 // isConsole reports whether r asks for the web console's page or one of
 // its files, which hold no secret and need no key.
 func isConsole(r *http.Request) bool {
-	return (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, console.Prefix)) && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+	p := r.URL.Path
+	return (p == "/" || strings.HasPrefix(p, console.Prefix) && path.Clean(p) == p) && (r.Method == http.MethodGet || r.Method == http.MethodHead)
 }
 
 // hasBody reports whether r may have a body still to read.

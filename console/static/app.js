@@ -211,9 +211,11 @@
     document.getElementById('signout').hidden = true;
     const back = location.hash && !location.hash.startsWith('#/signin') ? location.hash : '';
     if (back) sessionStorage.setItem('rexec.back', back);
-    location.hash = '#/signin';
     if (message) sessionStorage.setItem('rexec.why', message);
-    route();
+    // One render of the form: by the hash's change, or here when the hash
+    // is already the form's.
+    if (location.hash === '#/signin') route();
+    else location.hash = '#/signin';
   }
 
   function viewSignIn() {

@@ -60,3 +60,10 @@ func request(t *testing.T, base, method, path, body string, header ...string) (i
 }
 
 func dialRaw(t *testing.T, url string) *testhttp.Conn { return testhttp.Dial(t, url) }
+
+// newTokenServer is a node with the admin token and nothing else: no
+// scripts, no plugins, no console (--no-console).
+func newTokenServer(t *testing.T) *walkServer {
+	n := testserver.Start(t, node.Config{Web: webapi.Config{Token: adminToken}})
+	return &walkServer{url: n.URL}
+}

@@ -24,8 +24,12 @@ func TestMain(m *testing.M) {
 }
 
 // XML bodies (Symbolic's XML-RPC callback) are strings to the document;
-// the walk checks that they are well-formed XML.
+// the walk checks that they are well-formed XML. The web console's page and
+// files are strings too.
 func init() {
+	for _, media := range []string{"text/html", "text/javascript", "text/css"} {
+		openapi3filter.RegisterBodyDecoder(media, openapi3filter.PlainBodyDecoder)
+	}
 	openapi3filter.RegisterBodyDecoder("text/xml", func(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 		b, err := io.ReadAll(body)
 		if err != nil {

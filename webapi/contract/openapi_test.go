@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/rexec/rexec/console"
 	"github.com/rexec/rexec/internal/buildinfo"
 	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/node"
@@ -67,6 +68,8 @@ var contractUnreachable = []unreached{
 	{"GET /metrics", "503", "*", "more than 4 scrapes at once, a scrape over 10 s, out of file descriptors"},
 	{"GET /metrics", "404", "*", "a node always keeps metrics"},
 	{"GET /openapi.json", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
+	{"GET /", "503", "*", "out of file descriptors (the page needs no key to check)"},
+	{"GET /console/{file}", "503", "*", "out of file descriptors (the files need no key to check)"},
 	{"POST /scripts/v1/cancel/{id}", "503", "*", "a cancelled run's end the store cannot take is kept in memory: the cancel succeeds"},
 	{"GET /scripts/v1/status", "503", "*", "the store fails a read (a locked one still reads)"},
 	{"GET /scripts/v1/status/{id}", "503", "*", "the store fails a read (a locked one still reads)"},
@@ -90,12 +93,12 @@ var contractUnreachable = []unreached{
 
 func TestOpenAPIContract(t *testing.T) {
 	if testing.Short() {
-		t.Skip("walks four servers")
+		t.Skip("walks five servers")
 	}
 	dir := t.TempDir()
 	plugins, gone := contractPluginsDir(t)
 	s := newDetachedNode(t, node.Config{DataDir: dir, Web: webapi.Config{Token: adminToken, MaxBody: 64 << 10,
-		BodyTimeout: 400 * time.Millisecond, Monitors: webapi.MonitorLimits{PerKey: 3, Names: 2}},
+		BodyTimeout: 400 * time.Millisecond, Monitors: webapi.MonitorLimits{PerKey: 3, Names: 2}, Console: console.New()},
 		PluginsDir: plugins, Plugins: contractPluginLimits}, contractScripts...)
 	if err := os.Remove(gone); err != nil { // loaded: its starts now fail
 		t.Fatal(err)
@@ -105,6 +108,7 @@ func TestOpenAPIContract(t *testing.T) {
 		BreakerFailures: 1, BreakerCooldown: time.Minute})
 	open := newDetachedServer(t, t.TempDir(), "-e=TESTCHILD=exit job EXE 0") // no token: anyone is the admin
 	bare := newBareServer(t, 1)                                              // no scripts, no token, one process
+	dark := newTokenServer(t)                                                // a token, and no console (--no-console)
 
 	// The document, as served, loaded and validated.
 	code, h, served := request(t, s.url, "GET", "/openapi.json", "", "Authorization", "Bearer "+adminToken)
@@ -142,10 +146,11 @@ func TestOpenAPIContract(t *testing.T) {
 				continue
 			}
 			for _, m := range r.Methods {
-				if !documented[m+" "+r.Pattern] {
-					t.Errorf("route %s %s is not in the document", m, r.Pattern)
+				op := m + " " + c.documentedPath(r.Pattern)
+				if !documented[op] {
+					t.Errorf("route %s %s is not in the document (as %s)", m, r.Pattern, op)
 				}
-				delete(documented, m+" "+r.Pattern)
+				delete(documented, op)
 			}
 		}
 		for op := range documented {
@@ -236,9 +241,14 @@ func TestOpenAPIContract(t *testing.T) {
 		for _, op := range c.operations() {
 			_, path, _ := strings.Cut(op, " ")
 			route := c.operation(t, op)
-			// Without credentials: 401, wherever the document says so.
+			// Without credentials: 401, wherever the document says so. The
+			// web console needs none: a server without it does.
 			if route.Operation.Responses.Status(401) != nil {
-				c.do(t, s.url, call{op: op, path: concretePath(op)}, 401)
+				base := s.url
+				if isConsole(path) {
+					base = dark.url
+				}
+				c.do(t, base, call{op: op, path: concretePath(op)}, 401)
 			}
 			// A browser's request for another site: 403 everywhere.
 			ex := c.do(t, s.url, call{op: op, path: concretePath(op), key: adminToken, header: []string{"Origin", "http://attacker.example"}}, 403)
@@ -321,12 +331,14 @@ func TestOpenAPIContract(t *testing.T) {
 		c.do(t, s.url, call{op: "x-unknown-paths", path: "/plugins/v1/nope", key: g.plug}, 501)
 	})
 
+	t.Run("the web console", func(t *testing.T) { contractConsole(t, c, s, bare, dark) })
+
 	t.Run("HEAD is GET without the body", func(t *testing.T) {
-		runID := g.doneRun
+		params := strings.NewReplacer("{id}", g.doneRun, "{file}", "app.js")
 		for _, op := range []string{"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /process",
 			"GET /scripts/v1/status", "GET /scripts/v1/status/{id}", "GET /scripts/v1/scripts", "GET /scripts/v1/runs",
-			"GET /scripts/v1/output/{id}", "GET /scripts/v1/guest/list", "GET /plugins/v1"} {
-			p := strings.ReplaceAll(strings.TrimPrefix(op, "GET "), "{id}", runID)
+			"GET /scripts/v1/output/{id}", "GET /scripts/v1/guest/list", "GET /plugins/v1", "GET /", "GET /console/{file}"} {
+			p := params.Replace(strings.TrimPrefix(op, "GET "))
 			get := c.do(t, s.url, call{op: op, path: p, key: adminToken, valid: true}, 200)
 			head := c.open(t, context.Background(), s.url, call{op: op, method: "HEAD", path: p, key: adminToken}, 200)
 			b, _ := io.ReadAll(head.resp.Body)
@@ -342,6 +354,9 @@ func TestOpenAPIContract(t *testing.T) {
 // isScripts reports whether path is of the /scripts/v1 API (the Cloud
 // Storage Server's WebSocket API, /scripts and /scripts/v1, included).
 func isScripts(path string) bool { return path == "/scripts" || strings.HasPrefix(path, "/scripts/") }
+
+// isConsole reports whether path is the web console's: its page or a file.
+func isConsole(path string) bool { return path == "/" || strings.HasPrefix(path, "/console/") }
 
 // contractKeys are the guest keys of the walk, and runs it shares.
 type contractKeys struct {
@@ -391,7 +406,7 @@ func contractGuests(t *testing.T, as asFunc) *contractKeys {
 // concretePath is a path of op's template, with "x" for its parameters.
 func concretePath(op string) string {
 	_, path, _ := strings.Cut(op, " ")
-	for _, p := range []string{"{id}", "{alias}", "{session}"} {
+	for _, p := range []string{"{id}", "{alias}", "{session}", "{file}"} {
 		path = strings.ReplaceAll(path, p, "x")
 	}
 	return path
@@ -678,10 +693,61 @@ func contractScriptsAPI(t *testing.T, c *contract, s *walkServer, g *contractKey
 	by(t, g.run, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo, "", 403)
 	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/nosuch", "", 404)
 	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo+"?offset=4", "", 416)
+	// A page of it: at most limit bytes from offset; not with follow=1 or
+	// as events.
+	if ex := as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo+"?offset=1&limit=1", "", 200); string(ex.body) != "i" ||
+		ex.resp.Trailer.Get("Rexec-Output-End") != "2" {
+		t.Errorf("output from 1, 1 byte: %q %v", ex.body, ex.resp.Trailer)
+	}
+	if ex := as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo+"?limit=100", "", 200); string(ex.body) != "hi\n" ||
+		ex.resp.Trailer.Get("Rexec-Output-End") != "3" {
+		t.Errorf("output, 100 bytes: %q %v", ex.body, ex.resp.Trailer)
+	}
+	sse := []string{"Accept", "text/event-stream"}
+	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo+"?limit=0", "", 400)
+	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo+"?limit=x", "", 400)
+	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+hang+"?limit=1&follow=1", "", 400)
+	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo+"?limit=1", "", 400, sse...)
+	// As Server-Sent Events: from offset, or from Last-Event-ID (which
+	// wins), to the output's end.
+	for _, r := range []struct {
+		query, last, text, lastID string
+	}{
+		{"", "", "hi\n", "3"},
+		{"?offset=1", "", "i\n", "3"},
+		{"?offset=0", "1", "i\n", "3"},
+		{"", "3", "", ""},
+	} {
+		header := sse
+		if r.last != "" {
+			header = append([]string{"Last-Event-ID", r.last}, sse...)
+		}
+		ex := c.open(t, context.Background(), s.url, call{op: "GET /scripts/v1/output/{id}", path: "/scripts/v1/output/" + echo + r.query,
+			header: header, key: adminToken, valid: true}, 200)
+		text, lastID, end, data := outputEvents(t, c, ex, bufio.NewReader(ex.resp.Body))
+		if text != r.text || lastID != r.lastID || end["event"] != "end" || data["offset"] != 3.0 {
+			t.Errorf("output events %s, Last-Event-ID %q: %q (last id %q), then %v %v", r.query, r.last, text, lastID, end, data)
+		}
+		if c.finish(t, ex); len(ex.body) != 0 || ex.head.Get("Rexec-Output-Offset") != "" {
+			t.Errorf("output events %s: after the end, %q; %v", r.query, ex.body, ex.head)
+		}
+	}
+	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo, "", 400, "Accept", "text/event-stream", "Last-Event-ID", "x")
+	as(t, "GET /scripts/v1/output/{id}", "/scripts/v1/output/"+echo, "", 416, "Accept", "text/event-stream", "Last-Event-ID", "4")
+	// Without events, Last-Event-ID is not read.
+	c.do(t, s.url, call{op: "GET /scripts/v1/output/{id}", path: "/scripts/v1/output/" + echo + "?offset=1", header: []string{"Last-Event-ID", "x"},
+		key: adminToken}, 200)
 	follow := c.open(t, context.Background(), s.url, call{op: "GET /scripts/v1/output/{id}", path: "/scripts/v1/output/" + hang + "?follow=1",
 		key: adminToken, valid: true}, 200)
 	if line := readLine(t, follow); line != "ready\n" {
 		t.Errorf("followed %q", line)
+	}
+	// Followed as events: the output, then its end when the run ends.
+	followEvents := c.open(t, context.Background(), s.url, call{op: "GET /scripts/v1/output/{id}", path: "/scripts/v1/output/" + hang + "?follow=1",
+		header: sse, key: adminToken, valid: true}, 200)
+	followed := bufio.NewReader(followEvents.resp.Body)
+	if e, _ := c.readEvent(t, followEvents, followed); e["event"] != "output" || e["id"] != "6" || e["data"] != `"ready\n"` {
+		t.Errorf("followed as events: %v", e)
 	}
 
 	// Cancel: a running run, a queued one, a done one.
@@ -691,6 +757,10 @@ func contractScriptsAPI(t *testing.T, c *contract, s *walkServer, g *contractKey
 	if c.finish(t, follow); string(follow.body) != "ready\n" || follow.resp.Trailer.Get("Rexec-Output-End") != "6" {
 		t.Errorf("the followed output: %q %v", follow.body, follow.resp.Trailer)
 	}
+	if text, _, end, data := outputEvents(t, c, followEvents, followed); text != "" || end["event"] != "end" || data["offset"] != 6.0 {
+		t.Errorf("the followed output's events: %q, then %v %v", text, end, data)
+	}
+	c.finish(t, followEvents)
 	if st := waitRun(t, c, s.url, hang, "done"); st["ended"] != "cancelled" || st["signal"] != "SIGTERM" {
 		t.Errorf("the cancelled run: %v", st)
 	}
@@ -929,6 +999,21 @@ func contractCallbacks(t *testing.T, c *contract, s *walkServer, g *contractKeys
 	}
 	post(t, "progress", token, `{"subtask_percent":101}`, 400)
 
+	// A guest key deleted while it follows the output as events: told why.
+	reader := c.do(t, s.url, call{op: "POST /scripts/v1/guest/create", path: "/scripts/v1/guest/create", body: `{"status":true}`,
+		key: adminToken, valid: true}, 200).json()
+	ex := c.open(t, context.Background(), s.url, call{op: "GET /scripts/v1/output/{id}", path: "/scripts/v1/output/" + id + "?follow=1",
+		header: []string{"Accept", "text/event-stream"}, key: reader["info"].(map[string]any)["apikey"].(string), valid: true}, 200)
+	br := bufio.NewReader(ex.resp.Body)
+	if e, _ := c.readEvent(t, ex, br); e["event"] != "output" {
+		t.Errorf("the output of %s as events: %v", id, e)
+	}
+	c.do(t, s.url, call{op: "POST /scripts/v1/guest/delete/{id}", path: "/scripts/v1/guest/delete/" + reader["id"].(string), key: adminToken, valid: true}, 200)
+	if e, data := c.readEvent(t, ex, br); e["event"] != "error" || data["errorcode"] != "revoked" {
+		t.Errorf("a revoked key's output events: %v %v", e, data)
+	}
+	c.finish(t, ex)
+
 	// Symbolic's XML-RPC callback: an answer, a fault, and HTTP's limits.
 	xml := []string{"Content-Type", "text/xml"}
 	rpcCall := func(method string, params ...string) string {
@@ -985,7 +1070,7 @@ func contractMethods(t *testing.T, c *contract, base string) {
 		}
 		var ops []string
 		for _, m := range r.Methods {
-			ops = append(ops, m+" "+r.Pattern)
+			ops = append(ops, m+" "+c.documentedPath(r.Pattern))
 		}
 		for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
 			if slices.Contains(served, m) {

@@ -634,6 +634,14 @@ func contractClientEvents(t *testing.T, c *contract, s, lim *walkServer, g *cont
 	if m := ws.receive(); m["success"] != true || m["event"] != "*" {
 		t.Errorf("watch * on a server without scripts: %v", m)
 	}
+	// Runs' events there: no_scripts.
+	ws.send(`{"name":""}`)
+	if m := ws.receive(); m["success"] != false || m["errorcode"] != "no_scripts" {
+		t.Errorf("watch every script on a server without scripts: %v", m)
+	}
+	for _, query := range []string{"", "?name=", "?name=echo&event=hello"} {
+		code(t, events(t, lim.url, "", query, 404), "no_scripts", "runs no scripts")
+	}
 	emit(t, lim.url, "", `{"name":"hello","data":{"x":[1]}}`, 202)
 	if d := next(t, ev, evs); d["name"] != "hello" || d["from"] != "admin" || js(d["data"]) != `{"x":[1]}` {
 		t.Errorf("a client event on a server without scripts: %v", d)

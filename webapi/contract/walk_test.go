@@ -72,6 +72,27 @@ func (c *contract) operations() []string {
 	return ops
 }
 
+// documentedPath is the document's path of a pattern of the routing table:
+// the same, but for "/{$}" (the root alone), which is "/", and a subtree
+// such as "/console/" (every path under it), which is the document's path
+// of one parameter under it ("/console/{file}"). A subtree the document
+// has no such path for stays as it is (and is reported as undocumented).
+func (c *contract) documentedPath(pattern string) string {
+	if p, ok := strings.CutSuffix(pattern, "{$}"); ok {
+		return p
+	}
+	if pattern == "/" || !strings.HasSuffix(pattern, "/") {
+		return pattern
+	}
+	for path := range c.doc.Paths.Map() {
+		rest, ok := strings.CutPrefix(path, pattern)
+		if ok && strings.HasPrefix(rest, "{") && strings.HasSuffix(rest, "}") && !strings.Contains(rest, "/") {
+			return path
+		}
+	}
+	return pattern
+}
+
 // answers lists every documented answer, as coverKeys, with the answers to
 // unknown paths (x-unknown-paths) under the operation "x-unknown-paths".
 func (c *contract) answers(t *testing.T) []string {
@@ -414,7 +435,7 @@ func (c *contract) validateResponse(t *testing.T, ex *exchange, read bool) {
 		if media == "application/x-ndjson" {
 			c.validateNDJSON(t, ex, resp.Content[media].Schema.Value)
 		}
-		c.validateTrailers(t, ex, resp)
+		c.validateTrailers(t, ex, resp, media)
 	}
 	c.cover(coverKey(ex.op, status, media))
 }
@@ -452,10 +473,11 @@ func (c *contract) validateNDJSON(t *testing.T, ex *exchange, line *openapi3.Sch
 // validateTrailers checks the trailers of a whole answer against the
 // response's x-trailers: the Trailer header names exactly those, each one
 // sent matches its schema, the required ones are there, and no other is.
-func (c *contract) validateTrailers(t *testing.T, ex *exchange, resp *openapi3.Response) {
+// An event stream has none: x-trailers are the response's other forms'.
+func (c *contract) validateTrailers(t *testing.T, ex *exchange, resp *openapi3.Response, media string) {
 	t.Helper()
 	documented := map[string]*openapi3.Header{}
-	if x, ok := resp.Extensions["x-trailers"]; ok {
+	if x, ok := resp.Extensions["x-trailers"]; ok && media != "text/event-stream" {
 		remarshal(t, x, &documented)
 	}
 	var announced []string
@@ -511,7 +533,8 @@ type sseFields map[string]any
 
 // readEvent reads the next event of an event stream and validates it
 // against the operation's event schema, its data against the data's
-// contentSchema. Comments may only be the ones the document names.
+// contentSchema; it returns the data when it is a JSON object. Comments
+// may only be the ones the document names.
 func (c *contract) readEvent(t *testing.T, ex *exchange, br *bufio.Reader) (sseFields, map[string]any) {
 	t.Helper()
 	e := sseFields{}
@@ -527,7 +550,7 @@ func (c *contract) readEvent(t *testing.T, ex *exchange, br *bufio.Reader) (sseF
 				return e, c.validateEvent(t, ex, e)
 			}
 		case strings.HasPrefix(line, ":"):
-			if line != ": rexec events" && line != ": ping" {
+			if line != ": rexec events" && line != ": rexec output" && line != ": ping" {
 				t.Errorf("%s: undocumented comment %q", ex.op, line)
 			}
 		default:
@@ -550,7 +573,7 @@ func (c *contract) validateEvent(t *testing.T, ex *exchange, e sseFields) map[st
 		t.Errorf("%s: event %v does not match the event schema: %v", ex.op, e, err)
 		return nil
 	}
-	var data map[string]any
+	var data any
 	if err := json.Unmarshal([]byte(e["data"].(string)), &data); err != nil {
 		t.Errorf("%s: event data %q is not JSON", ex.op, e["data"])
 		return nil
@@ -573,7 +596,8 @@ func (c *contract) validateEvent(t *testing.T, ex *exchange, e sseFields) map[st
 	if matched != 1 {
 		t.Errorf("%s: event %v matches %d kinds of event", ex.op, e, matched)
 	}
-	return data
+	m, _ := data.(map[string]any)
+	return m
 }
 
 // webSocket is the operation's x-websocket: its messages' schemas and close
