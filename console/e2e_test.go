@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/rexec/rexec/console"
@@ -417,4 +419,86 @@ func TestConsoleScreenshots(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The page is usable by everyone: every field has a label; text, links
+// and buttons have a contrast of at least 4.5:1 (WCAG AA) in the light and
+// the dark theme; nothing overflows a phone's width; and a form runs from
+// the keyboard alone.
+func TestConsoleAccessible(t *testing.T) {
+	s := newServer(t, `greet /bin/sh -c 'echo "hello @@1"'`, `-i feed /bin/sh -c 'cat'`)
+	api(t, s, "POST", "/scripts/v1/run", `{"name":"greet","args":["x"]}`)
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	// contrast is the lowest contrast ratio of the visible text of the
+	// elements of selector against the background they are on.
+	const contrast = `((selector) => {
+		const rgb = (c) => c.match(/[\d.]+/g).map(Number);
+		const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+			.reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+		const bg = (el) => { for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor; const v = rgb(c); if (v.length < 4 || v[3] > 0) return v; } return [255, 255, 255]; };
+		let worst = 99, which = '';
+		for (const el of document.querySelectorAll(selector)) {
+			if (!el.offsetParent || !el.textContent.trim()) continue;
+			const f = lum(rgb(getComputedStyle(el).color)), b = lum(bg(el));
+			const ratio = (Math.max(f, b) + 0.05) / (Math.min(f, b) + 0.05);
+			if (ratio < worst) { worst = ratio; which = el.tagName + '.' + el.className + ' ' + el.textContent.trim().slice(0, 20); }
+		}
+		return worst.toFixed(2) + ' ' + which;
+	})`
+	for _, scheme := range []string{"light", "dark"} {
+		run(t, ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}})
+			return err
+		}))
+		for _, page := range []string{"#/scripts", "#/history"} {
+			run(t, ctx, chromedp.Navigate(s.URL+"/"+page))
+			waitFor(t, ctx, "the page", `!!document.querySelector('main h2')`)
+			time.Sleep(200 * time.Millisecond)
+			got := eval[string](t, ctx, contrast+`('h2, h3, p, label, a, button, td, th, li, dt, dd, select, input')`)
+			var ratio float64
+			fmt.Sscan(got, &ratio)
+			t.Logf("%s theme, %s: lowest contrast %s", scheme, page, got)
+			if ratio < 4.5 {
+				t.Errorf("%s theme, %s: the lowest contrast is %s", scheme, page, got)
+			}
+			if n := eval[int](t, ctx, `[...document.querySelectorAll('input, select, textarea')].filter((el) => el.labels.length === 0).length`); n > 0 {
+				t.Errorf("%s: %d fields without a label", page, n)
+			}
+		}
+	}
+	// A phone's width: nothing wider than the screen.
+	run(t, ctx, chromedp.EmulateViewport(375, 740), chromedp.Navigate(s.URL+"/#/scripts"))
+	waitFor(t, ctx, "the scripts", `!!document.getElementById('run-greet')`)
+	if w := eval[string](t, ctx, `document.documentElement.scrollWidth + ' ' + document.documentElement.clientWidth`); !func() bool {
+		var sw, cw int
+		fmt.Sscan(w, &sw, &cw)
+		return sw <= cw
+	}() {
+		t.Errorf("the scripts page overflows a phone's width: %s", w)
+	}
+	// The keyboard alone: type the argument, press Enter.
+	run(t, ctx, chromedp.Focus(chromedp.ID("run-greet-arg0")), chromedp.SendKeys(chromedp.ID("run-greet-arg0"), "keys\r"))
+	waitFor(t, ctx, "a run started from the keyboard", `location.hash.startsWith('#/runs/')`)
+	waitFor(t, ctx, "its output", `!!document.getElementById('output') && document.getElementById('output').textContent.includes('hello keys')`)
+}
+
+// The history and the scripts' counts follow the event feed: a run started
+// elsewhere shows on the open page, without a reload.
+func TestConsoleLive(t *testing.T) {
+	s := newServer(t, `nap /bin/sh -c 'sleep 1'`)
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/history"), chromedp.WaitVisible(chromedp.ID("history")))
+	waitFor(t, ctx, "an empty history", `document.querySelector('#history tbody').textContent.includes('No runs')`)
+	id, _ := api(t, s, "POST", "/scripts/v1/run", `{"name":"nap"}`)["id"].(string)
+	waitFor(t, ctx, "the run in the open history", fmt.Sprintf(`!!document.querySelector('#history tr[data-run="%s"]')`, id))
+	waitFor(t, ctx, "its end in the open history", fmt.Sprintf(`!!document.querySelector('#history tr[data-run="%s"] .state-done')`, id))
+
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/scripts"), chromedp.WaitVisible(chromedp.ID("run-nap")))
+	waitFor(t, ctx, "the counts", `document.getElementById('active').textContent === '0 running, 0 queued.'`)
+	api(t, s, "POST", "/scripts/v1/run", `{"name":"nap"}`)
+	waitFor(t, ctx, "a running run counted", `document.getElementById('active').textContent === '1 running, 0 queued.'`)
+	waitFor(t, ctx, "its end counted", `document.getElementById('active').textContent === '0 running, 0 queued.'`)
 }
