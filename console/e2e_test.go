@@ -502,3 +502,23 @@ func TestConsoleLive(t *testing.T) {
 	waitFor(t, ctx, "a running run counted", `document.getElementById('active').textContent === '1 running, 0 queued.'`)
 	waitFor(t, ctx, "its end counted", `document.getElementById('active').textContent === '0 running, 0 queued.'`)
 }
+
+// The plugins page lists the commands, and calls one from its form.
+func TestConsolePlugins(t *testing.T) {
+	s := testserver.Start(t, node.Config{
+		PluginsDir: "../examples/plugins",
+		Web:        webapi.Config{Token: admin, Console: console.New()},
+	})
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	waitFor(t, ctx, "the plugins in the menu", `!document.getElementById('nav-plugins').hidden`)
+	run(t, ctx, chromedp.Click(chromedp.ID("nav-plugins")), chromedp.WaitVisible(chromedp.ID("call-example-hello-hello")))
+	run(t, ctx,
+		chromedp.SendKeys(chromedp.ID("call-example-hello-hello-method"), "hello"),
+		chromedp.SendKeys(chromedp.ID("call-example-hello-hello-params"), `["web"]`),
+		chromedp.Click(chromedp.CSS(`#call-example-hello-hello button[type=submit]`)))
+	waitFor(t, ctx, "the answer", `document.querySelector('#call-example-hello-hello pre').textContent === '"hello, web"'`)
+	run(t, ctx, chromedp.SendKeys(chromedp.ID("call-example-hello-hello-params"), `oops`),
+		chromedp.Click(chromedp.CSS(`#call-example-hello-hello button[type=submit]`)))
+	waitFor(t, ctx, "bad params refused", `document.querySelector('#call-example-hello-hello .error').textContent.includes('must be JSON')`)
+}
