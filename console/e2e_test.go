@@ -367,8 +367,68 @@ func TestConsoleLargeOutput(t *testing.T) {
 		t.Errorf("the main thread was held %.0f ms at once", gap)
 	}
 	if !eval[bool](t, ctx, `document.querySelector('.output-bar button.link').offsetParent !== null`) {
-		t.Error("no Load earlier for the lines that left the page")
+		t.Fatal("no Load earlier for the lines that left the page")
 	}
+	// Load earlier puts the lines before the first one back, whole and in
+	// order, and the first line shown stays where it was.
+	first := eval[string](t, ctx, `document.querySelector('#output .line').textContent`)
+	run(t, ctx, chromedp.Click(chromedp.Search(`//button[text()="Load earlier"]`)))
+	waitFor(t, ctx, "earlier lines", fmt.Sprintf(`document.querySelectorAll('#output .line').length > %d`, lines))
+	added := eval[int](t, ctx, `document.querySelectorAll('#output .line').length`) - lines
+	got := eval[string](t, ctx, fmt.Sprintf(`[...document.querySelectorAll('#output .line')].slice(%d, %d).map(l => l.textContent).join('|')`, added-1, added+1))
+	line := "a line of output, with some text to make it longer: 0123456789"
+	if added < 500 || got != line+"|"+first {
+		t.Errorf("Load earlier added %d lines; at the seam: %q, want %q", added, got, line+"|"+first)
+	}
+}
+
+// The output follows until the person scrolls up; Follow takes it back.
+func TestConsoleFollow(t *testing.T) {
+	s := newServer(t, `chatty /bin/sh -c 'i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo "line $i"; sleep 0.02; done'`)
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	id, _ := api(t, s, "POST", "/scripts/v1/run", `{"name":"chatty"}`)["id"].(string)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/runs/"+id), chromedp.WaitVisible(chromedp.ID("output")))
+	waitFor(t, ctx, "a screenful", `document.getElementById('output').textContent.includes('line 80')`)
+	atEnd := `(() => { const p = document.getElementById('output'); return p.scrollTop + p.clientHeight >= p.scrollHeight - 4; })()`
+	waitFor(t, ctx, "following", atEnd)
+	eval[any](t, ctx, `document.getElementById('output').scrollTop = 0`)
+	waitFor(t, ctx, "Follow offered", `[...document.querySelectorAll('.output-bar button')].some(b => b.textContent === 'Follow' && b.offsetParent)`)
+	time.Sleep(300 * time.Millisecond)
+	if top := eval[float64](t, ctx, `document.getElementById('output').scrollTop`); top != 0 {
+		t.Errorf("new lines moved the view of a person reading above: scrollTop %v", top)
+	}
+	run(t, ctx, chromedp.Click(chromedp.Search(`//button[text()="Follow"]`)))
+	waitFor(t, ctx, "following again", atEnd+` && document.getElementById('output').textContent.includes('line 300')`)
+}
+
+// The history's filters and pages: by state, and older pages by cursor.
+func TestConsoleHistoryPages(t *testing.T) {
+	s := newServer(t, `-s=4 quick /bin/true`, `-s=4 fail /bin/false`)
+	for range 52 {
+		api(t, s, "POST", "/scripts/v1/run", `{"name":"quick"}`)
+	}
+	fail, _ := api(t, s, "POST", "/scripts/v1/run", `{"name":"fail"}`)["id"].(string)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(api(t, s, "GET", "/scripts/v1/runs?state=done&limit=100", "")["runs"].([]any)) < 53 {
+		if time.Now().After(deadline) {
+			t.Fatal("the runs did not end")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/history"), chromedp.WaitVisible(chromedp.ID("history")))
+	waitFor(t, ctx, "a first page of 50", `document.querySelectorAll('#history tbody tr').length === 50 && !!document.getElementById('older')`)
+	if top := eval[string](t, ctx, `document.querySelector('#history tbody tr').dataset.run`); top != fail {
+		t.Errorf("the newest run first: %s, want %s", top, fail)
+	}
+	run(t, ctx, chromedp.Click(chromedp.ID("older")))
+	waitFor(t, ctx, "the older page", `document.querySelectorAll('#history tbody tr').length === 3 && !document.getElementById('older')`)
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/history"), chromedp.WaitVisible(chromedp.ID("f-name")))
+	run(t, ctx, chromedp.SetValue(chromedp.ID("f-name"), "fail"), chromedp.Click(chromedp.Search(`//button[text()="Filter"]`)))
+	waitFor(t, ctx, "the runs of fail alone", fmt.Sprintf(`location.hash.includes('name=fail') && document.querySelectorAll('#history tbody tr').length === 1 && `+
+		`document.querySelector('#history tbody tr').dataset.run === '%s' && document.querySelector('#history tbody .state').textContent === 'exit 1'`, fail))
 }
 
 // Screenshots of the script list, a run in progress and the history, as
