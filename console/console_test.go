@@ -97,6 +97,8 @@ func TestConsoleSiteRules(t *testing.T) {
 		{"/", []string{"Host", "evil.example"}, 403},
 		{"/", append([]string{"Host", "evil.example"}, nav...), 403},
 		{"/", []string{"Origin", s.URL}, 200},
+		{"/console/./app.js", nil, 401}, // only clean paths need no key
+		{"/console/..%2f..%2fhealthz", nil, 401},
 	} {
 		if resp, body := get(t, s.URL+c.path, c.headers...); resp.StatusCode != c.want {
 			t.Errorf("GET %s %v: %d %s, want %d", c.path, c.headers, resp.StatusCode, body, c.want)

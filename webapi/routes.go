@@ -73,19 +73,25 @@ func (s *Server) routes() []route {
 		// Client events: the feed's, with or without plugins.
 		{"/plugins/v1/events", []string{post}, s.methodsHandler([]string{post}, s.handleEmitEvent)},
 		// The web console (package console): the page, and its files.
-		{"/{$}", []string{get}, s.methodsHandler([]string{get}, s.handleConsole)},
-		{console.Prefix, []string{get}, s.methodsHandler([]string{get}, s.handleConsole)},
+		{"/{$}", []string{get}, s.consoleHandler()},
+		{console.Prefix, []string{get}, s.consoleHandler()},
 		{"/", nil, handleNotImplemented},
 	}
 }
 
-// handleConsole serves the web console, or says the server has none.
-func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Console == nil {
-		handleNotImplemented(w, r)
-		return
+// consoleHandler serves the web console (GET and HEAD; another method is
+// 405), or says, whatever the method, that the server has none (501).
+func (s *Server) consoleHandler() http.HandlerFunc {
+	serve := s.methodsHandler([]string{http.MethodGet}, func(w http.ResponseWriter, r *http.Request) {
+		s.cfg.Console.ServeHTTP(w, r)
+	})
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Console == nil {
+			handleNotImplemented(w, r)
+			return
+		}
+		serve(w, r)
 	}
-	s.cfg.Console.ServeHTTP(w, r)
 }
 
 // handleNotImplemented answers every path that the table has no route for;

@@ -522,7 +522,8 @@ func (s *Server) consoleNavigation(r *http.Request) bool {
 // its files, which hold no secret and need no key.
 func isConsole(r *http.Request) bool {
 	p := r.URL.Path
-	return (p == "/" || strings.HasPrefix(p, console.Prefix) && path.Clean(p) == p) && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+	clean := path.Clean(p) == strings.TrimSuffix(p, "/") // no "..", ".", "//"
+	return (p == "/" || strings.HasPrefix(p, console.Prefix) && clean) && (r.Method == http.MethodGet || r.Method == http.MethodHead)
 }
 
 // hasBody reports whether r may have a body still to read.
