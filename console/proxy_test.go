@@ -163,13 +163,13 @@ func TestBehindNginx(t *testing.T) {
 			id := postRun(t, base, "slow")
 			out := sseOpen(t, base+"/scripts/v1/output/"+id+"?follow=1", "")
 			start = time.Now()
-			if ev, data := out.next(t); ev != "output" || data != `"first\n"` || time.Since(start) > 1500*time.Millisecond {
+			if ev, data, _ := out.next(t); ev != "output" || data != `"first\n"` || time.Since(start) > 1500*time.Millisecond {
 				t.Fatalf("the first output event through nginx: %s %s after %v", ev, data, time.Since(start))
 			}
-			if pings := out.pingsUntil(t, "output"); pings < 1 {
-				t.Errorf("no heartbeat through nginx in the run's silence")
+			if ev, _, pings := out.next(t); ev != "output" || pings < 1 {
+				t.Errorf("no heartbeat through nginx in the run's silence (%s after %d)", ev, pings)
 			}
-			if ev, _ := feed.next(t); ev != "queued" {
+			if ev, _, _ := feed.next(t); ev != "queued" {
 				t.Errorf("the feed through nginx: %s", ev)
 			}
 		})
@@ -206,8 +206,9 @@ func sseOpen(t *testing.T, url, last string) *sse {
 	return &sse{bufio.NewReader(resp.Body)}
 }
 
-// next is the next event's type and data, comments skipped.
-func (s *sse) next(t *testing.T) (event, data string) {
+// next is the next event's type and data, and how many heartbeat comments
+// came before it.
+func (s *sse) next(t *testing.T) (event, data string, pings int) {
 	t.Helper()
 	for {
 		line, err := s.br.ReadString('\n')
@@ -217,34 +218,13 @@ func (s *sse) next(t *testing.T) (event, data string) {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "" && event != "":
-			return event, data
-		case strings.HasPrefix(line, "event: "):
-			event = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			data = line[6:]
-		}
-	}
-}
-
-// pingsUntil counts the heartbeat comments before the next event of type
-// want.
-func (s *sse) pingsUntil(t *testing.T, want string) int {
-	t.Helper()
-	pings := 0
-	var event string
-	for {
-		line, err := s.br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("the stream ended: %v", err)
-		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
+			return event, data, pings
 		case line == ": ping":
 			pings++
 		case strings.HasPrefix(line, "event: "):
 			event = line[7:]
-		case line == "" && event == want:
-			return pings
+		case strings.HasPrefix(line, "data: "):
+			data = line[6:]
 		}
 	}
 }
