@@ -205,7 +205,8 @@ func TestScriptsCommands(t *testing.T) {
 			{[]string{"lines", "--", "2", "0s"}, 0, linesOutput(2), ""},
 			{[]string{"note", "--", "x"}, 0, "", ""},
 			{[]string{"gone"}, 0, "", ""}, // removed at its end, maybe before submit asks how it ended
-			{[]string{"--timeout", "300ms", "hang"}, 128 + 15, "ready\n", "timed out (--timeout, or its script's -t) and was killed by SIGTERM"},
+			{[]string{"--timeout", "2s", "hang"}, 128 + 15, // 2 s: time for a -race child to start on a loaded machine
+				"ready\n", "timed out (--timeout, or its script's -t) and was killed by SIGTERM"},
 		} {
 			t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 				r := rexec(t, nil, nil, append([]string{"submit", "--url", url, "--wait"}, tc.args...)...)
