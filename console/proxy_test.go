@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/rexec/rexec/console"
+	"github.com/rexec/rexec/internal/testhttp"
 	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/webapi"
@@ -210,23 +211,8 @@ func sseOpen(t *testing.T, url, last string) *sse {
 // came before it.
 func (s *sse) next(t *testing.T) (event, data string, pings int) {
 	t.Helper()
-	for {
-		line, err := s.br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("the stream ended: %v", err)
-		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
-		case line == "" && event != "":
-			return event, data, pings
-		case line == ": ping":
-			pings++
-		case strings.HasPrefix(line, "event: "):
-			event = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			data = line[6:]
-		}
-	}
+	e := testhttp.ReadEvent(t, s.br)
+	return e.Event, e.Data, e.Pings
 }
 
 // postRun starts a detached run of script through base, and returns its id.

@@ -209,7 +209,7 @@ func (p *proc) call(ctx context.Context, method string, params json.RawMessage, 
 		var rpcErr *jrpc2.Error
 		switch {
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			p.cp.Kill(child.ReasonTimeout) // if the call ended before stopKill's kill
+			p.cp.Kill(child.ReasonTimeout) // now: the timer's kill runs on a goroutine of its own
 			return nil, ErrDeadline
 		case ctx.Err() != nil:
 			return nil, ctx.Err()

@@ -36,22 +36,15 @@ func (rc receiver) mayWatchEvents() bool {
 }
 
 // maySubscribe checks a name a monitor asks for ("*": every name the key
-// may receive): a bad name is a badRequest about field, a name the key may
-// not receive is forbidden, with the perm it needs.
-func (rc receiver) maySubscribe(field, name string) error {
-	if name == feed.AllClientEvents {
-		if rc.mayWatchEvents() {
-			return nil
-		}
-		return plugin.MaySubscribe(rc.perms, name)
-	}
-	if err := plugin.CheckEventName(name); err != nil {
-		return fieldErrorf(field, "%s", err.Error())
-	}
-	if rc.admin {
+// may receive): a bad name is a *plugin.EventError, a name the key may not
+// receive is forbidden, with the perm it needs.
+func (rc receiver) maySubscribe(name string) error {
+	err := plugin.MaySubscribe(rc.perms, name)
+	var bad *plugin.EventError
+	if rc.admin && !errors.As(err, &bad) {
 		return nil
 	}
-	return plugin.MaySubscribe(rc.perms, name)
+	return err
 }
 
 // receives reports whether the monitor gets e, a client event of a name it
@@ -85,12 +78,7 @@ func (s *Server) handleEmitEvent(w http.ResponseWriter, r *http.Request) {
 		from = "admin"
 	}
 	e, err := plugin.NewEvent(req.Name, req.Data, req.Perms, from)
-	var bad *plugin.EventError
-	switch {
-	case errors.As(err, &bad):
-		s.failScripts(w, r, fieldErrorf(bad.Field, "%s", bad.Msg))
-		return
-	case err != nil:
+	if err != nil {
 		s.failScripts(w, r, err)
 		return
 	}

@@ -21,11 +21,13 @@ import (
 	"github.com/rexec/rexec/webapi"
 )
 
-// openSSE opens GET /scripts/v1/events with query, as key, after the event
-// id last ("" for none), and returns the status and the stream.
-func openSSE(t *testing.T, url, key, query, last string) (int, *bufio.Reader) {
+// openSSE opens the event stream at path (with its query), as key, after
+// the event id last ("" for none), and returns the status and the stream.
+// A 200 must be an event stream.
+func openSSE(t *testing.T, url, key, path, last string) (int, *bufio.Reader) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url+"/scripts/v1/events"+query, nil)
+	req, _ := http.NewRequest("GET", url+path, nil)
+	req.Header.Set("Accept", "text/event-stream")
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
@@ -37,6 +39,9 @@ func openSSE(t *testing.T, url, key, query, last string) (int, *bufio.Reader) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { resp.Body.Close() })
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode == 200 && ct != "text/event-stream" {
+		t.Fatalf("GET %s: 200 with Content-Type %q", path, ct)
+	}
 	return resp.StatusCode, bufio.NewReader(resp.Body)
 }
 
@@ -71,7 +76,7 @@ func received(t *testing.T, url, key string) []any {
 func TestClientEvents(t *testing.T) {
 	s, _ := newPluginServer(t, "s3cret")
 	const admin = "s3cret"
-	code, steps := openSSE(t, s.URL, admin, "?event=deploy.step", "")
+	code, steps := openSSE(t, s.URL, admin, "/scripts/v1/events?event=deploy.step", "")
 	if code != 200 {
 		t.Fatalf("GET /scripts/v1/events?event=deploy.step: %d", code)
 	}
@@ -159,11 +164,11 @@ func TestClientEvents(t *testing.T) {
 		t.Fatalf("guest/create: %d %v", code, a)
 	}
 	for _, q := range []string{"?event=other", "?event=deploy.done", "?event=deploy.step&name=", "?event=bad%20name", "?event=deploy.step&event=*&event=x"} {
-		if code, _ := openSSE(t, s.URL, guest, q, ""); code != 403 && code != 400 {
+		if code, _ := openSSE(t, s.URL, guest, "/scripts/v1/events"+q, ""); code != 403 && code != 400 {
 			t.Errorf("a guest's events%s: %d, want 403 or 400", q, code)
 		}
 	}
-	code, gsteps := openSSE(t, s.URL, guest, "?event=*", "")
+	code, gsteps := openSSE(t, s.URL, guest, "/scripts/v1/events?event=*", "")
 	if code != 200 {
 		t.Fatalf("a guest's events?event=*: %d", code)
 	}
@@ -202,7 +207,7 @@ func TestClientEvents(t *testing.T) {
 
 	// A stream that reconnects after the first event gets every one
 	// after it, once.
-	_, again := openSSE(t, s.URL, admin, "?event=deploy.step", first)
+	_, again := openSSE(t, s.URL, admin, "/scripts/v1/events?event=deploy.step", first)
 	var names []string
 	for range 3 {
 		e := readSSE(t, again)
@@ -256,7 +261,7 @@ func TestClientEvents(t *testing.T) {
 // the event feed of client events; one with neither says it has none.
 func TestClientEventsWithoutScripts(t *testing.T) {
 	s := testserver.Start(t, node.Config{PluginsDir: pluginsDir(t)})
-	code, stream := openSSE(t, s.URL, "", "?event=*", "")
+	code, stream := openSSE(t, s.URL, "", "/scripts/v1/events?event=*", "")
 	if code != 200 {
 		t.Fatalf("events: %d", code)
 	}
@@ -277,7 +282,7 @@ func TestClientEventsWithoutScripts(t *testing.T) {
 	if code, a := pluginCall(t, bare.URL, "", "/plugins/v1/events", `{"name":"hello"}`); code != 404 || a["errorcode"] != "no_events" {
 		t.Errorf("emit on a server without a feed: %d %v", code, a)
 	}
-	if code, _ := openSSE(t, bare.URL, "", "?event=*", ""); code != 404 {
+	if code, _ := openSSE(t, bare.URL, "", "/scripts/v1/events?event=*", ""); code != 404 {
 		t.Errorf("events on a server without a feed: %d", code)
 	}
 }
@@ -304,7 +309,7 @@ func TestGoExamplePlugin(t *testing.T) {
 	s := testserver.Start(t, node.Config{PluginsDir: filepath.Dir(dir), EventReplay: 100, EventQueue: 100,
 		Web: webapi.Config{Token: "s3cret"}})
 	const admin = "s3cret"
-	code, events := openSSE(t, s.URL, admin, "?event=deploy.step", "")
+	code, events := openSSE(t, s.URL, admin, "/scripts/v1/events?event=deploy.step", "")
 	if code != 200 {
 		t.Fatalf("events: %d", code)
 	}

@@ -37,10 +37,13 @@ const retryAfter = "1"
 // anything unexpected is a 500 whose detail goes to the log only.
 func kindOf(err error) (status int, code, msg string) {
 	var bad *badRequest
+	var badEvent *plugin.EventError
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &bad):
 		return http.StatusBadRequest, "invalid_request", bad.msg
+	case errors.As(err, &badEvent):
+		return http.StatusBadRequest, "invalid_request", badEvent.Msg
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, "too_large", "request body larger than the limit (--max-body)"
 	case errors.Is(err, errBodyTimeout), errors.Is(err, os.ErrDeadlineExceeded):

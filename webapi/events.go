@@ -77,7 +77,7 @@ func (s *Server) parseEventsQuery(r *http.Request) (eventsQuery, error) {
 	}
 	rc := receiverOf(r)
 	for _, name := range events {
-		if err := rc.maySubscribe("event", name); err != nil {
+		if err := rc.maySubscribe(name); err != nil {
 			return eventsQuery{}, err
 		}
 		q.topics = append(q.topics, feed.ClientEvents(name))

@@ -271,7 +271,7 @@ func (m *monitor) watch(name string) (map[string]any, bool) {
 // watchEvent answers a request to watch the client events of name ("*":
 // every one the key may receive), as watch does for a script.
 func (m *monitor) watchEvent(name string) (map[string]any, bool) {
-	if err := m.receiver.maySubscribe("event", name); err != nil {
+	if err := m.receiver.maySubscribe(name); err != nil {
 		_, code, msg := kindOf(err)
 		return map[string]any{"success": false, "event": clipName(name), "enabled": false, "errorcode": code, "error": msg}, true
 	}

@@ -70,8 +70,7 @@ func (s *Server) writeOutputEvents(ctx context.Context, w http.ResponseWriter, r
 					// The output ends inside a character: its bytes go
 					// as they are (as U+FFFD), and the end is after them.
 					pos += int64(len(carry))
-					text, _ := json.Marshal(string(carry))
-					fmt.Fprintf(w, "id: %d\nevent: output\ndata: %s\n\n", pos, text)
+					writeOutputEvent(w, pos, carry)
 				}
 				s.endOutputEvents(ctx, w, rc, c.err, pos)
 				return
@@ -80,8 +79,7 @@ func (s *Server) writeOutputEvents(ctx context.Context, w http.ResponseWriter, r
 			n := completeUTF8(carry)
 			if n > 0 {
 				pos += int64(n)
-				text, _ := json.Marshal(string(carry[:n])) // invalid UTF-8 becomes U+FFFD
-				_, err = fmt.Fprintf(w, "id: %d\nevent: output\ndata: %s\n\n", pos, text)
+				err = writeOutputEvent(w, pos, carry[:n])
 				carry = append(carry[:0], carry[n:]...)
 			}
 		case <-ping.C:
@@ -97,6 +95,14 @@ func (s *Server) writeOutputEvents(ctx context.Context, w http.ResponseWriter, r
 			return // the client is gone
 		}
 	}
+}
+
+// writeOutputEvent writes an "event: output" of text, whose end is at the
+// offset end; invalid UTF-8 in text becomes U+FFFD.
+func writeOutputEvent(w io.Writer, end int64, text []byte) error {
+	data, _ := json.Marshal(string(text)) // a string: it cannot fail
+	_, err := fmt.Fprintf(w, "id: %d\nevent: output\ndata: %s\n\n", end, data)
+	return err
 }
 
 // readOutput reads rd into chunks until an error (io.EOF at its end), which

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/rexec/rexec/internal/testhttp"
 )
 
 // A run's output as Server-Sent Events: each event's id is the offset after
@@ -17,41 +19,18 @@ func TestOutputEventStream(t *testing.T) {
 		`cut /bin/sh -c 'printf "ab\346\227"'`)
 	id := s.submit(t, map[string]any{"name": "lines", "args": []string{"40", "20ms"}})
 	open := func(last string) *bufio.Reader {
-		req, _ := http.NewRequest("GET", s.url+"/scripts/v1/output/"+id+"?follow=1", nil)
-		req.Header.Set("Accept", "text/event-stream")
-		if last != "" {
-			req.Header.Set("Last-Event-ID", last)
+		t.Helper()
+		code, br := openSSE(t, s.url, "", "/scripts/v1/output/"+id+"?follow=1", last)
+		if code != 200 {
+			t.Fatalf("output as events: %d", code)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { resp.Body.Close() })
-		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
-			t.Fatalf("output as events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
-		}
-		return bufio.NewReader(resp.Body)
+		return br
 	}
 	// next is the next event: its id, type and data (raw JSON).
 	next := func(br *bufio.Reader) (id, event, data string) {
 		t.Helper()
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("the stream ended: %v", err)
-			}
-			line = strings.TrimSuffix(line, "\n")
-			switch {
-			case line == "" && event != "":
-				return id, event, data
-			case strings.HasPrefix(line, "id: "):
-				id = line[4:]
-			case strings.HasPrefix(line, "event: "):
-				event = line[7:]
-			case strings.HasPrefix(line, "data: "):
-				data = line[6:]
-			}
-		}
+		e := testhttp.ReadEvent(t, br)
+		return e.ID, e.Event, e.Data
 	}
 	var text strings.Builder
 	br := open("")

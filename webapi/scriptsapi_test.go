@@ -21,6 +21,7 @@ import (
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/internal/testhttp"
 	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/store"
@@ -515,26 +516,10 @@ type sseEvent struct {
 
 func readSSE(t *testing.T, br *bufio.Reader) sseEvent {
 	t.Helper()
-	var e sseEvent
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("event stream ended: %v", err)
-		}
-		line = strings.TrimRight(line, "\n")
-		switch {
-		case line == "":
-			if e.event != "" {
-				return e
-			}
-		case strings.HasPrefix(line, "id: "):
-			e.id = line[4:]
-		case strings.HasPrefix(line, "event: "):
-			e.event = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			json.Unmarshal([]byte(line[6:]), &e.data)
-		}
-	}
+	e := testhttp.ReadEvent(t, br)
+	ev := sseEvent{id: e.ID, event: e.Event}
+	json.Unmarshal([]byte(e.Data), &ev.data)
+	return ev
 }
 
 func TestEventsStream(t *testing.T) {

@@ -307,8 +307,14 @@
       }
     };
     refresh();
+    followRuns('scripts/v1/events', signal, refresh);
+  }
+
+  // followRuns calls refresh, 200 ms after the last of a burst, when the
+  // feed at path says a run was queued, started or ended.
+  function followRuns(path, signal, refresh) {
     let timer = 0;
-    events('scripts/v1/events', {
+    events(path, {
       signal,
       on: (ev) => {
         if (ev.event === 'queued' || ev.event === 'running' || ev.event === 'done') {
@@ -877,16 +883,8 @@
     await load();
     if (!params.get('cursor')) {
       // The first page follows the feed: a run that starts or ends shows.
-      let timer = 0;
-      events(`scripts/v1/events${params.get('name') ? `?name=${encodeURIComponent(params.get('name'))}` : ''}`, {
-        signal,
-        on: (ev) => {
-          if (['queued', 'running', 'done'].includes(ev.event)) {
-            clearTimeout(timer);
-            timer = setTimeout(() => load().catch(() => {}), 200);
-          }
-        },
-      });
+      const name = params.get('name');
+      followRuns(`scripts/v1/events${name ? `?name=${encodeURIComponent(name)}` : ''}`, signal, () => load().catch(() => {}));
     }
   }
 
