@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rexec/rexec/cgroup"
 )
 
 // Stream says which of the child's outputs a chunk came from.
@@ -64,6 +66,7 @@ const (
 	ReasonTimeout    Reason = "timeout"    // Spec.Timeout expired
 	ReasonShutdown   Reason = "shutdown"   // the server is stopping
 	ReasonCancelled  Reason = "cancelled"  // somebody asked for it to stop
+	ReasonOOM        Reason = "oom"        // the OOM killer killed it, its cgroup at its memory limit
 )
 
 // Spec describes the process to start.
@@ -93,6 +96,9 @@ type Spec struct {
 	// Pipe.Discard when it stops reading before. Output then carries only
 	// stderr's chunks, with StderrSeparate, and nothing otherwise.
 	RawOutput bool
+	// Limits are the run's limits, enforced by its cgroup: they need
+	// Options.Cgroups, in a mode that enforces them.
+	Limits cgroup.Limits
 }
 
 // Options are the supervisor's settings, the same for every process.
@@ -104,6 +110,11 @@ type Options struct {
 	// OnExit, when set, is called once the process is reaped and its
 	// Status is final, before Done is closed.
 	OnExit func(*Process)
+	// Cgroups, when set and not off, gives each process a cgroup of its
+	// own: everything it starts is killed with it, and Spec.Limits hold.
+	// Without it a process is killed by its process group, which a process
+	// that makes a session of its own escapes.
+	Cgroups *cgroup.Tree
 }
 
 const (
@@ -130,6 +141,8 @@ type Status struct {
 	// Started is when the process started; Duration how long it ran.
 	Started  time.Time
 	Duration time.Duration
+	// Usage is what its cgroup says it used; nil without a cgroup.
+	Usage *cgroup.Usage
 }
 
 // SignalName is the signal's name, e.g. "SIGKILL", or "" when none.
@@ -219,6 +232,7 @@ type Process struct {
 	discardMu sync.Once
 	done      chan struct{} // closed after reap and OnExit
 	stdinW    *os.File
+	cg        *cgroup.Group // nil without cgroups
 
 	mu         sync.Mutex // guards the fields below
 	killReason Reason     // first reason a kill was asked for
@@ -240,16 +254,21 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		return nil, err
 	}
 	p := newProcess(opts.withDefaults())
+	if err := p.makeCgroup(spec); err != nil {
+		return nil, err
+	}
 	// The child's ends of its pipes are closed once it has started (or
 	// failed to); ours only if the start fails.
 	var std stdio
 	defer std.closeChildEnds()
 	if err := p.openStdio(&std, spec); err != nil {
 		std.closeOurs()
+		p.removeCgroup()
 		return nil, err
 	}
 	if err := p.exec(spec, path, argv, env, std.files[:]); err != nil {
 		std.closeOurs()
+		p.removeCgroup()
 		return nil, err
 	}
 	p.startPumps(spec)
@@ -421,8 +440,21 @@ func (p *Process) exec(spec Spec, path string, argv, env []string, files []uintp
 		},
 	}
 	p.start = time.Now()
-	pid, _, err := syscall.StartProcess(path, argv, attr)
+	pid, err := p.startIn(attr, func() (int, error) {
+		pid, _, err := syscall.StartProcess(path, argv, attr)
+		return pid, err
+	})
 	if err != nil {
+		if pid > 0 {
+			// Started, but it could not be placed in its cgroup: it was
+			// killed before it ran; reap it.
+			var ws syscall.WaitStatus
+			ignoringEINTR2(func() (int, error) { return syscall.Wait4(pid, &ws, syscall.WALL, nil) })
+			if pidfd >= 0 {
+				syscall.Close(pidfd)
+			}
+			return &StartError{Op: "cgroup", Err: err}
+		}
 		forgetPath(spec.Path)
 		return execError(path, spec.Credential, err)
 	}
@@ -523,11 +555,15 @@ func (p *Process) Kill(reason Reason) {
 	}
 	p.killReason = reason
 	signalGroup(p.pid, syscall.SIGTERM)
+	p.signalCgroup(syscall.SIGTERM)
 	p.killTimer = time.AfterFunc(p.opts.KillGrace, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if !p.reaped {
 			signalGroup(p.pid, syscall.SIGKILL)
+			if p.cg != nil {
+				p.cg.Kill()
+			}
 		}
 	})
 }
@@ -554,7 +590,11 @@ func (p *Process) supervise() {
 	// The leader is a zombie now, so its PID still names the group. Ask
 	// whatever it left behind to stop, let it finish its output within the
 	// grace, then insist.
+	// A process that left the group (setsid) but not the cgroup is asked
+	// too, and given the same grace.
 	signalGroup(p.pid, syscall.SIGTERM)
+	p.signalCgroup(syscall.SIGTERM)
+	graceEnd := time.Now().Add(p.opts.KillGrace)
 	select {
 	case <-p.pumpsDone:
 	default:
@@ -565,7 +605,9 @@ func (p *Process) supervise() {
 		}
 		t.Stop()
 	}
+	p.waitCgroup(graceEnd)
 	signalGroup(p.pid, syscall.SIGKILL)
+	usage := p.endCgroup()
 	select {
 	case <-p.pumpsDone:
 	case <-time.After(pipeCloseWait):
@@ -600,6 +642,12 @@ func (p *Process) supervise() {
 			st.Code = ws.ExitStatus()
 		case ws.Signaled():
 			st.Signal = ws.Signal()
+		}
+	}
+	if usage != nil {
+		st.Usage = usage
+		if st.Reason == ReasonExit && st.Signal == syscall.SIGKILL && usage.OOMKills > 0 {
+			st.Reason = ReasonOOM
 		}
 	}
 	if p.pidfd >= 0 {

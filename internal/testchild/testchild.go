@@ -165,6 +165,73 @@ func run(mode string, args []string) int {
 		resp.Body.Close()
 		fmt.Fprintln(out, "[50%] Half of it")
 		io.Copy(io.Discard, os.Stdin)
+	case "escapee": // start a grandchild in a session of its own (setsid), holding no pipe; print its pid; args[0] "exit" or hang
+		self, _ := os.Executable()
+		cmd := exec.Command(self)
+		cmd.Env = append(os.Environ(), Env+"=hang")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Fprintln(out, cmd.Process.Pid)
+		if len(args) > 0 && args[0] == "exit" {
+			return 0
+		}
+		select {}
+	case "daemon": // double-fork a daemon (setsid, parent gone, no pipe held), print its pid, exit
+		self, _ := os.Executable()
+		cmd := exec.Command(self, "exit")
+		cmd.Env = append(os.Environ(), Env+"=escapee")
+		b, err := cmd.Output()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		out.Write(b)
+	case "forkbomb": // start hanging children until a fork fails; print how many, then hang
+		self, _ := os.Executable()
+		n := 0
+		for ; n < 10000; n++ {
+			cmd := exec.Command(self)
+			cmd.Env = append(os.Environ(), Env+"=hang")
+			if err := cmd.Start(); err != nil {
+				fmt.Fprintln(out, "fork failed after", n, err)
+				break
+			}
+		}
+		fmt.Fprintln(out, "started", n)
+		select {}
+	case "memhog": // touch args[0] MiB, one MiB at a time, then print "held"
+		n, _ := strconv.Atoi(args[0])
+		var keep [][]byte
+		for i := range n {
+			b := make([]byte, 1<<20)
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = byte(i + 1)
+			}
+			keep = append(keep, b)
+		}
+		fmt.Fprintln(out, "held", len(keep))
+	case "spin": // burn CPU on args[1] threads for args[0], then print the wall time
+		d, _ := time.ParseDuration(args[0])
+		threads := 1
+		if len(args) > 1 {
+			threads, _ = strconv.Atoi(args[1])
+		}
+		deadline := time.Now().Add(d)
+		done := make(chan struct{})
+		for range threads {
+			go func() {
+				for time.Now().Before(deadline) {
+				}
+				done <- struct{}{}
+			}()
+		}
+		for range threads {
+			<-done
+		}
+		fmt.Fprintln(out, "spun")
 	case "selfkill": // kill itself with signal args[0]
 		n, _ := strconv.Atoi(args[0])
 		fmt.Fprintln(out, "dying")
