@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // Limits are what one run may use. A zero field is no limit.
@@ -85,7 +87,7 @@ func (l Limits) Within(caps Limits, what string, capName func(field string) stri
 		if v != 0 {
 			got = format(v)
 		}
-		return fmt.Errorf("%w: %s %s is %s, above the server's cap %s=%s", ErrLimit, what, field, got, capName(field), format(c))
+		return fmt.Errorf("%w: %s %s limit (%s) is above %s=%s", ErrLimit, what, field, got, capName(field), format(c))
 	}
 	if err := check("memory", l.Memory, caps.Memory, FormatSize); err != nil {
 		return err
@@ -192,4 +194,50 @@ type Usage struct {
 	OOMKills int64
 	// PidsMax is how many times a fork failed on its pids limit.
 	PidsMax int64
+}
+
+// Report is Usage as the API, the history and the NDJSON end line write it:
+// bytes and milliseconds, a figure the kernel did not give left out.
+type Report struct {
+	MemoryPeak    *int64 `json:"memory_peak,omitempty"` // bytes
+	CPUMillis     *int64 `json:"cpu_ms,omitempty"`
+	IORead        *int64 `json:"io_read,omitempty"`  // bytes
+	IOWrite       *int64 `json:"io_write,omitempty"` // bytes
+	OOMKills      int64  `json:"oom_kills,omitempty"`
+	PidsLimitHits int64  `json:"pids_limit_hits,omitempty"`
+}
+
+// Report is u as the API writes it.
+func (u Usage) Report() *Report {
+	r := &Report{MemoryPeak: u.MemoryPeak, IORead: u.IORead, IOWrite: u.IOWrite, OOMKills: u.OOMKills, PidsLimitHits: u.PidsMax}
+	if u.CPU != nil {
+		ms := u.CPU.Milliseconds()
+		r.CPUMillis = &ms
+	}
+	return r
+}
+
+// Log adds to a run's log line (attached or detached alike) what its
+// cgroup says it used, and says when its pids limit stopped a fork or the
+// OOM killer struck. A nil u adds nothing.
+func (u *Usage) Log(ev *zerolog.Event) *zerolog.Event {
+	if u == nil {
+		return ev
+	}
+	if u.MemoryPeak != nil {
+		ev = ev.Int64("memory_peak", *u.MemoryPeak)
+	}
+	if u.CPU != nil {
+		ev = ev.Int64("cpu_ms", u.CPU.Milliseconds())
+	}
+	if u.IORead != nil && u.IOWrite != nil {
+		ev = ev.Int64("io_read", *u.IORead).Int64("io_write", *u.IOWrite)
+	}
+	if u.OOMKills > 0 {
+		ev = ev.Int64("oom_kills", u.OOMKills)
+	}
+	if u.PidsMax > 0 {
+		ev = ev.Int64("pids_limit_hits", u.PidsMax).Str("pids_limit", "a fork failed: the run reached its pids limit")
+	}
+	return ev
 }

@@ -108,8 +108,10 @@ func TestCgroupMemoryLimitEndsWithOOM(t *testing.T) {
 		if st.Reason != child.ReasonOOM || st.Signal != syscall.SIGKILL {
 			t.Fatalf("status %+v (output %q), want reason oom by SIGKILL", st, out)
 		}
-		if st.Usage.OOMKills == 0 || st.Usage.MemoryPeak == nil || *st.Usage.MemoryPeak > 64<<20 {
-			t.Fatalf("usage %+v", st.Usage)
+		// The peak is the limit's, give or take the pages the kernel
+		// charged while it reclaimed.
+		if u := st.Usage; u.OOMKills == 0 || u.MemoryPeak == nil || *u.MemoryPeak > 66<<20 || *u.MemoryPeak < 48<<20 {
+			t.Fatalf("usage %+v, want an OOM kill and a peak near the 64 MiB limit", u.Report())
 		}
 	})
 }

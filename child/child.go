@@ -145,6 +145,15 @@ type Status struct {
 	Usage *cgroup.Usage
 }
 
+// Report is what the process's cgroup says it used, as the API writes it;
+// nil without a cgroup.
+func (s Status) Report() *cgroup.Report {
+	if s.Usage == nil {
+		return nil
+	}
+	return s.Usage.Report()
+}
+
 // SignalName is the signal's name, e.g. "SIGKILL", or "" when none.
 func (s Status) SignalName() string {
 	if s.Signal == 0 {
