@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rexec/rexec/cgroup"
 )
 
 // Error kinds of a run's arguments; webapi maps them to 400.
@@ -216,6 +218,15 @@ func (s *Script) String() string {
 	}
 	if s.User != "" {
 		toks = append(toks, "-u="+s.User)
+	}
+	if l := s.Limits; l.Memory != 0 {
+		toks = append(toks, "--memory="+cgroup.FormatSize(l.Memory))
+	}
+	if l := s.Limits; l.Pids != 0 {
+		toks = append(toks, "--pids="+strconv.FormatInt(l.Pids, 10))
+	}
+	if l := s.Limits; l.CPU != 0 {
+		toks = append(toks, "--cpu="+cgroup.FormatCPU(l.CPU))
 	}
 	toks = append(toks, s.Name)
 	if !s.NoProcess {

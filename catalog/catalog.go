@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rexec/rexec/cgroup"
 )
 
 // Limits of the format.
@@ -114,6 +116,9 @@ type Script struct {
 	// asking for more is capped to it; the run's process group is
 	// terminated when it expires. 0 is none; else at most MaxTimeout.
 	Timeout time.Duration
+	// Limits (--memory, --pids, --cpu) hold each run of this script in its
+	// cgroup; a request may ask for lower ones, never for higher.
+	Limits cgroup.Limits
 }
 
 // Catalog is a parsed exectab: an immutable set of scripts, safe for
@@ -297,6 +302,7 @@ func parseLine(lineNo int, line string) (*Script, *ParseError) {
 	}
 	p.s = &Script{Line: lineNo, Concurrency: 1}
 	p.seen = make(map[byte]bool)
+	p.seenLong = make(map[string]bool)
 	p.envNames = make(map[string]bool)
 	rest, perr := p.options(toks)
 	if perr != nil {
@@ -323,6 +329,7 @@ type lineParser struct {
 	lineNo   int
 	s        *Script
 	seen     map[byte]bool   // the options given, by letter
+	seenLong map[string]bool // the long options given, by name
 	envNames map[string]bool // the variables -e has set
 }
 
@@ -357,8 +364,11 @@ func (p *lineParser) options(toks []string) ([]string, *ParseError) {
 	return toks[i:], nil
 }
 
-// option parses one option: -x, or -x=value.
+// option parses one option: -x, or -x=value, or a long one.
 func (p *lineParser) option(tok string) *ParseError {
+	if strings.HasPrefix(tok, "--") {
+		return p.longOption(tok)
+	}
 	opt, val, hasVal := strings.Cut(tok, "=")
 	if len(opt) != 2 || !strings.ContainsRune(optionLetters, rune(opt[1])) {
 		return p.fail(ErrUnknownOption, "unknown option %s: not one of %s", opt, optionList)
@@ -392,6 +402,58 @@ func (p *lineParser) option(tok string) *ParseError {
 		return p.countOption(opt, val)
 	case 't':
 		return p.timeoutOption(val)
+	}
+	return nil
+}
+
+// longOptions are the long options, --name=VALUE, and what their value is.
+var longOptions = []struct{ name, meta string }{
+	{"memory", "SIZE"}, {"pids", "N"}, {"cpu", "CORES"},
+}
+
+// longOptionList is longOptions as the documentation writes them.
+func longOptionList() string {
+	var b []string
+	for _, o := range longOptions {
+		b = append(b, "--"+o.name+"="+o.meta)
+	}
+	return strings.Join(b, " ")
+}
+
+// longOption parses one long option, --name=VALUE.
+func (p *lineParser) longOption(tok string) *ParseError {
+	opt, val, hasVal := strings.Cut(tok, "=")
+	name := opt[2:]
+	i := slices.IndexFunc(longOptions, func(o struct{ name, meta string }) bool { return o.name == name })
+	if i < 0 {
+		return p.fail(ErrUnknownOption, "unknown option %s: not one of %s", opt, longOptionList())
+	}
+	if p.seenLong[name] {
+		return p.fail(ErrBadOption, "%s given twice", opt)
+	}
+	p.seenLong[name] = true
+	if !hasVal || val == "" {
+		return p.fail(ErrBadOption, "%s needs a value: write %s=%s", opt, opt, longOptions[i].meta)
+	}
+	var err error
+	switch name {
+	case "memory":
+		p.s.Limits.Memory, err = cgroup.ParseSize(val)
+	case "pids":
+		var n uint64
+		n, err = strconv.ParseUint(val, 10, 31)
+		if err != nil {
+			err = fmt.Errorf("%q is not a whole number below 2^31", val)
+		}
+		p.s.Limits.Pids = int64(n)
+	case "cpu":
+		p.s.Limits.CPU, err = cgroup.ParseCPU(val)
+	}
+	if err == nil {
+		err = p.s.Limits.Check()
+	}
+	if err != nil {
+		return p.fail(ErrBadOption, "%s: %s", opt, err)
 	}
 	return nil
 }
@@ -519,6 +581,9 @@ func (p *lineParser) checkNoProcess() *ParseError {
 		if p.seen[o] {
 			return p.fail(ErrBadOption, "-%c has no effect on script %q, which starts no process", o, p.s.Name)
 		}
+	}
+	for name := range p.seenLong {
+		return p.fail(ErrBadOption, "--%s has no effect on script %q, which starts no process", name, p.s.Name)
 	}
 	return nil
 }

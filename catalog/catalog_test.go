@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/cgroup"
 )
 
 // mustParse parses text and fails the test on an error.
@@ -914,6 +915,7 @@ func TestDiffEveryField(t *testing.T) {
 		"RemoveDone":      {"s /bin/true", "-r s /bin/true"},
 		"Concurrency":     {"s /bin/true", "-s=2 s /bin/true"},
 		"Timeout":         {"-t=1h s /bin/true", "-t=61m s /bin/true"},
+		"Limits":          {"--memory=64M s /bin/true", "--memory=64M --pids=10 --cpu=0.5 s /bin/true"},
 	}
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[catalog.Script]()) {
 		if f.Name == "Name" || f.Name == "Line" {
@@ -933,6 +935,37 @@ func TestDiffEveryField(t *testing.T) {
 		added, removed, changed := catalog.Diff(old, new)
 		if len(added) != 0 || len(removed) != 0 || !slices.Equal(changed, []string{"s"}) {
 			t.Errorf("Script.%s: Diff(%q, %q) = %q, %q, %q; want s changed", f.Name, pair[0], pair[1], added, removed, changed)
+		}
+	}
+}
+
+func TestLimitOptions(t *testing.T) {
+	c := mustParse(t, "--memory=256MiB --pids=64 --cpu=1.5 s /bin/true\n--cpu=250m t /bin/true")
+	s, _ := c.Lookup("s")
+	if want := (cgroup.Limits{Memory: 256 << 20, Pids: 64, CPU: 1500}); s.Limits != want {
+		t.Fatalf("limits %+v, want %+v", s.Limits, want)
+	}
+	if got := s.String(); !strings.Contains(got, "--memory=256MiB --pids=64 --cpu=1.5 s") {
+		t.Fatalf("String() = %q", got)
+	}
+	if tt, _ := c.Lookup("t"); tt.Limits.CPU != 250 {
+		t.Fatalf("--cpu=250m read as %d", tt.Limits.CPU)
+	}
+	for line, want := range map[string]string{
+		"--memory s /bin/true":          "--memory needs a value",
+		"--memory=lots s /bin/true":     "not a size",
+		"--memory=1M s /bin/true":       "below the least a run needs",
+		"--pids=1 s /bin/true":          "below the least a run needs",
+		"--pids=-3 s /bin/true":         "not a whole number",
+		"--cpu=0.001 s /bin/true":       "below the least",
+		"--cpu=NaN s /bin/true":         "not a CPU amount",
+		"--pids=4 --pids=5 s /bin/true": "given twice",
+		"--swap=1G s /bin/true":         "unknown option --swap",
+		"-n --pids=4 s":                 "no effect",
+	} {
+		_, err := catalog.Parse(strings.NewReader(line))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one saying %q", line, err, want)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 )
 
@@ -55,6 +56,9 @@ type Request struct {
 	// Timeout, when positive, is the time limit the client asks for; the
 	// script's -t caps it, and is the default.
 	Timeout time.Duration
+	// Limits are the limits the client asks for: lower than the script's
+	// own, or none (Policy.ForScript).
+	Limits cgroup.Limits
 }
 
 // Lookup finds the script name in cat (nil: no exectab).
@@ -85,13 +89,17 @@ func Check(sc *catalog.Script, req Request) ([]string, error) {
 // Spec is the process a run of sc starts: the script's path and working
 // directory, the request's arguments in the script's argv, base (the
 // server's environment) with the exectab's -e and then extra added, the
-// script's user, its time limit, and stderr merged into stdout. The caller
-// sets Stdin, and may choose another Stderr.
-func Spec(sc *catalog.Script, req Request, base []string, extra ...string) (child.Spec, error) {
+// script's user, its time limit, its limits by pol, and stderr merged into
+// stdout. The caller sets Stdin, and may choose another Stderr.
+func Spec(sc *catalog.Script, req Request, pol *Policy, base []string, extra ...string) (child.Spec, error) {
 	if sc.NoProcess {
 		return child.Spec{}, fmt.Errorf("script %q: %w", sc.Name, ErrNoProcess)
 	}
 	args, err := Check(sc, req)
+	if err != nil {
+		return child.Spec{}, err
+	}
+	limits, err := pol.ForScript(sc, req.Limits)
 	if err != nil {
 		return child.Spec{}, err
 	}
@@ -104,7 +112,7 @@ func Spec(sc *catalog.Script, req Request, base []string, extra ...string) (chil
 		env = append(env[:len(env):len(env)], extra...) // never into a shared base
 	}
 	return child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: env, Credential: cred,
-		Stderr: child.StderrMerge, Timeout: Timeout(req.Timeout, sc)}, nil
+		Stderr: child.StderrMerge, Timeout: Timeout(req.Timeout, sc), Limits: limits}, nil
 }
 
 // Limit is the broker's limit for runs of sc, attached and detached alike:

@@ -61,7 +61,7 @@ func TestStdinRule(t *testing.T) {
 		{takes, launch.Request{Args: []string{"a"}, Timeout: -time.Second}, launch.ErrTimeout},
 		{takes, launch.Request{}, catalog.ErrMissingArgument},
 	} {
-		_, err := launch.Spec(tc.sc, tc.req, nil)
+		_, err := launch.Spec(tc.sc, tc.req, nil, nil)
 		if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
 			t.Errorf("%s %+v: err %v, want %v", tc.sc.Name, tc.req, err, tc.want)
 		}
@@ -70,7 +70,7 @@ func TestStdinRule(t *testing.T) {
 
 func TestNoProcess(t *testing.T) {
 	n := lookup(t, "notify")
-	if _, err := launch.Spec(n, launch.Request{Args: []string{"x"}}, nil); !errors.Is(err, launch.ErrNoProcess) {
+	if _, err := launch.Spec(n, launch.Request{Args: []string{"x"}}, nil, nil); !errors.Is(err, launch.ErrNoProcess) {
 		t.Fatalf("Spec of a -n script: %v", err)
 	}
 	// Its arguments and stdin follow the same rules as any script's.
@@ -89,7 +89,7 @@ func TestSpec(t *testing.T) {
 	sc := lookup(t, "takes")
 	base := make([]string, 1, 8) // room to append: the base must not be written
 	base[0] = "PATH=/bin"
-	spec, err := launch.Spec(sc, launch.Request{Args: []string{"x"}}, base, "REXEC_RUN_ID=1")
+	spec, err := launch.Spec(sc, launch.Request{Args: []string{"x"}}, nil, base, "REXEC_RUN_ID=1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestSpec(t *testing.T) {
 		t.Fatalf("stderr %v stdin %v timeout %v", spec.Stderr, spec.Stdin, spec.Timeout)
 	}
 	// A second spec from the same base sees none of the first's extras.
-	other, _ := launch.Spec(sc, launch.Request{Args: []string{"y"}}, base, "REXEC_RUN_ID=2")
+	other, _ := launch.Spec(sc, launch.Request{Args: []string{"y"}}, nil, base, "REXEC_RUN_ID=2")
 	if spec.Env[2] != "REXEC_RUN_ID=1" || other.Env[2] != "REXEC_RUN_ID=2" {
 		t.Fatalf("envs share their backing array: %q %q", spec.Env, other.Env)
 	}

@@ -1,0 +1,96 @@
+package launch
+
+import (
+	"fmt"
+
+	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/cgroup"
+)
+
+// Policy is the server's rule on the limits of runs: Default for a run that
+// sets none (by its exectab line, or its request for a command), Max for
+// what a request may ask. The same rule holds attached, detached and plugin
+// runs. A nil *Policy sets no limit and takes none.
+type Policy struct {
+	// Tree is where runs get their cgroups; nil, or ModeOff, enforces no
+	// limit, and a run given one is refused.
+	Tree    *cgroup.Tree
+	Default cgroup.Limits
+	Max     cgroup.Limits
+}
+
+// Check fails when the policy itself is unusable: a default or a cap out of
+// its bounds, a default above its cap, or limits the tree cannot enforce.
+// The server checks it at start-up.
+func (p *Policy) Check() error {
+	if p == nil {
+		return nil
+	}
+	if err := p.Default.Check(); err != nil {
+		return err
+	}
+	if err := p.Max.Check(); err != nil {
+		return err
+	}
+	if err := p.Default.Within(p.Max, "the default", maxFlag); err != nil {
+		return err
+	}
+	return p.enforceable(p.Default.Or(p.Max))
+}
+
+// maxFlag names the flag that caps a limit.
+func maxFlag(field string) string { return "--max-" + field }
+
+// ForCommand is the limits of an ad-hoc command that asked for asked: what
+// it asks, else the default, else the cap; never above the cap.
+func (p *Policy) ForCommand(asked cgroup.Limits) (cgroup.Limits, error) {
+	if err := asked.Check(); err != nil {
+		return cgroup.Limits{}, err
+	}
+	if p == nil {
+		return asked, p.enforceable(asked)
+	}
+	if err := asked.Within(p.Max, "the request's", maxFlag); err != nil {
+		return cgroup.Limits{}, err
+	}
+	l := asked.Or(p.Default).Or(p.Max)
+	return l, p.enforceable(l)
+}
+
+// ForScript is the limits of a run of sc that asked for asked: the script's
+// own (its exectab line's), else the default; a request may lower them,
+// never raise them. The caps bound requests, not the exectab, which is the
+// administrator's.
+func (p *Policy) ForScript(sc *catalog.Script, asked cgroup.Limits) (cgroup.Limits, error) {
+	if err := asked.Check(); err != nil {
+		return cgroup.Limits{}, err
+	}
+	l := sc.Limits
+	if p != nil {
+		l = l.Or(p.Default)
+	}
+	if err := asked.Within(l, "the request's", func(field string) string { return "script " + sc.Name + "'s --" + field }); err != nil {
+		return cgroup.Limits{}, err
+	}
+	l = l.Min(asked)
+	return l, p.enforceable(l)
+}
+
+// ForPlugin is the limits of a plugin's process: the default.
+func (p *Policy) ForPlugin() cgroup.Limits {
+	if p == nil {
+		return cgroup.Limits{}
+	}
+	return p.Default
+}
+
+// enforceable fails when l sets a limit the tree cannot enforce.
+func (p *Policy) enforceable(l cgroup.Limits) error {
+	if l.IsZero() {
+		return nil
+	}
+	if p == nil || p.Tree == nil || p.Tree.Mode() == cgroup.ModeOff {
+		return fmt.Errorf("%w: this server enforces no limits: its cgroups are off", cgroup.ErrLimit)
+	}
+	return p.Tree.CanEnforce(l)
+}
