@@ -69,7 +69,7 @@ func (m *Manager) prepare(r store.Run, sc *catalog.Script, token string) (child.
 		return child.Spec{}, nil, err
 	}
 	spec, err := launch.Spec(sc, launch.Request{Args: r.Args, Stdin: int64(len(stdin)), Timeout: r.Timeout},
-		m.cfg.Env, m.callbackEnv(r.ID, token)...)
+		m.cfg.Limits, m.cfg.Env, m.callbackEnv(r.ID, token)...)
 	if err != nil {
 		return child.Spec{}, nil, err
 	}
@@ -186,7 +186,7 @@ func (m *Manager) ended(r store.Run, sc *catalog.Script, proc *child.Process, ou
 	st := proc.Wait()
 	m.cfg.Metrics.Ended(metrics.Detached, sc.Name, st)
 	out.Close()
-	o := store.Outcome{Signal: st.SignalName(), EndedAt: time.Now(), OutputTruncated: out.TruncatedReason()}
+	o := store.Outcome{Signal: st.SignalName(), EndedAt: time.Now(), OutputTruncated: out.TruncatedReason(), Usage: st.Report()}
 	if st.Signal == 0 {
 		code := st.Code
 		o.ExitCode = &code
@@ -198,12 +198,14 @@ func (m *Manager) ended(r store.Run, sc *catalog.Script, proc *child.Process, ou
 		o.Ended = store.EndedTimeout
 	case child.ReasonShutdown:
 		o.Ended = store.EndedInterrupted
+	case child.ReasonOOM:
+		o.Ended = store.EndedOOM
 	default:
 		o.Ended = store.EndedExit
 	}
 	success := o.Ended == store.EndedCancelled || (o.Ended == store.EndedExit && st.Code == 0 && st.Signal == 0)
 	m.finish(r.ID, sc.Name, nil, o, success && sc.RemoveDone)
-	m.log.Info().Str("run", r.ID).Str("script", sc.Name).Int("pid", proc.Pid()).Int("exit_code", st.Code).
-		Str("signal", st.SignalName()).Str("ended", string(o.Ended)).Int64("duration_ms", st.Duration.Milliseconds()).
-		Msg("detached run ended")
+	ev := m.log.Info().Str("run", r.ID).Str("script", sc.Name).Int("pid", proc.Pid()).Int("exit_code", st.Code).
+		Str("signal", st.SignalName()).Str("ended", string(o.Ended)).Int64("duration_ms", st.Duration.Milliseconds())
+	st.Usage.Log(ev).Msg("detached run ended")
 }

@@ -48,6 +48,8 @@ type Config struct {
 	// Env is the environment scripts start from (the server's, without
 	// REXEC_* variables); the exectab's -e are added to it.
 	Env []string
+	// Limits is the rule on runs' limits (launch.Policy); nil sets none.
+	Limits *launch.Policy
 	// Queue says what may start next; default NewMemQueue.
 	Queue Queue
 	// Tick is how often runs waiting for a start time, or for resources
@@ -329,7 +331,7 @@ func (m *Manager) check(req Request) (*catalog.Script, error) {
 		return sc, err
 	}
 	// The id and token of the environment are as long as real ones.
-	spec, err := launch.Spec(sc, lr, m.cfg.Env, m.callbackEnv(strings.Repeat("a", 26), strings.Repeat("0", 64))...)
+	spec, err := launch.Spec(sc, lr, m.cfg.Limits, m.cfg.Env, m.callbackEnv(strings.Repeat("a", 26), strings.Repeat("0", 64))...)
 	if err == nil {
 		err = child.CheckArgs(append([]string{spec.Path}, spec.Args...), spec.Env)
 	}
@@ -488,7 +490,7 @@ func (m *Manager) overlay(r *store.Run) {
 	}
 	if o := u.outcome; o != nil && r.State != store.StateDone {
 		r.State, r.Ended, r.EndedAt, r.ExitCode, r.Signal = store.StateDone, o.Ended, o.EndedAt, o.ExitCode, o.Signal
-		r.OutputTruncated = o.OutputTruncated
+		r.OutputTruncated, r.Usage = o.OutputTruncated, o.Usage
 		// As MarkDone will: the current task ends with the run.
 		if r.Progress.Task > 0 && !r.TaskStartedAt.IsZero() {
 			r.Tasks = store.AppendTaskSpan(r.Tasks, store.TaskSpan{Title: r.Progress.TaskTitle, Start: r.TaskStartedAt, End: o.EndedAt})

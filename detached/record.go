@@ -49,7 +49,7 @@ func (m *Manager) finish(id, script string, args []string, o store.Outcome, remo
 	m.mu.Unlock()
 	m.removeStatus(id, a)
 	m.publish(feed.Event{Run: id, Name: script, State: "done", Args: args, ExitCode: o.ExitCode, Signal: o.Signal,
-		Ended: string(o.Ended), Result: result})
+		Ended: string(o.Ended), Result: result, Usage: o.Usage})
 	if err := m.cfg.Outputs.DeleteStdin(id); err != nil {
 		m.log.Error().Err(err).Str("run", id).Msg("deleting the stdin of a run")
 	}

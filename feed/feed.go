@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/store"
 )
 
@@ -33,6 +34,8 @@ type Event struct {
 	Ended    string          `json:"ended,omitempty"` // how a done run ended
 	// Result is what the run posted as its result, on its done event.
 	Result json.RawMessage `json:"result,omitempty"`
+	// Usage is what the run used by its cgroup, on its done event.
+	Usage *cgroup.Report `json:"usage,omitempty"`
 
 	// Data is a client event's payload, a JSON object.
 	Data json.RawMessage `json:"data,omitempty"`

@@ -38,11 +38,12 @@ const (
 	Shutdown                 // "shutdown": killed because the server stopped (a detached run's "interrupted")
 	Cancelled                // "cancelled": stopped on request (DELETE /process/ALIAS, /scripts/v1/cancel), or a detached run cancelled while queued
 	StartFailed              // "start_failed": its process could not be started
+	OOM                      // "oom": the OOM killer killed it, its cgroup at its memory limit
 	numEnded
 )
 
 var endedNames = [numEnded]string{"exit_zero", "exit_nonzero", "signal", "timeout", "disconnect", "shutdown",
-	"cancelled", "start_failed"}
+	"cancelled", "start_failed", "oom"}
 
 func (e Ended) String() string { return endedNames[e] }
 
@@ -60,6 +61,8 @@ func EndOf(st child.Status) Ended {
 		return Shutdown
 	case child.ReasonCancelled:
 		return Cancelled
+	case child.ReasonOOM:
+		return OOM
 	}
 	switch {
 	case st.Signal != 0:

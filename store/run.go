@@ -12,6 +12,8 @@ import (
 	"math"
 	"os"
 	"time"
+
+	"github.com/rexec/rexec/cgroup"
 )
 
 // History is what the rest of rexec needs from a run history: package
@@ -99,11 +101,12 @@ const (
 	EndedTimeout     Ended = "timeout"      // killed at its time limit
 	EndedInterrupted Ended = "interrupted"  // rexec died while it ran (see Recover)
 	EndedStartFailed Ended = "start_failed" // its process could not be started
+	EndedOOM         Ended = "oom"          // the OOM killer killed it, at its memory limit
 )
 
 func (e Ended) valid() bool {
 	switch e {
-	case EndedExit, EndedCancelled, EndedTimeout, EndedInterrupted, EndedStartFailed:
+	case EndedExit, EndedCancelled, EndedTimeout, EndedInterrupted, EndedStartFailed, EndedOOM:
 		return true
 	}
 	return false
@@ -130,6 +133,8 @@ type Outcome struct {
 	// OutputTruncated says why the output was cut, "" when it was not: the
 	// OutputWriter's TruncatedReason.
 	OutputTruncated string
+	// Usage is what its cgroup says it used; nil without one.
+	Usage *cgroup.Report
 }
 
 // Run is one recorded run of a script.
@@ -170,6 +175,9 @@ type Run struct {
 	// OutputTruncated says why its output was cut, "" when it was not (or
 	// not yet known: it is recorded by MarkDone).
 	OutputTruncated string
+	// Usage is what its cgroup says it used, recorded by MarkDone; nil
+	// without a cgroup, or before its end.
+	Usage *cgroup.Report
 }
 
 // idEncoding is lowercase base32 without padding: URL- and file-name-safe.
@@ -263,14 +271,14 @@ func (s *Store) insert(ctx context.Context, id, script, args, who string, startA
 // runColumns are the columns scanRun reads, in its order.
 const runColumns = `id, script, args, who, state, queued_at, start_at, started_at, ended_at,
 	exit_code, signal, ended, task, task_total, task_title, subtask_percent, subtask_title,
-	result, pid, pgid, output_size, timeout_ms, output_truncated, task_started_ns, tasks`
+	result, pid, pgid, output_size, timeout_ms, output_truncated, task_started_ns, tasks, usage`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanRun(sc scanner) (Run, error) {
 	var (
 		r                                   Run
-		args, tasks                         string
+		args, tasks, usage                  string
 		startAt, startedAt, endedAt, exitCd sql.NullInt64
 		result                              sql.NullString
 		queuedAt, timeoutMs, taskStarted    int64
@@ -278,7 +286,7 @@ func scanRun(sc scanner) (Run, error) {
 	err := sc.Scan(&r.ID, &r.Script, &args, &r.Who, &r.State, &queuedAt, &startAt, &startedAt, &endedAt,
 		&exitCd, &r.Signal, &r.Ended, &r.Progress.Task, &r.Progress.TaskTotal, &r.Progress.TaskTitle,
 		&r.Progress.SubtaskPercent, &r.Progress.SubtaskTitle, &result, &r.Pid, &r.Pgid, &r.OutputSize,
-		&timeoutMs, &r.OutputTruncated, &taskStarted, &tasks)
+		&timeoutMs, &r.OutputTruncated, &taskStarted, &tasks, &usage)
 	if err != nil {
 		return Run{}, err
 	}
@@ -287,6 +295,12 @@ func scanRun(sc scanner) (Run, error) {
 	}
 	if r.Tasks, err = decodeTasks(tasks); err != nil {
 		return Run{}, fmt.Errorf("run %q: tasks column: %w", r.ID, err)
+	}
+	if usage != "" {
+		r.Usage = new(cgroup.Report)
+		if err := json.Unmarshal([]byte(usage), r.Usage); err != nil {
+			return Run{}, fmt.Errorf("run %q: usage column: %w", r.ID, err)
+		}
 	}
 	r.TaskStartedAt = fromTaskNanos(taskStarted)
 	r.QueuedAt = time.Unix(0, queuedAt)
@@ -448,6 +462,14 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 	if o.ExitCode != nil {
 		exit = sql.NullInt64{Int64: int64(*o.ExitCode), Valid: true}
 	}
+	usage := ""
+	if o.Usage != nil {
+		b, err := json.Marshal(o.Usage)
+		if err != nil {
+			return fmt.Errorf("store: mark done %q: %w", id, err)
+		}
+		usage = string(b)
+	}
 	var size int64
 	if validID(id) {
 		if fi, err := os.Stat(s.outputPath(id)); err == nil {
@@ -455,8 +477,8 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 		}
 	}
 	err := s.modify(ctx, "mark done", id, []State{StateQueued, StateRunning}, func(tx *sql.Tx) (string, []any, error) {
-		set := `state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?, output_truncated = ?`
-		args := []any{string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size, o.OutputTruncated}
+		set := `state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?, output_truncated = ?, usage = ?`
+		args := []any{string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size, o.OutputTruncated, usage}
 		var p Progress
 		var startedNs int64
 		var col string

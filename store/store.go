@@ -363,6 +363,55 @@ var migrations = []string{
 	// made before have none.
 	`ALTER TABLE guests ADD COLUMN perms TEXT NOT NULL DEFAULT '[]' -- JSON array of strings
 	    CHECK (json_valid(perms) AND json_type(perms) = 'array');`,
+	// 7: a run ended by the OOM killer (ended 'oom'), and what a run used
+	// by its cgroup (Run.Usage). SQLite cannot change a CHECK in place:
+	// the table is made again, rows, sequence and indexes kept.
+	`CREATE TABLE runs_new (
+		seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+		id              TEXT    NOT NULL UNIQUE,
+		script          TEXT    NOT NULL CHECK (script <> ''),
+		args            TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(args) AND json_type(args) = 'array'),
+		who             TEXT    NOT NULL DEFAULT '',
+		state           TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+		queued_at       INTEGER NOT NULL,
+		start_at        INTEGER,
+		started_at      INTEGER,
+		ended_at        INTEGER,
+		exit_code       INTEGER,
+		signal          TEXT    NOT NULL DEFAULT '',
+		ended           TEXT    NOT NULL DEFAULT ''
+		                CHECK (ended IN ('', 'exit', 'cancelled', 'timeout', 'interrupted', 'start_failed', 'oom')),
+		task            INTEGER NOT NULL DEFAULT 0,
+		task_total      INTEGER NOT NULL DEFAULT 0,
+		task_title      TEXT    NOT NULL DEFAULT '',
+		subtask_percent INTEGER NOT NULL DEFAULT 0,
+		subtask_title   TEXT    NOT NULL DEFAULT '',
+		result          TEXT    CHECK (result IS NULL OR (json_valid(result) AND json_type(result) = 'object')),
+		pid             INTEGER NOT NULL DEFAULT 0,
+		pgid            INTEGER NOT NULL DEFAULT 0,
+		output_size     INTEGER NOT NULL DEFAULT 0,
+		timeout_ms      INTEGER NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0),
+		output_truncated TEXT   NOT NULL DEFAULT '',
+		task_started_ns INTEGER NOT NULL DEFAULT 0,
+		tasks           TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(tasks) AND json_type(tasks) = 'array'),
+		usage           TEXT    NOT NULL DEFAULT ''   -- cgroup.Report as JSON, '' = none
+		                CHECK (usage = '' OR (json_valid(usage) AND json_type(usage) = 'object')),
+		CHECK ((state = 'done') = (ended <> ''))
+	) STRICT;
+	INSERT INTO runs_new (seq, id, script, args, who, state, queued_at, start_at, started_at, ended_at, exit_code, signal,
+		ended, task, task_total, task_title, subtask_percent, subtask_title, result, pid, pgid, output_size, timeout_ms,
+		output_truncated, task_started_ns, tasks)
+	SELECT seq, id, script, args, who, state, queued_at, start_at, started_at, ended_at, exit_code, signal,
+		ended, task, task_total, task_title, subtask_percent, subtask_title, result, pid, pgid, output_size, timeout_ms,
+		output_truncated, task_started_ns, tasks FROM runs;
+	DROP TABLE runs;
+	ALTER TABLE runs_new RENAME TO runs;
+	CREATE INDEX runs_active ON runs (state, script, seq) WHERE state <> 'done';
+	CREATE INDEX runs_ended ON runs (ended_at) WHERE state = 'done';
+	CREATE INDEX runs_by_time ON runs (queued_at);
+	CREATE INDEX runs_by_script ON runs (script, queued_at);
+	CREATE INDEX runs_by_state ON runs (state, queued_at);
+	CREATE INDEX runs_by_script_state ON runs (script, state, queued_at);`,
 }
 
 // migrate brings the schema to len(migrations), one transaction per step,
