@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 )
 
@@ -54,6 +55,8 @@ type ndjsonEnd struct {
 	Signal     string `json:"signal,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
 	Reason     string `json:"reason"`
+	// Usage is what the run's cgroup says it used; absent without one.
+	Usage *cgroup.Report `json:"usage,omitempty"`
 }
 
 func newNDJSONEncoder(w io.Writer) *ndjsonEncoder {
@@ -123,5 +126,6 @@ func (e *ndjsonEncoder) end(st child.Status) error {
 		Signal:     st.SignalName(),
 		DurationMS: st.Duration.Milliseconds(),
 		Reason:     string(st.Reason),
+		Usage:      st.Report(),
 	})
 }

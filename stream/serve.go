@@ -62,6 +62,8 @@ const (
 const (
 	trailerExitCode = "Process-Exit-Code"
 	trailerSignal   = "Process-Signal"
+	// trailerReason is why it ended (child.Reason): exit, timeout, oom...
+	trailerReason = "Process-End-Reason"
 )
 
 // setStreamHeaders sets the headers of a streamed run's response.
@@ -70,7 +72,7 @@ func setStreamHeaders(h http.Header, contentType string) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Trailer", trailerExitCode+", "+trailerSignal)
+	h.Set("Trailer", trailerExitCode+", "+trailerSignal+", "+trailerReason)
 }
 
 // setTrailers sets the run's end in the trailers net/http sends after the
@@ -80,12 +82,17 @@ func setTrailers(h http.Header, st child.Status) {
 	if st.Signal != 0 {
 		h.Set(trailerSignal, st.SignalName())
 	}
+	h.Set(trailerReason, string(st.Reason))
 }
 
 // lastChunk appends the last chunk of a parked stream's response, with the
 // run's end in its trailers (as setTrailers sets them), to b.
 func lastChunk(b []byte, st child.Status) []byte {
-	b = append(b, "0\r\n"+trailerExitCode+": "...)
+	// In net/http's order: sorted by name.
+	b = append(b, "0\r\n"+trailerReason+": "...)
+	b = append(b, st.Reason...)
+	b = append(b, crlf...)
+	b = append(b, trailerExitCode+": "...)
 	b = strconv.AppendInt(b, int64(st.Code), 10)
 	b = append(b, crlf...)
 	if st.Signal != 0 {
@@ -124,9 +131,9 @@ func (e *Engine) endRun(run *Run, written int64, clientOK bool) child.Status {
 	if st.Signal != 0 {
 		ev = ev.Str("signal", st.SignalName())
 	}
-	ev.Int64("duration_ms", st.Duration.Milliseconds()).
+	ev = ev.Int64("duration_ms", st.Duration.Milliseconds()).
 		Int64("bytes", written).
-		Str("reason", string(st.Reason)).
-		Msg("run ended")
+		Str("reason", string(st.Reason))
+	st.Usage.Log(ev).Msg("run ended")
 	return st
 }
