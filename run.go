@@ -24,6 +24,9 @@ type runCmd struct {
 	Timeout     time.Duration `env:"-" help:"Have the server terminate the command after this long (e.g. 10m); default none."`
 	Stdin       bool          `short:"i" env:"-" help:"Forward this stdin to the command, live, as it is read; its end closes the command's stdin. Without -i the command's stdin is empty."`
 	Script      string        `env:"-" placeholder:"NAME" help:"Run this script of the server's exectab instead of a command; what follows -- are its arguments."`
+	Memory      string        `env:"-" placeholder:"SIZE" help:"Memory limit of the run on the server (e.g. 512MiB): past it the kernel's OOM killer ends it (exit 137, reason oom). Default: the server's."`
+	Pids        int           `env:"-" placeholder:"N" help:"Most processes and threads the run may have at once on the server. Default: the server's."`
+	CPU         string        `name:"cpu" env:"-" placeholder:"CORES" help:"CPU the run may use on the server, in cores (0.5, 2, 250m). Default: the server's."`
 	Command     []string      `arg:"" optional:"" passthrough:"partial" help:"The command and its arguments (after --), or the script's arguments with --script."`
 }
 
@@ -78,6 +81,9 @@ func (c *runCmd) spec() (client.Spec, error) {
 	if c.Timeout < 0 {
 		return client.Spec{}, errors.New("--timeout must be positive")
 	}
+	if c.Pids < 0 {
+		return client.Spec{}, errors.New("--pids must be positive")
+	}
 	var env map[string]string
 	for _, kv := range c.Env {
 		k, v, ok := strings.Cut(kv, "=")
@@ -95,9 +101,11 @@ func (c *runCmd) spec() (client.Spec, error) {
 		env[k] = v
 	}
 	if c.Script != "" {
-		return client.Spec{Alias: c.Alias, Script: c.Script, Args: args, Cwd: c.Cwd, Env: env, Timeout: c.Timeout}, nil
+		return client.Spec{Alias: c.Alias, Script: c.Script, Args: args, Cwd: c.Cwd, Env: env, Timeout: c.Timeout,
+			Memory: c.Memory, Pids: c.Pids, CPU: c.CPU}, nil
 	}
-	return client.Spec{Alias: c.Alias, Cmd: args[0], Args: args[1:], Cwd: c.Cwd, Env: env, Timeout: c.Timeout}, nil
+	return client.Spec{Alias: c.Alias, Cmd: args[0], Args: args[1:], Cwd: c.Cwd, Env: env, Timeout: c.Timeout,
+		Memory: c.Memory, Pids: c.Pids, CPU: c.CPU}, nil
 }
 
 func (c *runCmd) Run() error {
@@ -160,6 +168,8 @@ func exitStatus(st client.Status) error {
 		return &exitError{code, fmt.Errorf("the remote command timed out (--timeout) and %s", how)}
 	case st.Reason == client.ReasonShutdown:
 		return &exitError{code, fmt.Errorf("the server shut down during the run; the remote command %s", how)}
+	case st.Reason == client.ReasonOOM:
+		return &exitError{code, fmt.Errorf("the remote command ran out of memory: the OOM killer ended it at its memory limit (--memory) and it %s", how)}
 	case st.Signal != "":
 		return &exitError{code, fmt.Errorf("the remote command %s", how)}
 	case code != 0:

@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/rexec/rexec/broker"
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/console"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/internal/tlsfiles"
+	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/plugin"
 	"github.com/rexec/rexec/store"
@@ -73,6 +75,14 @@ type serveCmd struct {
 	Retain         days          `default:"30d" help:"Delete detached runs that ended longer ago than this (e.g. 30d, 12h); 0 keeps them all."`
 	EventReplay    int           `default:"1000" help:"Runs' events kept for monitors that reconnect with Last-Event-ID, and as many client events."`
 	EventQueue     int           `default:"256" help:"Events queued per monitor; one that falls further behind is disconnected."`
+	Cgroups        string        `default:"auto" enum:"auto,v2,hybrid,v1,off" help:"Give each run a cgroup of its own, so that ending it kills everything it started and it can carry limits: auto (the best mode this host offers), v2, hybrid (a v2 tree for tracking, v1 controllers for limits), v1, or off (process groups only). A mode named and not offered stops the server; auto falls back to off with a warning."`
+	CgroupRoot     string        `placeholder:"PATH" help:"The cgroup under which runs get their cgroups: a cgroup path (/rexec.slice/runs) or a directory of a cgroup file system. Default: a sub-tree named after --data-dir in the cgroup rexec runs in (under systemd, give the service Delegate=yes)."`
+	DefaultMemory  byteSize      `placeholder:"SIZE" help:"Memory limit of a run that sets none (by its exectab line or request), e.g. 512MiB; past it the kernel's OOM killer ends the run (reason oom). Default none."`
+	DefaultPids    int64         `placeholder:"N" help:"Most processes and threads a run that sets no --pids may have at once; a fork past it fails. Default none."`
+	DefaultCPU     cpuAmount     `name:"default-cpu" placeholder:"CORES" help:"CPU a run that sets none may use, in cores (0.5, 2, 250m). Default none."`
+	MaxMemory      byteSize      `placeholder:"SIZE" help:"Most memory a request may ask for (\"memory\"); also the limit of an ad-hoc run that asks for none. Default no cap."`
+	MaxPids        int64         `placeholder:"N" help:"Most processes a request may ask for (\"pids\"); also the limit of an ad-hoc run that asks for none. Default no cap."`
+	MaxCPU         cpuAmount     `name:"max-cpu" placeholder:"CORES" help:"Most CPU a request may ask for (\"cpu\"); also the limit of an ad-hoc run that asks for none. Default no cap."`
 }
 
 func (c *serveCmd) Validate() error {
@@ -119,6 +129,8 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--token and --token-file exclude each other: give the token once")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("--tls-cert and --tls-key go together: give both")
+	case c.DefaultPids < 0 || c.MaxPids < 0:
+		return errors.New("--default-pids and --max-pids must be 0 (none) or more")
 	case c.TLSClientCA != "" && c.TLSCert == "":
 		return errors.New("--tls-client-ca needs --tls-cert and --tls-key: client certificates are asked for in the TLS handshake")
 	}
@@ -260,6 +272,11 @@ func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
 			MetricsAddr:    c.MetricsAddr,
 			Console:        consoleHandler(c.Console),
 			BasePath:       c.BasePath,
+		},
+		Cgroups: cgroup.Config{Mode: cgroup.Mode(c.Cgroups), Root: c.CgroupRoot},
+		Limits: launch.Policy{
+			Default: cgroup.Limits{Memory: int64(c.DefaultMemory), Pids: c.DefaultPids, CPU: int64(c.DefaultCPU)},
+			Max:     cgroup.Limits{Memory: int64(c.MaxMemory), Pids: c.MaxPids, CPU: int64(c.MaxCPU)},
 		},
 		Store: store.Options{MaxOutput: int64(c.MaxOutput), BusyTimeout: c.BusyTimeout},
 		Detached: detached.Config{

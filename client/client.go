@@ -184,6 +184,12 @@ type Spec struct {
 	// command's stdin is empty. A Read blocked when the run ends is not
 	// interrupted: the goroutine feeding stdin ends when it returns.
 	Stdin io.Reader
+	// Memory, Pids and CPU are the limits the run asks for (its cgroup's
+	// on the server): a size ("256MiB"), a count, cores ("0.5", "250m").
+	// Empty or 0 asks for none; the server's defaults and caps apply.
+	Memory string
+	Pids   int
+	CPU    string
 }
 
 // wireRequest is the JSON request of POST /process.
@@ -196,6 +202,9 @@ type wireRequest struct {
 	Envs    map[string]string `json:"envs,omitempty"`
 	Stderr  string            `json:"stderr"`
 	Timeout string            `json:"timeout,omitempty"`
+	Memory  string            `json:"memory,omitempty"`
+	Pids    int               `json:"pids,omitempty"`
+	CPU     string            `json:"cpu,omitempty"`
 }
 
 // Start starts a run and returns once the server has accepted it (its
@@ -209,7 +218,8 @@ func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
 	if spec.Timeout < 0 {
 		return nil, fmt.Errorf("negative timeout %v", spec.Timeout)
 	}
-	w := wireRequest{Alias: spec.Alias, Cmd: spec.Cmd, Script: spec.Script, Args: spec.Args, Cwd: spec.Cwd, Envs: spec.Env, Stderr: "merge"}
+	w := wireRequest{Alias: spec.Alias, Cmd: spec.Cmd, Script: spec.Script, Args: spec.Args, Cwd: spec.Cwd, Envs: spec.Env, Stderr: "merge",
+		Memory: spec.Memory, Pids: spec.Pids, CPU: spec.CPU}
 	if w.Alias == "" {
 		w.Alias = NewAlias(spec.Cmd + spec.Script)
 	}

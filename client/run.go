@@ -63,6 +63,7 @@ const (
 	ReasonTimeout    Reason = "timeout"    // Spec.Timeout expired: the server terminated the group
 	ReasonShutdown   Reason = "shutdown"   // the server shut down and terminated the group
 	ReasonDisconnect Reason = "disconnect" // the client went away (never seen by that client)
+	ReasonOOM        Reason = "oom"        // the kernel's OOM killer killed it, at its memory limit
 )
 
 // Status is how a run ended.

@@ -23,9 +23,11 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/internal/tlsfiles"
+	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/plugin"
 	"github.com/rexec/rexec/store"
@@ -63,6 +65,13 @@ type Config struct {
 	PluginsDir string
 	Plugins    plugin.Config
 
+	// Cgroups says where runs get their cgroups; its zero value is the
+	// best mode the host offers, in a sub-tree named after DataDir.
+	Cgroups cgroup.Config
+	// Limits are the default limits of runs and the caps on what a request
+	// may ask (launch.Policy; its Tree is the node's).
+	Limits launch.Policy
+
 	Broker   broker.Options
 	Web      webapi.Config
 	Store    store.Options
@@ -83,6 +92,9 @@ type Node struct {
 	Web     *webapi.Server
 	Metrics *metrics.Metrics // what the parts count, served as GET /metrics
 	Plugins *plugin.Manager  // nil without --plugins
+	Cgroups *cgroup.Tree     // where runs get their cgroups (in ModeOff when they get none)
+
+	limits *launch.Policy // the rule on runs' limits, with the tree
 
 	pluginSet atomic.Pointer[plugin.Set] // the plugins in force
 
@@ -122,11 +134,14 @@ func (n *Node) Open() (err error) {
 	if err := n.loadTLS(); err != nil {
 		return &ConfigError{Err: err}
 	}
+	if err := n.openCgroups(); err != nil {
+		return &ConfigError{Err: err}
+	}
 	if err := n.loadPlugins(); err != nil {
 		return &ConfigError{Err: err}
 	}
 	bo := n.cfg.Broker
-	bo.Logger, bo.Metrics = n.log, n.Metrics.Runs
+	bo.Logger, bo.Metrics, bo.Child.Cgroups = n.log, n.Metrics.Runs, n.Cgroups
 	n.Broker = broker.New(bo)
 	if n.hasScripts() {
 		if err := n.openDetached(); err != nil {
@@ -223,8 +238,8 @@ func (n *Node) openDetached() error {
 	}
 	n.Events = feed.NewHub(n.cfg.EventReplay, n.cfg.EventQueue)
 	dc := n.cfg.Detached
-	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger, dc.Metrics =
-		st, st, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log, n.Metrics.Runs
+	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger, dc.Metrics, dc.Limits =
+		st, st, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log, n.Metrics.Runs, n.limits
 	if dc.StatusDir != "" {
 		dc.StatusJSON = webapi.StatusJSON // the status API's shape
 	}
@@ -235,7 +250,7 @@ func (n *Node) openDetached() error {
 // openWeb starts the HTTP API on the parts.
 func (n *Node) openWeb() error {
 	wc := n.cfg.Web
-	wc.Env, wc.Logger, wc.Scripts, wc.Metrics, wc.SelfURL = n.cfg.Env, n.log, n.Scripts.Load, n.Metrics, n.URL
+	wc.Env, wc.Logger, wc.Scripts, wc.Metrics, wc.SelfURL, wc.Limits = n.cfg.Env, n.log, n.Scripts.Load, n.Metrics, n.URL, n.limits
 	if n.tls != nil {
 		wc.TLS, wc.MutualTLS = n.tls.Config(), n.tls.MutualTLS()
 	}
@@ -398,6 +413,11 @@ func (n *Node) close(ctx context.Context) error {
 	}
 	if n.Store != nil {
 		if err := n.Store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.Cgroups != nil {
+		if err := n.Cgroups.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

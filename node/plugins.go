@@ -33,6 +33,7 @@ func (n *Node) loadPlugins() error {
 	}
 	n.pluginSet.Store(set)
 	pc := n.cfg.Plugins
+	pc.Cgroups, pc.Limits = n.Cgroups, n.limits.ForPlugin()
 	pc.Logger = n.log
 	pc.Lookup = func(fullID string) (plugin.Component, bool) { return n.pluginSet.Load().Component(fullID) }
 	if pc.Callback == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/creachadair/jrpc2"
 	"github.com/rs/zerolog"
 
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 )
 
@@ -51,7 +52,11 @@ type Config struct {
 	// comp, makes to the server; nil, or a nil handler, refuses them all
 	// (method not found).
 	Callback func(comp Component, peer Peer) jrpc2.Handler
-	Logger   zerolog.Logger
+	// Cgroups, when set, gives each process a cgroup of its own with
+	// Limits (the server's default limits of runs).
+	Cgroups *cgroup.Tree
+	Limits  cgroup.Limits
+	Logger  zerolog.Logger
 }
 
 func (c *Config) defaults() {
@@ -214,7 +219,8 @@ func (m *Manager) startLocked(comp Component) (*held, error) {
 	if m.cfg.Callback != nil {
 		cb = func(peer Peer) jrpc2.Handler { return m.cfg.Callback(comp, peer) }
 	}
-	p, err := startProc(comp, procOptions{killGrace: m.cfg.KillGrace, log: m.cfg.Logger, callback: cb, onEnd: m.ended})
+	p, err := startProc(comp, procOptions{killGrace: m.cfg.KillGrace, cgroups: m.cfg.Cgroups, limits: m.cfg.Limits,
+		log: m.cfg.Logger, callback: cb, onEnd: m.ended})
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/creachadair/jrpc2"
 	"github.com/rs/zerolog"
 
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 )
 
@@ -52,7 +53,10 @@ type proc struct {
 // procOptions are what every process of a Manager shares.
 type procOptions struct {
 	killGrace time.Duration
-	log       zerolog.Logger
+	// cgroups and limits place the process in a cgroup of its own.
+	cgroups *cgroup.Tree
+	limits  cgroup.Limits
+	log     zerolog.Logger
 	// callback returns the handler of the calls of the process to the
 	// server; nil refuses them.
 	callback func(Peer) jrpc2.Handler
@@ -71,7 +75,8 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 		Stdin:     stdinR,
 		Stderr:    child.StderrSeparate,
 		RawOutput: true,
-	}, child.Options{KillGrace: opt.killGrace, OutputSize: 4})
+		Limits:    opt.limits,
+	}, child.Options{KillGrace: opt.killGrace, OutputSize: 4, Cgroups: opt.cgroups})
 	if err != nil {
 		stdinW.Close()
 		// The reason names the command's path: the log has it, the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/launch"
@@ -70,6 +71,8 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusBadRequest, "invalid_args", err.Error()
 	case errors.Is(err, launch.ErrStdin):
 		return http.StatusBadRequest, "invalid_stdin", err.Error()
+	case errors.Is(err, cgroup.ErrLimit):
+		return http.StatusBadRequest, "invalid_limit", err.Error()
 	case errors.Is(err, launch.ErrNoProcess), errors.Is(err, launch.ErrTimeout):
 		return http.StatusBadRequest, "invalid_request", err.Error()
 

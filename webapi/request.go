@@ -2,14 +2,17 @@ package webapi
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
@@ -26,8 +29,14 @@ type processRequest struct {
 	Stdin   *string           `json:"stdin"`
 	Stderr  string            `json:"stderr"`
 	Timeout string            `json:"timeout"`
+	// Memory, Pids and CPU are the limits the run asks for (its cgroup's):
+	// a size ("256MiB" or bytes), a count, cores ("0.5", "250m" or 0.5).
+	Memory json.RawMessage `json:"memory"`
+	Pids   json.RawMessage `json:"pids"`
+	CPU    json.RawMessage `json:"cpu"`
 
 	timeout time.Duration // Timeout, parsed
+	limits  cgroup.Limits // Memory, Pids and CPU, parsed
 }
 
 // badRequest is an error in what the client sent: a 400 with its text.
@@ -105,7 +114,59 @@ func (r *processRequest) validate() error {
 	}
 	d, err := parseTimeout(r.Timeout)
 	r.timeout = d
+	if err != nil {
+		return err
+	}
+	r.limits, err = parseLimits(r.Memory, r.Pids, r.CPU)
 	return err
+}
+
+// parseLimits reads a request's limit fields: "memory" a size as a string
+// ("256MiB") or a number of bytes, "pids" a whole number, "cpu" cores as a
+// string ("0.5", "250m") or a number. Absent or null is none.
+func parseLimits(memory, pids, cpu json.RawMessage) (cgroup.Limits, error) {
+	var l cgroup.Limits
+	field := func(name string, raw json.RawMessage, parse func(string) (int64, error), numbers bool) (int64, error) {
+		raw = bytes.TrimSpace(raw)
+		if len(raw) == 0 || string(raw) == "null" {
+			return 0, nil
+		}
+		var text string
+		if raw[0] == '"' {
+			if err := json.Unmarshal(raw, &text); err != nil {
+				return 0, fieldErrorf(name, "field %q: %v", name, err)
+			}
+		} else if numbers && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') {
+			text = string(raw)
+		} else {
+			return 0, fieldErrorf(name, "field %q must be a string or a number", name)
+		}
+		n, err := parse(text)
+		if err != nil {
+			return 0, fieldErrorf(name, "field %q: %v", name, err)
+		}
+		return n, nil
+	}
+	var err error
+	if l.Memory, err = field("memory", memory, cgroup.ParseSize, true); err != nil {
+		return l, err
+	}
+	if l.Pids, err = field("pids", pids, func(s string) (int64, error) {
+		n, err := strconv.ParseUint(s, 10, 31)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a whole number below 2^31", s)
+		}
+		return int64(n), nil
+	}, true); err != nil {
+		return l, err
+	}
+	if l.CPU, err = field("cpu", cpu, cgroup.ParseCPU, true); err != nil {
+		return l, err
+	}
+	if err := l.Check(); err != nil {
+		return l, fieldErrorf("", "%v", err)
+	}
+	return l, nil
 }
 
 // parseTimeout reads a request's "timeout" field: a positive Go duration
@@ -220,17 +281,23 @@ func (s *Server) runSpec(req *processRequest, ndjson, liveStdin bool) (child.Spe
 		if s.cfg.ScriptsOnly {
 			return child.Spec{}, broker.Limit{}, errScriptsOnly
 		}
-		return req.spec(s.cfg.Env, ndjson), broker.Limit{}, nil
+		spec := req.spec(s.cfg.Env, ndjson)
+		limits, err := s.cfg.Limits.ForCommand(req.limits)
+		if err != nil {
+			return child.Spec{}, broker.Limit{}, err
+		}
+		spec.Limits = limits
+		return spec, broker.Limit{}, nil
 	}
 	sc, err := launch.Lookup(s.scripts(), req.Script)
 	if err != nil {
 		return child.Spec{}, broker.Limit{}, err
 	}
-	lr := launch.Request{Args: req.Args, LiveStdin: liveStdin, Timeout: req.timeout}
+	lr := launch.Request{Args: req.Args, LiveStdin: liveStdin, Timeout: req.timeout, Limits: req.limits}
 	if req.Stdin != nil {
 		lr.Stdin = int64(len(*req.Stdin))
 	}
-	spec, err := launch.Spec(sc, lr, s.cfg.Env)
+	spec, err := launch.Spec(sc, lr, s.cfg.Limits, s.cfg.Env)
 	if err != nil {
 		return child.Spec{}, broker.Limit{}, err
 	}

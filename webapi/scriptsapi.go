@@ -261,6 +261,9 @@ func statusObject(run store.Run, position int, waiting string, seed bool) map[st
 		if run.Signal != "" {
 			st["signal"] = run.Signal
 		}
+		if run.Usage != nil {
+			st["usage"] = run.Usage
+		}
 	}
 	if run.Result != nil {
 		st["result"] = run.Result

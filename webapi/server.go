@@ -56,6 +56,9 @@ type Config struct {
 	Scripts func() *catalog.Catalog
 	// ScriptsOnly refuses ad-hoc commands (403): only scripts run.
 	ScriptsOnly bool
+	// Limits is the rule on runs' limits (cgroups): defaults, and caps on
+	// what a request may ask. Nil sets none, and refuses limits.
+	Limits *launch.Policy
 	// Runs serves the detached runs of /scripts/v1; nil: the API answers
 	// that this server runs no scripts.
 	Runs *detached.Manager
