@@ -75,19 +75,17 @@ func (l Limits) Or(d Limits) Limits {
 	return l
 }
 
-// Within fails when a limit of l is above the same limit of caps, or unset
-// (no limit) where caps sets one. what names the limits in the message
-// ("request", "script") and capsName their source ("--max-memory").
+// Within fails when a limit l sets is above the same limit of caps. A limit
+// l leaves unset is not checked: whoever applies l fills it from below the
+// caps (a default, a script's own, the cap itself). what names the limits
+// in the message ("the request's") and capName the source of a cap
+// ("--max-memory").
 func (l Limits) Within(caps Limits, what string, capName func(field string) string) error {
 	check := func(field string, v, c int64, format func(int64) string) error {
-		if c == 0 || (v != 0 && v <= c) {
+		if c == 0 || v == 0 || v <= c {
 			return nil
 		}
-		got := "no limit"
-		if v != 0 {
-			got = format(v)
-		}
-		return fmt.Errorf("%w: %s %s limit (%s) is above %s=%s", ErrLimit, what, field, got, capName(field), format(c))
+		return fmt.Errorf("%w: %s %s limit (%s) is above %s=%s", ErrLimit, what, field, format(v), capName(field), format(c))
 	}
 	if err := check("memory", l.Memory, caps.Memory, FormatSize); err != nil {
 		return err
@@ -169,7 +167,11 @@ func ParseCPU(s string) (int64, error) {
 	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > maxLimit/1e6 {
 		return 0, fmt.Errorf("%q is not a CPU amount such as 0.5, 2 or 250m", s)
 	}
-	return int64(math.Round(f * 1000)), nil
+	n := int64(math.Round(f * 1000))
+	if n == 0 && f != 0 {
+		return 0, fmt.Errorf("%q is below a thousandth of a core", s)
+	}
+	return n, nil
 }
 
 // CoresOf is a CPU limit in thousandths as a number of cores, 1500 → 1.5.

@@ -69,7 +69,13 @@ func (p *Policy) ForScript(sc *catalog.Script, asked cgroup.Limits) (cgroup.Limi
 	if p != nil {
 		l = l.Or(p.Default)
 	}
-	if err := asked.Within(l, "the request's", func(field string) string { return "script " + sc.Name + "'s --" + field }); err != nil {
+	source := func(field string) string {
+		if own := map[string]int64{"memory": sc.Limits.Memory, "pids": sc.Limits.Pids, "cpu": sc.Limits.CPU}[field]; own != 0 {
+			return "script " + sc.Name + "'s --" + field
+		}
+		return "--default-" + field
+	}
+	if err := asked.Within(l, "the request's", source); err != nil {
 		return cgroup.Limits{}, err
 	}
 	l = l.Min(asked)
