@@ -75,7 +75,7 @@ func TestLimitsCheck(t *testing.T) {
 	for _, l := range []cgroup.Limits{
 		{Memory: -1}, {Pids: -1}, {CPU: -5},
 		{Memory: cgroup.MinMemory - 1}, {Pids: 1}, {CPU: cgroup.MinCPU - 1},
-		{Memory: 1 << 63 - 1}, {CPU: 1 << 62},
+		{Memory: 1<<63 - 1}, {CPU: 1 << 62},
 	} {
 		if err := l.Check(); !errors.Is(err, cgroup.ErrLimit) {
 			t.Errorf("%+v.Check() = %v, want an ErrLimit", l, err)
