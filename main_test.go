@@ -173,6 +173,15 @@ type syncBuffer = testserver.SyncBuffer
 // killed by the test, and returns its URL (https:// with TLS).
 func serverProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
 	t.Helper()
+	cmd, url, _ := serverProcessLog(t, args...)
+	return cmd, url
+}
+
+// serverProcessLog is serverProcess that also returns the lines the server
+// logged before it listened: what it says at start-up.
+func serverProcessLog(t *testing.T, args ...string) (*exec.Cmd, string, []map[string]any) {
+	t.Helper()
+	var start []map[string]any
 	cmd := rexecCmd(t, nil, append([]string{"serve", "-p", "0", "--kill-grace", "1s"}, args...)...)
 	logr, logw, err := os.Pipe()
 	if err != nil {
@@ -194,7 +203,11 @@ func serverProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
 		var l struct{ Message, Addr, URL string }
 		if json.Unmarshal(line, &l) == nil && l.Message == "listening" {
 			go io.Copy(io.Discard, br) // the rest of its log, until it dies or the test ends
-			return cmd, l.URL
+			return cmd, l.URL, start
+		}
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil {
+			start = append(start, m)
 		}
 	}
 }

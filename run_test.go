@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -147,6 +148,58 @@ func TestRunServerKilledMidRun(t *testing.T) {
 	if !testchild.WaitGone(pid, 10*time.Second) {
 		t.Fatalf("remote process %d outlived a server killed with SIGKILL", pid)
 	}
+}
+
+// A server killed with SIGKILL leaves its runs' escapees alive (the
+// parent-death signal reaches only each run's leader); its next life, with
+// the same data directory, finds them in its cgroups, kills them and says
+// how many it found.
+func TestRestartKillsWhatTheLastLifeLeft(t *testing.T) {
+	dir := t.TempDir()
+	server, url, start := serverProcessLog(t, "--data-dir", dir)
+	if modeOf(start) == "off" {
+		if os.Getenv("CI") != "" && os.Geteuid() == 0 {
+			t.Fatal("cgroups are off on a CI machine, which offers them")
+		}
+		t.Skip("cgroups are off here")
+	}
+	r := startRexec(t, append([]string{"run", "--url", url}, fakeArgs("escapee")...)...)
+	esc, err := strconv.Atoi(r.line(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(esc, syscall.SIGKILL) }) // in case the test fails
+	server.Process.Kill()
+	server.Wait()
+	r.wait(t)
+	time.Sleep(200 * time.Millisecond) // the leader's parent-death signal
+	if testchild.Gone(esc) {
+		t.Fatalf("the escapee %d died with the server: nothing left to test", esc)
+	}
+
+	_, _, start = serverProcessLog(t, "--data-dir", dir)
+	var found float64
+	for _, l := range start {
+		if strings.Contains(fmt.Sprint(l["message"]), "previous life") {
+			found, _ = l["processes"].(float64)
+		}
+	}
+	if found < 1 {
+		t.Fatalf("the restarted server said nothing of what it found: %v", start)
+	}
+	if !testchild.WaitGone(esc, 10*time.Second) {
+		t.Fatalf("the escapee %d outlived the server's restart", esc)
+	}
+}
+
+// modeOf is the cgroup mode a server's start-up log names.
+func modeOf(start []map[string]any) string {
+	for _, l := range start {
+		if m, ok := l["cgroups"].(string); ok {
+			return m
+		}
+	}
+	return ""
 }
 
 func TestRunStdin(t *testing.T) {
