@@ -20,12 +20,14 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/store"
 )
 
@@ -72,6 +74,7 @@ func TestHistory(t *testing.T, open func(t *testing.T) store.History) {
 		{"MarkDone", testMarkDone},
 		{"MarkDoneSignal", testMarkDoneSignal},
 		{"MarkDoneQueued", testMarkDoneQueued},
+		{"MarkDoneUsage", testMarkDoneUsage},
 		{"MarkDoneInvalid", testMarkDoneInvalid},
 		{"MarkDoneZeroTime", testMarkDoneZeroTime},
 		{"Delete", testDelete},
@@ -449,7 +452,7 @@ func testMarkDone(t *testing.T, h store.History) {
 	if got := MustGet(t, h, r.ID); got.Ended != store.EndedExit || !got.EndedAt.Equal(ended) {
 		t.Errorf("a refused MarkDone changed the run: %+v", got)
 	}
-	for _, ended := range []store.Ended{store.EndedExit, store.EndedCancelled, store.EndedTimeout, store.EndedInterrupted, store.EndedStartFailed} {
+	for _, ended := range []store.Ended{store.EndedExit, store.EndedCancelled, store.EndedTimeout, store.EndedInterrupted, store.EndedStartFailed, store.EndedOOM} {
 		r := MustCreate(t, h, "build")
 		mustDone(t, h, r.ID, store.Outcome{Ended: ended, EndedAt: time.Now()})
 		if got := MustGet(t, h, r.ID); got.Ended != ended {
@@ -465,6 +468,37 @@ func testMarkDoneSignal(t *testing.T, h store.History) {
 	got := MustGet(t, h, r.ID)
 	if got.ExitCode != nil || got.Signal != "SIGKILL" || got.Ended != store.EndedTimeout || got.StartedAt.IsZero() || got.EndedAt.IsZero() {
 		t.Errorf("%+v", got)
+	}
+}
+
+// testMarkDoneUsage: what a run used is kept with it, every figure as it
+// was given, and a figure the kernel did not give stays absent.
+func testMarkDoneUsage(t *testing.T, h store.History) {
+	peak, cpu, zero := int64(64<<20), int64(1234), int64(0)
+	usage := &cgroup.Report{MemoryPeak: &peak, CPUMillis: &cpu, IORead: &zero, OOMKills: 1, PidsLimitHits: 3}
+	r := MustCreate(t, h, "hog")
+	mustStart(t, h, r.ID, 9)
+	mustDone(t, h, r.ID, store.Outcome{Signal: "SIGKILL", Ended: store.EndedOOM, EndedAt: time.Now(), Usage: usage})
+	got := MustGet(t, h, r.ID)
+	if got.Ended != store.EndedOOM || got.Usage == nil || !reflect.DeepEqual(*got.Usage, *usage) {
+		t.Errorf("ended %q usage %+v, want oom and %+v", got.Ended, got.Usage, usage)
+	}
+	if got.Usage != nil && (got.Usage.IOWrite != nil || got.Usage.IORead == nil) {
+		t.Errorf("io figures %v %v: an absent one must stay absent, a zero one zero", got.Usage.IORead, got.Usage.IOWrite)
+	}
+	list, _, err := h.ListRuns(context.Background(), store.RunQuery{Script: "hog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range list {
+		if l.ID == r.ID && (l.Usage == nil || !reflect.DeepEqual(*l.Usage, *usage)) {
+			t.Errorf("List: usage %+v", l.Usage)
+		}
+	}
+	r2 := MustCreate(t, h, "plain")
+	mustDone(t, h, r2.ID, store.Outcome{Ended: store.EndedCancelled, EndedAt: time.Now()})
+	if got := MustGet(t, h, r2.ID); got.Usage != nil {
+		t.Errorf("a run without usage reads back with %+v", got.Usage)
 	}
 }
 
