@@ -18,6 +18,7 @@ import (
 
 	"github.com/rexec/rexec/broker"
 	"github.com/rexec/rexec/catalog"
+	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/internal/testchild"
 	"github.com/rexec/rexec/internal/testserver"
@@ -437,6 +438,7 @@ type ndLine struct {
 	Signal     string
 	DurationMS *int64 `json:"duration_ms"`
 	Reason     string
+	Usage      *cgroup.Report
 }
 
 func readNDJSON(t *testing.T, r io.Reader) []ndLine {
@@ -487,8 +489,12 @@ func TestNDJSON(t *testing.T) {
 			t.Fatalf("lines %v", got)
 		}
 		end := lines[len(lines)-1]
-		if end.ExitCode == nil || *end.ExitCode != 0 || end.DurationMS == nil || end.Signal != "" {
+		if end.ExitCode == nil || *end.ExitCode != 0 || end.DurationMS == nil || end.Signal != "" || end.Reason != "exit" {
 			t.Fatalf("end object %+v", end)
+		}
+		// With a cgroup, what the run used; without, no usage at all.
+		if cg := s.Node.Cgroups.Mode() != cgroup.ModeOff; cg != (end.Usage != nil) || cg && (end.Usage.CPUMillis == nil || *end.Usage.CPUMillis < 0) {
+			t.Fatalf("usage %+v with cgroups %s", end.Usage, s.Node.Cgroups.Mode())
 		}
 	})
 	t.Run("signal and partial last line", func(t *testing.T) {
