@@ -103,7 +103,7 @@ func parseFlags() config {
 	flag.StringVar(&c.bin, "bin", "", "use this rexec binary instead of building one from the module root")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, server log)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long in all")
-	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,tls,plugins,leak,history")
+	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,cgroups,tls,plugins,leak,history")
 	flag.IntVar(&c.tlsRuns, "tls-runs", 200, "tls: requests timed per server, request (GET /healthz, run `true`) and kind of connection (kept, new, resumed)")
 	flag.DurationVar(&c.pluginDur, "plugin-d", 3*time.Second, "plugins: duration of each calls/s measure (singleton, direct pipe)")
 	flag.IntVar(&c.pluginCalls, "plugin-calls", 200, "plugins: one_for_one calls timed, and as many plain fork-execs")
@@ -239,6 +239,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (problems int, err erro
 		{"throughput", "throughput", b.throughput},
 		{"line latency", "latency", b.latency},
 		// Servers of its own, each fresh: the order does not matter.
+		{"cgroups", "cgroups", b.cgroupsPhase},
 		{"tls", "tls", b.tlsPhase},
 		{"plugins", "plugins", b.pluginsPhase},
 		{"leak check", "leak", b.leakCheck},

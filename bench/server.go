@@ -86,6 +86,15 @@ type server struct {
 	stopped    bool           // we sent SIGTERM: an exit now is expected
 	running    int            // processes the broker had at shutdown, -1 unknown
 	endedAfter int            // runs that ended after the shutdown began
+	cgroups    string         // the cgroup mode its start-up line names
+}
+
+// cgroupMode is the cgroup mode the server said at start-up it runs in
+// ("v2", "hybrid", "v1", "off"), "" when it did not say.
+func (s *server) cgroupMode() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cgroups
 }
 
 // startServer starts rexec on 127.0.0.1 port 0, with the further flags
@@ -172,6 +181,7 @@ type logLine struct {
 	URL     string `json:"url"`
 	Reason  string `json:"reason"`
 	Running *int   `json:"running"`
+	Cgroups string `json:"cgroups"`
 }
 
 // readLog copies the server's log to f, tallies it, and sends the
@@ -204,6 +214,9 @@ func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- logLine) {
 		}
 		if l.Running != nil {
 			s.running = *l.Running
+		}
+		if l.Cgroups != "" {
+			s.cgroups = l.Cgroups
 		}
 		switch l.Level {
 		case "warn", "error", "fatal", "panic", "not-json":
