@@ -2,6 +2,7 @@ package launch
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/rexec/rexec/catalog"
 	"github.com/rexec/rexec/cgroup"
@@ -19,9 +20,9 @@ type Policy struct {
 	Max     cgroup.Limits
 }
 
-// Check fails when the policy itself is unusable: a default or a cap out of
-// its bounds, a default above its cap, or limits the tree cannot enforce.
-// The server checks it at start-up.
+// Check fails when the policy itself is unusable, a default or a cap out of
+// its bounds, and lowers a default above its cap to the cap. The server
+// checks it at start-up, then Fits it to its tree.
 func (p *Policy) Check() error {
 	if p == nil {
 		return nil
@@ -32,10 +33,59 @@ func (p *Policy) Check() error {
 	if err := p.Max.Check(); err != nil {
 		return err
 	}
-	if err := p.Default.Within(p.Max, "the default", maxFlag); err != nil {
-		return err
+	// A default above its cap is lowered to it: --max-pids=100 alone holds
+	// runs to 100 whatever the built-in default.
+	if p.Default.Memory != 0 && p.Max.Memory != 0 {
+		p.Default.Memory = min(p.Default.Memory, p.Max.Memory)
 	}
-	return p.enforceable(p.Default.Or(p.Max))
+	if p.Default.Pids != 0 && p.Max.Pids != 0 {
+		p.Default.Pids = min(p.Default.Pids, p.Max.Pids)
+	}
+	if p.Default.CPU != 0 && p.Max.CPU != 0 {
+		p.Default.CPU = min(p.Default.CPU, p.Max.CPU)
+	}
+	return nil
+}
+
+// Fit drops from the defaults and the caps each limit the tree cannot
+// enforce (none at all without cgroups, no cpu limit without the cpu
+// controller), and says which it dropped: the server starts and warns
+// rather than refuse to run anything on a host that lacks a controller. A
+// run that asks for such a limit is still refused.
+func (p *Policy) Fit() error {
+	if p == nil {
+		return nil
+	}
+	var dropped []string
+	fit := func(name string, def, max *int64) {
+		if *def == 0 && *max == 0 {
+			return
+		}
+		var one cgroup.Limits
+		switch name {
+		case "memory":
+			one.Memory = 1
+		case "pids":
+			one.Pids = 1
+		case "cpu":
+			one.CPU = 1
+		}
+		if p.enforceable(one) != nil {
+			*def, *max = 0, 0
+			dropped = append(dropped, name)
+		}
+	}
+	fit("memory", &p.Default.Memory, &p.Max.Memory)
+	fit("pids", &p.Default.Pids, &p.Max.Pids)
+	fit("cpu", &p.Default.CPU, &p.Max.CPU)
+	if len(dropped) == 0 {
+		return nil
+	}
+	mode := cgroup.ModeOff
+	if p.Tree != nil {
+		mode = p.Tree.Mode()
+	}
+	return fmt.Errorf("%w: cgroup mode %s cannot enforce a %s limit: its default and cap are not applied", cgroup.ErrLimit, mode, strings.Join(dropped, ", "))
 }
 
 // maxFlag names the flag that caps a limit.

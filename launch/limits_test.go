@@ -87,15 +87,26 @@ func TestPolicy(t *testing.T) {
 // there.
 func TestPolicyRefused(t *testing.T) {
 	for _, p := range []*launch.Policy{
-		{Tree: testcgroup.Open(t, cgroup.ModeHybrid), Default: cgroup.Limits{Pids: 200}, Max: cgroup.Limits{Pids: 100}},
-		{Default: cgroup.Limits{Pids: 10}},
-		{Max: cgroup.Limits{Memory: 1 << 30}},
+		{Default: cgroup.Limits{Memory: 1}},
+		{Max: cgroup.Limits{CPU: -1}},
 	} {
 		if err := p.Check(); !errors.Is(err, cgroup.ErrLimit) {
 			t.Errorf("Check(%+v) = %v, want an ErrLimit", p, err)
 		}
 	}
-	off := &launch.Policy{}
+	clamp := &launch.Policy{Default: cgroup.Limits{Pids: 4096, Memory: 1 << 30}, Max: cgroup.Limits{Pids: 100}}
+	if err := clamp.Check(); err != nil || clamp.Default != (cgroup.Limits{Pids: 100, Memory: 1 << 30}) {
+		t.Errorf("a default above its cap: %v, default %+v, want it lowered to the cap", err, clamp.Default)
+	}
+	// Without cgroups, defaults and caps are dropped with a warning, and a
+	// run asking for a limit is refused.
+	off := &launch.Policy{Default: cgroup.Limits{Pids: 4096}, Max: cgroup.Limits{Memory: 1 << 30}}
+	if err := off.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := off.Fit(); !errors.Is(err, cgroup.ErrLimit) || !strings.Contains(err.Error(), "memory, pids") || !off.Default.IsZero() || !off.Max.IsZero() {
+		t.Errorf("Fit without cgroups: %v, left %+v", err, off)
+	}
 	if _, err := off.ForCommand(cgroup.Limits{Pids: 10}); !errors.Is(err, cgroup.ErrLimit) {
 		t.Errorf("a limit without cgroups: %v", err)
 	}

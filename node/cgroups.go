@@ -39,7 +39,13 @@ func (n *Node) openCgroups() error {
 		}
 	}
 	n.limits = &launch.Policy{Tree: tree, Default: n.cfg.Limits.Default, Max: n.cfg.Limits.Max}
-	return n.limits.Check()
+	if err := n.limits.Check(); err != nil {
+		return err
+	}
+	if err := n.limits.Fit(); err != nil {
+		n.log.Warn().Err(err).Msg("limits this host cannot hold")
+	}
+	return nil
 }
 
 // treeName is the name of the server's sub-tree of cgroups: the same for
