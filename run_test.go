@@ -44,6 +44,8 @@ func TestRunExitStatus(t *testing.T) {
 		{"SIGTERM", fakeArgs("selfkill", "15"), 128 + 15, "killed by SIGTERM"},
 		{"SIGUSR1", []string{"--", "sh", "-c", "echo dying; kill -USR1 $$"}, 128 + int(syscall.SIGUSR1), "killed by SIGUSR1"},
 		{"timeout", []string{"--timeout", "200ms", "--", "sleep", "100"}, 128 + 15, "timed out (--timeout) and was killed by SIGTERM"},
+		{"oom", []string{"--memory", "32MiB", "--", "sh", "-c", "x=$(yes | head -c 200000000)"}, 128 + 9, "ran out of memory"},
+		{"limit above 2^31 pids", []string{"--pids", "3000000000", "--", "true"}, 2, "pids"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := ""
