@@ -22,6 +22,9 @@ func FuzzDecodeProcessRequest(f *testing.F) {
 		`[1,2]`, `null`, `{}`, `{"alias":`, `{"alias":"a","cmd":"x"} trailing`,
 		`{"alias":"a","cmd":"x","Cmd":"y"}`, `{"alias":"a","cmd":"x","cmd":"y"}`, "{\"alias\":\"a\",\"cmd\":\"\xff\"}",
 		`{"alias":"a","cmd":"\ud800"}`,
+		`{"alias":"a","cmd":"x","memory":"64MiB","pids":32,"cpu":0.5}`,
+		`{"alias":"a","cmd":"x","memory":1048576,"pids":"7","cpu":"250m"}`,
+		`{"alias":"a","cmd":"x","memory":"1","pids":-1,"cpu":true}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -62,6 +65,9 @@ func FuzzDecodeProcessRequest(f *testing.F) {
 		}
 		if req.Stderr != "" && req.Stderr != "discard" && req.Stderr != "merge" {
 			t.Fatalf("accepted stderr %q", req.Stderr)
+		}
+		if err := req.limits.Check(); err != nil {
+			t.Fatalf("accepted limits %+v: %v", req.limits, err)
 		}
 	})
 }
