@@ -44,14 +44,14 @@ func TestServeRefusesAnOpenAddressWithoutToken(t *testing.T) {
 
 func TestByteSize(t *testing.T) {
 	for in, want := range map[string]int64{
-		"1048576": 1 << 20, "1MiB": 1 << 20, "512KiB": 512 << 10, "2GiB": 2 << 30, "1M": 1 << 20, "10B": 10, " 3 KB": 3 << 10,
+		"1048576": 1 << 20, "1MiB": 1 << 20, "512KiB": 512 << 10, "2GiB": 2 << 30, "1M": 1 << 20, "10B": 10, " 3 KB": 3 << 10, "1TiB": 1 << 40,
 	} {
 		var b byteSize
 		if err := b.UnmarshalText([]byte(in)); err != nil || int64(b) != want {
 			t.Errorf("%q: %d, %v; want %d", in, b, err, want)
 		}
 	}
-	for _, in := range []string{"", "x", "-1", "1.5MiB", "1TiB", "99999999999999GiB"} {
+	for _, in := range []string{"", "x", "-1", "1.5MiB", "1PiB", "99999999999999GiB"} {
 		var b byteSize
 		if err := b.UnmarshalText([]byte(in)); err == nil {
 			t.Errorf("%q accepted as %d", in, b)

@@ -84,6 +84,8 @@ func TestForkBombHeldByPidsLimit(t *testing.T) {
 	// The server still serves: a probe, and another run.
 	if r, err := http.Get(s.url + "/healthz"); err != nil || r.StatusCode != 200 {
 		t.Fatalf("healthz during the fork bomb: %v %v", r, err)
+	} else {
+		r.Body.Close()
 	}
 	r2, out := s.run(t, fake("other", "echo", "still here"))
 	if wantStatus(t, r2, out, 200); string(out) != "still here\n" {
@@ -92,6 +94,8 @@ func TestForkBombHeldByPidsLimit(t *testing.T) {
 	req, _ := http.NewRequest("DELETE", s.url+"/process/bomb", nil)
 	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode/100 != 2 {
 		t.Fatalf("cancel: %v %v", r, err)
+	} else {
+		r.Body.Close()
 	}
 	io.Copy(io.Discard, br)
 	if got := resp.Trailer.Get("Process-End-Reason"); got != "cancelled" {
