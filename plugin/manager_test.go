@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/creachadair/jrpc2"
+	"github.com/rexec/rexec/cgroup"
+	"github.com/rexec/rexec/internal/testcgroup"
 	"github.com/rs/zerolog"
 )
 
@@ -376,4 +379,36 @@ func TestStartFailed(t *testing.T) {
 	if !strings.Contains(log.String(), "removed-after-loading") {
 		t.Errorf("the log does not say why: %s", log)
 	}
+}
+
+// A plugin's process runs in a cgroup of its own, as a run does, under the
+// server's tree, and its end removes it.
+func TestProcessInItsCgroup(t *testing.T) {
+	testcgroup.Each(t, func(t *testing.T, tree *cgroup.Tree) {
+		m, _ := newTestManager(t, Config{Cgroups: tree}, fakeComponent("each", "serve", OneForOne, time.Minute))
+		s := mustStart(t, m, "test/each")
+		pid := callPid(t, m, s)
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var group string
+		for line := range strings.Lines(string(b)) {
+			if _, path, ok := strings.Cut(strings.TrimSpace(line), "::"); ok || strings.Contains(line, ":pids:") || strings.Contains(line, ":memory:") {
+				if !ok {
+					path = line[strings.LastIndex(line, ":")+1:]
+				}
+				if strings.Contains(path, "/run-") {
+					group = strings.TrimSpace(path)
+				}
+			}
+		}
+		if group == "" || !strings.Contains(tree.Describe(), strings.Split(group, "/")[len(strings.Split(group, "/"))-2]) {
+			t.Fatalf("plugin process %d in cgroups %q, not in a run's cgroup of the tree %s", pid, b, tree.Describe())
+		}
+		if err := m.Stop(s, ""); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the process to end", func() bool { return m.Stats().Procs == 0 })
+	})
 }
