@@ -45,6 +45,7 @@ var contractScripts = []string{
 	"-e=TESTCHILD=hang single EXE",
 	"-e=TESTCHILD=cat -i withstdin EXE",
 	"-e=TESTCHILD=hang -m=1 capped EXE",
+	"-e=TESTCHILD=echo --memory=64MiB --pids=32 limited EXE @@1",
 	"-n notify @@1",
 	"tok /bin/sh -c 'env | grep ^REX.C_RUN_TOKEN=; exec sleep 60'", // (exectab() replaces E-X-E)
 }
@@ -529,6 +530,16 @@ func contractProcess(t *testing.T, c *contract, base, bare string, g *contractKe
 	c.do(t, base, call{op: "POST /process", path: "/process", body: js(fakeRun("g1", "echo")), key: g.all}, 403)
 	post(t, `{"alias":"nf","cmd":"/nonexistent/rexec-test"}`, 404)
 	post(t, `{"alias":"ns","script":"nosuch"}`, 404)
+	// Limits: a value that is none, one below the least a run needs, and
+	// one above its script's own (invalid_limit, on any host: it is checked
+	// before whether the host can enforce the script's): refused before
+	// anything starts. The last is of the form the document describes.
+	post(t, js(with(fakeRun("l1", "echo"), "memory", "lots")), 400)
+	post(t, js(with(fakeRun("l2", "echo"), "pids", 1)), 400)
+	if ex := c.do(t, base, call{op: "POST /process", path: "/process", key: adminToken, valid: true,
+		body: `{"alias":"l3","script":"limited","args":["x"],"memory":"128MiB","pids":16,"cpu":"250m"}`}, 400); !strings.Contains(string(ex.body), "above script limited's --memory=64MiB") {
+		t.Errorf("a limit above its script's: %s", ex.body)
+	}
 	contractBodyTimeout(t, c, base, "POST /process", "/process", adminToken)
 	post(t, js(fakeRun("big", "echo", strings.Repeat("a", 70<<10))), 413)
 
