@@ -43,7 +43,11 @@ func (n *Node) openCgroups() error {
 		return err
 	}
 	if err := n.limits.Fit(); err != nil {
-		n.log.Warn().Err(err).Msg("limits this host cannot hold")
+		ev := n.log.Warn()
+		if cc.Mode == cgroup.ModeOff {
+			ev = n.log.Info() // the operator's choice, not a surprise
+		}
+		ev.Err(err).Msg("limits this host cannot hold")
 	}
 	return nil
 }
