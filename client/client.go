@@ -197,7 +197,9 @@ type Spec struct {
 	// pseudo-terminal: its stdin, stdout and stderr; its session and
 	// controlling terminal), of Rows lines and Cols columns (0: the
 	// server's default size). Its output is then one stream, as a
-	// terminal shows it. Attach only: Start refuses it.
+	// terminal shows it (with Start, Stdout lines ending in '\r'), and
+	// DiscardStderr is refused. Only Attach can resize it or type into it
+	// as a person would.
 	TTY        bool
 	Rows, Cols int
 }
@@ -263,9 +265,6 @@ func (spec Spec) check() error {
 func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
 	if err := spec.check(); err != nil {
 		return nil, err
-	}
-	if spec.TTY {
-		return nil, errors.New("a run on a terminal (Spec.TTY) needs Attach")
 	}
 	w := spec.wire()
 	body, err := json.Marshal(w)
