@@ -609,10 +609,10 @@ func (p *Process) Kill(reason Reason) {
 	})
 }
 
-// Signal sends sig to the process group and to everything in the cgroup,
-// as Kill does, without killing: SIGINT, SIGUSR1 ... for the program to
-// handle. A run that has been reaped is os.ErrProcessDone: its PID may
-// name another process by now.
+// Signal sends sig to the process group and to everything else in the
+// cgroup, as Kill does, without killing: SIGINT, SIGUSR1 ... for the
+// program to handle; each process gets it once. A run that has been reaped
+// is os.ErrProcessDone: its PID may name another process by now.
 func (p *Process) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -620,7 +620,9 @@ func (p *Process) Signal(sig syscall.Signal) error {
 		return os.ErrProcessDone
 	}
 	signalGroup(p.pid, sig)
-	p.signalCgroup(sig)
+	if p.cg != nil {
+		p.cg.SignalOutside(sig, p.pid)
+	}
 	return nil
 }
 

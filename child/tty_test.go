@@ -144,7 +144,23 @@ func TestTTYCtrlCInterrupts(t *testing.T) {
 	}
 }
 
+// Signal reaches the group and the rest of the cgroup, each process once.
 func TestTTYSignal(t *testing.T) {
+	testcgroup.Each(t, func(t *testing.T, tree *cgroup.Tree) {
+		r := startTTY(t, child.Spec{}, child.Options{Cgroups: tree}, true)
+		r.waitFor("ready")
+		if err := r.p.Signal(syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		r.waitFor("usr1")
+		r.stdin.Close()
+		if out, _ := r.rest(); strings.Count(out, "usr1") != 1 {
+			t.Fatalf("output %q: the signal came more than once", out)
+		}
+		if err := r.p.Signal(syscall.SIGUSR1); !errors.Is(err, os.ErrProcessDone) {
+			t.Fatalf("Signal after the reap: %v, want os.ErrProcessDone", err)
+		}
+	})
 	r := startTTY(t, child.Spec{}, child.Options{}, true)
 	r.waitFor("ready")
 	if err := r.p.Signal(syscall.SIGUSR1); err != nil {
