@@ -27,8 +27,9 @@ import (
 //	                        then a close with 1000
 //
 // A refusal is {"type":"error","status":409,"code":"alias_running","error":"..."}
-// then a close. Closing the socket is a disconnect: the server kills the
-// command.
+// then a close; after the start, the same message says that a control
+// message could not be done, and the session goes on. Closing the socket is
+// a disconnect: the server kills the command.
 
 // maxStdinMessage is the most stdin bytes one message carries: Write splits
 // larger writes.
@@ -55,6 +56,8 @@ type Session struct {
 	cancel context.CancelFunc // ends ctx: closes the connection
 	closed atomic.Bool
 	ended  atomic.Bool // the end came, or the session was lost
+	// refusal is the server's last error message after the start.
+	refusal atomic.Pointer[ServerError]
 
 	// The reading side, Read's and Wait's.
 	msg    io.Reader // the output message being read, or nil
@@ -249,7 +252,9 @@ func (s *Session) Read(p []byte) (int, error) {
 			s.finish()
 			return 0, io.EOF
 		case "error":
-			return 0, s.fail(fmt.Errorf("%w: %w", ErrRunLost, m.serverError()))
+			// A control message the server could not do; the session
+			// goes on, unless the server closes it next.
+			s.refusal.Store(m.serverError())
 		}
 		// A message of a newer server: skipped.
 	}
@@ -293,7 +298,8 @@ func (s *Session) fail(err error) error {
 }
 
 // lost is the error of a connection that broke: ErrRunLost, with the
-// server's reason when it closed the connection with one.
+// server's reason when it closed the connection with one, and its last
+// error message.
 func (s *Session) lost(err error, when string) error {
 	if when != "" {
 		when = " " + when
@@ -304,16 +310,35 @@ func (s *Session) lost(err error, when string) error {
 		if why == "" {
 			why = "no reason given"
 		}
-		return fmt.Errorf("%w: the server closed the connection%s (%d: %s)", ErrRunLost, when, int(ce.Code), why)
+		err = fmt.Errorf("%w: the server closed the connection%s (%d: %s)", ErrRunLost, when, int(ce.Code), why)
+	} else {
+		err = fmt.Errorf("%w%s: %w", ErrRunLost, when, err)
 	}
-	return fmt.Errorf("%w%s: %w", ErrRunLost, when, err)
+	if se := s.refusal.Load(); se != nil {
+		err = fmt.Errorf("%w, after %w", err, se)
+	}
+	return err
+}
+
+// Refused is the last control message the server could not do, as it said
+// in an error message (a resize of a run without a terminal, a signal to a
+// run that has ended, stdin after its end ...): a *ServerError; nil when
+// there was none. The session goes on after such a message, unless the
+// server closes it (Read then returns ErrRunLost, with this error).
+func (s *Session) Refused() error {
+	if se := s.refusal.Load(); se != nil {
+		return se
+	}
+	return nil
 }
 
 // Write sends p to the command's stdin, in messages of at most 64 KiB. On a
 // terminal, what the terminal's line discipline makes of the bytes applies:
 // Ctrl-C (0x03) interrupts the foreground command, Ctrl-D (0x04) at the
-// start of a line ends its input. After the end or Close it returns
-// ErrClosed.
+// start of a line ends its input. The server takes a message once the
+// command's stdin has taken the last one: a command that reads no stdin
+// holds Write back, and Resize, Signal and CloseStdin behind it. After the
+// end or Close it returns ErrClosed.
 func (s *Session) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {

@@ -208,7 +208,7 @@ func TestAttachWire(t *testing.T) {
 		}
 	})
 
-	t.Run("an error after the start", func(t *testing.T) {
+	t.Run("an error after the start, then a close", func(t *testing.T) {
 		c, _, _ := attachServer(t, "", func(ctx context.Context, c *websocket.Conn, recv func() bool) {
 			sendText(ctx, c, `{"type":"started","alias":"a"}`)
 			sendText(ctx, c, `{"type":"error","status":500,"error":"internal error"}`)
@@ -218,6 +218,25 @@ func TestAttachWire(t *testing.T) {
 		var se *client.ServerError
 		if !errors.Is(err, client.ErrRunLost) || !errors.As(err, &se) || se.StatusCode != 500 {
 			t.Fatalf("wait: %v, want ErrRunLost and the ServerError", err)
+		}
+	})
+
+	t.Run("an error after the start, and the session goes on", func(t *testing.T) {
+		c, _, _ := attachServer(t, "", func(ctx context.Context, c *websocket.Conn, recv func() bool) {
+			sendText(ctx, c, `{"type":"started","alias":"a"}`)
+			sendText(ctx, c, `{"type":"error","status":400,"code":"invalid_request","error":"the run has ended"}`)
+			c.Write(ctx, websocket.MessageBinary, []byte("more"))
+			sendText(ctx, c, `{"type":"exit","exit_code":0,"reason":"exit","duration_ms":1}`)
+			c.Close(websocket.StatusNormalClosure, "")
+		})
+		s := mustAttach(t, context.Background(), c, client.Spec{Cmd: "x", TTY: true})
+		out, err := io.ReadAll(s)
+		if string(out) != "more" || err != nil {
+			t.Fatalf("output %q, error %v", out, err)
+		}
+		var se *client.ServerError
+		if st, err := s.Wait(); err != nil || !st.Success() || !errors.As(s.Refused(), &se) || se.StatusCode != 400 {
+			t.Fatalf("wait %+v %v, refused %v", st, err, s.Refused())
 		}
 	})
 
