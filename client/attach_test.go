@@ -10,17 +10,21 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/rexec/rexec/client"
+	"github.com/rexec/rexec/internal/testchild"
+	"github.com/rexec/rexec/webapi"
 )
 
 // The wire side of Attach, against a server that plays the protocol's
 // part as a script: what the client sends, and what it makes of each
-// answer. The real server's side is in attach_server_test.go.
+// answer. TestAttach drives the real server.
 
 // wsMessage is one message a fake attach server received.
 type wsMessage struct {
@@ -341,6 +345,187 @@ func TestAttachWire(t *testing.T) {
 					t.Fatal("the server did not see the connection close")
 				}
 			})
+		}
+	})
+}
+
+// The real server's side: runs on a terminal, driven as a person would.
+
+// output collects a session's output in the background, to wait for what
+// the command writes; done closes when Read ends, with its error in err.
+type output struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	more chan struct{} // a receive after each read
+	done chan struct{}
+	err  error
+}
+
+func collect(s *client.Session) *output {
+	o := &output{more: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(o.done)
+		b := make([]byte, 4096)
+		for {
+			n, err := s.Read(b)
+			o.mu.Lock()
+			o.buf.Write(b[:n])
+			o.mu.Unlock()
+			select {
+			case o.more <- struct{}{}:
+			default:
+			}
+			if err != nil {
+				o.err = err
+				return
+			}
+		}
+	}()
+	return o
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// waitFor waits until the output holds want.
+func (o *output) waitFor(t *testing.T, want string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second) // a failure bound only
+	for !strings.Contains(o.String(), want) {
+		select {
+		case <-o.more:
+		case <-o.done:
+			if !strings.Contains(o.String(), want) {
+				t.Fatalf("the output ended (%v) without %q:\n%s", o.err, want, o.String())
+			}
+		case <-timeout:
+			t.Fatalf("no %q in the output:\n%s", want, o.String())
+		}
+	}
+}
+
+// end waits for the output's end and returns the run's status.
+func (o *output) end(t *testing.T, s *client.Session) (client.Status, error) {
+	t.Helper()
+	select {
+	case <-o.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the run did not end; output:\n%s", o.String())
+	}
+	return s.Wait()
+}
+
+func TestAttach(t *testing.T) {
+	url := newServer(t, webapi.Config{})
+	c := mustClient(t, url, "")
+	tty := func(args ...string) client.Spec {
+		spec := fake("tty", args...)
+		spec.TTY = true
+		return spec
+	}
+
+	t.Run("a terminal: size, typing, resize, a signal, Ctrl-C", func(t *testing.T) {
+		spec := tty()
+		spec.Rows, spec.Cols = 30, 100
+		s := mustAttach(t, context.Background(), c, spec)
+		out := collect(s)
+		out.waitFor(t, "isatty true true true\r\nsize 30 100\r\nready\r\n")
+		s.Write([]byte("hello\n"))
+		out.waitFor(t, `read "hello\n"`)
+		if err := s.Resize(40, 120); err != nil {
+			t.Fatal(err)
+		}
+		out.waitFor(t, "winch 40 120")
+		if err := s.Signal("USR1"); err != nil {
+			t.Fatal(err)
+		}
+		out.waitFor(t, "usr1")
+		s.Write([]byte{0x03}) // Ctrl-C: the line discipline sends SIGINT
+		st, err := out.end(t, s)
+		if err != nil || st.Signal != "SIGINT" || st.ExitCode != -1 || st.Reason != client.ReasonExit {
+			t.Fatalf("end %+v %v, want killed by SIGINT; output:\n%s", st, err, out)
+		}
+		if s.Refused() != nil {
+			t.Fatalf("refused: %v", s.Refused())
+		}
+	})
+
+	t.Run("eof and the exit code", func(t *testing.T) {
+		s := mustAttach(t, context.Background(), c, tty())
+		out := collect(s)
+		out.waitFor(t, "ready")
+		s.CloseStdin()
+		st, err := out.end(t, s)
+		if err != nil || !st.Success() || !strings.Contains(out.String(), "eof") {
+			t.Fatalf("end %+v %v; output:\n%s", st, err, out)
+		}
+		spec := client.Spec{Cmd: "sh", Args: []string{"-c", "exit 3"}, TTY: true}
+		if st, err := mustAttach(t, context.Background(), c, spec).Wait(); err != nil || st.ExitCode != 3 {
+			t.Fatalf("exit 3: %+v %v", st, err)
+		}
+	})
+
+	t.Run("without a terminal: stdin and output as they are", func(t *testing.T) {
+		s := mustAttach(t, context.Background(), c, fake("cat"))
+		out := collect(s)
+		in := bytes.Repeat([]byte{0, 1, 2, 0x03, '\n', 255}, 30000) // 180 KB: 3 messages
+		if _, err := s.Write(in); err != nil {
+			t.Fatal(err)
+		}
+		s.CloseStdin()
+		if st, err := out.end(t, s); err != nil || !st.Success() || out.String() != string(in) {
+			t.Fatalf("end %+v %v; %d bytes back, want the %d sent", st, err, len(out.String()), len(in))
+		}
+	})
+
+	t.Run("Close kills the remote command", func(t *testing.T) {
+		spec := fake("grandchild")
+		spec.TTY = true
+		s := mustAttach(t, context.Background(), c, spec)
+		out := collect(s)
+		out.waitFor(t, "\r\n")
+		pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
+		if err != nil {
+			t.Fatalf("pid %q", out.String())
+		}
+		s.Close()
+		if _, err := out.end(t, s); !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("after Close: %v, want ErrClosed", err)
+		}
+		if !testchild.WaitGone(pid, 10*time.Second) {
+			t.Fatalf("grandchild %d survived", pid)
+		}
+	})
+
+	wantServerError := func(t *testing.T, err error, status int, code string) {
+		t.Helper()
+		var se *client.ServerError
+		if !errors.As(err, &se) || se.StatusCode != status || (code != "" && se.Code != code) {
+			t.Fatalf("error %v, want a ServerError %d %s", err, status, code)
+		}
+	}
+	t.Run("refusals", func(t *testing.T) {
+		spec := tty()
+		spec.Alias = "busy-tty"
+		held := mustAttach(t, context.Background(), c, spec)
+		collect(held).waitFor(t, "ready")
+		_, err := c.Attach(context.Background(), spec)
+		wantServerError(t, err, 409, "")
+
+		_, err = c.Attach(context.Background(), client.Spec{Cmd: "no-such-command-rexec", TTY: true})
+		wantServerError(t, err, 404, "")
+		_, err = c.Attach(context.Background(), client.Spec{Cmd: "true", TTY: true, DiscardStderr: true})
+		wantServerError(t, err, 400, "invalid_tty")
+
+		authURL := newServer(t, webapi.Config{Token: "s3cret"})
+		_, err = mustClient(t, authURL, "wrong").Attach(context.Background(), tty())
+		wantServerError(t, err, 401, "")
+		st, err := mustAttach(t, context.Background(), mustClient(t, authURL, "s3cret"), client.Spec{Cmd: "true", TTY: true}).Wait()
+		if err != nil || !st.Success() {
+			t.Fatalf("with the token: %+v %v", st, err)
 		}
 	})
 }
