@@ -136,6 +136,9 @@ func (c *Client) Attach(ctx context.Context, spec Spec) (*Session, error) {
 	}
 	if err := s.awaitStart(); err != nil {
 		s.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
 	return s, nil
