@@ -193,14 +193,14 @@ func localTerminal() (int, bool) {
 	return 0, false
 }
 
-// terminalSize is the size of terminal fd; 0, 0 (the server's default)
-// when it cannot be read.
+// terminalSize is the size of terminal fd, within what the server takes;
+// 0, 0 (the server's default) when it cannot be read.
 func terminalSize(fd int) (rows, cols int) {
 	cols, rows, err := term.GetSize(fd)
 	if err != nil || rows <= 0 || cols <= 0 {
 		return 0, 0
 	}
-	return rows, cols
+	return min(rows, client.MaxTTYSize), min(cols, client.MaxTTYSize)
 }
 
 // forwardedSignal is the name a caught signal is sent to the remote

@@ -358,6 +358,20 @@ func TestRunTTYWaysOut(t *testing.T) {
 		})
 	}
 
+	t.Run("a terminal wider than the server takes, and Ctrl-D", func(t *testing.T) {
+		p := newLocalPty(t)
+		if err := pty.Setsize(p.ptmx, &pty.Winsize{Rows: 25, Cols: 1200}); err != nil {
+			t.Fatal(err)
+		}
+		rexec := p.start(t, run(fakeArgs("tty")...)...)
+		p.waitFor(t, "size 25 1000\r\nready\r\n")
+		p.ptmx.Write([]byte{0x04}) // the remote's end of input
+		if code := exitCode(t, rexec); code != 0 {
+			t.Fatalf("exit %d; the screen:\n%s", code, p.screen.String())
+		}
+		p.waitFor(t, "eof")
+	})
+
 	t.Run("the server gone", func(t *testing.T) {
 		server, url := serverProcess(t)
 		p := newLocalPty(t)

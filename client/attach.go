@@ -358,8 +358,8 @@ func (s *Session) Write(p []byte) (int, error) {
 // Resize sets the size of the command's terminal: the kernel sends its
 // foreground process group SIGWINCH.
 func (s *Session) Resize(rows, cols int) error {
-	if rows < 1 || rows > maxWinSize || cols < 1 || cols > maxWinSize {
-		return fmt.Errorf("terminal size %dx%d: want 1-%d rows and columns", rows, cols, maxWinSize)
+	if rows < 1 || rows > MaxTTYSize || cols < 1 || cols > MaxTTYSize {
+		return fmt.Errorf("terminal size %dx%d: want 1-%d rows and columns", rows, cols, MaxTTYSize)
 	}
 	return s.sendControl(wireMessage{Type: "resize", Rows: rows, Cols: cols})
 }

@@ -204,9 +204,9 @@ type Spec struct {
 	Rows, Cols int
 }
 
-// maxWinSize is the largest number of rows or columns of a terminal (the
-// kernel keeps them in 16 bits).
-const maxWinSize = 65535
+// MaxTTYSize is the most rows or columns of a terminal the server's API
+// takes (Spec.Rows and Cols, Session.Resize).
+const MaxTTYSize = 1000
 
 // wireRequest is the JSON request of POST /process.
 type wireRequest struct {
@@ -252,8 +252,8 @@ func (spec Spec) check() error {
 	if spec.Timeout < 0 {
 		return fmt.Errorf("negative timeout %v", spec.Timeout)
 	}
-	if spec.Rows < 0 || spec.Rows > maxWinSize || spec.Cols < 0 || spec.Cols > maxWinSize {
-		return fmt.Errorf("terminal size %dx%d: want 1-%d rows and columns, or 0 for the server's default", spec.Rows, spec.Cols, maxWinSize)
+	if spec.Rows < 0 || spec.Rows > MaxTTYSize || spec.Cols < 0 || spec.Cols > MaxTTYSize {
+		return fmt.Errorf("terminal size %dx%d: want 1-%d rows and columns, or 0 for the server's default", spec.Rows, spec.Cols, MaxTTYSize)
 	}
 	return nil
 }
