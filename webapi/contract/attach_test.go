@@ -2,6 +2,8 @@ package contract_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -41,11 +43,38 @@ func (w *wsConn) sendBinary(b string) {
 	}
 }
 
-// refusedWith reads an error message of status and code, and the close
-// that follows it.
+// textMessage reads the next text message, passing over output, and
+// validates it.
+func (w *wsConn) textMessage() map[string]any {
+	w.t.Helper()
+	for {
+		typ, r, err := w.conn.Reader(w.ctx)
+		if err != nil {
+			w.t.Fatalf("%s: read: %v", w.op, err)
+		}
+		if typ == websocket.MessageText {
+			b, err := io.ReadAll(r)
+			if err != nil {
+				w.t.Fatalf("%s: read: %v", w.op, err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				w.t.Fatalf("%s: message %q is not JSON", w.op, b)
+			}
+			if err := visit(w.ws.server, m); err != nil {
+				w.t.Errorf("%s: message %s does not match the document: %v", w.op, b, err)
+			}
+			return m
+		}
+		io.Copy(io.Discard, r)
+	}
+}
+
+// refusedWith reads an error message of status and code (output before it
+// passed over), and the close that follows it.
 func (w *wsConn) refusedWith(status int, code string, close websocket.StatusCode) {
 	w.t.Helper()
-	if m := w.receive(); m["type"] != "error" || m["status"] != float64(status) || m["code"] != code {
+	if m := w.textMessage(); m["type"] != "error" || m["status"] != float64(status) || m["code"] != code {
 		w.t.Errorf("%s: %v, want an error %d %s", w.op, m, status, code)
 	}
 	w.closedWith(close)
