@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -402,7 +403,12 @@ func (a *attachSession) control(b []byte) error {
 	}
 	switch m.Type {
 	case "resize":
-		return a.proc.Resize(m.Rows, m.Cols)
+		if err := a.proc.Resize(m.Rows, m.Cols); errors.Is(err, os.ErrProcessDone) {
+			return badRequestf("the run has ended")
+		} else if err != nil {
+			return err
+		}
+		return nil
 	case "eof":
 		a.stdin.Close()
 		return nil
