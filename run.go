@@ -22,7 +22,8 @@ type runCmd struct {
 	Cwd         string        `env:"-" help:"Working directory on the server (default: the server's)."`
 	Env         []string      `short:"e" env:"-" sep:"none" placeholder:"KEY=VALUE" help:"Set a variable in the command's environment (repeatable). A bare KEY sends this machine's value of KEY."`
 	Timeout     time.Duration `env:"-" help:"Have the server terminate the command after this long (e.g. 10m); default none."`
-	Stdin       bool          `short:"i" env:"-" help:"Forward this stdin to the command, live, as it is read; its end closes the command's stdin. Without -i the command's stdin is empty."`
+	Stdin       bool          `short:"i" env:"-" help:"Forward this stdin to the command, live, as it is read; its end closes the command's stdin. Without -i the command's stdin is empty. With -t: see -t."`
+	TTY         bool          `short:"t" name:"tty" env:"-" help:"Run the command on a terminal of its own on the server (a pseudo-terminal), as ssh -t and docker run -t do: its stdout and stderr come as one stream, here on stdout. -it is the interactive pair (rexec run -it -- bash): when stdin is a terminal, it is put in raw mode and stands for the remote one: every key goes there (Ctrl-C interrupts the remote foreground command, not rexec), the remote size follows this window's, and this terminal is restored on every exit. -t alone streams the output and leaves the command's stdin empty. -it with a stdin that is not a terminal forwards it as it comes, without raw mode, and says so on stderr. TERM is sent as it is here, as ssh does, unless -e sets it."`
 	Script      string        `env:"-" placeholder:"NAME" help:"Run this script of the server's exectab instead of a command; what follows -- are its arguments."`
 	Memory      string        `env:"-" placeholder:"SIZE" help:"Memory limit of the run on the server (e.g. 512MiB): past it the kernel's OOM killer ends it (exit 137, reason oom). Default: the server's."`
 	Pids        int           `env:"-" placeholder:"N" help:"Most processes and threads the run may have at once on the server. Default: the server's."`
@@ -44,7 +45,9 @@ const (
 func (c *runCmd) Help() string {
 	return `Runs COMMAND on a rexec server and streams its stdout here to stdout and its stderr to stderr, line by line, as they come. Newlines are as the command wrote them. Output is text: bytes that are not valid UTF-8 arrive as U+FFFD.
 
-Ctrl-C (SIGINT) or SIGTERM closes the connection, so the server kills the command's process group.
+Without -t, Ctrl-C (SIGINT) or SIGTERM closes the connection, so the server kills the command's process group.
+
+With -t the command runs on a terminal on the server, over a WebSocket (GET /process/attach), and its output comes byte for byte as the terminal shows it (stdout and stderr together, lines ending in \r\n). With -it and a terminal here, rexec behaves like ssh: raw mode, so Ctrl-C, Ctrl-Z and Ctrl-D are keys for the remote terminal (they interrupt, stop or end the remote foreground command, never rexec); the remote terminal takes this window's size at the start and on each change; this terminal's settings are restored however rexec ends. A SIGINT or SIGTERM sent to rexec itself is forwarded to the remote command; a second one closes the connection, so the server kills the command. SIGHUP (this terminal is gone) closes it at once.
 
 Exit status:
 
@@ -56,7 +59,7 @@ Exit status:
     5       a run with this --alias is running (409)
     6       the server is busy or shutting down (503), the script runs as many times at once as it may (429), or the server could not be reached: nothing ran
     7       any other error: another HTTP status, or an answer that is not rexec's
-    130     interrupted by SIGINT (143: by SIGTERM); the remote command is killed
+    130     interrupted by SIGINT (143: by SIGTERM; 129: by SIGHUP, with -t); the remote command is killed
     255     the run's end was never received (connection lost, server gone): its status is unknown
 
 The codes 2-7 and 255 print the reason on stderr, so they can be told from the same code of the remote command.`
@@ -118,6 +121,9 @@ func (c *runCmd) Run() error {
 		return &exitError{exitRunUsage, err}
 	}
 	defer cl.CloseIdleConnections()
+	if c.TTY {
+		return c.runTTY(cl, spec, c.Stdin)
+	}
 	if c.Stdin {
 		spec.Stdin = os.Stdin
 	}

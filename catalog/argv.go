@@ -228,6 +228,9 @@ func (s *Script) String() string {
 	if l := s.Limits; l.CPU != 0 {
 		toks = append(toks, "--cpu="+cgroup.FormatCPU(l.CPU))
 	}
+	if s.AllowTTY {
+		toks = append(toks, "--tty")
+	}
 	toks = append(toks, s.Name)
 	if !s.NoProcess {
 		toks = append(toks, s.Path)

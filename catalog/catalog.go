@@ -119,6 +119,9 @@ type Script struct {
 	// Limits (--memory, --pids, --cpu) hold each run of this script in its
 	// cgroup; a request may ask for lower ones, never for higher.
 	Limits cgroup.Limits
+	// AllowTTY (--tty): a run may ask for a terminal (a pseudo-terminal as
+	// its stdin, stdout and stderr). Without it such a run is refused.
+	AllowTTY bool
 }
 
 // Catalog is a parsed exectab: an immutable set of scripts, safe for
@@ -406,15 +409,20 @@ func (p *lineParser) option(tok string) *ParseError {
 	return nil
 }
 
-// longOptions are the long options, --name=VALUE, and what their value is.
+// longOptions are the long options, --name=VALUE, and what their value is;
+// a flag, --name alone, has none ("").
 var longOptions = []struct{ name, meta string }{
-	{"memory", "SIZE"}, {"pids", "N"}, {"cpu", "CORES"},
+	{"memory", "SIZE"}, {"pids", "N"}, {"cpu", "CORES"}, {"tty", ""},
 }
 
 // longOptionList is longOptions as the documentation writes them.
 func longOptionList() string {
 	var b []string
 	for _, o := range longOptions {
+		if o.meta == "" {
+			b = append(b, "--"+o.name)
+			continue
+		}
 		b = append(b, "--"+o.name+"="+o.meta)
 	}
 	return strings.Join(b, " ")
@@ -432,6 +440,16 @@ func (p *lineParser) longOption(tok string) *ParseError {
 		return p.fail(ErrBadOption, "%s given twice", opt)
 	}
 	p.seenLong[name] = true
+	if longOptions[i].meta == "" { // a flag
+		if hasVal {
+			return p.fail(ErrBadOption, "%s takes no value, not %q", opt, val)
+		}
+		switch name {
+		case "tty":
+			p.s.AllowTTY = true
+		}
+		return nil
+	}
 	if !hasVal || val == "" {
 		return p.fail(ErrBadOption, "%s needs a value: write %s=%s", opt, opt, longOptions[i].meta)
 	}

@@ -916,6 +916,7 @@ func TestDiffEveryField(t *testing.T) {
 		"Concurrency":     {"s /bin/true", "-s=2 s /bin/true"},
 		"Timeout":         {"-t=1h s /bin/true", "-t=61m s /bin/true"},
 		"Limits":          {"--memory=64M s /bin/true", "--memory=64M --pids=10 --cpu=0.5 s /bin/true"},
+		"AllowTTY":        {"s /bin/true", "--tty s /bin/true"},
 	}
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[catalog.Script]()) {
 		if f.Name == "Name" || f.Name == "Line" {
@@ -966,6 +967,41 @@ func TestLimitOptions(t *testing.T) {
 		_, err := catalog.Parse(strings.NewReader(line))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want one saying %q", line, err, want)
+		}
+	}
+}
+
+func TestTTYOption(t *testing.T) {
+	c := mustParse(t, "--tty -i s /bin/sh\nt /bin/sh")
+	s, _ := c.Lookup("s")
+	if !s.AllowTTY {
+		t.Fatal("--tty did not allow a terminal")
+	}
+	if got := s.String(); got != "-i --tty s /bin/sh" {
+		t.Fatalf("String() = %q", got)
+	}
+	if again := mustParse(t, s.String()); !slices.Equal(again.Names(), []string{"s"}) {
+		t.Fatalf("String() does not parse back: %v", again.Names())
+	} else if s2, _ := again.Lookup("s"); !s2.AllowTTY {
+		t.Fatal("String() lost --tty")
+	}
+	if tt, _ := c.Lookup("t"); tt.AllowTTY {
+		t.Fatal("a line without --tty allows a terminal")
+	}
+	for line, want := range map[string]string{
+		"--tty=1 s /bin/true":     "--tty takes no value",
+		"--tty= s /bin/true":      "--tty takes no value",
+		"--tty --tty s /bin/true": "given twice",
+		"-n --tty s":              "no effect",
+		"--tty s":                 "no effect",
+		"--ttys s /bin/true":      "unknown option --ttys: not one of --memory=SIZE --pids=N --cpu=CORES --tty",
+	} {
+		_, err := catalog.Parse(strings.NewReader(line))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one saying %q", line, err, want)
+		}
+		if err != nil && !errors.Is(err, catalog.ErrBadOption) && !errors.Is(err, catalog.ErrUnknownOption) {
+			t.Errorf("%q: error %v is of neither option kind", line, err)
 		}
 	}
 }

@@ -54,6 +54,8 @@
 //	             a whole number of days (1d, 1d12h), positive and at most
 //	             100 years (MaxTimeout); no -t is no limit
 //	-u=USER      user to run the process as (name or numeric id)
+//	--tty        a run may ask for a terminal (a pseudo-terminal as its
+//	             stdin, stdout and stderr); without it such a run is refused
 //
 // Each option may be given once, except -e. Flags cannot be combined (-in is
 // an unknown option). A line with only a script name starts no process and

@@ -425,3 +425,15 @@ func (g *Group) Signal(sig syscall.Signal) {
 		syscall.Kill(pid, sig)
 	}
 }
+
+// SignalOutside sends sig to every process in the group that is not in the
+// process group pgid: with the same signal sent to -pgid, each process gets
+// it once (a second SIGINT is not the first one again to a program that
+// counts them).
+func (g *Group) SignalOutside(sig syscall.Signal, pgid int) {
+	for _, pid := range g.procs() {
+		if p, err := syscall.Getpgid(pid); err == nil && p != pgid {
+			syscall.Kill(pid, sig)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // Package child starts and supervises one OS process: its own process group,
 // argv, cwd, environment, stdin, output pumps (or a pipe that its caller
-// reads itself, pipe.go), timeout, escalating kill and reap. It knows nothing of HTTP, aliases or other processes, except for
+// reads itself, pipe.go, or a pseudo-terminal, tty.go), timeout, escalating
+// kill and reap. It knows nothing of HTTP, aliases or other processes, except for
 // the one rule on a group that a crash of the server left behind:
 // KillIfStillOurs kills it only if its leader is still the process that was
 // started (interrupted.go).
@@ -99,6 +100,12 @@ type Spec struct {
 	// Limits are the run's limits, enforced by its cgroup: they need
 	// Options.Cgroups, in a mode that enforces them.
 	Limits cgroup.Limits
+	// TTY runs the process on a pseudo-terminal of Rows by Cols cells
+	// (0: 24 by 80; each at most MaxTTYSize), as the leader of a session
+	// of its own (tty.go). Stderr must be StderrMerge, RawOutput off; Stdin
+	// is typed into the terminal, its end as ^D.
+	TTY        bool
+	Rows, Cols int
 }
 
 // Options are the supervisor's settings, the same for every process.
@@ -241,6 +248,7 @@ type Process struct {
 	discardMu sync.Once
 	done      chan struct{} // closed after reap and OnExit
 	stdinW    *os.File
+	tty       *os.File      // the pseudo-terminal's master (Spec.TTY), else nil
 	cg        *cgroup.Group // nil without cgroups
 
 	mu         sync.Mutex // guards the fields below
@@ -260,6 +268,9 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	argv := append([]string{spec.Path}, spec.Args...)
 	path, env, err := resolve(spec, argv)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckTTY(spec); err != nil {
 		return nil, err
 	}
 	p := newProcess(opts.withDefaults())
@@ -348,14 +359,19 @@ func newProcess(opts Options) *Process {
 // gets as descriptors 0, 1 and 2, and both ends of the pipes opened for
 // them.
 type stdio struct {
-	files     [3]uintptr
-	childEnds []int      // closed once the child has started, or failed to
-	ours      []*os.File // closed only if the start fails
+	files      [3]uintptr
+	childEnds  []int      // closed once the child has started, or failed to
+	childFiles []*os.File // the same, held as files (a terminal's slave)
+	ours       []*os.File // closed only if the start fails
 }
 
 // openStdio opens the pipes spec asks for, /dev/null standing in for the
-// rest, and hands p its ends: stdinW and the output pipes.
+// rest, or its terminal (openTTY), and hands p its ends: stdinW and the
+// output pipes.
 func (p *Process) openStdio(std *stdio, spec Spec) error {
+	if spec.TTY {
+		return p.openTTY(std, spec)
+	}
 	null, err := devNull()
 	if err != nil {
 		return &StartError{Op: "open " + os.DevNull, Err: err}
@@ -413,6 +429,9 @@ func (std *stdio) closeChildEnds() {
 	for _, fd := range std.childEnds {
 		syscall.Close(fd)
 	}
+	for _, f := range std.childFiles {
+		f.Close()
+	}
 }
 
 // closeOurs closes our ends of the pipes, after a failed start.
@@ -447,6 +466,9 @@ func (p *Process) exec(spec Spec, path string, argv, env []string, files []uintp
 			// run rexec under an init (tini) or in its own cgroup for that.
 			Pdeathsig: syscall.SIGKILL,
 		},
+	}
+	if spec.TTY {
+		ttyAttr(attr.Sys)
 	}
 	p.start = time.Now()
 	pid, err := p.startIn(attr, func() (int, error) {
@@ -484,7 +506,8 @@ func execError(path string, cred *syscall.Credential, err error) error {
 }
 
 // startPumps starts reading the output pipes, each on a goroutine of its own
-// (none with RawOutput: the caller reads), and feeding stdin.
+// (none with RawOutput: the caller reads), and feeding stdin (a terminal's
+// always: its end is typed).
 func (p *Process) startPumps(spec Spec) {
 	p.pumpsLeft.Store(int32(len(p.pipes)))
 	pumped := p.pipes
@@ -494,7 +517,10 @@ func (p *Process) startPumps(spec Spec) {
 	for _, op := range pumped {
 		go p.startPump(op)
 	}
-	if p.stdinW != nil {
+	switch {
+	case p.tty != nil:
+		go p.feedTTY(spec.Stdin)
+	case p.stdinW != nil:
 		go p.feedStdin(spec.Stdin)
 	}
 }
@@ -553,9 +579,11 @@ func (p *Process) Discard() {
 	p.discardMu.Do(func() { close(p.discard) })
 }
 
-// Kill terminates the process group: SIGTERM now, SIGKILL after KillGrace.
-// It is idempotent; the first reason given is the one Status reports. Killing
-// a process that has already exited or been reaped does nothing.
+// Kill terminates the process group: SIGTERM now, SIGKILL after KillGrace;
+// a run with a terminal gets SIGHUP just before the SIGTERM, as at a
+// terminal's hang-up. It is idempotent; the first reason given is the one
+// Status reports. Killing a process that has already exited or been reaped
+// does nothing.
 func (p *Process) Kill(reason Reason) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -563,6 +591,10 @@ func (p *Process) Kill(reason Reason) {
 		return
 	}
 	p.killReason = reason
+	if p.tty != nil {
+		signalGroup(p.pid, syscall.SIGHUP)
+		p.signalCgroup(syscall.SIGHUP)
+	}
 	signalGroup(p.pid, syscall.SIGTERM)
 	p.signalCgroup(syscall.SIGTERM)
 	p.killTimer = time.AfterFunc(p.opts.KillGrace, func() {
@@ -575,6 +607,23 @@ func (p *Process) Kill(reason Reason) {
 			}
 		}
 	})
+}
+
+// Signal sends sig to the process group and to everything else in the
+// cgroup, as Kill does, without killing: SIGINT, SIGUSR1 ... for the
+// program to handle; each process gets it once. A run that has been reaped
+// is os.ErrProcessDone: its PID may name another process by now.
+func (p *Process) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return os.ErrProcessDone
+	}
+	signalGroup(p.pid, sig)
+	if p.cg != nil {
+		p.cg.SignalOutside(sig, p.pid)
+	}
+	return nil
 }
 
 func signalGroup(pid int, sig syscall.Signal) {

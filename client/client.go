@@ -3,7 +3,9 @@
 // lines, heartbeats, the end with the exit status), and forwards live stdin;
 // and it drives detached runs of scripts through /scripts/v1 (scripts.go:
 // list the scripts, submit, status, cancel, history; output.go: read and
-// follow a run's output, resuming after a cut connection).
+// follow a run's output, resuming after a cut connection); and it attaches
+// to a run over a WebSocket, on a terminal of its own when asked (attach.go:
+// GET /process/attach, for rexec run -it).
 // It owns the client side of the wire protocol and nothing else: it never
 // prints, exits or handles signals; the rexec commands do that on top of it.
 // It builds on every OS Go does.
@@ -80,7 +82,8 @@ type ServerError struct {
 	StatusCode int
 	Message    string
 	// Code is the errorcode of a /scripts/v1 answer, such as "invalid_id"
-	// or "already_done"; "" for other answers.
+	// or "already_done", or of an attached run's refusal, such as
+	// "alias_running"; "" for other answers.
 	Code string
 }
 
@@ -190,7 +193,20 @@ type Spec struct {
 	Memory string
 	Pids   int
 	CPU    string
+	// TTY runs the command on a terminal of its own on the server (a
+	// pseudo-terminal: its stdin, stdout and stderr; its session and
+	// controlling terminal), of Rows lines and Cols columns (0: the
+	// server's default size). Its output is then one stream, as a
+	// terminal shows it (with Start, Stdout lines ending in '\r'), and
+	// DiscardStderr is refused. Only Attach can resize it or type into it
+	// as a person would.
+	TTY        bool
+	Rows, Cols int
 }
+
+// MaxTTYSize is the most rows or columns of a terminal the server's API
+// takes (Spec.Rows and Cols, Session.Resize).
+const MaxTTYSize = 1000
 
 // wireRequest is the JSON request of POST /process.
 type wireRequest struct {
@@ -205,21 +221,16 @@ type wireRequest struct {
 	Memory  string            `json:"memory,omitempty"`
 	Pids    int               `json:"pids,omitempty"`
 	CPU     string            `json:"cpu,omitempty"`
+	TTY     bool              `json:"tty,omitempty"`
+	Rows    int               `json:"rows,omitempty"`
+	Cols    int               `json:"cols,omitempty"`
 }
 
-// Start starts a run and returns once the server has accepted it (its
-// answer's head has arrived); read its events with Next or Copy, and Close it
-// when done. When ctx ends, the connection is closed, which makes the server
-// kill the command's process group.
-func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
-	if (spec.Cmd == "") == (spec.Script == "") {
-		return nil, errors.New("give a command or a script, not both or neither")
-	}
-	if spec.Timeout < 0 {
-		return nil, fmt.Errorf("negative timeout %v", spec.Timeout)
-	}
+// wire is the request of spec, as POST /process and the first message of
+// GET /process/attach carry it: one encoding for both.
+func (spec Spec) wire() wireRequest {
 	w := wireRequest{Alias: spec.Alias, Cmd: spec.Cmd, Script: spec.Script, Args: spec.Args, Cwd: spec.Cwd, Envs: spec.Env, Stderr: "merge",
-		Memory: spec.Memory, Pids: spec.Pids, CPU: spec.CPU}
+		Memory: spec.Memory, Pids: spec.Pids, CPU: spec.CPU, TTY: spec.TTY, Rows: spec.Rows, Cols: spec.Cols}
 	if w.Alias == "" {
 		w.Alias = NewAlias(spec.Cmd + spec.Script)
 	}
@@ -229,6 +240,33 @@ func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
 	if spec.Timeout > 0 {
 		w.Timeout = spec.Timeout.String()
 	}
+	return w
+}
+
+// check refuses what no server would run: a command and a script, or
+// neither; a negative timeout or size.
+func (spec Spec) check() error {
+	if (spec.Cmd == "") == (spec.Script == "") {
+		return errors.New("give a command or a script, not both or neither")
+	}
+	if spec.Timeout < 0 {
+		return fmt.Errorf("negative timeout %v", spec.Timeout)
+	}
+	if spec.Rows < 0 || spec.Rows > MaxTTYSize || spec.Cols < 0 || spec.Cols > MaxTTYSize {
+		return fmt.Errorf("terminal size %dx%d: want 1-%d rows and columns, or 0 for the server's default", spec.Rows, spec.Cols, MaxTTYSize)
+	}
+	return nil
+}
+
+// Start starts a run and returns once the server has accepted it (its
+// answer's head has arrived); read its events with Next or Copy, and Close it
+// when done. When ctx ends, the connection is closed, which makes the server
+// kill the command's process group.
+func (c *Client) Start(ctx context.Context, spec Spec) (*Run, error) {
+	if err := spec.check(); err != nil {
+		return nil, err
+	}
+	w := spec.wire()
 	body, err := json.Marshal(w)
 	if err != nil {
 		return nil, err
@@ -310,22 +348,39 @@ func (c *Client) endpoint(name string) string {
 // ErrUnreachable (nothing was done); after it, the request may have reached
 // the server and been carried out, so it is ErrNoAnswer.
 func (c *Client) do(req *http.Request) (*http.Response, error) {
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	c.authorize(req.Header)
+	ctx, sent := traceConnection(req.Context())
+	resp, err := c.http.Do(req.WithContext(ctx))
+	if err != nil {
+		return nil, sent(err)
 	}
+	return resp, nil
+}
+
+// authorize adds the token to the headers of a request.
+func (c *Client) authorize(h http.Header) {
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+}
+
+// traceConnection returns ctx, for a request, and sent, which gives the
+// kind of that request's transport error: ErrUnreachable before a
+// connection was made (nothing was done), ErrNoAnswer after it (what it
+// asked for may have been done); the error as it is when ctx ended.
+func traceConnection(ctx context.Context) (_ context.Context, sent func(error) error) {
 	var connected atomic.Bool
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	resp, err := c.http.Do(req)
-	switch {
-	case err == nil:
-		return resp, nil
-	case req.Context().Err() != nil:
-		return nil, err
-	case !connected.Load():
-		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	sent = func(err error) error {
+		switch {
+		case ctx.Err() != nil:
+			return err
+		case !connected.Load():
+			return fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+		return fmt.Errorf("%w to the request: %w", ErrNoAnswer, err)
 	}
-	return nil, fmt.Errorf("%w to the request: %w", ErrNoAnswer, err)
+	return httptrace.WithClientTrace(ctx, trace), sent
 }
 
 // doOK is do for a request whose only good answer is 200: another status is

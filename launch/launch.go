@@ -4,8 +4,9 @@
 // "script", whose client holds the stream) and a detached run (/scripts/v1,
 // queued by package detached). Whatever the API, a script takes stdin only
 // with -i and at most MaxStdin bytes of it, its arguments are checked by its
-// exectab line, its -t caps the run's time limit, and its runs share one
-// group of the broker, "script NAME", limited by its -s.
+// exectab line, its -t caps the run's time limit, a run has a terminal only
+// with --tty and as CheckTTY allows, and its runs share one group of the
+// broker, "script NAME", limited by its -s.
 //
 // A -n script starts no process: its run is a notification to monitors,
 // which only the detached API records and publishes. Spec refuses it with
@@ -35,6 +36,10 @@ var (
 	ErrNoProcess = errors.New("the script starts no process (-n): it only notifies monitors")
 	// ErrTimeout: a negative time limit.
 	ErrTimeout = errors.New("invalid timeout")
+	// ErrTTY: a terminal for a script without --tty, or asked for wrongly
+	// (CheckTTY). It is child.ErrTTY, the kind child.Start gives the same
+	// mistakes, so that either is one kind to the API.
+	ErrTTY = child.ErrTTY
 )
 
 // noStdin is ErrNoStdin: an ErrStdin, with its text.
@@ -59,6 +64,10 @@ type Request struct {
 	// Limits are the limits the client asks for: lower than the script's
 	// own, or none (Policy.ForScript).
 	Limits cgroup.Limits
+	// TTY asks for a terminal of Rows by Cols (0: the default), which the
+	// script's --tty must allow.
+	TTY        bool
+	Rows, Cols int
 }
 
 // Lookup finds the script name in cat (nil: no exectab).
@@ -71,13 +80,15 @@ func Lookup(cat *catalog.Catalog, name string) (*catalog.Script, error) {
 }
 
 // Check applies to req the rules every run of sc obeys, -n or not: stdin
-// only with -i and at most MaxStdin bytes, arguments as the exectab line
-// allows them, no negative time limit. It returns the arguments of the
-// process (argv[1:]).
+// only with -i and at most MaxStdin bytes, a terminal only with --tty,
+// arguments as the exectab line allows them, no negative time limit. It
+// returns the arguments of the process (argv[1:]).
 func Check(sc *catalog.Script, req Request) ([]string, error) {
 	switch {
 	case (req.Stdin > 0 || req.LiveStdin) && !sc.AllowStdin:
 		return nil, fmt.Errorf("%w: script %q takes no stdin (its exectab line has no -i)", ErrNoStdin, sc.Name)
+	case req.TTY && !sc.AllowTTY:
+		return nil, fmt.Errorf("%w: script %q runs without a terminal (its exectab line has no --tty)", ErrTTY, sc.Name)
 	case req.Stdin > MaxStdin:
 		return nil, fmt.Errorf("%w: stdin of a script run is limited to %d bytes", ErrStdin, MaxStdin)
 	case req.Timeout < 0:
@@ -89,8 +100,9 @@ func Check(sc *catalog.Script, req Request) ([]string, error) {
 // Spec is the process a run of sc starts: the script's path and working
 // directory, the request's arguments in the script's argv, base (the
 // server's environment) with the exectab's -e and then extra added, the
-// script's user, its time limit, its limits by pol, and stderr merged into
-// stdout. The caller sets Stdin, and may choose another Stderr.
+// script's user, its time limit, its limits by pol, the terminal req asks
+// for, and stderr merged into stdout. The caller sets Stdin, and may choose
+// another Stderr; CheckTTY then checks the terminal against it.
 func Spec(sc *catalog.Script, req Request, pol *Policy, base []string, extra ...string) (child.Spec, error) {
 	if sc.NoProcess {
 		return child.Spec{}, fmt.Errorf("script %q: %w", sc.Name, ErrNoProcess)
@@ -112,8 +124,15 @@ func Spec(sc *catalog.Script, req Request, pol *Policy, base []string, extra ...
 		env = append(env[:len(env):len(env)], extra...) // never into a shared base
 	}
 	return child.Spec{Path: sc.Path, Args: args, Dir: sc.Dir, Env: env, Credential: cred,
-		Stderr: child.StderrMerge, Timeout: Timeout(req.Timeout, sc), Limits: limits}, nil
+		Stderr: child.StderrMerge, Timeout: Timeout(req.Timeout, sc), Limits: limits,
+		TTY: req.TTY, Rows: req.Rows, Cols: req.Cols}, nil
 }
+
+// CheckTTY is the rule on the terminal of a run, a script's or a command's,
+// once its spec is complete: its size (0, the default, or 1 to
+// child.MaxTTYSize each, and only with a terminal) and its stderr (merged:
+// the terminal is stdout and stderr at once). Its errors are ErrTTY.
+func CheckTTY(spec child.Spec) error { return child.CheckTTY(spec) }
 
 // Limit is the broker's limit for runs of sc, attached and detached alike:
 // at most its -s at once.

@@ -18,6 +18,7 @@ func scripts(t *testing.T) *catalog.Catalog {
 		"-i -e=GREETING=hi -d=/tmp -s=3 -t=1m takes /bin/cat @@1",
 		"plain /bin/true",
 		"-n notify @@1",
+		"--tty term /bin/sh",
 	}, "\n")))
 	if err != nil {
 		t.Fatal(err)
@@ -128,5 +129,40 @@ func TestTimeout(t *testing.T) {
 		if got := launch.Timeout(tc.asked, tc.sc); got != tc.is {
 			t.Errorf("%s asked %v: %v, want %v", tc.sc.Name, tc.asked, got, tc.is)
 		}
+	}
+}
+
+// A terminal is the exectab's to allow (--tty), and its size and stderr are
+// one rule for scripts and commands (CheckTTY).
+func TestTTYRule(t *testing.T) {
+	term, plain := lookup(t, "term"), lookup(t, "plain")
+	if _, err := launch.Spec(plain, launch.Request{TTY: true}, nil, nil); !errors.Is(err, launch.ErrTTY) || !strings.Contains(err.Error(), "--tty") {
+		t.Fatalf("a terminal for a script without --tty: %v", err)
+	}
+	spec, err := launch.Spec(term, launch.Request{TTY: true, Rows: 40, Cols: 120}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !spec.TTY || spec.Rows != 40 || spec.Cols != 120 || spec.Stderr != child.StderrMerge {
+		t.Fatalf("spec %+v", spec)
+	}
+	if err := launch.CheckTTY(spec); err != nil {
+		t.Fatal(err)
+	}
+	for name, change := range map[string]func(*child.Spec){
+		"stderr discarded": func(s *child.Spec) { s.Stderr = child.StderrDiscard },
+		"rows 1001":        func(s *child.Spec) { s.Rows = 1001 },
+		"cols -1":          func(s *child.Spec) { s.Cols = -1 },
+		"a size, no tty":   func(s *child.Spec) { s.TTY = false },
+	} {
+		bad := spec
+		change(&bad)
+		if err := launch.CheckTTY(bad); !errors.Is(err, launch.ErrTTY) {
+			t.Errorf("%s: %v, want ErrTTY", name, err)
+		}
+	}
+	// A script with --tty runs without one when the request asks for none.
+	if spec, err := launch.Spec(term, launch.Request{}, nil, nil); err != nil || spec.TTY || launch.CheckTTY(spec) != nil {
+		t.Fatalf("a run of a --tty script without a terminal: %+v %v", spec, err)
 	}
 }

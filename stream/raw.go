@@ -38,8 +38,9 @@ import (
 // its output read from its pipe by the stream instead of through a pump
 // and a channel (raw.go): a text stream whose connection could be parked,
 // and whose stream ends nowhere else (no live stdin, no separate stderr).
+// A terminal is never read so: its end is an EIO, not a pipe's EOF.
 func (e *Engine) RawOutput(r *http.Request, spec child.Spec, ndjson, liveStdin bool) bool {
-	return !ndjson && !liveStdin && e.opts.ParkAfter > 0 && spec.Stderr != child.StderrSeparate && canPark(r)
+	return !ndjson && !liveStdin && !spec.TTY && e.opts.ParkAfter > 0 && spec.Stderr != child.StderrSeparate && canPark(r)
 }
 
 // rawBulk is how much output a stream sends through net/http, and rawAge how

@@ -73,6 +73,8 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusBadRequest, "invalid_stdin", err.Error()
 	case errors.Is(err, cgroup.ErrLimit):
 		return http.StatusBadRequest, "invalid_limit", err.Error()
+	case errors.Is(err, launch.ErrTTY), errors.Is(err, child.ErrNotTTY):
+		return http.StatusBadRequest, "invalid_tty", err.Error()
 	case errors.Is(err, launch.ErrNoProcess), errors.Is(err, launch.ErrTimeout):
 		return http.StatusBadRequest, "invalid_request", err.Error()
 

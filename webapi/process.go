@@ -72,16 +72,23 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) *stream.Run {
 		spec.Stdin = stdin
 	}
 	spec.RawOutput = s.stream.RawOutput(r, spec, ndjson, stdin != nil)
-	proc, err := s.start(req.Alias, limit, spec, broker.Labels{Command: spec.Path, Script: req.Script, Remote: r.RemoteAddr, Who: whoOf(r)})
-	if errors.Is(err, broker.ErrGroupBusy) {
-		err = fmt.Errorf("script %q: %w (its exectab line allows %d at once)", req.Script, err, limit.Max)
-	}
+	proc, err := s.startRequest(r, req, limit, spec)
 	if err != nil {
 		fail(w, s.log.With().Str("alias", req.Alias).Logger(), err)
 		return nil
 	}
 	return &stream.Run{Proc: proc, Alias: req.Alias, Script: req.Script, Path: spec.Path,
 		NDJSON: ndjson, StdinFailed: stdin.failed()}
+}
+
+// startRequest starts spec, the run req asks for, as r's client: in the
+// slot of its alias, within limit.
+func (s *Server) startRequest(r *http.Request, req *processRequest, limit broker.Limit, spec child.Spec) (*child.Process, error) {
+	proc, err := s.start(req.Alias, limit, spec, broker.Labels{Command: spec.Path, Script: req.Script, Remote: r.RemoteAddr, Who: whoOf(r)})
+	if errors.Is(err, broker.ErrGroupBusy) {
+		err = fmt.Errorf("script %q: %w (its exectab line allows %d at once)", req.Script, err, limit.Max)
+	}
+	return proc, err
 }
 
 // start takes alias's slot in the broker and starts spec in it.

@@ -34,6 +34,11 @@ type processRequest struct {
 	Memory json.RawMessage `json:"memory"`
 	Pids   json.RawMessage `json:"pids"`
 	CPU    json.RawMessage `json:"cpu"`
+	// TTY runs the command on a terminal of Rows by Cols (0: 24 by 80),
+	// its stderr merged (launch.CheckTTY).
+	TTY  bool `json:"tty"`
+	Rows int  `json:"rows"`
+	Cols int  `json:"cols"`
 
 	timeout time.Duration // Timeout, parsed
 	limits  cgroup.Limits // Memory, Pids and CPU, parsed
@@ -55,6 +60,10 @@ func fieldErrorf(field, format string, a ...any) error {
 }
 
 const maxAliasLen = 128
+
+// attachAlias is the one alias a run may not have: /process/attach is the
+// path of interactive runs, never a run's (DELETE /process/{alias}).
+const attachAlias = "attach"
 
 // decodeProcessRequest parses and validates a request body. Every error it
 // returns is a *badRequest whose text says what is wrong.
@@ -203,6 +212,9 @@ func validAlias(a string) error {
 	if len(a) > maxAliasLen {
 		return badRequestf("field \"alias\" is longer than %d characters", maxAliasLen)
 	}
+	if a == attachAlias {
+		return badRequestf("alias %q is reserved: /process/%s is the path of interactive runs", a, attachAlias)
+	}
 	for i := 0; i < len(a); i++ {
 		c := a[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
@@ -221,11 +233,19 @@ func (r *processRequest) spec(base []string, ndjson bool) child.Spec {
 		Dir:     r.Cwd,
 		Env:     mergeEnv(base, r.Envs),
 		Timeout: r.timeout,
+		TTY:     r.TTY,
+		Rows:    r.Rows,
+		Cols:    r.Cols,
 	}
 	if r.Stdin != nil {
 		s.Stdin = strings.NewReader(*r.Stdin)
 	}
-	if r.Stderr == "merge" {
+	switch {
+	case r.TTY && r.Stderr != "discard":
+		// The terminal is stdout and stderr at once: merged, whatever the
+		// encoding. An explicit "discard" is refused (launch.CheckTTY).
+		s.Stderr = child.StderrMerge
+	case r.Stderr == "merge":
 		s.Stderr = child.StderrMerge
 		if ndjson {
 			s.Stderr = child.StderrSeparate // lines are labelled by stream
@@ -274,9 +294,18 @@ var errScriptsOnly = errors.New(`ad-hoc commands are disabled on this server (--
 	`run a script with {"alias":...,"script":"name","args":[...]}`)
 
 // runSpec is what a request starts: an ad-hoc command as it asks, or a
-// script of the exectab as package launch makes it, with the stdin and
-// stderr the request chose.
+// script of the exectab as package launch makes it, with the stdin, stderr
+// and terminal the request chose.
 func (s *Server) runSpec(req *processRequest, ndjson, liveStdin bool) (child.Spec, broker.Limit, error) {
+	spec, limit, err := s.baseSpec(req, ndjson, liveStdin)
+	if err == nil {
+		err = launch.CheckTTY(spec)
+	}
+	return spec, limit, err
+}
+
+// baseSpec is runSpec before its terminal is checked.
+func (s *Server) baseSpec(req *processRequest, ndjson, liveStdin bool) (child.Spec, broker.Limit, error) {
 	if req.Script == "" {
 		if s.cfg.ScriptsOnly {
 			return child.Spec{}, broker.Limit{}, errScriptsOnly
@@ -293,7 +322,8 @@ func (s *Server) runSpec(req *processRequest, ndjson, liveStdin bool) (child.Spe
 	if err != nil {
 		return child.Spec{}, broker.Limit{}, err
 	}
-	lr := launch.Request{Args: req.Args, LiveStdin: liveStdin, Timeout: req.timeout, Limits: req.limits}
+	lr := launch.Request{Args: req.Args, LiveStdin: liveStdin, Timeout: req.timeout, Limits: req.limits,
+		TTY: req.TTY, Rows: req.Rows, Cols: req.Cols}
 	if req.Stdin != nil {
 		lr.Stdin = int64(len(*req.Stdin))
 	}

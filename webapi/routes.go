@@ -37,6 +37,7 @@ func (s *Server) routes() []route {
 	return []route{
 		{"/process", []string{get, post}, s.handleProcess},
 		{"/process/{alias}", []string{del}, s.handleStop},
+		{"/process/attach", []string{get}, s.handleAttach}, // an interactive run, over a WebSocket (attach.go)
 		{"/healthz", []string{get}, s.handleHealthz},
 		{"/readyz", []string{get}, s.handleReadyz},
 		{"/metrics", []string{get}, s.handleMetrics},

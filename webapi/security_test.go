@@ -59,6 +59,7 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"POST", "/scripts/v1/guest/create", `{"run":true}`},
 				{"GET", "/process", ""},
 				{"DELETE", "/process/csrf", ""},
+				{"GET", "/process/attach", ""}, // interactive runs' WebSocket
 				{"GET", "/scripts/v1/scripts", ""},
 				{"GET", "/scripts/v1/runs", ""},
 				{"GET", "/metrics", ""},

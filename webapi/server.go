@@ -193,6 +193,13 @@ type Server struct {
 	guard          *siteGuard
 	guardErr       error
 
+	// attached counts the open WebSockets of GET /process/attach, which
+	// net/http's Shutdown does not wait for (hijacked); once attachClosed
+	// no more are taken (attach.go).
+	attachMu     sync.Mutex
+	attachClosed bool
+	attached     sync.WaitGroup
+
 	// stream serves the streams of /process; its hooks are s.http's and
 	// its listeners are the ones Open serves.
 	stream *stream.Engine
@@ -293,7 +300,8 @@ func (s *Server) Open() error {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Close shuts the HTTP side down: it stops accepting, ends the monitors
-// and followers, and waits for the streams to end. They end when their
+// and followers, refuses the interactive runs that have not started, and
+// waits for the streams and interactive runs to end. They end when their
 // processes do: whoever owns the broker shuts it down alongside (package
 // node does), which terminates every group so that each stream ends with
 // its trailers. When ctx ends first, the remaining connections are cut.
@@ -310,6 +318,9 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		if perr := s.stream.Wait(ctx); err == nil {
 			err = perr
+		}
+		if aerr := s.waitAttached(ctx); err == nil {
+			err = aerr
 		}
 		s.cancelBase()
 		for range 2 {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 // Env is the variable that selects a mode.
@@ -232,6 +233,8 @@ func run(mode string, args []string) int {
 			<-done
 		}
 		fmt.Fprintln(out, "spun")
+	case "tty": // on a terminal: report it, then what is typed and the signals it gets (see tty); args[0] "ignore-term"
+		return tty(out, len(args) > 0 && args[0] == "ignore-term")
 	case "selfkill": // kill itself with signal args[0]
 		n, _ := strconv.Atoi(args[0])
 		fmt.Fprintln(out, "dying")
@@ -242,6 +245,67 @@ func run(mode string, args []string) int {
 		return 2
 	}
 	return 0
+}
+
+// tty is the mode of a child on a terminal. It prints "isatty" and whether
+// each of stdin, stdout and stderr is a terminal, "size ROWS COLS" of
+// stdin's and "ready"; then, as they come, "read %q" for each read of stdin
+// (a line, in the terminal's canonical mode), "winch ROWS COLS" on SIGWINCH,
+// "usr1" on SIGUSR1, and "hup" or "term" before exiting 3 on SIGHUP or
+// SIGTERM; at stdin's end, "eof" and exit 0. SIGINT is left to its default:
+// Ctrl-C kills it. With ignoreTerm it ignores SIGTERM: which of SIGHUP and
+// SIGTERM sent together it sees first is not certain, the hang-up is.
+func tty(out *os.File, ignoreTerm bool) int {
+	isatty := func(fd int) bool { _, err := unix.IoctlGetTermios(fd, unix.TCGETS); return err == nil }
+	size := func() string {
+		ws, err := unix.IoctlGetWinsize(0, unix.TIOCGWINSZ)
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("%d %d", ws.Row, ws.Col)
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGWINCH, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGTERM)
+	if ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	fmt.Fprintf(out, "isatty %v %v %v\n", isatty(0), isatty(1), isatty(2))
+	fmt.Fprintf(out, "size %s\n", size())
+	fmt.Fprintln(out, "ready")
+	eof := make(chan struct{})
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := os.Stdin.Read(b)
+			if n > 0 {
+				fmt.Fprintf(out, "read %q\n", b[:n])
+			}
+			if err != nil {
+				close(eof)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-eof:
+			fmt.Fprintln(out, "eof")
+			return 0
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGWINCH:
+				fmt.Fprintf(out, "winch %s\n", size())
+			case syscall.SIGUSR1:
+				fmt.Fprintln(out, "usr1")
+			case syscall.SIGHUP:
+				fmt.Fprintln(out, "hup")
+				return 3
+			case syscall.SIGTERM:
+				fmt.Fprintln(out, "term")
+				return 3
+			}
+		}
+	}
 }
 
 // genByte is byte i of what the gen modes write.

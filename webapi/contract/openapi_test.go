@@ -44,6 +44,7 @@ var contractScripts = []string{
 	"-e=TESTCHILD=hang -s=4 hang EXE",
 	"-e=TESTCHILD=hang single EXE",
 	"-e=TESTCHILD=cat -i withstdin EXE",
+	"--tty -i -e=TESTCHILD=tty term EXE",
 	"-e=TESTCHILD=hang -m=1 capped EXE",
 	"-e=TESTCHILD=echo --memory=64MiB --pids=32 limited EXE @@1",
 	"-n notify @@1",
@@ -66,6 +67,7 @@ var contractUnreachable = []unreached{
 	{"GET /healthz", "503", "*", "out of file descriptors (the shed answer)"},
 	{"GET /process", "503", "*", "out of file descriptors, or a guest key the store cannot check (it reads while locked)"},
 	{"DELETE /process/{alias}", "503", "*", "the broker shut down under a live server; out of file descriptors"},
+	{"GET /process/attach", "503", "*", "out of file descriptors, or a session opened while the server shuts down (the walk's servers stay up)"},
 	{"GET /metrics", "503", "*", "more than 4 scrapes at once, a scrape over 10 s, out of file descriptors"},
 	{"GET /metrics", "404", "*", "a node always keeps metrics"},
 	{"GET /openapi.json", "503", "*", "out of file descriptors, or a guest key the store cannot check"},
@@ -175,6 +177,7 @@ func TestOpenAPIContract(t *testing.T) {
 	})
 
 	t.Run("attached runs", func(t *testing.T) { contractProcess(t, c, s.url, bare.url, g) })
+	t.Run("interactive runs", func(t *testing.T) { contractAttach(t, c, s.url, g) })
 	t.Run("detached runs", func(t *testing.T) { contractScriptsAPI(t, c, s, g) })
 	t.Run("events and monitors", func(t *testing.T) { contractMonitors(t, c, s, g) })
 	t.Run("the WebSocket API", func(t *testing.T) { contractSocketAPI(t, c, s, g) })
