@@ -417,19 +417,11 @@ func ignoringEINTR(fn func() error) error {
 	}
 }
 
-// Signal sends sig to every process in the group. A process forked while
-// the list is read is missed: this is the courtesy before Kill, not the
-// kill.
-func (g *Group) Signal(sig syscall.Signal) {
-	for _, pid := range g.procs() {
-		syscall.Kill(pid, sig)
-	}
-}
-
 // SignalOutside sends sig to every process in the group that is not in the
 // process group pgid: with the same signal sent to -pgid, each process gets
 // it once (a second SIGINT is not the first one again to a program that
-// counts them).
+// counts them). A process forked while the list is read is missed: this is
+// the courtesy before Kill, not the kill.
 func (g *Group) SignalOutside(sig syscall.Signal, pgid int) {
 	for _, pid := range g.procs() {
 		if p, err := syscall.Getpgid(pid); err == nil && p != pgid {

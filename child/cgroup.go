@@ -54,11 +54,13 @@ func (p *Process) removeCgroup() {
 	}
 }
 
-// signalCgroup sends sig to every process in the cgroup, those that left
-// the process group included.
-func (p *Process) signalCgroup(sig syscall.Signal) {
+// signalAll sends sig to the process group and to whatever else is in the
+// cgroup (a process that left the group by setsid): each process once, so
+// that a program counting its SIGINTs sees one.
+func (p *Process) signalAll(sig syscall.Signal) {
+	signalGroup(p.pid, sig)
 	if p.cg != nil {
-		p.cg.Signal(sig)
+		p.cg.SignalOutside(sig, p.pid)
 	}
 }
 

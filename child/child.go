@@ -592,11 +592,9 @@ func (p *Process) Kill(reason Reason) {
 	}
 	p.killReason = reason
 	if p.tty != nil {
-		signalGroup(p.pid, syscall.SIGHUP)
-		p.signalCgroup(syscall.SIGHUP)
+		p.signalAll(syscall.SIGHUP)
 	}
-	signalGroup(p.pid, syscall.SIGTERM)
-	p.signalCgroup(syscall.SIGTERM)
+	p.signalAll(syscall.SIGTERM)
 	p.killTimer = time.AfterFunc(p.opts.KillGrace, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -619,10 +617,7 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	if p.reaped {
 		return os.ErrProcessDone
 	}
-	signalGroup(p.pid, sig)
-	if p.cg != nil {
-		p.cg.SignalOutside(sig, p.pid)
-	}
+	p.signalAll(sig)
 	return nil
 }
 
@@ -650,8 +645,7 @@ func (p *Process) supervise() {
 	// grace, then insist.
 	// A process that left the group (setsid) but not the cgroup is asked
 	// too, and given the same grace.
-	signalGroup(p.pid, syscall.SIGTERM)
-	p.signalCgroup(syscall.SIGTERM)
+	p.signalAll(syscall.SIGTERM)
 	graceEnd := time.Now().Add(p.opts.KillGrace)
 	select {
 	case <-p.pumpsDone:
