@@ -287,6 +287,10 @@ func (b *Broker) List() []Info {
 	return <-reply
 }
 
+// MaxProcs is Options.MaxProcs: the most processes running at once, 0 for
+// no limit.
+func (b *Broker) MaxProcs() int { return b.opts.MaxProcs }
+
 // Running counts the processes started and not yet reaped, by
 // Labels.Script: those with an alias (attached runs) and the anonymous ones
 // (detached runs) apart. It is what the metrics' gauges read at a scrape.

@@ -1,10 +1,10 @@
 package webapi
 
 import (
+	"time"
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 
 	"github.com/creachadair/jrpc2"
 
@@ -63,14 +63,28 @@ func (p pluginCalls) ClientEvents() feed.Subscription {
 }
 
 // machines are the machines this server knows, as getAllMachines (XML-RPC)
-// and machines.list (plugins) list them: this host, until a fleet.
+// and machines.list (plugins) list them: the fleet's hosts (this one on a
+// single host), each with its name and url, as before there were fleets,
+// and what GET /fleet/v1/machines says of it.
 func (s *Server) machines() []map[string]any {
-	host, _ := os.Hostname()
-	url := ""
-	if s.cfg.SelfURL != nil {
-		url = s.cfg.SelfURL()
+	var out []map[string]any
+	for _, m := range s.fleetMachines() {
+		out = append(out, map[string]any{
+			"name": m.Name, "url": m.Address, "up": m.Up, "scripts": anys(m.Scripts), "labels": anys(m.Labels),
+			"slots_used": m.SlotsUsed, "slots_max": m.SlotsMax, "version": m.Version,
+			"last_heartbeat": m.LastHeartbeat.UTC().Format(time.RFC3339Nano),
+		})
 	}
-	return []map[string]any{{"name": host, "url": url}}
+	return out
+}
+
+// anys is ss as the []any that XML-RPC encodes as an array.
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // rpcError is err as a plugin reads it: a server error with the message and

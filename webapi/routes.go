@@ -73,6 +73,8 @@ func (s *Server) routes() []route {
 		plugins(post, "/plugins/v1/stop/{session}", s.handleStopPlugin),
 		// Client events: the feed's, with or without plugins.
 		{"/plugins/v1/events", []string{post}, s.methodsHandler([]string{post}, s.handleEmitEvent)},
+		// The fleet's hosts (fleet.go); a single host lists itself.
+		{"/fleet/v1/machines", []string{get}, s.methodsHandler([]string{get}, s.handleMachines)},
 		// The web console (package console): the page, and its files.
 		{"/{$}", []string{get}, s.consoleHandler()},
 		{console.Prefix, []string{get}, s.consoleHandler()},
@@ -111,6 +113,10 @@ func handleNotImplemented(w http.ResponseWriter, r *http.Request) {
 // or under /scripts/ (the Cloud Storage Server's clients open /scripts and
 // /scripts/v1 as WebSockets). Guest keys are for it, and its errors have
 // its shape.
+// isFleetAPI reports whether path is of the /fleet/v1 API, whose errors
+// take /scripts/v1's shape.
+func isFleetAPI(path string) bool { return strings.HasPrefix(path, "/fleet/") }
+
 func isScriptsAPI(path string) bool {
 	return path == "/scripts" || strings.HasPrefix(path, "/scripts/")
 }

@@ -75,6 +75,9 @@ type Config struct {
 	// SelfURL is how processes on this machine reach the server (the
 	// machines it lists to plugins and XML-RPC callers).
 	SelfURL func() string
+	// Fleet is the fleet this host belongs to, for GET /fleet/v1/machines
+	// and the machines callers list; nil: a single host, a fleet of one.
+	Fleet Fleet
 	// Console serves the web console (GET / and /console/...), which needs
 	// no key to load: the person signs in in the page. Nil: no console.
 	Console http.Handler
@@ -170,6 +173,9 @@ func ValidateSiteRules(hosts, origins []string) error {
 type Server struct {
 	cfg    Config
 	broker *broker.Broker
+	// started is when the server was made: a single host's start in the
+	// list of machines.
+	started time.Time
 	log    zerolog.Logger
 	http   *http.Server
 	ln     net.Listener
@@ -215,7 +221,7 @@ type Server struct {
 // New returns a server for b. Call Open to start listening.
 func New(cfg Config, b *broker.Broker) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, serveErr: make(chan error, 2), closing: make(chan struct{}),
+	s := &Server{cfg: cfg, broker: b, log: cfg.Logger, started: time.Now(), serveErr: make(chan error, 2), closing: make(chan struct{}),
 		monitors: map[string]map[*func()]struct{}{}, monitorsPerKey: map[string]int{}}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
@@ -561,7 +567,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code
 		w.Header().Set("Connection", "close")
 		http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
 	}
-	if isScriptsAPI(r.URL.Path) || isPluginsAPI(r.URL.Path) {
+	if isScriptsAPI(r.URL.Path) || isPluginsAPI(r.URL.Path) || isFleetAPI(r.URL.Path) {
 		writeScriptsError(w, r, status, code, msg)
 		return
 	}

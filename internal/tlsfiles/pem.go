@@ -66,3 +66,28 @@ func ClientConfig(f ClientFiles) (*tls.Config, error) {
 	}
 	return cfg, nil
 }
+
+// Mutual is the tls.Config of a peer that both accepts and dials, such as
+// a fleet's hosts on their routes: it presents f.Cert (with f.Key) on
+// either side and verifies the other side's certificate with f.ClientCA,
+// whichever side it is on. With f.ClientCA empty (a client of a server
+// whose certificate the system's CAs verify), only the certificate is
+// presented; with f.Cert empty, only the CAs are trusted.
+func Mutual(f Files) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s and key %s: %w", f.Cert, f.Key, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if f.ClientCA != "" {
+		pool, _, err := readCAs(f.ClientCA, "CA file")
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs, cfg.ClientCAs, cfg.ClientAuth = pool, pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}

@@ -176,6 +176,15 @@ func TestOpenAPIContract(t *testing.T) {
 		guest(t, g.all, "GET /metrics", "/metrics", "", 403)
 	})
 
+	t.Run("machines", func(t *testing.T) {
+		// A single host is a fleet of one: it lists itself.
+		ms := as(t, "GET /fleet/v1/machines", "/fleet/v1/machines", "", 200).json()
+		if l, _ := ms["machines"].([]any); len(l) != 1 || ms["fleet"] != "" || l[0].(map[string]any)["name"] != ms["host"] {
+			t.Errorf("machines: %v", ms)
+		}
+		guest(t, g.all, "GET /fleet/v1/machines", "/fleet/v1/machines", "", 403)
+	})
+
 	t.Run("attached runs", func(t *testing.T) { contractProcess(t, c, s.url, bare.url, g) })
 	t.Run("interactive runs", func(t *testing.T) { contractAttach(t, c, s.url, g) })
 	t.Run("detached runs", func(t *testing.T) { contractScriptsAPI(t, c, s, g) })
@@ -341,7 +350,7 @@ func TestOpenAPIContract(t *testing.T) {
 		params := strings.NewReplacer("{id}", g.doneRun, "{file}", "app.js")
 		for _, op := range []string{"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /process",
 			"GET /scripts/v1/status", "GET /scripts/v1/status/{id}", "GET /scripts/v1/scripts", "GET /scripts/v1/runs",
-			"GET /scripts/v1/output/{id}", "GET /scripts/v1/guest/list", "GET /plugins/v1", "GET /", "GET /console/{file}"} {
+			"GET /scripts/v1/output/{id}", "GET /scripts/v1/guest/list", "GET /plugins/v1", "GET /fleet/v1/machines", "GET /", "GET /console/{file}"} {
 			p := params.Replace(strings.TrimPrefix(op, "GET "))
 			get := c.do(t, s.url, call{op: op, path: p, key: adminToken, valid: true}, 200)
 			head := c.open(t, context.Background(), s.url, call{op: op, method: "HEAD", path: p, key: adminToken}, 200)
