@@ -2,7 +2,6 @@ package jsoutput
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -174,5 +173,3 @@ func stop(srv *server.Server) {
 	srv.Shutdown()
 	srv.WaitForShutdown()
 }
-
-var _ = errors.Is
