@@ -462,3 +462,28 @@ func TestStdin(t *testing.T) {
 		}
 	}
 }
+
+// TestBufferAtCap: a buffer as large as the cap is never passed, however
+// fast the run writes: the output is cut by the cap alone.
+func TestBufferAtCap(t *testing.T) {
+	srv := testnats.Start(t)
+	h := newHistory(t)
+	_, js := testnats.Connect(t, srv)
+	const max = 200_000
+	o := mustOpen(t, js, newNames(t), h, Options{MaxOutput: max, Buffer: max})
+	r := running(t, h)
+	w, err := o.OpenOutput(r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := pattern(3 * max)
+	for p := data; len(p) > 0; p = p[max/2:] {
+		mustWrite(t, w, p[:max/2])
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, o, r.ID, 0); !bytes.Equal(got, append(data[:max:max], store.TruncationMarker(max)...)) {
+		t.Errorf("output of %d bytes, want the cap and its marker (%q)", len(got), w.TruncatedReason())
+	}
+}

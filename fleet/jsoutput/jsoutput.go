@@ -49,8 +49,12 @@ const (
 // default max_payload (1 MiB), so that any server takes it.
 const chunkMax = 64 << 10
 
-// DefaultBuffer is the bound of a writer's buffer when Options.Buffer is 0.
-const DefaultBuffer = 4 << 20
+// DefaultBuffer is the bound of a writer's buffer when Options.Buffer is 0:
+// store.DefaultMaxOutput, so that with the default cap no output is cut
+// for being written faster than the stream takes it (a stream on one
+// server took about 100 MB/s in 64 KiB chunks; a process that prints a
+// file with cat writes faster), and a writer holds no more than that.
+const DefaultBuffer = store.DefaultMaxOutput
 
 // followRecheck is how long a follower waits at the end of the output
 // before it asks the history again whether the run is done: the end of a
@@ -87,10 +91,12 @@ type Options struct {
 	// refuses new output (it does not drop old output): the runs that
 	// write get their output cut, as on a full disk.
 	MaxBytes int64
-	// Buffer bounds what one writer holds in memory while the stream
-	// acknowledges it; 0 means DefaultBuffer. A run that writes more
-	// than that ahead of the stream has its output cut. A bound at or
-	// above MaxOutput (plus the marker line) is never reached.
+	// Buffer bounds what one writer holds in memory, waiting for the
+	// stream's acknowledgement; 0 means DefaultBuffer. A run that gets
+	// more than that ahead of the stream has its output cut, with the
+	// failure marker. It counts output, not marker lines: a bound at or
+	// above MaxOutput is never reached, and the stream's failures alone
+	// cut output.
 	Buffer int64
 	// Logger receives the log lines; the zero Logger discards them.
 	Logger zerolog.Logger
@@ -102,6 +108,7 @@ type Options struct {
 type Outputs struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream // OUTPUT
+	sname   string           // its name
 	stdin   jetstream.ObjectStore
 	names   fleet.Names
 	history store.History
@@ -164,7 +171,7 @@ func Open(ctx context.Context, o Options) (*Outputs, error) {
 		return nil, fmt.Errorf("jsoutput: open object store %s: %w", o.Names.Stream("STDIN"), err)
 	}
 	return &Outputs{
-		js: o.JS, stream: stream, stdin: stdin, names: o.Names, history: o.History,
+		js: o.JS, stream: stream, sname: o.Names.Stream("OUTPUT"), stdin: stdin, names: o.Names, history: o.History,
 		max: o.MaxOutput, buffer: o.Buffer, t: defaultTimeouts,
 		log: o.Logger.With().Str("component", "jsoutput").Logger(),
 	}, nil

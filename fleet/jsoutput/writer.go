@@ -108,14 +108,14 @@ func (w *writer) Write(p []byte) (int, error) {
 	if room := w.max - w.size; int64(len(p)) > room {
 		take, marker = p[:max(room, 0)], store.TruncationMarker(w.max)
 	}
-	add := int64(len(take) + len(marker))
-	if waiting := w.size - w.stored; waiting+add > w.bound {
+	// The bound counts output: a marker line always fits.
+	if waiting := w.size - w.stored; waiting+int64(len(take)) > w.bound {
 		w.overflow(waiting)
 		return len(p), nil
 	}
 	w.buf = append(w.buf, take...)
 	w.buf = append(w.buf, marker...)
-	w.size += add
+	w.size += int64(len(take) + len(marker))
 	if marker != "" {
 		w.cut, w.reason = true, capReason(w.max)
 	}
@@ -215,7 +215,7 @@ func (w *writer) publish(off int64, data []byte, end bool, reason string) error 
 	ctx, cancel := context.WithTimeout(w.ctx, w.o.t.publish)
 	defer cancel()
 	ack, err := w.o.js.PublishMsg(ctx, m,
-		jetstream.WithExpectStream(w.o.stream.CachedInfo().Config.Name),
+		jetstream.WithExpectStream(w.o.sname),
 		jetstream.WithExpectLastSequencePerSubject(w.lastSeq))
 	switch {
 	case err == nil:
