@@ -259,7 +259,9 @@ func TestServerGone(t *testing.T) {
 	h := newHistory(t)
 	_, js := testnats.Connect(t, srv)
 	o := mustOpen(t, js, newNames(t), h, Options{Buffer: 64 << 10})
-	o.t = timeouts{publish: 300 * time.Millisecond, close: time.Second, sync: 300 * time.Millisecond, op: 300 * time.Millisecond}
+	// The publish in flight fails well after the Writes are done, and
+	// Close gives up before the end message's publish would fail.
+	o.t = timeouts{publish: time.Second, close: 1500 * time.Millisecond, sync: 300 * time.Millisecond, op: 300 * time.Millisecond}
 	r := running(t, h)
 	w, err := o.OpenOutput(r.ID)
 	if err != nil {
