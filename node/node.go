@@ -26,6 +26,7 @@ import (
 	"github.com/rexec/rexec/cgroup"
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
+	"github.com/rexec/rexec/fleet"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/metrics"
@@ -72,6 +73,11 @@ type Config struct {
 	// may ask (launch.Policy; its Tree is the node's).
 	Limits launch.Policy
 
+	// Fleet, when set, makes this node one host of a fleet (package
+	// fleet): its detached runs' history, output and events are the
+	// fleet's. Nil: a single host, which starts no NATS code.
+	Fleet *fleet.Config
+
 	Broker   broker.Options
 	Web      webapi.Config
 	Store    store.Options
@@ -93,6 +99,7 @@ type Node struct {
 	Metrics *metrics.Metrics // what the parts count, served as GET /metrics
 	Plugins *plugin.Manager  // nil without --plugins
 	Cgroups *cgroup.Tree     // where runs get their cgroups (in ModeOff when they get none)
+	Fleet   *fleet.Fleet     // the fleet this host belongs to; nil on a single host
 
 	limits *launch.Policy // the rule on runs' limits, with the tree
 
@@ -143,6 +150,14 @@ func (n *Node) Open() (err error) {
 	bo := n.cfg.Broker
 	bo.Logger, bo.Metrics, bo.Child.Cgroups = n.log, n.Metrics.Runs, n.Cgroups
 	n.Broker = broker.New(bo)
+	if n.cfg.Fleet != nil {
+		if !n.hasScripts() {
+			return &ConfigError{Err: errors.New("a fleet shares detached runs of scripts: give the host an exectab")}
+		}
+		if err := n.openFleet(); err != nil {
+			return err
+		}
+	}
 	if n.hasScripts() {
 		if err := n.openDetached(); err != nil {
 			return err
@@ -156,6 +171,9 @@ func (n *Node) Open() (err error) {
 	}
 	if n.Runs != nil {
 		n.Runs.SetURL(n.URL())
+	}
+	if n.Fleet != nil {
+		n.Fleet.SetAddress(n.fleetAddress())
 	}
 	return n.watchMetrics()
 }
@@ -237,9 +255,15 @@ func (n *Node) openDetached() error {
 			"list them with /scripts/v1/guest/list and delete them")
 	}
 	n.Events = feed.NewHub(n.cfg.EventReplay, n.cfg.EventQueue)
+	var outputs store.Outputs = st
+	if n.Fleet != nil {
+		if outputs, err = n.openFleetOutputs(st); err != nil {
+			return err
+		}
+	}
 	dc := n.cfg.Detached
 	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger, dc.Metrics, dc.Limits =
-		st, st, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log, n.Metrics.Runs, n.limits
+		st, outputs, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log, n.Metrics.Runs, n.limits
 	if dc.StatusDir != "" {
 		dc.StatusJSON = webapi.StatusJSON // the status API's shape
 	}
@@ -262,6 +286,9 @@ func (n *Node) openWeb() error {
 	}
 	if n.Plugins != nil {
 		wc.Plugins = pluginHost{set: &n.pluginSet, Manager: n.Plugins}
+	}
+	if n.Fleet != nil {
+		wc.Fleet = n.Fleet
 	}
 	web := webapi.New(wc, n.Broker)
 	if err := web.Open(); err != nil {
@@ -413,6 +440,11 @@ func (n *Node) close(ctx context.Context) error {
 	}
 	if n.Store != nil {
 		if err := n.Store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.Fleet != nil {
+		if err := n.Fleet.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
