@@ -399,26 +399,37 @@ func (f *Feed) consumeError(_ jetstream.ConsumeContext, err error) {
 // Close ends every subscription, and those made after, with
 // feed.ErrClosed, stops reading the stream, and gives the events still
 // queued a moment (flushWait) to be published. Publish then drops events.
+// Close returns within a few seconds whatever the server does. When the
+// server is gone while the consumer was being remade, the consumer's end
+// waits for nats.go's remaking to give up (its request's timeout, or the
+// connection's close): Close does not wait for it, and a goroutine of the
+// feed stops the consumer then.
 func (f *Feed) Close() {
 	if f.closed.Swap(true) {
 		return
 	}
 	f.hub.Close()
 	f.cancel()
-	f.cc.Stop()
+	close(f.closing) // the publisher flushes meanwhile
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		f.cc.Stop() // waits for a remaking of the consumer in progress
+		<-f.cc.Closed()
+	}()
 	select {
-	case <-f.cc.Closed():
-	case <-time.After(stopWait):
-		f.log.Warn().Dur("waited", stopWait).Msg("the event stream's consumer did not stop in time")
-	}
-	if info := f.cons.CachedInfo(); info != nil && f.js.Conn().IsConnected() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopWait)
-		if err := f.js.DeleteConsumer(ctx, info.Stream, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			f.log.Debug().Err(err).Str("consumer", info.Name).Msg("deleting the event stream's consumer (the server ends it when idle)")
+	case <-stopped:
+		if info := f.cons.CachedInfo(); info != nil && f.js.Conn().IsConnected() {
+			ctx, cancel := context.WithTimeout(context.Background(), stopWait)
+			err := f.js.DeleteConsumer(ctx, info.Stream, info.Name)
+			cancel()
+			if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				f.log.Debug().Err(err).Str("consumer", info.Name).Msg("deleting the event stream's consumer (the server ends it when idle)")
+			}
 		}
-		cancel()
+	case <-time.After(stopWait):
+		f.log.Warn().Dur("waited", stopWait).Msg("the event stream's consumer is being remade: it stops when that ends")
 	}
-	close(f.closing)
 	<-f.published
 }
 

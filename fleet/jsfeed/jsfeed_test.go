@@ -400,8 +400,9 @@ func shutdown(s *server.Server) {
 	s.WaitForShutdown()
 }
 
-// connect connects to s, retrying at once when the connection is lost.
-func connect(t *testing.T, s *server.Server) jetstream.JetStream {
+// connect connects to s, retrying at once when the connection is lost;
+// the connection is closed at the end of the test.
+func connect(t *testing.T, s *server.Server) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), nats.Name(t.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -412,7 +413,7 @@ func connect(t *testing.T, s *server.Server) jetstream.JetStream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return js
+	return nc, js
 }
 
 // TestServerRestart: while the server is down, Publish does not block (it
@@ -423,7 +424,7 @@ func TestServerRestart(t *testing.T) {
 	dir := t.TempDir()
 	srv := startServer(t, 0, dir)
 	port := srv.Addr().(*net.TCPAddr).Port
-	js := connect(t, srv)
+	_, js := connect(t, srv)
 	f, err := jsfeed.Open(context.Background(), jsfeed.Options{JS: js, Names: newNames(t), Replay: 10, Queue: 1000, Pending: 16,
 		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)})
 	if err != nil {
@@ -479,11 +480,13 @@ func TestServerRestart(t *testing.T) {
 	}
 }
 
-// TestCloseWithServerGone: Close returns in bounded time even with the server
-// gone, and the subscriptions end with feed.ErrClosed.
+// TestCloseWithServerGone: Close returns in bounded time even with the
+// server gone (the consumer may be in the middle of being remade), and the
+// subscriptions end with feed.ErrClosed; what the feed left running ends
+// with the connection.
 func TestCloseWithServerGone(t *testing.T) {
 	srv := startServer(t, 0, t.TempDir())
-	js := connect(t, srv)
+	nc, js := connect(t, srv)
 	f, err := jsfeed.Open(context.Background(), jsfeed.Options{JS: js, Names: newNames(t), Pending: 4, Logger: logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -503,6 +506,24 @@ func TestCloseWithServerGone(t *testing.T) {
 		t.Errorf("the subscription ended with %v, want ErrClosed", s.Err())
 	}
 	f.Publish(feed.Event{Name: "x"}) // after Close: dropped, not blocked
+	nc.Close()
+	settle(t)
+}
+
+// settle waits until no goroutine but the tests' runs, as goleak sees them.
+func settle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(feedtest.Patience)
+	for {
+		err := goleak.Find()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left %v after the connection closed: %v", feedtest.Patience, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestWindowOfEachKind: whatever the order of the kinds in the stream, a
