@@ -227,8 +227,9 @@ func (o *Options) fill() error {
 // Publish stamps e with the time when its Time is zero and queues it for
 // the stream, which numbers it; every host's subscribers get it from
 // there. It never blocks: when Options.Pending events wait already, or the
-// feed is closed, it drops e (Stats counts it, the log says so). Events of
-// one goroutine reach the stream in the order published.
+// feed is closed, it drops e (Stats counts it, the log says so). Nor does
+// it retry: of one goroutine's events, those that the stream stores are
+// stored in the order published.
 func (f *Feed) Publish(e feed.Event) {
 	if f.closed.Load() {
 		f.stats.dropped.Add(1)
