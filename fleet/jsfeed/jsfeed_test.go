@@ -616,3 +616,47 @@ func drain(s feed.Subscription) []feed.Event {
 		}
 	}
 }
+
+// TestOpenAtOnce: hosts that start together open the feed at the same
+// moment: one creates the stream, the others find it, and all read it.
+func TestOpenAtOnce(t *testing.T) {
+	srv := testnats.Start(t)
+	names := newNames(t)
+	const hosts = 4
+	feeds := make([]*jsfeed.Feed, hosts)
+	errs := make(chan error, hosts)
+	for i := range feeds {
+		_, js := testnats.Connect(t, srv)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var err error
+			feeds[i], err = jsfeed.Open(ctx, jsfeed.Options{JS: js, Names: names, Logger: logger(t)})
+			errs <- err
+		}()
+	}
+	for range hosts {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, f := range feeds {
+		if f != nil {
+			t.Cleanup(f.Close)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	subs := make([]feed.Subscription, hosts)
+	for i, f := range feeds {
+		subs[i], _ = f.Subscribe(0, feed.Script(""))
+		defer subs[i].Close()
+	}
+	feeds[0].Publish(feed.Event{Name: "x"})
+	for _, s := range subs {
+		if e := recv(t, s); e.ID != 1 {
+			t.Errorf("got %+v, want the first event", e)
+		}
+	}
+}
