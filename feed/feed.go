@@ -194,6 +194,18 @@ func newHub(replay, queue int, first uint64) *Hub {
 	return &Hub{replay: replay, queue: queue, first: first, next: first, subs: map[*Sub]struct{}{}}
 }
 
+// NewRelay returns a hub for a feed whose events are numbered elsewhere:
+// by a log that several hosts share (package fleet/jsfeed), whose
+// positions are the events' IDs. The log's events come in through
+// Deliver, in the log's order; the hub keeps their IDs, and gives them the
+// replay window (replay of each kind) and the subscribers' queues (queue)
+// that NewHub's events get. first is the ID of the first event the log
+// still holds: Subscribe cannot place an ID before first-1. Such a hub's
+// IDs are the log's alone: its Publish must not be called.
+func NewRelay(replay, queue int, first uint64) *Hub {
+	return newHub(replay, queue, first)
+}
+
 // Publish numbers e and hands it to every subscriber that watches its
 // topic. It never blocks.
 func (h *Hub) Publish(e Event) {
@@ -203,10 +215,32 @@ func (h *Hub) Publish(e Event) {
 		return
 	}
 	e.ID = h.next
-	h.next++
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	h.deliver(e)
+}
+
+// Deliver hands e, which keeps its ID, to the replay window and to every
+// subscriber that watches its topic, as Publish does with the events it
+// numbers; it is how a relay (NewRelay) gets the events of its log. IDs
+// must grow: Deliver drops an event whose ID is below one the hub gave or
+// delivered already, and reports whether it took e (a closed hub takes
+// nothing). It never blocks.
+func (h *Hub) Deliver(e Event) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || e.ID < h.next {
+		return false
+	}
+	h.deliver(e)
+	return true
+}
+
+// deliver puts e, numbered at or above next, in its ring and in the queues
+// of its subscribers; h.mu is held.
+func (h *Hub) deliver(e Event) {
+	h.next = e.ID + 1
 	r := &h.rings[kind(e.Topic())]
 	if len(r.events) == h.replay {
 		r.dropped = r.events[0].ID

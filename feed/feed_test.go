@@ -105,3 +105,50 @@ func TestIDsAcrossRestarts(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestRelay: a relay keeps the IDs of the events delivered to it, which
+// may skip positions of the log but never go back; it places IDs from the
+// log's first on, and none beyond what it was given.
+func TestRelay(t *testing.T) {
+	h := feed.NewRelay(2, 10, 5)
+	defer h.Close()
+	if s, lost := h.Subscribe(4, feed.Script("")); lost || len(s.Events()) != 0 {
+		t.Errorf("Subscribe(first-1) of an empty relay: lost %v, %d replayed; want neither", lost, len(s.Events()))
+	}
+	if _, lost := h.Subscribe(3, feed.Script("")); !lost {
+		t.Error("Subscribe(first-2): not lost, though the log no longer holds first-1")
+	}
+	live, _ := h.Subscribe(0, feed.Script(""), feed.ClientEvents(feed.AllClientEvents))
+	for _, e := range []feed.Event{
+		{ID: 5, Name: "x"}, {ID: 9, Name: "x"}, {ID: 10, Name: "c", State: feed.StateClient}, {ID: 12, Name: "x"},
+	} {
+		if !h.Deliver(e) {
+			t.Fatalf("Deliver(%d) refused", e.ID)
+		}
+	}
+	if h.Deliver(feed.Event{ID: 11, Name: "x"}) {
+		t.Error("Deliver took an ID below the last one")
+	}
+	for _, want := range []uint64{5, 9, 10, 12} {
+		if e := <-live.Events(); e.ID != want {
+			t.Errorf("delivered ID %d, want %d", e.ID, want)
+		}
+	}
+	s, lost := h.Subscribe(5, feed.Script(""))
+	if lost || len(s.Events()) != 2 {
+		t.Errorf("Subscribe(5): lost %v, %d replayed; want 9 and 12", lost, len(s.Events()))
+	}
+	if _, lost := h.Subscribe(4, feed.Script("")); !lost {
+		t.Error("Subscribe(4): not lost, though 5 left the window of runs' events")
+	}
+	if s, lost := h.Subscribe(4, feed.ClientEvents("c")); lost || len(s.Events()) != 1 {
+		t.Errorf("Subscribe(4) of client events: lost %v, %d replayed; want 10", lost, len(s.Events()))
+	}
+	if _, lost := h.Subscribe(13, feed.Script("")); !lost {
+		t.Error("Subscribe(13): not lost, though no event after 12 was delivered")
+	}
+	h.Close()
+	if h.Deliver(feed.Event{ID: 20, Name: "x"}) {
+		t.Error("a closed relay took an event")
+	}
+}
