@@ -20,7 +20,7 @@ import (
 type fleetFlags struct {
 	FleetName        string        `group:"Fleet" placeholder:"NAME" help:"Join the fleet called NAME: hosts with the same name share one queue, event feed, history and output store on NATS JetStream. Needs --scripts."`
 	FleetHost        string        `group:"Fleet" placeholder:"NAME" help:"This host's name in the fleet (letters, digits, - and _). Default: the machine's host name."`
-	FleetRoutes      []string      `group:"Fleet" placeholder:"URL,..." help:"The other hosts' route addresses (nats://HOST:PORT), to form an embedded JetStream cluster with them: no NATS server to run."`
+	FleetRoutes      []string      `group:"Fleet" placeholder:"URL" help:"The other hosts' route addresses (nats://HOST:PORT), to form an embedded JetStream cluster with them: no NATS server to run."`
 	FleetListen      string        `group:"Fleet" placeholder:"ADDR" help:"Address of this host's route port, which the other hosts' --fleet-routes name (default 0.0.0.0:6222 with --fleet-routes). Anything but loopback needs --fleet-token-file or --fleet-tls-cert."`
 	NatsURL          string        `name:"nats-url" group:"Fleet" placeholder:"URL,..." help:"Connect to an existing NATS cluster with JetStream (nats://HOST:4222, tls://...) instead of embedding one."`
 	FleetTokenFile   string        `group:"Fleet" type:"path" placeholder:"FILE" help:"A shared secret (the file's first line): the routes between embedded hosts require it of each other; with --nats-url it is the connection's token."`

@@ -21,6 +21,7 @@ import (
 	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/console"
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/fleet"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/node"
@@ -82,7 +83,8 @@ type serveCmd struct {
 	DefaultCPU     cpuAmount     `name:"default-cpu" placeholder:"CORES" help:"CPU a run that sets none may use, in cores (0.5, 2, 250m). Default none."`
 	MaxMemory      byteSize      `placeholder:"SIZE" help:"Most memory a request may ask for (\"memory\"); also the limit of an ad-hoc run that asks for none. Default no cap."`
 	MaxPids        int64         `placeholder:"N" help:"Most processes a request may ask for (\"pids\"); also the limit of an ad-hoc run that asks for none. Default no cap."`
-	MaxCPU         cpuAmount     `name:"max-cpu" placeholder:"CORES" help:"Most CPU a request may ask for (\"cpu\"); also the limit of an ad-hoc run that asks for none. Default no cap."`
+	fleetFlags     `embed:""`
+	MaxCPU         cpuAmount `name:"max-cpu" placeholder:"CORES" help:"Most CPU a request may ask for (\"cpu\"); also the limit of an ad-hoc run that asks for none. Default no cap."`
 }
 
 func (c *serveCmd) Validate() error {
@@ -135,6 +137,9 @@ func (c *serveCmd) Validate() error {
 		return errors.New("--tls-client-ca needs --tls-cert and --tls-key: client certificates are asked for in the TLS handshake")
 	}
 	if err := webapi.ValidateSiteRules(c.AllowedHost, c.AllowedOrigin); err != nil {
+		return err
+	}
+	if err := c.fleetFlags.validate(c.Scripts != "", c.InsecureNoAuth); err != nil {
 		return err
 	}
 	if c.TokenFile != "" {
@@ -239,7 +244,12 @@ func validBasePath(p string) bool {
 
 // nodeConfig maps the flags onto the node's settings.
 func (c *serveCmd) nodeConfig(log zerolog.Logger) node.Config {
+	var fc *fleet.Config
+	if c.inFleet() {
+		fc, _ = c.fleetFlags.config(c.DataDir, "") // checked by Validate
+	}
 	return node.Config{
+		Fleet:       fc,
 		Logger:      log,
 		ScriptsFile: c.Scripts,
 		DataDir:     c.DataDir,

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -178,6 +179,20 @@ type Fleet struct {
 	nc         *nats.Conn
 	js         jetstream.JetStream
 	hosts      *hosts
+	// address is this host's API URL, once it listens (SetAddress).
+	address atomic.Pointer[string]
+}
+
+// SetAddress sets the API URL this host's heartbeats give (Config.Address
+// until then): the API listens after the host joins the fleet.
+func (f *Fleet) SetAddress(url string) { f.address.Store(&url) }
+
+// Address is this host's API URL.
+func (f *Fleet) Address() string {
+	if a := f.address.Load(); a != nil {
+		return *a
+	}
+	return f.cfg.Address
 }
 
 // Open joins the fleet cfg names: it starts the embedded server (or
@@ -416,7 +431,13 @@ func (l natsLogger) Fatalf(format string, v ...any) {
 	l.fatal(errors.New(msg))
 }
 func (l natsLogger) Errorf(format string, v ...any) {
-	l.log.Warn().Str("nats", "error").Msg(fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "Error trying to connect to route") {
+		// Every second while a host is down: "host down" says it once.
+		l.log.Debug().Str("nats", "error").Msg(msg)
+		return
+	}
+	l.log.Warn().Str("nats", "error").Msg(msg)
 }
 func (l natsLogger) Debugf(string, ...any) {}
 func (l natsLogger) Tracef(string, ...any) {}

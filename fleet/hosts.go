@@ -137,7 +137,7 @@ func (h *hosts) self() Machine {
 	st := h.status()
 	c := h.f.cfg
 	return Machine{
-		Name: c.Host, Address: c.Address, Scripts: nonNil(st.Scripts), SlotsUsed: st.SlotsUsed, SlotsMax: st.SlotsMax,
+		Name: c.Host, Address: h.f.Address(), Scripts: nonNil(st.Scripts), SlotsUsed: st.SlotsUsed, SlotsMax: st.SlotsMax,
 		Labels: nonNil(c.Labels), Version: c.Version, StartedAt: h.started, LastHeartbeat: time.Now(), Up: true,
 	}
 }

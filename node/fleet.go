@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/rexec/rexec/fleet"
+	"github.com/rexec/rexec/fleet/jsfeed"
 	"github.com/rexec/rexec/fleet/jsoutput"
 	"github.com/rexec/rexec/store"
 )
@@ -75,4 +76,17 @@ func (n *Node) openFleetOutputs(h store.History) (*jsoutput.Outputs, error) {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	return out, nil
+}
+
+// openFleetFeed opens the fleet's event feed: one for every host, whose
+// event IDs mean the same on each.
+func (n *Node) openFleetFeed() (*jsfeed.Feed, error) {
+	f, err := jsfeed.Open(context.Background(), jsfeed.Options{
+		JS: n.Fleet.JS(), Names: n.Fleet.Names(), Replicas: n.Fleet.Replicas(),
+		Replay: n.cfg.EventReplay, Queue: n.cfg.EventQueue, Logger: n.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	return f, nil
 }

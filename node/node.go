@@ -93,7 +93,7 @@ type Node struct {
 	Broker  *broker.Broker
 	Scripts *atomic.Pointer[catalog.Catalog] // the exectab in force
 	Store   *store.Store                     // nil without scripts
-	Events  *feed.Hub                        // nil without scripts or plugins
+	Events  feed.Feed                        // nil without scripts or plugins; the fleet's in a fleet
 	Runs    *detached.Manager                // nil without scripts
 	Web     *webapi.Server
 	Metrics *metrics.Metrics // what the parts count, served as GET /metrics
@@ -254,12 +254,16 @@ func (n *Node) openDetached() error {
 		n.log.Warn().Int("guest_keys", c).Msg("guest keys made without an admin token (by an older rexec, by anyone) no longer work: " +
 			"list them with /scripts/v1/guest/list and delete them")
 	}
-	n.Events = feed.NewHub(n.cfg.EventReplay, n.cfg.EventQueue)
 	var outputs store.Outputs = st
 	if n.Fleet != nil {
 		if outputs, err = n.openFleetOutputs(st); err != nil {
 			return err
 		}
+		if n.Events, err = n.openFleetFeed(); err != nil {
+			return err
+		}
+	} else {
+		n.Events = feed.NewHub(n.cfg.EventReplay, n.cfg.EventQueue)
 	}
 	dc := n.cfg.Detached
 	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger, dc.Metrics, dc.Limits =

@@ -151,7 +151,7 @@ func Open(ctx context.Context, o Options) (*Feed, error) {
 		return nil, err
 	}
 	name := o.Names.Stream("EVENTS")
-	stream, err := ensureStream(ctx, o.JS, jetstream.StreamConfig{
+	stream, err := fleet.EnsureStream(ctx, o.JS, jetstream.StreamConfig{
 		Name:        name,
 		Description: "rexec: the run events and client events of the fleet " + o.Names.Fleet(),
 		Subjects:    []string{o.Names.Subject("events", ">")},
@@ -199,21 +199,6 @@ func Open(ctx context.Context, o Options) (*Feed, error) {
 	go f.publish()
 	log.Debug().Uint64("first", w.first).Uint64("last", w.last).Int("window", len(w.events)).Msg("event feed open")
 	return f, nil
-}
-
-// ensureStream creates the stream cfg describes, or updates it to cfg when
-// it exists. Every host of a fleet opens the feed at start, often at the
-// same moment: creating first is what makes that safe, as concurrent
-// CreateOrUpdateStream calls for a new replicated stream were seen to hang
-// until their deadline (nats-server 2.15). It is fleet.EnsureStream, which
-// came to package fleet on main after this branch left it: once both meet,
-// this goes.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.UpdateStream(ctx, cfg)
-	}
-	return s, err
 }
 
 // fill checks o and fills in its defaults.

@@ -147,7 +147,7 @@ func Open(ctx context.Context, o Options) (*Outputs, error) {
 	}
 	// Gets go to the stream's leader (no AllowDirect): a replica may lag,
 	// and a reader must see what a writer's ack said was stored.
-	stream, err := o.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := fleet.EnsureStream(ctx, o.JS, jetstream.StreamConfig{
 		Name:        o.Names.Stream("OUTPUT"),
 		Description: "rexec: the output of detached runs, one subject per run",
 		Subjects:    []string{o.Names.Subject("output", "*")},
@@ -161,7 +161,7 @@ func Open(ctx context.Context, o Options) (*Outputs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsoutput: open stream %s: %w", o.Names.Stream("OUTPUT"), err)
 	}
-	stdin, err := o.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	stdin, err := fleet.EnsureObjectStore(ctx, o.JS, jetstream.ObjectStoreConfig{
 		Bucket:      o.Names.Stream("STDIN"),
 		Description: "rexec: the stdin of queued detached runs, by run",
 		Storage:     jetstream.FileStorage,
