@@ -28,7 +28,35 @@ type Queue interface {
 	Scripts() []string
 	// Next is the earliest notBefore in the future among queued runs (zero if none), for timers.
 	Next(now time.Time) time.Time
+	// Done says that run id, which Ready gave out, has ended, or goes back
+	// to the queue (AddFront) or out of it: a shared queue frees what it
+	// held for the run (its slot of the script's -s across the fleet).
+	// The memory queue holds nothing.
+	Done(id string)
 }
+
+// SharedQueue is a Queue that the hosts of a fleet share (package
+// fleet/jsqueue): Ready gives this host only the runs it may take, and a
+// run submitted on one host may start on another.
+type SharedQueue interface {
+	Queue
+	// AddFor is Add of a run that only a host matching t may take.
+	AddFor(script, id string, notBefore time.Time, t Target)
+	// Changed receives a value when the queue changed in a way that may
+	// let a run start here (a run added by another host, a slot of a
+	// script's -s freed elsewhere): the manager schedules then.
+	Changed() <-chan struct{}
+}
+
+// Target is where a run must start: on the host named Host, if not "",
+// and on a host that carries every label of Labels.
+type Target struct {
+	Host   string   `json:"host,omitempty"`
+	Labels []string `json:"labels,omitempty"`
+}
+
+// IsZero says whether t lets any host take the run.
+func (t Target) IsZero() bool { return t.Host == "" && len(t.Labels) == 0 }
 
 // NewMemQueue returns the single-host Queue, kept in memory. For n queued
 // runs, Add, AddFront, Remove, Ready, Position and Next take O(log n) and
@@ -97,6 +125,8 @@ func (q *memQueue) insert(script, id string, notBefore time.Time, seq int64) {
 		q.timed.insert(r)
 	}
 }
+
+func (q *memQueue) Done(string) {}
 
 func (q *memQueue) Remove(id string) bool {
 	r, ok := q.runs[id]
