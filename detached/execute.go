@@ -25,10 +25,13 @@ func (m *Manager) execute(id string, sc *catalog.Script, slot *broker.Slot) {
 	m.mu.Unlock()
 	if a == nil { // cancelled between the queue and here
 		slot.Release()
+		m.mu.Lock()
+		m.queue.Done(id)
+		m.mu.Unlock()
 		return
 	}
 	defer a.settle()
-	r, err := m.cfg.History.Get(m.ctx, id)
+	r, err := m.getShared(id)
 	if err != nil {
 		// The history cannot say what to run now (locked, say): later.
 		m.log.Error().Err(err).Str("run", id).Msg("reading a run to start: it stays queued")

@@ -78,6 +78,9 @@ type Config struct {
 	// Metrics counts the runs started and ended (census.go); nil counts
 	// nothing.
 	Metrics *metrics.Runs
+	// Fleet is the fleet this host belongs to (fleet.go), with Queue a
+	// SharedQueue and History shared; nil on a single host.
+	Fleet Fleet
 }
 
 func (c *Config) setDefaults() {
@@ -108,6 +111,8 @@ type Request struct {
 	// Timeout, when positive, is how long the run may take; the script's
 	// -t caps it, and is the default.
 	Timeout time.Duration
+	// Target, in a fleet, is where the run must start (a host, labels).
+	Target Target
 }
 
 // Manager runs detached runs. Its fields under mu are its state; the loop,
@@ -235,6 +240,9 @@ func (m *Manager) recover(ctx context.Context) error {
 		m.log.Warn().Str("run", r.ID).Str("script", r.Script).Int("pid", r.Pid).Bool("killed", killed).
 			Msg("run interrupted by a restart")
 	}
+	if m.shared() != nil {
+		return nil // the fleet's queue kept its runs: the hosts up take them
+	}
 	queued, err := m.cfg.History.ListQueued(ctx, "")
 	if err != nil {
 		return err
@@ -262,6 +270,9 @@ func (m *Manager) recover(ctx context.Context) error {
 // leave.
 func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, error) {
 	sc, err := m.check(req)
+	if err == nil {
+		err = m.checkTarget(req.Target)
+	}
 	if err != nil {
 		return store.Run{}, 0, err
 	}
@@ -297,6 +308,13 @@ func (m *Manager) Submit(ctx context.Context, req Request) (store.Run, int, erro
 			done = run
 		}
 		return done, 0, nil
+	}
+	if m.shared() != nil {
+		// The fleet's queue counts what -m and --max-queued cap: this
+		// host's reservation ends here, and whichever host takes the run
+		// counts it while it runs (adopt).
+		unreserve()
+		return m.enqueueShared(ctx, run, req.Target)
 	}
 	a := m.enqueue(run, stdin)
 	// Taken from the queue: wait for the start to settle, which takes no
@@ -343,9 +361,14 @@ func (m *Manager) check(req Request) (*catalog.Script, error) {
 func (m *Manager) reserve(sc *catalog.Script, stdin int64) (unreserve func(), err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	fleet := m.shared() != nil
 	switch {
 	case m.closed:
 		return nil, ErrClosed
+	case fleet && sc.MaxQueue > 0 && m.queuedInFleet(sc.Name) >= sc.MaxQueue:
+		return nil, fmt.Errorf("%w: script %q allows %d runs queued in the fleet", ErrQueueFull, sc.Name, sc.MaxQueue)
+	case fleet && !sc.NoProcess && m.queuedInFleet("") >= m.cfg.MaxQueued:
+		return nil, fmt.Errorf("%w: %d runs are queued in the fleet (--max-queued)", ErrTooManyQueued, m.cfg.MaxQueued)
 	case sc.MaxQueue > 0 && m.perScript[sc.Name] >= sc.MaxQueue:
 		return nil, fmt.Errorf("%w: script %q allows %d runs queued and running", ErrQueueFull, sc.Name, sc.MaxQueue)
 	case !sc.NoProcess && m.queuedTotal >= m.cfg.MaxQueued:
@@ -393,6 +416,7 @@ func (m *Manager) Get(ctx context.Context, id string) (store.Run, error) {
 		return r, err
 	}
 	m.overlay(&r)
+	m.lostNow(&r)
 	return r, nil
 }
 
@@ -405,6 +429,7 @@ func (m *Manager) Active(ctx context.Context) ([]store.Run, error) {
 	active := rs[:0]
 	for i := range rs {
 		m.overlay(&rs[i])
+		m.lostNow(&rs[i])
 		if rs[i].State != store.StateDone {
 			active = append(active, rs[i])
 		}
@@ -431,6 +456,7 @@ func (m *Manager) ListRuns(ctx context.Context, q store.RunQuery) ([]store.Run, 
 	shown := rs[:0]
 	for i := range rs {
 		m.overlay(&rs[i])
+		m.lostNow(&rs[i])
 		if q.State == "" || rs[i].State == q.State {
 			shown = append(shown, rs[i])
 		}
@@ -570,10 +596,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		if r.State == store.StateDone {
-			return ErrDone
-		}
-		return fmt.Errorf("run %s is %s but not managed here", id, r.State)
+		return m.cancelElsewhere(ctx, r)
 	case m.queue.Remove(id):
 		m.queuedTotal--
 		m.mu.Unlock()

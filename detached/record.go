@@ -64,6 +64,7 @@ func (m *Manager) finish(id, script string, args []string, o store.Outcome, remo
 		delete(m.active, id)
 		m.forget(a.script)
 	}
+	m.queue.Done(id)
 	m.mu.Unlock()
 }
 

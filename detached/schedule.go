@@ -17,11 +17,17 @@ func (m *Manager) run() {
 	t := time.NewTicker(m.cfg.Tick)
 	defer t.Stop()
 	lastRetain := time.Time{}
+	var changed <-chan struct{} // a shared queue's news from the other hosts
+	if q := m.shared(); q != nil {
+		changed = q.Changed()
+	}
 	for {
 		select {
 		case <-m.quit:
 			return
 		case <-m.cfg.Broker.Freed():
+			m.schedule()
+		case <-changed:
 			m.schedule()
 		case now := <-t.C:
 			m.recordPending()
@@ -82,6 +88,9 @@ func (m *Manager) startReady(sc *catalog.Script, now time.Time) bool {
 		if err != nil {
 			m.queue.AddFront(sc.Name, id, time.Time{})
 			return errors.Is(err, broker.ErrGroupBusy)
+		}
+		if m.cfg.Fleet != nil {
+			m.adopt(id, sc.Name)
 		}
 		m.queuedTotal--
 		m.runs.Add(1)

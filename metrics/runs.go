@@ -39,11 +39,12 @@ const (
 	Cancelled                // "cancelled": stopped on request (DELETE /process/ALIAS, /scripts/v1/cancel), or a detached run cancelled while queued
 	StartFailed              // "start_failed": its process could not be started
 	OOM                      // "oom": the OOM killer killed it, its cgroup at its memory limit
+	Lost                     // "lost": the fleet's host that ran it stopped (a detached run, counted by the host that marked it)
 	numEnded
 )
 
 var endedNames = [numEnded]string{"exit_zero", "exit_nonzero", "signal", "timeout", "disconnect", "shutdown",
-	"cancelled", "start_failed", "oom"}
+	"cancelled", "start_failed", "oom", "lost"}
 
 func (e Ended) String() string { return endedNames[e] }
 

@@ -2,9 +2,15 @@ package node
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rexec/rexec/detached"
 
 	"github.com/rexec/rexec/fleet"
 	"github.com/rexec/rexec/fleet/jsfeed"
@@ -89,4 +95,79 @@ func (n *Node) openFleetFeed() (*jsfeed.Feed, error) {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	return f, nil
+}
+
+// fleetRuns is the fleet as the manager of detached runs sees it
+// (detached.Fleet): the hosts, and a cancel that reaches the host running
+// a run.
+type fleetRuns struct{ n *Node }
+
+var _ detached.Fleet = fleetRuns{}
+
+func (r fleetRuns) Host() string        { return r.n.Fleet.Host() }
+func (r fleetRuns) Up(host string) bool { return r.n.Fleet.Up(host) }
+
+func (r fleetRuns) HasHost(name string) bool {
+	for _, m := range r.n.Fleet.Machines() {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// cancelAnswer is what a host answers a cancel with.
+type cancelAnswer struct {
+	Error string `json:"error,omitempty"`
+	Done  bool   `json:"done,omitempty"` // the run had ended: detached.ErrDone
+}
+
+// Cancel asks host, over NATS, to cancel run id, which it runs.
+func (r fleetRuns) Cancel(ctx context.Context, host, id string) error {
+	if !r.n.Fleet.Up(host) {
+		return fmt.Errorf("%w: its host %s is down", detached.ErrDone, host)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, err := r.n.Fleet.Conn().RequestWithContext(ctx, r.n.Fleet.Names().Subject("cancel", host), []byte(id))
+	if err != nil {
+		return fmt.Errorf("asking host %s to cancel run %s: %w", host, id, err)
+	}
+	var a cancelAnswer
+	if err := json.Unmarshal(msg.Data, &a); err != nil {
+		return fmt.Errorf("host %s answered a cancel with %q", host, msg.Data)
+	}
+	switch {
+	case a.Done:
+		return detached.ErrDone
+	case a.Error != "":
+		return fmt.Errorf("host %s: %s", host, a.Error)
+	}
+	return nil
+}
+
+// serveFleet answers the other hosts' cancels of the runs this host runs,
+// and marks lost the runs of the hosts found down.
+func (n *Node) serveFleet() error {
+	_, err := n.Fleet.Conn().Subscribe(n.Fleet.Names().Subject("cancel", n.Fleet.Host()), func(msg *nats.Msg) {
+		id := string(msg.Data)
+		var a cancelAnswer
+		switch err := n.Runs.Cancel(context.Background(), id); {
+		case errors.Is(err, detached.ErrDone):
+			a.Done = true
+		case err != nil:
+			a.Error = err.Error()
+		}
+		b, _ := json.Marshal(a)
+		_ = msg.Respond(b)
+	})
+	if err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
+	n.Fleet.OnDown(func(host string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		n.Runs.HostDown(ctx, host)
+	})
+	return nil
 }

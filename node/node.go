@@ -271,8 +271,16 @@ func (n *Node) openDetached() error {
 	if dc.StatusDir != "" {
 		dc.StatusJSON = webapi.StatusJSON // the status API's shape
 	}
-	n.Runs, err = detached.New(context.Background(), dc)
-	return err
+	if n.Fleet != nil {
+		dc.Fleet = fleetRuns{n}
+	}
+	if n.Runs, err = detached.New(context.Background(), dc); err != nil {
+		return err
+	}
+	if n.Fleet != nil {
+		return n.serveFleet()
+	}
+	return nil
 }
 
 // openWeb starts the HTTP API on the parts.

@@ -109,6 +109,10 @@ func kindOf(err error) (status int, code, msg string) {
 		return http.StatusTooManyRequests, "busy", err.Error()
 	case errors.Is(err, detached.ErrQueueFull):
 		return http.StatusTooManyRequests, "queue_full", err.Error()
+	case errors.Is(err, detached.ErrNoFleet):
+		return http.StatusBadRequest, "no_fleet", err.Error()
+	case errors.Is(err, detached.ErrUnknownHost):
+		return http.StatusBadRequest, "unknown_host", err.Error()
 	case errors.Is(err, detached.ErrTooManyQueued):
 		return http.StatusTooManyRequests, "too_many_queued", err.Error()
 	case errors.Is(err, detached.ErrTooMuchStdin):

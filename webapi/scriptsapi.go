@@ -14,6 +14,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/rexec/rexec/detached"
+	"github.com/rexec/rexec/fleet"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/store"
 )
@@ -79,6 +80,31 @@ type runScriptRequest struct {
 	Stdin   *string        `json:"stdin"`
 	Queue   int64          `json:"queue"`   // UNIX time to start at; 0: now
 	Timeout string         `json:"timeout"` // a Go duration; capped by the script's -t
+	// Host and Labels, in a fleet, say where the run must start.
+	Host   string   `json:"host"`
+	Labels []string `json:"labels"`
+}
+
+// maxLabels caps the labels a run may ask for.
+const maxLabels = 16
+
+// target checks where a run asks to start.
+func (req runScriptRequest) target() (detached.Target, error) {
+	t := detached.Target{Host: req.Host, Labels: req.Labels}
+	if t.Host != "" {
+		if err := fleet.CheckName(t.Host); err != nil {
+			return t, fieldErrorf("host", "field \"host\": %v", err)
+		}
+	}
+	if len(t.Labels) > maxLabels {
+		return t, fieldErrorf("labels", "field \"labels\": at most %d labels", maxLabels)
+	}
+	for _, l := range t.Labels {
+		if err := fleet.CheckLabel(l); err != nil {
+			return t, fieldErrorf("labels", "field \"labels\": %v", err)
+		}
+	}
+	return t, nil
 }
 
 func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
@@ -111,12 +137,17 @@ func (s *Server) handleRunScript(w http.ResponseWriter, r *http.Request) {
 		s.failScripts(w, r, err)
 		return
 	}
+	target, err := req.target()
+	if err != nil {
+		s.failScripts(w, r, err)
+		return
+	}
 	if err := allowed(r, canRun, req.Name); err != nil {
 		s.failScripts(w, r, err)
 		return
 	}
 	run, pos, err := s.cfg.Runs.Submit(r.Context(), detached.Request{Script: req.Name, Args: args, Stdin: req.Stdin,
-		StartAt: startAt, Who: whoOf(r), Timeout: timeout})
+		StartAt: startAt, Who: whoOf(r), Timeout: timeout, Target: target})
 	if err != nil {
 		s.failScripts(w, r, err)
 		return

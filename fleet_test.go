@@ -1,0 +1,424 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The fleet, end to end: three rexec processes on this machine, routed to
+// each other on loopback ports, forming one embedded JetStream cluster.
+
+// fleetExectab is the exectab every host of the test fleets offers.
+const fleetExectab = `
+-s=2 -m=200 work /bin/sleep 0.2
+-m=50 long /bin/sleep 60
+lines /bin/sh -c "for i in 1 2 3 4 5 6 7 8; do echo line$i; sleep 0.15; done"
+echo /bin/echo @@1
+`
+
+// fleetHost is one rexec process of a test fleet.
+type fleetHost struct {
+	name, url string
+	args      []string
+	cmd       *exec.Cmd
+	log       *syncBuffer
+}
+
+// freeLoopbackPorts returns n ports of 127.0.0.1 that were free a moment
+// ago.
+func freeLoopbackPorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// startFleet starts n hosts, h0...h(n-1), with extra flags, and waits
+// until each listens.
+func startFleet(t *testing.T, n int, extra ...string) []*fleetHost {
+	t.Helper()
+	dir := t.TempDir()
+	tab := filepath.Join(dir, "exectab")
+	if err := os.WriteFile(tab, []byte(fleetExectab), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ports := freeLoopbackPorts(t, 2*n)
+	hosts := make([]*fleetHost, n)
+	for i := range n {
+		var routes []string
+		for j := range n {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[n+j]))
+			}
+		}
+		h := &fleetHost{name: fmt.Sprintf("h%d", i)}
+		h.args = append([]string{"serve", "-p", fmt.Sprint(ports[i]), "--kill-grace", "1s",
+			"--scripts", tab, "--data-dir", filepath.Join(dir, h.name),
+			"--fleet-name", "test", "--fleet-host", h.name, "--fleet-listen", fmt.Sprintf("127.0.0.1:%d", ports[n+i]),
+			"--fleet-routes", strings.Join(routes, ","), "--fleet-down-after", "1s"}, extra...)
+		h.url = fmt.Sprintf("http://127.0.0.1:%d", ports[i])
+		hosts[i] = h
+	}
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Go(func() { h.start(t) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return hosts
+}
+
+// start runs the host's process and waits for its "listening" line.
+func (h *fleetHost) start(t *testing.T) {
+	h.cmd = rexecCmd(t, nil, h.args...)
+	h.log = &syncBuffer{}
+	logr, logw, err := os.Pipe()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	h.cmd.Stderr = logw
+	err = h.cmd.Start()
+	logw.Close()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	t.Cleanup(func() { logr.Close() })
+	br := bufio.NewReader(logr)
+	for {
+		line, err := br.ReadBytes('\n')
+		h.log.Write(line)
+		if err != nil {
+			t.Errorf("%s ended before listening: %v\n%s", h.name, err, h.log.String())
+			return
+		}
+		if strings.Contains(string(line), `"message":"listening"`) {
+			go io.Copy(h.log, br)
+			return
+		}
+	}
+}
+
+// kill9 kills the host's process as a crash would.
+func (h *fleetHost) kill9() {
+	h.cmd.Process.Kill()
+	h.cmd.Wait()
+}
+
+// call sends a request to the host and decodes its JSON answer.
+func (h *fleetHost) call(t *testing.T, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, h.url+path, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s on %s: %v", method, path, h.name, err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s %s on %s: %d %q", method, path, h.name, resp.StatusCode, b)
+	}
+	return resp.StatusCode, v
+}
+
+func (h *fleetHost) submit(t *testing.T, body string) string {
+	t.Helper()
+	code, v := h.call(t, "POST", "/scripts/v1/run", body)
+	if code != 200 {
+		t.Fatalf("run %s on %s: %d %v", body, h.name, code, v)
+	}
+	return v["id"].(string)
+}
+
+func (h *fleetHost) status(t *testing.T, id string) map[string]any {
+	t.Helper()
+	code, v := h.call(t, "GET", "/scripts/v1/status/"+id, "")
+	if code != 200 {
+		t.Fatalf("status of %s on %s: %d %v", id, h.name, code, v)
+	}
+	return v
+}
+
+// waitUntil polls ok every 20ms until it holds, for at most within.
+func waitUntil(t *testing.T, within time.Duration, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+	}
+}
+
+// running counts the detached runs of script in the host's process table
+// (the broker's, which GET /metrics reads at each scrape).
+func (h *fleetHost) running(t *testing.T, script string) int {
+	t.Helper()
+	resp, err := http.Get(h.url + "/metrics")
+	if err != nil {
+		t.Errorf("metrics of %s: %v", h.name, err)
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	want := `rexec_runs_running{kind="detached",script="` + script + `"} `
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
+			var n int
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	return 0
+}
+
+func TestFleetOfThree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three servers")
+	}
+	hosts := startFleet(t, 3)
+	a, b, c := hosts[0], hosts[1], hosts[2]
+
+	t.Run("machines", func(t *testing.T) {
+		for _, h := range hosts {
+			waitUntil(t, 10*time.Second, h.name+" lists 3 hosts up", func() bool {
+				_, v := h.call(t, "GET", "/fleet/v1/machines", "")
+				ms, _ := v["machines"].([]any)
+				up := 0
+				for _, m := range ms {
+					if m.(map[string]any)["up"] == true {
+						up++
+					}
+				}
+				return len(ms) == 3 && up == 3 && v["fleet"] == "test" && v["host"] == h.name
+			})
+		}
+	})
+
+	// One SSE stream on b, opened before the runs, sees them all.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.url+"/scripts/v1/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("events on b: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	seen := map[string][]string{} // run -> states, as b's stream says
+	var seenMu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var e struct{ Run, State string }
+			if json.Unmarshal([]byte(data), &e) == nil && e.Run != "" {
+				seenMu.Lock()
+				seen[e.Run] = append(seen[e.Run], e.State)
+				seenMu.Unlock()
+			}
+		}
+	}()
+
+	var ids []string
+	t.Run("a fleet-wide -s=2", func(t *testing.T) {
+		var most atomic.Int64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() { // each host's process table, as often as it answers
+			defer close(sampled)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := int64(0)
+				for _, h := range hosts {
+					n += int64(h.running(t, "work"))
+				}
+				if n > most.Load() {
+					most.Store(n)
+				}
+			}
+		}()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 50 {
+			wg.Go(func() {
+				id := hosts[i%3].submit(t, `{"name":"work"}`)
+				mu.Lock()
+				ids = append(ids, id)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		ranOn := map[string]int{}
+		waitUntil(t, 90*time.Second, "50 runs done", func() bool {
+			for _, id := range ids {
+				if st := c.status(t, id); st["state"] != "done" {
+					return false
+				}
+			}
+			return true
+		})
+		close(stop)
+		<-sampled
+		for _, id := range ids {
+			st := a.status(t, id)
+			if st["ended"] != "exit" || st["exit_code"] != 0.0 {
+				t.Errorf("run %s: %v", id, st)
+			}
+			ranOn[fmt.Sprint(st["host"])]++
+		}
+		t.Logf("at most %d running at once in the fleet; ran on %v", most.Load(), ranOn)
+		if most.Load() > 2 {
+			t.Errorf("%d runs of a -s=2 script ran at once in the fleet", most.Load())
+		}
+		if len(ranOn) < 2 {
+			t.Errorf("the runs ran on %v only", ranOn)
+		}
+	})
+
+	t.Run("one event stream sees every host's runs", func(t *testing.T) {
+		waitUntil(t, 10*time.Second, "b's stream has every run's done", func() bool {
+			seenMu.Lock()
+			defer seenMu.Unlock()
+			for _, id := range ids {
+				if !slices.Contains(seen[id], "done") {
+					return false
+				}
+			}
+			return true
+		})
+	})
+
+	t.Run("output followed from another host, resumed after a cut", func(t *testing.T) {
+		id := c.submit(t, `{"name":"lines","host":"h0"}`)
+		want := ""
+		for i := 1; i <= 8; i++ {
+			want += fmt.Sprintf("line%d\n", i)
+		}
+		// Read the first lines from c, then cut.
+		resp, err := http.Get(c.url + "/scripts/v1/output/" + id + "?follow=1")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("follow: %v %v", resp, err)
+		}
+		br := bufio.NewReader(resp.Body)
+		got := ""
+		for range 3 {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += line
+		}
+		resp.Body.Close()
+		resp, err = http.Get(fmt.Sprintf("%s/scripts/v1/output/%s?follow=1&offset=%d", c.url, id, len(got)))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("resume: %v %v", resp, err)
+		}
+		rest, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || got+string(rest) != want {
+			t.Fatalf("followed %q + %q (%v), want %q", got, rest, err, want)
+		}
+		if st := c.status(t, id); st["host"] != "h0" {
+			t.Errorf("a run for h0 ran on %v", st["host"])
+		}
+	})
+
+	t.Run("history identical on every host", func(t *testing.T) {
+		page := func(h *fleetHost) []any {
+			_, v := h.call(t, "GET", "/scripts/v1/runs?limit=1000", "")
+			return v["runs"].([]any)
+		}
+		waitUntil(t, 10*time.Second, "the same history on a, b and c", func() bool {
+			pa, pb, pc := page(a), page(b), page(c)
+			return len(pa) >= 51 && reflect.DeepEqual(pa, pb) && reflect.DeepEqual(pa, pc)
+		})
+	})
+
+	t.Run("kill -9: lost within 2s, queued runs go on elsewhere", func(t *testing.T) {
+		lost := a.submit(t, `{"name":"long","host":"h0"}`)
+		waitUntil(t, 10*time.Second, "the long run running on a", func() bool { return b.status(t, lost)["state"] == "running" })
+		var queued []string
+		for range 4 {
+			queued = append(queued, b.submit(t, `{"name":"work"}`))
+		}
+		killed := time.Now()
+		a.kill9()
+		waitUntil(t, 5*time.Second, "the run on the killed host lost on b and c", func() bool {
+			return b.status(t, lost)["ended"] == "lost" && c.status(t, lost)["ended"] == "lost"
+		})
+		took := time.Since(killed)
+		t.Logf("lost on b and c %s after the kill", took)
+		if took > 2*time.Second {
+			t.Errorf("lost after %s, more than 2s", took)
+		}
+		waitUntil(t, 30*time.Second, "the queued runs done on b and c", func() bool {
+			for _, id := range queued {
+				if b.status(t, id)["state"] != "done" {
+					return false
+				}
+			}
+			return true
+		})
+		waitUntil(t, 30*time.Second, "the lost mark recorded", func() bool {
+			_, v := b.call(t, "GET", "/scripts/v1/runs?state=done&limit=1000", "")
+			for _, r := range v["runs"].([]any) {
+				if r.(map[string]any)["id"] == lost {
+					return r.(map[string]any)["ended"] == "lost"
+				}
+			}
+			return false
+		})
+
+		t.Run("restarted, it rejoins and catches up", func(t *testing.T) {
+			a.start(t)
+			waitUntil(t, 30*time.Second, "a up again on b", func() bool {
+				_, v := b.call(t, "GET", "/fleet/v1/machines", "")
+				for _, m := range v["machines"].([]any) {
+					if m.(map[string]any)["name"] == "h0" {
+						return m.(map[string]any)["up"] == true
+					}
+				}
+				return false
+			})
+			for _, id := range append(queued, lost) {
+				if sa, sb := a.status(t, id), b.status(t, id); sa["state"] != "done" || sa["ended"] != sb["ended"] {
+					t.Errorf("run %s on the restarted host: %v; on b: %v", id, sa, sb)
+				}
+			}
+		})
+	})
+}
