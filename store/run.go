@@ -193,6 +193,10 @@ var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadd
 // idLen is the length of an ID: 16 random bytes (128 bits) in base32.
 const idLen = 26
 
+// NewID returns a new random run ID of the form Create gives, for a history
+// that makes its runs' IDs itself (see Entry.CreateAs).
+func NewID() string { return newID() }
+
 func newID() string {
 	var b [16]byte
 	rand.Read(b[:]) // never fails (crypto/rand panics rather than return an error)
