@@ -106,33 +106,43 @@ func (s *Store) write(ctx context.Context, seq uint64, change func(tx *sql.Tx) e
 	}
 	defer end()
 	if seq > 0 {
-		var log string
-		var applied int64
-		if err := tx.QueryRowContext(ctx, `SELECT log, applied FROM replica`).Scan(&log, &applied); err != nil {
+		if err := recordEntry(ctx, tx, seq); err != nil {
 			return err
 		}
-		switch {
-		case log == "":
-			return fmt.Errorf("log entry %d: %w", seq, ErrNotReplica)
-		case seq <= uint64(applied):
-			return fmt.Errorf("log entry %d, applied up to %d: %w", seq, applied, ErrApplied)
-		case seq > math.MaxInt64:
-			return fmt.Errorf("log entry %d: past what the history can count", seq)
-		}
 	}
+	// A failure rolls back the entry's record with the rest.
 	err = change(tx)
 	if err != nil && (seq == 0 || !refused(err)) {
 		return err
-	}
-	if seq > 0 {
-		if _, err := tx.ExecContext(ctx, `UPDATE replica SET applied = ?`, int64(seq)); err != nil {
-			return err
-		}
 	}
 	if cerr := tx.Commit(); cerr != nil {
 		return cerr
 	}
 	return err
+}
+
+// recordEntry records seq as the last entry applied, unless the store is no
+// copy (ErrNotReplica) or applied it already (ErrApplied).
+func recordEntry(ctx context.Context, tx *sql.Tx, seq uint64) error {
+	if seq > math.MaxInt64 {
+		return fmt.Errorf("log entry %d: past what the history can count", seq)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE replica SET applied = ? WHERE log <> '' AND applied < ?`, int64(seq), int64(seq))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var log string
+	var applied int64
+	if err := tx.QueryRowContext(ctx, `SELECT log, applied FROM replica`).Scan(&log, &applied); err != nil {
+		return err
+	}
+	if log == "" {
+		return fmt.Errorf("log entry %d: %w", seq, ErrNotReplica)
+	}
+	return fmt.Errorf("log entry %d, applied up to %d: %w", seq, applied, ErrApplied)
 }
 
 // refuse is err, a refusal of an operation found before its transaction;
@@ -212,16 +222,14 @@ func (e Entry) CreateAs(ctx context.Context, r *Run) (err error) {
 	n := Run{ID: r.ID, Script: r.Script, Args: r.Args, Who: r.Who, StartAt: r.StartAt, Timeout: r.Timeout, QueuedAt: r.QueuedAt}
 	err = e.s.write(ctx, e.Seq, func(tx *sql.Tx) error {
 		var taken bool
-		err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM runs WHERE id = ? OR seq = ?)`, n.ID, int64(e.Seq)).Scan(&taken)
+		var last sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM runs WHERE id = ? OR seq = ?), (SELECT max(queued_at) FROM runs)`,
+			n.ID, int64(e.Seq)).Scan(&taken, &last)
 		if err != nil {
 			return err
 		}
 		if taken {
 			return fmt.Errorf("a run with this id or seq %d exists: %w", e.Seq, ErrInvalid)
-		}
-		var last sql.NullInt64
-		if err := tx.QueryRowContext(ctx, `SELECT max(queued_at) FROM runs`).Scan(&last); err != nil {
-			return err
 		}
 		if last.Valid && last.Int64 > toNanos(n.QueuedAt) {
 			n.QueuedAt = time.Unix(0, last.Int64)
