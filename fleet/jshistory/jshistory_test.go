@@ -2,9 +2,11 @@ package jshistory_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
@@ -558,6 +560,63 @@ func TestOtherStream(t *testing.T) {
 	if err := open(gone, b.local); err != nil {
 		t.Errorf("the copy that applied the purged entries: %v", err)
 	}
+}
+
+// TestLocalFailureRetried: while the local copy cannot take writes (its
+// database locked by another process), the applier tries again rather than
+// skip the entry; a write waiting for it fails with ErrPending though the
+// other hosts applied it; once the lock is gone the copy catches up.
+func TestLocalFailureRetried(t *testing.T) {
+	srv := testnats.Start(t)
+	names := newNames(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, js := testnats.Connect(t, srv)
+	local, err := store.Open(ctx, dir, store.Options{BusyTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { local.Close() })
+	a := &host{name: "a", dir: dir, js: js, local: local}
+	a.h = mustOpen(t, jshistory.Options{JS: js, Names: names, Host: "a", Local: local})
+	b := openHost(t, srv, names, "b", "", jshistory.Options{})
+	r := storetest.MustCreate(t, a.h, "x")
+
+	db, err := sql.Open("sqlite", filepath.Join(dir, "rexec.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err = a.h.MarkStarted(short, r.ID, 7, time.Now())
+	if !errors.Is(err, jshistory.ErrPending) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("MarkStarted while the copy is locked: %v, want ErrPending", err)
+	}
+	last := lastSeq(t, js, names)
+	if err := b.h.WaitApplied(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if got := storetest.MustGet(t, b.h, r.ID); got.State != store.StateRunning || got.Host != "a" {
+		t.Errorf("on b: %+v", got)
+	}
+	time.Sleep(100 * time.Millisecond) // a few more tries
+	if got := a.h.Applied(); got >= last {
+		t.Fatalf("a applied %d of %d through the lock", got, last)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, names, a, b)
+	sameEverywhere(t, a, b)
 }
 
 // TestClose: Close stops the applier and leaves no goroutine of the History
