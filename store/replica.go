@@ -85,10 +85,12 @@ func (s *Store) MakeReplica(ctx context.Context, log string) (err error) {
 	return nil
 }
 
-// refused says whether err refuses an operation for what it asks, which is
-// the same on every copy: ErrNotFound, ErrWrongState, ErrInvalid. Other
-// errors (ErrBusy, ErrFull, a cancelled context...) are of this host.
-func refused(err error) bool {
+// Refused says whether err refuses an operation for what it asks, which is
+// the same on every copy: ErrNotFound, ErrWrongState, ErrInvalid. An Entry
+// that returns such an error was applied, as a no-op. Other errors
+// (ErrBusy, ErrFull, a cancelled context...) are of this host: the Entry
+// applied nothing.
+func Refused(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrWrongState) || errors.Is(err, ErrInvalid)
 }
 
@@ -112,7 +114,7 @@ func (s *Store) write(ctx context.Context, seq uint64, change func(tx *sql.Tx) e
 	}
 	// A failure rolls back the entry's record with the rest.
 	err = change(tx)
-	if err != nil && (seq == 0 || !refused(err)) {
+	if err != nil && (seq == 0 || !Refused(err)) {
 		return err
 	}
 	if cerr := tx.Commit(); cerr != nil {

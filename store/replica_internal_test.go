@@ -229,7 +229,7 @@ func TestEntry(t *testing.T) {
 	// An entry that fails for this host's reasons applies nothing.
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.Entry(30).MarkStartedOn(cancelled, a.ID, "h", 1, t0); err == nil || refused(err) {
+	if err := s.Entry(30).MarkStartedOn(cancelled, a.ID, "h", 1, t0); err == nil || Refused(err) {
 		t.Errorf("cancelled: %v, want a failure that is no refusal", err)
 	}
 	if got := applied(t, s); got != 21 {

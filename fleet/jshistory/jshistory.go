@@ -366,7 +366,8 @@ func (h *History) apply(seq uint64, ts time.Time, data []byte) bool {
 		} else {
 			res = h.applyOp(h.ctx, h.o.Local.Entry(seq), ts, &o)
 		}
-		if res.err == nil || refusal(res.err) || errors.Is(res.err, ErrNotApplied) {
+		// A refusal is applied (as a no-op), on every copy alike.
+		if res.err == nil || store.Refused(res.err) || errors.Is(res.err, store.ErrApplied) || errors.Is(res.err, ErrNotApplied) {
 			break
 		}
 		h.log.Error().Err(res.err).Uint64("seq", seq).Str("op", o.Kind).Dur("retry_in", wait).
@@ -388,13 +389,6 @@ func (h *History) apply(seq uint64, ts time.Time, data []byte) bool {
 	h.advanced = make(chan struct{})
 	h.mu.Unlock()
 	return true
-}
-
-// refusal says whether err is Local refusing an operation for what it asks,
-// which every copy does alike: the operation is applied, as a no-op.
-func refusal(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrWrongState) ||
-		errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrApplied)
 }
 
 // applyOp applies o, the entry e stored at ts, to Local.
