@@ -39,4 +39,12 @@
 // Package detached depends on the History and Outputs interfaces only, never
 // on *Store, so that a history shared by several hosts can take its place.
 // Package storetest holds the tests any implementation of them must pass.
+//
+// # Replicas
+//
+// A Store can also be one host's copy of a history replicated from a log
+// (package fleet/jshistory): MakeReplica names the log, and Entry applies
+// its entries, each with every value taken from the entry rather than from
+// this host, and records the last one applied in the same transaction
+// (replica.go).
 package store

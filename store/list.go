@@ -110,12 +110,12 @@ func listQuery(q RunQuery, c *cursor, limit int) (string, []any) {
 		where, args = append(where, "state = ?"), append(args, string(q.State))
 	}
 	if !q.Since.IsZero() {
-		where, args = append(where, "queued_at >= ?"), append(args, toNanos(clampTime(q.Since)))
+		where, args = append(where, "queued_at >= ?"), append(args, toNanos(ClampTime(q.Since)))
 	}
 	// Of Until and the cursor, the lower bound alone: with both, the
 	// planner could seek to one and filter by the other, reading every run
 	// between them.
-	until, hasUntil := toNanos(clampTime(q.Until)), !q.Until.IsZero()
+	until, hasUntil := toNanos(ClampTime(q.Until)), !q.Until.IsZero()
 	switch {
 	case c != nil && (!hasUntil || c.queuedAt < until):
 		// The cursor's runs were all queued before until.
@@ -130,17 +130,6 @@ func listQuery(q RunQuery, c *cursor, limit int) (string, []any) {
 	}
 	query += ` ORDER BY queued_at DESC, seq DESC LIMIT ?`
 	return query, append(args, limit)
-}
-
-// clampTime is t, or the nearest time the history can store.
-func clampTime(t time.Time) time.Time {
-	switch {
-	case t.Before(minTime):
-		return minTime
-	case t.After(maxTime):
-		return maxTime
-	}
-	return t
 }
 
 // ListRuns implements History. Runs are in the order of (queued_at, seq),

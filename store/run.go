@@ -79,7 +79,8 @@ type History interface {
 	// ends every run left running by a crash as interrupted and returns
 	// them, so the caller can kill their process groups if they survived.
 	// Their current task is closed as MarkDone closes it. Queued runs stay
-	// queued.
+	// queued. A history shared by several hosts ends only the runs this
+	// host started (Run.Host): the others' are still running.
 	Recover(ctx context.Context) ([]Run, error)
 }
 
@@ -102,11 +103,13 @@ const (
 	EndedInterrupted Ended = "interrupted"  // rexec died while it ran (see Recover)
 	EndedStartFailed Ended = "start_failed" // its process could not be started
 	EndedOOM         Ended = "oom"          // the OOM killer killed it, at its memory limit
+	EndedLost        Ended = "lost"         // the host running it stopped; it was not re-run
 )
 
-func (e Ended) valid() bool {
+// Valid says whether e is one of the Ended values, which MarkDone takes.
+func (e Ended) Valid() bool {
 	switch e {
-	case EndedExit, EndedCancelled, EndedTimeout, EndedInterrupted, EndedStartFailed, EndedOOM:
+	case EndedExit, EndedCancelled, EndedTimeout, EndedInterrupted, EndedStartFailed, EndedOOM, EndedLost:
 		return true
 	}
 	return false
@@ -178,6 +181,10 @@ type Run struct {
 	// Usage is what its cgroup says it used, recorded by MarkDone; nil
 	// without a cgroup, or before its end.
 	Usage *cgroup.Report
+	// Host is the host of a fleet that started it (recorded with its
+	// start, Entry.MarkStartedOn); "" on a single host, and before it
+	// started.
+	Host string `json:"host,omitempty"`
 }
 
 // idEncoding is lowercase base32 without padding: URL- and file-name-safe.
@@ -186,14 +193,21 @@ var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadd
 // idLen is the length of an ID: 16 random bytes (128 bits) in base32.
 const idLen = 26
 
+// NewID returns a new random run ID of the form Create gives, for a history
+// that makes its runs' IDs itself (see Entry.CreateAs).
+func NewID() string { return newID() }
+
 func newID() string {
 	var b [16]byte
 	rand.Read(b[:]) // never fails (crypto/rand panics rather than return an error)
 	return idEncoding.EncodeToString(b[:])
 }
 
-// validID says whether id has the form of an ID this package made, so that it
-// can be used in a file name (no "/", no "..").
+// ValidID says whether id has the form of a run's ID, so that it can be
+// used in a file name (no "/", no ".."). A history has no run whose ID
+// does not have it: ErrNotFound.
+func ValidID(id string) bool { return validID(id) }
+
 func validID(id string) bool {
 	if len(id) != idLen {
 		return false
@@ -209,25 +223,27 @@ func validID(id string) bool {
 
 func notFound(id string) error { return fmt.Errorf("run %q: %w", id, ErrNotFound) }
 
+// CheckNewRun is the ErrInvalid error Create refuses r with, nil when Create
+// takes it: a run needs a script, a StartAt the history can store (see
+// StorableTime) and no negative Timeout.
+func CheckNewRun(r *Run) error {
+	if r.Script == "" {
+		return fmt.Errorf("no script name: %w", ErrInvalid)
+	}
+	if err := checkTime("start time", r.StartAt); err != nil {
+		return err
+	}
+	if r.Timeout < 0 {
+		return fmt.Errorf("negative timeout %v: %w", r.Timeout, ErrInvalid)
+	}
+	return nil
+}
+
 // Create implements History. The run's (empty) output file is created with
 // the record, so ReadOutput of a queued run reads nothing rather than failing.
 func (s *Store) Create(ctx context.Context, r *Run) (err error) {
 	defer classifyTo(&err)
-	if r.Script == "" {
-		return fmt.Errorf("store: create: no script name: %w", ErrInvalid)
-	}
-	if err := checkTime("start time", r.StartAt); err != nil {
-		return fmt.Errorf("store: create: %w", err)
-	}
-	if r.Timeout < 0 {
-		return fmt.Errorf("store: create: negative timeout %v: %w", r.Timeout, ErrInvalid)
-	}
-	args := r.Args
-	if args == nil {
-		args = []string{}
-	}
-	argsJSON, err := json.Marshal(args)
-	if err != nil {
+	if err := CheckNewRun(r); err != nil {
 		return fmt.Errorf("store: create: %w", err)
 	}
 	id := newID()
@@ -241,37 +257,48 @@ func (s *Store) Create(ctx context.Context, r *Run) (err error) {
 		os.Remove(f.Name())
 		return fmt.Errorf("store: create output file: %w", err)
 	}
-	now, err := s.insert(ctx, id, r.Script, string(argsJSON), r.Who, r.StartAt, toMillis(r.Timeout))
+	n := Run{ID: id, Script: r.Script, Args: r.Args, Who: r.Who, StartAt: r.StartAt, Timeout: r.Timeout}
+	err = s.write(ctx, 0, func(tx *sql.Tx) error {
+		// QueuedAt is taken once this writer's turn has come, so the order
+		// of QueuedAt is the order of seq.
+		n.QueuedAt = time.Now()
+		return insertRun(ctx, tx, &n, 0)
+	})
 	if err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("store: create: %w", err)
 	}
-	r.ID, r.QueuedAt, r.State = id, now, StateQueued
+	r.ID, r.QueuedAt, r.State = id, n.QueuedAt, StateQueued
 	return nil
 }
 
-// insert records the new run; QueuedAt is taken once this writer's turn has
-// come, so the order of QueuedAt is the order of seq.
-func (s *Store) insert(ctx context.Context, id, script, args, who string, startAt time.Time, timeoutMs int64) (time.Time, error) {
-	tx, end, err := s.beginWrite(ctx)
-	if err != nil {
-		return time.Time{}, err
+// insertRun records the new queued run r: its ID, Script, Args, Who,
+// QueuedAt, StartAt and Timeout. seq is its place in the order of runs, 0
+// for the next one.
+func insertRun(ctx context.Context, tx *sql.Tx, r *Run, seq int64) error {
+	args := r.Args
+	if args == nil {
+		args = []string{}
 	}
-	defer end()
-	now := time.Now()
+	argsJSON, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	var order sql.NullInt64
+	if seq > 0 {
+		order = sql.NullInt64{Int64: seq, Valid: true}
+	}
 	_, err = tx.ExecContext(ctx,
-		`INSERT INTO runs (id, script, args, who, state, queued_at, start_at, timeout_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		id, script, args, who, string(StateQueued), toNanos(now), toNullNanos(startAt), timeoutMs)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return now, tx.Commit()
+		`INSERT INTO runs (seq, id, script, args, who, state, queued_at, start_at, timeout_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		order, r.ID, r.Script, string(argsJSON), r.Who, string(StateQueued), toNanos(r.QueuedAt), toNullNanos(r.StartAt),
+		toMillis(r.Timeout))
+	return err
 }
 
 // runColumns are the columns scanRun reads, in its order.
 const runColumns = `id, script, args, who, state, queued_at, start_at, started_at, ended_at,
 	exit_code, signal, ended, task, task_total, task_title, subtask_percent, subtask_title,
-	result, pid, pgid, output_size, timeout_ms, output_truncated, task_started_ns, tasks, usage`
+	result, pid, pgid, output_size, timeout_ms, output_truncated, task_started_ns, tasks, usage, host`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -286,7 +313,7 @@ func scanRun(sc scanner) (Run, error) {
 	err := sc.Scan(&r.ID, &r.Script, &args, &r.Who, &r.State, &queuedAt, &startAt, &startedAt, &endedAt,
 		&exitCd, &r.Signal, &r.Ended, &r.Progress.Task, &r.Progress.TaskTotal, &r.Progress.TaskTitle,
 		&r.Progress.SubtaskPercent, &r.Progress.SubtaskTitle, &result, &r.Pid, &r.Pgid, &r.OutputSize,
-		&timeoutMs, &r.OutputTruncated, &taskStarted, &tasks, &usage)
+		&timeoutMs, &r.OutputTruncated, &taskStarted, &tasks, &usage, &r.Host)
 	if err != nil {
 		return Run{}, err
 	}
@@ -382,44 +409,43 @@ func (s *Store) ListQueued(ctx context.Context, script string) ([]Run, error) {
 
 // update runs one UPDATE of the run id whose WHERE clause also requires one
 // of the states in want (any state when want is empty), and tells a missing
-// run (ErrNotFound) from one in another state (ErrWrongState).
-func (s *Store) update(ctx context.Context, op, id string, want []State, set string, args ...any) error {
-	return s.modify(ctx, op, id, want, func(*sql.Tx) (string, []any, error) { return set, args, nil })
+// run (ErrNotFound) from one in another state (ErrWrongState). seq is the
+// log entry it applies, 0 for none (see write).
+func (s *Store) update(ctx context.Context, seq uint64, op, id string, want []State, set string, args ...any) error {
+	return s.modify(ctx, seq, op, id, want, func(*sql.Tx) (string, []any, error) { return set, args, nil })
 }
 
 // modify is update with the SET clause and its arguments made by change,
 // inside the transaction, once the run is known to be in a wanted state.
-func (s *Store) modify(ctx context.Context, op, id string, want []State,
+func (s *Store) modify(ctx context.Context, seq uint64, op, id string, want []State,
 	change func(tx *sql.Tx) (set string, args []any, err error)) (err error) {
 	defer classifyTo(&err)
 	if !validID(id) {
-		return fmt.Errorf("store: %s: %w", op, notFound(id))
+		return fmt.Errorf("store: %s: %w", op, s.refuse(ctx, seq, notFound(id)))
 	}
-	tx, end, err := s.beginWrite(ctx)
+	err = s.write(ctx, seq, func(tx *sql.Tx) error {
+		var state State
+		err := tx.QueryRowContext(ctx, `SELECT state FROM runs WHERE id = ?`, id).Scan(&state)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(id)
+		}
+		if err != nil {
+			return fmt.Errorf("%q: %w", id, err)
+		}
+		if len(want) > 0 && !hasState(want, state) {
+			return fmt.Errorf("run %q is %s: %w", id, state, ErrWrongState)
+		}
+		set, args, err := change(tx)
+		if err != nil {
+			return fmt.Errorf("%q: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE runs SET `+set+` WHERE id = ?`, append(args, id)...); err != nil {
+			return fmt.Errorf("%q: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("store: %s %q: %w", op, id, err)
-	}
-	defer end()
-	var state State
-	err = tx.QueryRowContext(ctx, `SELECT state FROM runs WHERE id = ?`, id).Scan(&state)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("store: %s: %w", op, notFound(id))
-	}
-	if err != nil {
-		return fmt.Errorf("store: %s %q: %w", op, id, err)
-	}
-	if len(want) > 0 && !hasState(want, state) {
-		return fmt.Errorf("store: %s: run %q is %s: %w", op, id, state, ErrWrongState)
-	}
-	set, args, err := change(tx)
-	if err != nil {
-		return fmt.Errorf("store: %s %q: %w", op, id, err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE runs SET `+set+` WHERE id = ?`, append(args, id)...); err != nil {
-		return fmt.Errorf("store: %s %q: %w", op, id, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: %s %q: %w", op, id, err)
+		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	return nil
 }
@@ -439,24 +465,47 @@ func (s *Store) MarkStarted(ctx context.Context, id string, pid int, startedAt t
 	if startedAt.IsZero() {
 		startedAt = time.Now()
 	}
+	return s.markStarted(ctx, 0, id, "", pid, startedAt)
+}
+
+func (s *Store) markStarted(ctx context.Context, seq uint64, id, host string, pid int, startedAt time.Time) (err error) {
+	defer classifyTo(&err)
 	if err := checkTime("start time", startedAt); err != nil {
-		return fmt.Errorf("store: mark started %q: %w", id, err)
+		return fmt.Errorf("store: mark started %q: %w", id, s.refuse(ctx, seq, err))
 	}
-	return s.update(ctx, "mark started", id, []State{StateQueued},
-		`state = 'running', started_at = ?, pid = ?, pgid = ?`, toNanos(startedAt), pid, pid)
+	return s.update(ctx, seq, "mark started", id, []State{StateQueued},
+		`state = 'running', started_at = ?, pid = ?, pgid = ?, host = ?`, toNanos(startedAt), pid, pid, host)
+}
+
+// CheckOutcome is the ErrInvalid error MarkDone refuses o with, nil when it
+// takes it: Ended must be one of the Ended values, and EndedAt a time the
+// history can store (see StorableTime).
+func CheckOutcome(o Outcome) error {
+	if !o.Ended.Valid() {
+		return fmt.Errorf("ended %q: %w", o.Ended, ErrInvalid)
+	}
+	return checkTime("end time", o.EndedAt)
 }
 
 // MarkDone implements History. It records the size of the output file, so
 // close the run's OutputWriter first.
 func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
-	if !o.Ended.valid() {
-		return fmt.Errorf("store: mark done %q: ended %q: %w", id, o.Ended, ErrInvalid)
-	}
 	if o.EndedAt.IsZero() {
 		o.EndedAt = time.Now()
 	}
-	if err := checkTime("end time", o.EndedAt); err != nil {
-		return fmt.Errorf("store: mark done %q: %w", id, err)
+	var size int64
+	if validID(id) {
+		if fi, err := os.Stat(s.outputPath(id)); err == nil {
+			size = fi.Size()
+		}
+	}
+	return s.markDone(ctx, 0, id, o, size)
+}
+
+func (s *Store) markDone(ctx context.Context, seq uint64, id string, o Outcome, size int64) (err error) {
+	defer classifyTo(&err)
+	if err := CheckOutcome(o); err != nil {
+		return fmt.Errorf("store: mark done %q: %w", id, s.refuse(ctx, seq, err))
 	}
 	var exit sql.NullInt64
 	if o.ExitCode != nil {
@@ -470,13 +519,7 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 		}
 		usage = string(b)
 	}
-	var size int64
-	if validID(id) {
-		if fi, err := os.Stat(s.outputPath(id)); err == nil {
-			size = fi.Size()
-		}
-	}
-	err := s.modify(ctx, "mark done", id, []State{StateQueued, StateRunning}, func(tx *sql.Tx) (string, []any, error) {
+	err = s.modify(ctx, seq, "mark done", id, []State{StateQueued, StateRunning}, func(tx *sql.Tx) (string, []any, error) {
 		set := `state = 'done', ended = ?, ended_at = ?, exit_code = ?, signal = ?, output_size = ?, output_truncated = ?, usage = ?`
 		args := []any{string(o.Ended), toNanos(o.EndedAt), exit, o.Signal, size, o.OutputTruncated, usage}
 		var p Progress
@@ -508,56 +551,81 @@ func (s *Store) MarkDone(ctx context.Context, id string, o Outcome) error {
 
 // SetProgress implements History.
 func (s *Store) SetProgress(ctx context.Context, id string, p Progress) error {
-	return s.update(ctx, "set progress", id, nil,
+	return s.setProgress(ctx, 0, id, p)
+}
+
+func (s *Store) setProgress(ctx context.Context, seq uint64, id string, p Progress) error {
+	return s.update(ctx, seq, "set progress", id, nil,
 		`task = ?, task_total = ?, task_title = ?, subtask_percent = ?, subtask_title = ?`,
 		p.Task, p.TaskTotal, p.TaskTitle, p.SubtaskPercent, p.SubtaskTitle)
 }
 
+// CheckResult is the result as SetResult records it (white space around it
+// trimmed), or ErrInvalid when it is not a JSON object. nil is none.
+func CheckResult(result json.RawMessage) (json.RawMessage, error) {
+	if result == nil {
+		return nil, nil
+	}
+	t := bytes.TrimSpace(result)
+	if !json.Valid(t) || len(t) == 0 || t[0] != '{' {
+		return nil, fmt.Errorf("not a JSON object: %w", ErrInvalid)
+	}
+	return t, nil
+}
+
 // SetResult implements History.
 func (s *Store) SetResult(ctx context.Context, id string, result json.RawMessage) error {
+	return s.setResult(ctx, 0, id, result)
+}
+
+func (s *Store) setResult(ctx context.Context, seq uint64, id string, result json.RawMessage) (err error) {
+	defer classifyTo(&err)
+	t, err := CheckResult(result)
+	if err != nil {
+		return fmt.Errorf("store: set result %q: %w", id, s.refuse(ctx, seq, err))
+	}
 	var v sql.NullString
-	if result != nil {
-		t := bytes.TrimSpace(result)
-		if !json.Valid(t) || len(t) == 0 || t[0] != '{' {
-			return fmt.Errorf("store: set result %q: not a JSON object: %w", id, ErrInvalid)
-		}
+	if t != nil {
 		v = sql.NullString{String: string(t), Valid: true}
 	}
-	return s.update(ctx, "set result", id, nil, `result = ?`, v)
+	return s.update(ctx, seq, "set result", id, nil, `result = ?`, v)
 }
 
 // Delete implements History. The output file goes first, inside the
 // transaction: a crash between the two leaves a done run without output,
 // which the next retention pass removes, never an output file nobody knows.
-func (s *Store) Delete(ctx context.Context, id string) (err error) {
+func (s *Store) Delete(ctx context.Context, id string) error {
+	return s.delete(ctx, 0, id, true)
+}
+
+// delete removes the done run id, and its output file when files says so.
+func (s *Store) delete(ctx context.Context, seq uint64, id string, files bool) (err error) {
 	defer classifyTo(&err)
 	if !validID(id) {
-		return fmt.Errorf("store: delete: %w", notFound(id))
+		return fmt.Errorf("store: delete: %w", s.refuse(ctx, seq, notFound(id)))
 	}
-	tx, end, err := s.beginWrite(ctx)
+	err = s.write(ctx, seq, func(tx *sql.Tx) error {
+		var state State
+		err := tx.QueryRowContext(ctx, `SELECT state FROM runs WHERE id = ?`, id).Scan(&state)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound(id)
+		}
+		if err != nil {
+			return err
+		}
+		if state != StateDone {
+			return fmt.Errorf("run %q is %s: %w", id, state, ErrWrongState)
+		}
+		if files {
+			if err := s.removeOutput(id); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM runs WHERE id = ?`, id)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("store: delete %q: %w", id, err)
-	}
-	defer end()
-	var state State
-	err = tx.QueryRowContext(ctx, `SELECT state FROM runs WHERE id = ?`, id).Scan(&state)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("store: delete: %w", notFound(id))
-	}
-	if err != nil {
-		return fmt.Errorf("store: delete %q: %w", id, err)
-	}
-	if state != StateDone {
-		return fmt.Errorf("store: delete: run %q is %s: %w", id, state, ErrWrongState)
-	}
-	if err := s.removeOutput(id); err != nil {
-		return fmt.Errorf("store: delete %q: %w", id, err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE id = ?`, id); err != nil {
-		return fmt.Errorf("store: delete %q: %w", id, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: delete %q: %w", id, err)
+		return fmt.Errorf("store: delete: %w", err)
 	}
 	s.outputChanged(id) // its followers end
 	return nil
@@ -567,25 +635,36 @@ func (s *Store) Delete(ctx context.Context, id string) (err error) {
 // write lock is never held for long.
 const retentionBatch = 256
 
+// ClampTime is t, or the time the history can store (see StorableTime)
+// nearest to it.
+func ClampTime(t time.Time) time.Time {
+	switch {
+	case t.Before(minTime):
+		return minTime
+	case t.After(maxTime):
+		return maxTime
+	}
+	return t
+}
+
 // DeleteEndedBefore implements History. Runs that are not done are never
 // deleted, however old. A t past the times the history can store (see
 // StorableTime) is taken as the nearest one it can.
 func (s *Store) DeleteEndedBefore(ctx context.Context, t time.Time) (_ int, err error) {
 	defer classifyTo(&err)
-	switch {
-	case t.Before(minTime):
-		t = minTime
-	case t.After(maxTime):
-		t = maxTime
-	}
+	t = ClampTime(t)
 	total := 0
 	for {
-		n, err := s.deleteBatch(ctx, toNanos(t))
-		total += n
+		var ids []string
+		err := s.write(ctx, 0, func(tx *sql.Tx) (err error) {
+			ids, err = s.deleteBatch(ctx, tx, toNanos(t), true)
+			return err
+		})
 		if err != nil {
 			return total, fmt.Errorf("store: retention: %w", err)
 		}
-		if n < retentionBatch {
+		total += len(ids)
+		if len(ids) < retentionBatch {
 			if total > 0 {
 				s.log.Info().Int("runs", total).Time("before", t).Msg("old runs deleted")
 			}
@@ -594,92 +673,101 @@ func (s *Store) DeleteEndedBefore(ctx context.Context, t time.Time) (_ int, err 
 	}
 }
 
-func (s *Store) deleteBatch(ctx context.Context, before int64) (int, error) {
-	tx, end, err := s.beginWrite(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer end()
+// deleteBatch deletes up to retentionBatch of the runs that ended before
+// before, and their output files when files says so, and returns their IDs.
+func (s *Store) deleteBatch(ctx context.Context, tx *sql.Tx, before int64, files bool) ([]string, error) {
 	rows, err := tx.QueryContext(ctx,
 		`SELECT id FROM runs WHERE state = 'done' AND ended_at < ? ORDER BY ended_at LIMIT ?`, before, retentionBatch)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return 0, err
+			return nil, err
 		}
 		ids = append(ids, id)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, id := range ids {
-		if err := s.removeOutput(id); err != nil {
-			return 0, err
+		if files {
+			if err := s.removeOutput(id); err != nil {
+				return nil, err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE id = ?`, id); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, err
-	}
-	return len(ids), nil
+	return ids, nil
 }
 
 // Recover implements History. The returned runs are as recorded after the
 // change: State done, Ended interrupted, Pid and Pgid as they were.
 func (s *Store) Recover(ctx context.Context) (_ []Run, err error) {
 	defer classifyTo(&err)
-	tx, end, err := s.beginWrite(ctx)
+	runs, err := s.recover(ctx, 0, nil, time.Now(), func(r *Run) { s.liveSize(r) })
 	if err != nil {
 		return nil, fmt.Errorf("store: recover: %w", err)
 	}
-	defer end()
-	rows, err := tx.QueryContext(ctx, `SELECT `+runColumns+` FROM runs WHERE state = 'running' ORDER BY seq`)
-	if err != nil {
-		return nil, fmt.Errorf("store: recover: %w", err)
-	}
+	return runs, nil
+}
+
+// recover ends as interrupted at endedAt the running runs (those started
+// on host when host is not nil), their output sizes given by size, and
+// returns them as recorded.
+func (s *Store) recover(ctx context.Context, seq uint64, host *string, endedAt time.Time, size func(r *Run)) ([]Run, error) {
 	var runs []Run
-	for rows.Next() {
-		r, err := scanRun(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("store: recover: %w", err)
+	err := s.write(ctx, seq, func(tx *sql.Tx) error {
+		runs = nil
+		query, args := `SELECT `+runColumns+` FROM runs WHERE state = 'running' ORDER BY seq`, []any(nil)
+		if host != nil {
+			query, args = `SELECT `+runColumns+` FROM runs WHERE state = 'running' AND host = ? ORDER BY seq`, []any{*host}
 		}
-		runs = append(runs, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: recover: %w", err)
-	}
-	now := time.Now()
-	for i := range runs {
-		r := &runs[i]
-		s.liveSize(r)
-		r.State, r.Ended, r.EndedAt = StateDone, EndedInterrupted, now
-		r.Tasks, _ = closeTask(r.Tasks, r.Progress, r.TaskStartedAt, now)
-		tasks, err := encodeTasks(r.Tasks)
+		rows, err := tx.QueryContext(ctx, query, args...)
 		if err != nil {
-			return nil, fmt.Errorf("store: recover %q: %w", r.ID, err)
+			return err
 		}
-		_, err = tx.ExecContext(ctx,
-			`UPDATE runs SET state = 'done', ended = 'interrupted', ended_at = ?, output_size = ?, tasks = ? WHERE id = ?`,
-			toNanos(now), r.OutputSize, tasks, r.ID)
-		if err != nil {
-			return nil, fmt.Errorf("store: recover %q: %w", r.ID, err)
+		for rows.Next() {
+			r, err := scanRun(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			runs = append(runs, r)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("store: recover: %w", err)
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for i := range runs {
+			r := &runs[i]
+			size(r)
+			r.State, r.Ended, r.EndedAt = StateDone, EndedInterrupted, endedAt
+			r.Tasks, _ = closeTask(r.Tasks, r.Progress, r.TaskStartedAt, endedAt)
+			tasks, err := encodeTasks(r.Tasks)
+			if err != nil {
+				return fmt.Errorf("run %q: %w", r.ID, err)
+			}
+			_, err = tx.ExecContext(ctx,
+				`UPDATE runs SET state = 'done', ended = 'interrupted', ended_at = ?, output_size = ?, tasks = ? WHERE id = ?`,
+				toNanos(endedAt), r.OutputSize, tasks, r.ID)
+			if err != nil {
+				return fmt.Errorf("run %q: %w", r.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for _, r := range runs {
-		s.log.Warn().Str("run", r.ID).Str("script", r.Script).Int("pid", r.Pid).
+		s.log.Warn().Str("run", r.ID).Str("script", r.Script).Int("pid", r.Pid).Str("host", r.Host).
 			Msg("run was running when rexec stopped: marked interrupted")
 	}
 	return runs, nil

@@ -412,6 +412,67 @@ var migrations = []string{
 	CREATE INDEX runs_by_script ON runs (script, queued_at);
 	CREATE INDEX runs_by_state ON runs (state, queued_at);
 	CREATE INDEX runs_by_script_state ON runs (script, state, queued_at);`,
+	// 8: the host that started a run (Run.Host), a run whose host stopped
+	// (ended 'lost'), and the replica row: the log a replicated history's
+	// copy (package fleet/jshistory) is made from, and the last entry of it
+	// applied (replica.go). The table is made again for the CHECK, as in 7;
+	// its AUTOINCREMENT sequence is carried over, so that a run's seq is
+	// never one a deleted run had.
+	`CREATE TABLE runs_new (
+		seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+		id              TEXT    NOT NULL UNIQUE,
+		script          TEXT    NOT NULL CHECK (script <> ''),
+		args            TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(args) AND json_type(args) = 'array'),
+		who             TEXT    NOT NULL DEFAULT '',
+		state           TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+		queued_at       INTEGER NOT NULL,
+		start_at        INTEGER,
+		started_at      INTEGER,
+		ended_at        INTEGER,
+		exit_code       INTEGER,
+		signal          TEXT    NOT NULL DEFAULT '',
+		ended           TEXT    NOT NULL DEFAULT ''
+		                CHECK (ended IN ('', 'exit', 'cancelled', 'timeout', 'interrupted', 'start_failed', 'oom', 'lost')),
+		task            INTEGER NOT NULL DEFAULT 0,
+		task_total      INTEGER NOT NULL DEFAULT 0,
+		task_title      TEXT    NOT NULL DEFAULT '',
+		subtask_percent INTEGER NOT NULL DEFAULT 0,
+		subtask_title   TEXT    NOT NULL DEFAULT '',
+		result          TEXT    CHECK (result IS NULL OR (json_valid(result) AND json_type(result) = 'object')),
+		pid             INTEGER NOT NULL DEFAULT 0,
+		pgid            INTEGER NOT NULL DEFAULT 0,
+		output_size     INTEGER NOT NULL DEFAULT 0,
+		timeout_ms      INTEGER NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0),
+		output_truncated TEXT   NOT NULL DEFAULT '',
+		task_started_ns INTEGER NOT NULL DEFAULT 0,
+		tasks           TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(tasks) AND json_type(tasks) = 'array'),
+		usage           TEXT    NOT NULL DEFAULT ''
+		                CHECK (usage = '' OR (json_valid(usage) AND json_type(usage) = 'object')),
+		host            TEXT    NOT NULL DEFAULT '',  -- the host that started it, '' on a single host
+		CHECK ((state = 'done') = (ended <> ''))
+	) STRICT;
+	INSERT INTO runs_new (seq, id, script, args, who, state, queued_at, start_at, started_at, ended_at, exit_code, signal,
+		ended, task, task_total, task_title, subtask_percent, subtask_title, result, pid, pgid, output_size, timeout_ms,
+		output_truncated, task_started_ns, tasks, usage)
+	SELECT seq, id, script, args, who, state, queued_at, start_at, started_at, ended_at, exit_code, signal,
+		ended, task, task_total, task_title, subtask_percent, subtask_title, result, pid, pgid, output_size, timeout_ms,
+		output_truncated, task_started_ns, tasks, usage FROM runs;
+	DELETE FROM sqlite_sequence WHERE name = 'runs_new';
+	INSERT INTO sqlite_sequence (name, seq) SELECT 'runs_new', seq FROM sqlite_sequence WHERE name = 'runs';
+	DROP TABLE runs;
+	ALTER TABLE runs_new RENAME TO runs;
+	CREATE INDEX runs_active ON runs (state, script, seq) WHERE state <> 'done';
+	CREATE INDEX runs_ended ON runs (ended_at) WHERE state = 'done';
+	CREATE INDEX runs_by_time ON runs (queued_at);
+	CREATE INDEX runs_by_script ON runs (script, queued_at);
+	CREATE INDEX runs_by_state ON runs (state, queued_at);
+	CREATE INDEX runs_by_script_state ON runs (script, state, queued_at);
+	CREATE TABLE replica (
+		one     INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+		log     TEXT    NOT NULL DEFAULT '',            -- the log this is a copy of, '' = none (a single host)
+		applied INTEGER NOT NULL DEFAULT 0 CHECK (applied >= 0) -- its last entry applied
+	) STRICT;
+	INSERT INTO replica (one) VALUES (1);`,
 }
 
 // migrate brings the schema to len(migrations), one transaction per step,

@@ -112,24 +112,39 @@ func closeTask(tasks []TaskSpan, p Progress, started, end time.Time) ([]TaskSpan
 	return AppendTaskSpan(tasks, TaskSpan{Title: p.TaskTitle, Start: started, End: end}), true
 }
 
-// SetTaskProgress implements History.
-func (s *Store) SetTaskProgress(ctx context.Context, id string, p Progress, taskStartedAt time.Time, tasks []TaskSpan) error {
+// CheckTaskTimes is the ErrInvalid error SetTaskProgress refuses the task
+// times with, nil when it takes them: every time must be one the history
+// can store (see StorableTime).
+func CheckTaskTimes(taskStartedAt time.Time, tasks []TaskSpan) error {
 	if err := checkTime("task start time", taskStartedAt); err != nil {
-		return fmt.Errorf("store: set task progress %q: %w", id, err)
+		return err
 	}
 	for _, t := range tasks {
 		if err := checkTime("task start time", t.Start); err != nil {
-			return fmt.Errorf("store: set task progress %q: %w", id, err)
+			return err
 		}
 		if err := checkTime("task end time", t.End); err != nil {
-			return fmt.Errorf("store: set task progress %q: %w", id, err)
+			return err
 		}
+	}
+	return nil
+}
+
+// SetTaskProgress implements History.
+func (s *Store) SetTaskProgress(ctx context.Context, id string, p Progress, taskStartedAt time.Time, tasks []TaskSpan) error {
+	return s.setTaskProgress(ctx, 0, id, p, taskStartedAt, tasks)
+}
+
+func (s *Store) setTaskProgress(ctx context.Context, seq uint64, id string, p Progress, taskStartedAt time.Time, tasks []TaskSpan) (err error) {
+	defer classifyTo(&err)
+	if err := CheckTaskTimes(taskStartedAt, tasks); err != nil {
+		return fmt.Errorf("store: set task progress %q: %w", id, s.refuse(ctx, seq, err))
 	}
 	col, err := encodeTasks(tasks)
 	if err != nil {
 		return fmt.Errorf("store: set task progress %q: %w", id, err)
 	}
-	return s.update(ctx, "set task progress", id, []State{StateQueued, StateRunning},
+	return s.update(ctx, seq, "set task progress", id, []State{StateQueued, StateRunning},
 		`task = ?, task_total = ?, task_title = ?, subtask_percent = ?, subtask_title = ?, task_started_ns = ?, tasks = ?`,
 		p.Task, p.TaskTotal, p.TaskTitle, p.SubtaskPercent, p.SubtaskTitle, toTaskNanos(taskStartedAt), col)
 }
