@@ -35,10 +35,6 @@ var (
 	ErrUnknownHost = errors.New("the fleet has no host of that name (GET /fleet/v1/machines lists them)")
 )
 
-// endedLost is how a run ends whose host stopped while it ran: it is not
-// run again elsewhere, as a script is not assumed idempotent.
-const endedLost = store.Ended("lost")
-
 // shared is the queue as a SharedQueue, nil on a single host.
 func (m *Manager) shared() SharedQueue {
 	if m.cfg.Fleet == nil {
@@ -190,7 +186,7 @@ func (m *Manager) HostDown(ctx context.Context, host string) {
 		if r.State != store.StateRunning || r.Host != host {
 			continue
 		}
-		o := store.Outcome{Ended: endedLost, EndedAt: time.Now()}
+		o := store.Outcome{Ended: store.EndedLost, EndedAt: time.Now()}
 		err := m.markLost(ctx, r.ID, o)
 		switch {
 		case errors.Is(err, store.ErrWrongState):
@@ -201,7 +197,7 @@ func (m *Manager) HostDown(ctx context.Context, host string) {
 		}
 		m.log.Warn().Str("run", r.ID).Str("script", r.Script).Str("host", host).Msg("fleet: run lost with its host: not run again")
 		m.cfg.Metrics.EndedUnstarted(metrics.Detached, r.Script, metrics.Lost)
-		m.publish(feed.Event{Run: r.ID, Name: r.Script, State: "done", Ended: string(endedLost)})
+		m.publish(feed.Event{Run: r.ID, Name: r.Script, State: "done", Ended: string(store.EndedLost)})
 	}
 }
 
@@ -232,7 +228,7 @@ func (m *Manager) lostNow(r *store.Run) {
 	if m.cfg.Fleet == nil || r.State != store.StateRunning || r.Host == "" || r.Host == m.cfg.Fleet.Host() || m.cfg.Fleet.Up(r.Host) {
 		return
 	}
-	r.State, r.Ended = store.StateDone, endedLost
+	r.State, r.Ended = store.StateDone, store.EndedLost
 	if r.EndedAt.IsZero() {
 		r.EndedAt = time.Now()
 	}

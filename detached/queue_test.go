@@ -110,6 +110,8 @@ func (r *queueModel) AddFront(script, id string, at time.Time) {
 	r.runs = append([]queueModelRun{{script, id, at}}, r.runs...)
 }
 
+func (r *queueModel) Done(string) {}
+
 func (r *queueModel) Remove(id string) bool {
 	for i, x := range r.runs {
 		if x.id == id {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rexec/rexec/fleet"
 	"github.com/rexec/rexec/fleet/jsfeed"
+	"github.com/rexec/rexec/fleet/jshistory"
 	"github.com/rexec/rexec/fleet/jsoutput"
 	"github.com/rexec/rexec/store"
 )
@@ -72,16 +73,29 @@ func (n *Node) fleetAddress() string {
 	return n.URL()
 }
 
-// openFleetOutputs opens the fleet's output store on the history h.
-func (n *Node) openFleetOutputs(h store.History) (*jsoutput.Outputs, error) {
-	out, err := jsoutput.Open(context.Background(), jsoutput.Options{
+// openFleetRuns opens the fleet's history, with st as this host's copy,
+// and its output store. Each needs the other: the history records output
+// sizes and deletes outputs, the outputs ask the history whether a run
+// exists and is done.
+func (n *Node) openFleetRuns(st *store.Store) (store.History, store.Outputs, error) {
+	var out *jsoutput.Outputs // set below, before anything is read or written
+	h, err := jshistory.Open(context.Background(), jshistory.Options{
+		JS: n.Fleet.JS(), Names: n.Fleet.Names(), Replicas: n.Fleet.Replicas(), Host: n.Fleet.Host(), Local: st, Logger: n.log,
+		DeleteOutput: func(ctx context.Context, id string) error { return out.Delete(ctx, id) },
+		OutputSize:   func(ctx context.Context, id string) (int64, error) { return out.Size(ctx, id) },
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("fleet: the history: %w", err)
+	}
+	n.fleetHistory = h
+	out, err = jsoutput.Open(context.Background(), jsoutput.Options{
 		JS: n.Fleet.JS(), Names: n.Fleet.Names(), Replicas: n.Fleet.Replicas(), History: h,
 		MaxOutput: n.cfg.Store.MaxOutput, MaxAge: n.cfg.Detached.Retain, Logger: n.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fleet: %w", err)
+		return nil, nil, fmt.Errorf("fleet: the outputs: %w", err)
 	}
-	return out, nil
+	return h, out, nil
 }
 
 // openFleetFeed opens the fleet's event feed: one for every host, whose

@@ -27,6 +27,7 @@ import (
 	"github.com/rexec/rexec/detached"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/fleet"
+	"github.com/rexec/rexec/fleet/jshistory"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/metrics"
@@ -102,6 +103,8 @@ type Node struct {
 	Fleet   *fleet.Fleet     // the fleet this host belongs to; nil on a single host
 
 	limits *launch.Policy // the rule on runs' limits, with the tree
+
+	fleetHistory *jshistory.History // the fleet's history, over Store; nil on a single host
 
 	pluginSet atomic.Pointer[plugin.Set] // the plugins in force
 
@@ -254,9 +257,10 @@ func (n *Node) openDetached() error {
 		n.log.Warn().Int("guest_keys", c).Msg("guest keys made without an admin token (by an older rexec, by anyone) no longer work: " +
 			"list them with /scripts/v1/guest/list and delete them")
 	}
+	var history store.History = st
 	var outputs store.Outputs = st
 	if n.Fleet != nil {
-		if outputs, err = n.openFleetOutputs(st); err != nil {
+		if history, outputs, err = n.openFleetRuns(st); err != nil {
 			return err
 		}
 		if n.Events, err = n.openFleetFeed(); err != nil {
@@ -267,7 +271,7 @@ func (n *Node) openDetached() error {
 	}
 	dc := n.cfg.Detached
 	dc.History, dc.Outputs, dc.Broker, dc.Scripts, dc.Env, dc.Events, dc.Logger, dc.Metrics, dc.Limits =
-		st, outputs, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log, n.Metrics.Runs, n.limits
+		history, outputs, n.Broker, n.Scripts.Load, n.cfg.Env, n.Events, n.log, n.Metrics.Runs, n.limits
 	if dc.StatusDir != "" {
 		dc.StatusJSON = webapi.StatusJSON // the status API's shape
 	}
@@ -449,6 +453,11 @@ func (n *Node) close(ctx context.Context) error {
 	errs = append(errs, <-runsClosed)
 	if n.Events != nil {
 		n.Events.Close()
+	}
+	if n.fleetHistory != nil {
+		if err := n.fleetHistory.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if n.Store != nil {
 		if err := n.Store.Close(); err != nil {

@@ -1,10 +1,10 @@
 package webapi
 
 import (
-	"time"
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/creachadair/jrpc2"
 

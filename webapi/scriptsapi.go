@@ -281,6 +281,9 @@ func statusObject(run store.Run, position int, waiting string, seed bool) map[st
 		st["position"] = position
 		st["waiting"] = waiting
 	}
+	if run.Host != "" {
+		st["host"] = run.Host
+	}
 	if run.OutputTruncated != "" {
 		st["output_truncated"] = run.OutputTruncated
 	}

@@ -176,9 +176,9 @@ type Server struct {
 	// started is when the server was made: a single host's start in the
 	// list of machines.
 	started time.Time
-	log    zerolog.Logger
-	http   *http.Server
-	ln     net.Listener
+	log     zerolog.Logger
+	http    *http.Server
+	ln      net.Listener
 
 	// baseCtx is the parent of every request's context; it is cancelled
 	// only when a shutdown runs out of time.

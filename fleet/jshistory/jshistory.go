@@ -211,15 +211,8 @@ func (h *History) createStream(ctx context.Context) (jetstream.Stream, error) {
 		// that have not applied them (ErrGap): allowed.
 		DenyDelete: true,
 	}
-	var s jetstream.Stream
-	var err error
-	for range 3 {
-		// Hosts starting together race to create it; the loser updates.
-		s, err = h.o.JS.CreateOrUpdateStream(ctx, cfg)
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			break
-		}
-	}
+	// Hosts starting together race to create it (fleet.EnsureStream).
+	s, err := fleet.EnsureStream(ctx, h.o.JS, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("jshistory: creating the stream %s: %w", h.stream, err)
 	}

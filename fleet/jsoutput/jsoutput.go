@@ -273,10 +273,12 @@ func (o *Outputs) flushLocal(id string) {
 // Size is the size of run id's output as the stream has it, after this
 // process's writers of the run flushed: what a history shared by the
 // fleet records as the run's OutputSize (store.Store reads the size of
-// its own files, which this package does not write).
+// its own files, which this package does not write). It does not ask the
+// history whether the run exists: the history is who calls it.
 func (o *Outputs) Size(ctx context.Context, id string) (int64, error) {
-	if _, err := o.run(ctx, "size", id); err != nil {
-		return 0, err
+	// The history asks, for runs it has: asking it back would loop.
+	if !store.ValidID(id) {
+		return 0, fmt.Errorf("jsoutput: size of %q: %w", id, store.ErrNotFound)
 	}
 	o.flushLocal(id)
 	last, err := o.last(ctx, o.subject(id))
