@@ -83,8 +83,11 @@ const (
 // Queue is one host's view of the fleet's queue. It is safe for
 // concurrent use.
 type Queue struct {
-	o       Options
-	log     zerolog.Logger
+	o   Options
+	log zerolog.Logger
+	// keepLog logs the failures to keep a token: at most one line a
+	// while, as it fails every AckWait/5 while NATS is away.
+	keepLog zerolog.Logger
 	subject string // of the QUEUE stream's ops
 	// self names this opening of the queue in the ops it publishes.
 	self   string
@@ -168,6 +171,7 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		catchUp:  info.State.LastSeq,
 		caughtUp: make(chan struct{}),
 	}
+	q.keepLog = q.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second})
 	q.slots.init(q, slotStream)
 	if q.catchUp == 0 {
 		close(q.caughtUp)

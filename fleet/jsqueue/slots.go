@@ -94,7 +94,13 @@ func (s *slots) consumer(ctx context.Context, script string, n int) (jetstream.C
 }
 
 // acquire returns a token of script's -s of n, or nil when n are held
-// across the fleet.
+// across the fleet. It fetches first: a token in the stream, or one whose
+// holder went silent for AckWait, comes at once. When none came and fewer
+// than n are held, it adds one and fetches again. The token it adds is
+// named (Nats-Msg-Id) by the consumer's state it saw, so that hosts that
+// saw the same state at once add one token between them: a token beyond n
+// in the stream makes every no-wait fetch wait a second (the server holds
+// the request for room, see TestMaxAckPending) while n are held.
 func (s *slots) acquire(script string, n int) (jetstream.Msg, error) {
 	ctx, cancel := context.WithTimeout(s.q.ctx, opWait)
 	defer cancel()
@@ -112,8 +118,11 @@ func (s *slots) acquire(script string, n int) (jetstream.Msg, error) {
 	if info.NumAckPending >= n {
 		return nil, nil
 	}
-	if _, err := s.q.o.JS.Publish(ctx, s.subject(script), []byte(s.q.o.Host)); err != nil {
-		return nil, fmt.Errorf("adding a token: %w", err)
+	if info.NumPending == 0 {
+		id := fmt.Sprintf("%s-%d-%d", fleet.Token(script), info.Delivered.Consumer, info.NumAckPending)
+		if _, err := s.q.o.JS.Publish(ctx, s.subject(script), []byte(s.q.o.Host), jetstream.WithMsgID(id)); err != nil {
+			return nil, fmt.Errorf("adding a token: %w", err)
+		}
 	}
 	return fetch(c)
 }
@@ -213,7 +222,7 @@ func (q *Queue) keep() {
 		}
 		for _, m := range q.slots.held() {
 			if err := m.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-				q.log.Warn().Err(err).Msg("keeping a slot: it is freed after AckWait if this goes on")
+				q.keepLog.Warn().Err(err).Msg("keeping a slot: it is freed after AckWait if this goes on")
 			}
 		}
 		if q.slots.starved.Swap(false) {
