@@ -66,18 +66,25 @@ type Options struct {
 const DefaultAckWait = 5 * time.Second
 
 const (
-	// opWait bounds each wait on the server: a publish and the apply of
-	// its op, a token's fetch.
+	// duplicates is the QUEUE stream's Duplicates window.
+	duplicates = 2 * time.Minute
+	// stopWait bounds each step of Close that waits on the server.
+	stopWait = 2 * time.Second
+)
+
+// Bounds of the waits, variables for the tests alone.
+var (
+	// opWait bounds each request to the server: a publish, a token's
+	// fetch.
 	opWait = 10 * time.Second
+	// applyWait bounds the wait for this host to apply an op it
+	// published.
+	applyWait = 10 * time.Second
 	// retryFor is how long Add and AddFront try to publish their op
 	// before they give up on it (logged as an error). It is shorter than
 	// the stream's Duplicates window, within which a retried op that was
 	// stored after all is dropped by its Nats-Msg-Id.
 	retryFor = 30 * time.Second
-	// duplicates is the QUEUE stream's Duplicates window.
-	duplicates = 2 * time.Minute
-	// stopWait bounds each step of Close that waits on the server.
-	stopWait = 2 * time.Second
 )
 
 // Queue is one host's view of the fleet's queue. It is safe for
@@ -254,7 +261,7 @@ func (q *Queue) AddFront(script, id string, notBefore time.Time) {
 func (q *Queue) change(o op) {
 	if _, err := q.do(o, true); err != nil {
 		q.log.Error().Err(err).Str("op", o.Kind).Str("run", o.ID).Str("script", o.Script).
-			Msg("a change of the queue may be lost: the run may be in no host's queue")
+			Msg("a change of the queue was not confirmed: it is applied when NATS stores it, if it does; else the run is in no host's queue")
 	}
 }
 
@@ -290,6 +297,9 @@ func (q *Queue) Ready(script string, now time.Time) (string, bool) {
 	if !look.ok {
 		q.warnScan(script, look)
 		return "", false
+	}
+	if !q.o.JS.Conn().IsConnected() {
+		return "", false // at once: the manager's loop waits for Ready
 	}
 	var token jetstream.Msg
 	if n := q.o.Limit(script); n > 0 {
@@ -369,8 +379,13 @@ func (q *Queue) signal() {
 	}
 }
 
-// errClosed: the queue was closed while a call waited.
-var errClosed = errors.New("jsqueue: the queue is closed")
+var (
+	// errClosed: the queue was closed while a call waited.
+	errClosed = errors.New("jsqueue: the queue is closed")
+	// errNotConnected: a Ready or a Remove while the connection to NATS
+	// is down, which fail at once rather than hold the manager's loop.
+	errNotConnected = errors.New("jsqueue: not connected to NATS")
+)
 
 // do publishes o and waits until this host has applied it, and returns
 // the apply's result. With retry, a publish that fails is tried again
@@ -400,7 +415,7 @@ func (q *Queue) do(o op, retry bool) (result, error) {
 		// the applier (see receive).
 		return result{}, err
 	}
-	t := time.NewTimer(opWait)
+	t := time.NewTimer(applyWait)
 	defer t.Stop()
 	select {
 	case r := <-ch:
@@ -420,15 +435,26 @@ func (q *Queue) do(o op, retry bool) (result, error) {
 	if q.ctx.Err() != nil {
 		return result{}, errClosed
 	}
-	return result{}, fmt.Errorf("jsqueue: the op was stored but not read back within %s", opWait)
+	return result{}, fmt.Errorf("jsqueue: the op was stored but not read back within %s", applyWait)
 }
 
 // publish sends an op, once or, with retry, for retryFor with a backoff.
+// Each attempt waits opWait at most, and no longer than retryFor in all.
+// While the connection is down, nats.go keeps what is published in its
+// reconnect buffer and sends it once connected again: an op given up on
+// may still be stored and applied then (once, by its Nats-Msg-Id).
 func (q *Queue) publish(nonce string, data []byte, retry bool) error {
 	deadline := time.Now().Add(retryFor)
 	backoff := 100 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(q.ctx, opWait)
+		if !retry && !q.o.JS.Conn().IsConnected() {
+			return errNotConnected
+		}
+		wait := opWait
+		if retry {
+			wait = min(wait, time.Until(deadline))
+		}
+		ctx, cancel := context.WithTimeout(q.ctx, wait)
 		_, err := q.o.JS.Publish(ctx, q.subject, data, jetstream.WithMsgID(nonce))
 		cancel()
 		if err == nil {
