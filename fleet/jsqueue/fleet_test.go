@@ -557,3 +557,75 @@ func TestChangedWhenSlotFrees(t *testing.T) {
 		t.Errorf("b took %q, %v", id, ok)
 	}
 }
+
+// TestSlotsGivenBack: AddFront and Close give back the slots of a -s at
+// once, not after AckWait; a script whose name is no subject token has its
+// slots too.
+func TestSlotsGivenBack(t *testing.T) {
+	const script = "my script/v1.*"
+	hs := openHosts(t, jsqueue.Options{Limit: func(string) int { return 1 }, AckWait: 10 * time.Second}, "a", "b")
+	a, b := hs[0].q, hs[1].q
+	a.Add(script, "1", time.Time{})
+	a.Add(script, "2", time.Time{})
+	id, ok := a.Ready(script, time.Now())
+	if !ok || id != "1" {
+		t.Fatalf("a took %q, %v", id, ok)
+	}
+	if id, ok := b.Ready(script, time.Now()); ok {
+		t.Fatalf("b took %s beyond -s 1", id)
+	}
+	a.AddFront(script, id, time.Time{})
+	if id, ok := b.Ready(script, time.Now()); !ok || id != "1" {
+		t.Fatalf("after a put it back, b took %q, %v", id, ok)
+	}
+	b.Close()
+	if id, ok := a.Ready(script, time.Now()); !ok || id != "2" {
+		t.Fatalf("after b closed, a took %q, %v", id, ok)
+	}
+	a.Done("2")
+}
+
+// BenchmarkTake measures Add and Ready on one server, three hosts, the
+// queue holding b.N runs: a take is a look at the replica, a publish, and
+// the wait for its apply.
+func BenchmarkTake(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		limit   int
+		waiting int // runs waiting for their time ahead of the others
+	}{{"plain", 0, 0}, {"limit", 1000000, 0}, {"1000-waiting-ahead", 0, 1000}} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := testnats.Start(b)
+			names, _ := fleet.NewNames(fmt.Sprintf("b%d", fleets.Add(1)))
+			var qs []*jsqueue.Queue
+			for _, h := range []string{"a", "b", "c"} {
+				_, js := testnats.Connect(b, srv)
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				q, err := jsqueue.Open(ctx, jsqueue.Options{JS: js, Names: names, Host: h, Limit: func(string) int { return bc.limit }})
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(q.Close)
+				qs = append(qs, q)
+			}
+			for i := range bc.waiting {
+				qs[0].Add("s", fmt.Sprint("w", i), time.Now().Add(time.Hour))
+			}
+			start := time.Now()
+			for i := range b.N {
+				qs[i%3].Add("s", fmt.Sprint(i), time.Time{})
+			}
+			perAdd := float64(time.Since(start).Microseconds()) / float64(b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				id, ok := qs[i%3].Ready("s", time.Now())
+				if !ok {
+					b.Fatalf("take %d: none", i)
+				}
+				qs[i%3].Done(id)
+			}
+			b.ReportMetric(perAdd, "µs/add")
+		})
+	}
+}
