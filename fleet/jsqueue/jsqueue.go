@@ -70,13 +70,23 @@ const (
 	duplicates = 2 * time.Minute
 	// stopWait bounds each step of Close that waits on the server.
 	stopWait = 2 * time.Second
+	// readExpiry and readHeartbeat are the ordered consumer's pull
+	// requests' life and idle heartbeat. The consumer is a replica of
+	// one, on one server: when that server dies, the client remakes it
+	// on another after two heartbeats missed. With nats.go's default
+	// for ordered consumers (5s) a host's replica, and so its Ready,
+	// stood still for 10s when another host died (TestHostDiesCluster).
+	readExpiry    = 5 * time.Second
+	readHeartbeat = time.Second
 )
 
 // Bounds of the waits, variables for the tests alone.
 var (
-	// opWait bounds each request to the server: a publish, a token's
-	// fetch.
-	opWait = 10 * time.Second
+	// opWait bounds each request to the server: a publish, a question
+	// about a token's consumer. A request that the leader of a stream
+	// that died took with it gets no answer: Ready says not ready after
+	// opWait (and is called again), Add tries again.
+	opWait = 2 * time.Second
 	// applyWait bounds the wait for this host to apply an op it
 	// published.
 	applyWait = 10 * time.Second
@@ -189,7 +199,8 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err == nil {
-		q.cc, err = q.cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError))
+		q.cc, err = q.cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError),
+			jetstream.PullExpiry(readExpiry), jetstream.PullHeartbeat(readHeartbeat))
 	}
 	if err != nil {
 		q.cancel()
@@ -538,6 +549,10 @@ func (q *Queue) orphan(o op, r result) {
 // connection.
 func (q *Queue) consumeError(_ jetstream.ConsumeContext, err error) {
 	if q.closed.Load() {
+		return
+	}
+	if errors.Is(err, jetstream.ErrConnectionClosed) {
+		q.log.Error().Err(err).Msg("the NATS connection is closed: this host's replica of the queue is no longer kept")
 		return
 	}
 	q.log.Warn().Err(err).Msg("reading the queue's ops; the consumer resumes from the last op read")

@@ -3,12 +3,10 @@ package jsqueue_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -56,28 +54,6 @@ func mustOpen(t *testing.T, o jsqueue.Options) *jsqueue.Queue {
 	return q
 }
 
-// hosts opens a queue of one fleet for each name, each on a connection of
-// its own to srv. A name may carry labels after a colon: "g:gpu,ssd".
-func hosts(t *testing.T, srv *server.Server, o jsqueue.Options, names ...string) []*jsqueue.Queue {
-	t.Helper()
-	if o.Names.Fleet() == "" {
-		o.Names = newNames(t)
-	}
-	var qs []*jsqueue.Queue
-	for _, n := range names {
-		_, js := testnats.Connect(t, srv)
-		o := o
-		o.JS = js
-		host, labels, ok := strings.Cut(n, ":")
-		o.Host = host
-		if ok {
-			o.Labels = strings.Split(labels, ",")
-		}
-		qs = append(qs, mustOpen(t, o))
-	}
-	return qs
-}
-
 func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -104,7 +80,7 @@ func TestQueue(t *testing.T) {
 func TestOpenReadsTheLog(t *testing.T) {
 	srv := testnats.Start(t)
 	o := jsqueue.Options{Names: newNames(t)}
-	a := hosts(t, srv, o, "a")[0]
+	a := openHosts(t, srv, o, "a")[0].q
 	for i := range 50 {
 		a.Add("s", fmt.Sprint(i), time.Time{})
 	}
@@ -114,7 +90,7 @@ func TestOpenReadsTheLog(t *testing.T) {
 		t.Fatalf("Ready = %q, %v", id, ok)
 	}
 	a.Done("first")
-	b := hosts(t, srv, o, "b")[0]
+	b := openHosts(t, srv, o, "b")[0].q
 	if got, want := b.Len("s"), 49; got != want {
 		t.Fatalf("Len on a host that opened later = %d, want %d", got, want)
 	}

@@ -137,7 +137,7 @@ func TestServerAway(t *testing.T) {
 // its run back at the front: no run is ever lost between the log and a
 // Ready that gave up.
 func TestTakeForNobody(t *testing.T) {
-	hs := openHosts(t, jsqueue.Options{}, "a", "b")
+	hs := openHosts(t, nil, jsqueue.Options{}, "a", "b")
 	a, b := hs[0].q, hs[1].q
 	const n = 20
 	for i := range n {
