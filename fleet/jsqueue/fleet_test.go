@@ -46,7 +46,7 @@ func openHosts(t *testing.T, srv *server.Server, o jsqueue.Options, names ...str
 	for _, n := range names {
 		nc, js := testnats.Connect(t, srv)
 		o := o
-		o.JS = js
+		o.JS, o.Logger = js, logger(t)
 		name, labels, ok := strings.Cut(n, ":")
 		o.Host = name
 		if ok {

@@ -174,8 +174,8 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("jsqueue: creating or updating the stream %s: %w", slotStream, err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
+	var info *jetstream.StreamInfo
+	if err := settling(ctx, func() (err error) { info, err = stream.Info(ctx); return err }); err != nil {
 		return nil, fmt.Errorf("jsqueue: reading %s: %w", name, err)
 	}
 	q := &Queue{
@@ -194,14 +194,22 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		close(q.caughtUp)
 	}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
-	q.cons, err = o.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err == nil {
-		q.cc, err = q.cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError),
+	err = settling(ctx, func() error {
+		cons, err := o.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{subject},
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return err
+		}
+		cc, err := cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError),
 			jetstream.PullExpiry(readExpiry), jetstream.PullHeartbeat(readHeartbeat))
-	}
+		if err != nil {
+			return err
+		}
+		q.cons, q.cc = cons, cc
+		return nil
+	})
 	if err != nil {
 		q.cancel()
 		return nil, fmt.Errorf("jsqueue: reading %s: %w", name, err)
@@ -216,6 +224,24 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	go q.keep()
 	q.log.Debug().Uint64("ops", info.State.LastSeq).Msg("queue open")
 	return q, nil
+}
+
+// settling calls f until it succeeds, or fails otherwise than a stream
+// just made does for a moment in a cluster (not found yet, JetStream
+// unavailable while its group forms), or ctx ends.
+func settling(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		var apiErr *jetstream.APIError
+		if err == nil || !(errors.Is(err, jetstream.ErrStreamNotFound) || errors.As(err, &apiErr) && apiErr.Code == 503) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // fill checks o and fills in its defaults.
@@ -506,8 +532,15 @@ func (q *Queue) receive(m jetstream.Msg) {
 	}
 	q.applied = seq
 	r := q.rep.apply(o)
+	// The result goes to its waiter under the mutex (the channel has
+	// room for it): a waiter that gives up takes itself out under the
+	// mutex, then looks at its channel once more, so a result is either
+	// seen there or found to have no waiter.
 	ch := q.waiters[o.Nonce]
 	delete(q.waiters, o.Nonce)
+	if ch != nil {
+		ch <- r
+	}
 	if q.catchUp > 0 && seq >= q.catchUp {
 		close(q.caughtUp)
 		q.catchUp = 0
@@ -515,7 +548,6 @@ func (q *Queue) receive(m jetstream.Msg) {
 	q.mu.Unlock()
 	switch {
 	case ch != nil:
-		ch <- r
 	case o.From == q.self && o.Kind == opTake && r.ok:
 		q.orphan(o, r)
 	case o.From != q.self && (o.Kind == opAdd || o.Kind == opFront) && q.may(o.Target):

@@ -38,12 +38,10 @@ func logger(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 }
 
-// mustOpen opens a queue, closed at the end of the test.
+// mustOpen opens a queue, closed at the end of the test. o.Logger is the
+// caller's: logger(t) writes to the test's log.
 func mustOpen(t *testing.T, o jsqueue.Options) *jsqueue.Queue {
 	t.Helper()
-	if o.Logger.GetLevel() == zerolog.TraceLevel { // the zero Logger
-		o.Logger = logger(t)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	q, err := jsqueue.Open(ctx, o)
@@ -71,7 +69,7 @@ func TestQueue(t *testing.T) {
 	srv := testnats.Start(t)
 	_, js := testnats.Connect(t, srv)
 	queuetest.TestQueue(t, func() detached.Queue {
-		return mustOpen(t, jsqueue.Options{JS: js, Names: newNames(t), Host: "h"})
+		return mustOpen(t, jsqueue.Options{JS: js, Names: newNames(t), Host: "h", Logger: logger(t)})
 	})
 }
 
