@@ -102,10 +102,11 @@ var (
 type Queue struct {
 	o   Options
 	log zerolog.Logger
-	// keepLog logs the failures to keep a token: at most one line a
-	// while, as it fails every AckWait/5 while NATS is away.
-	keepLog zerolog.Logger
-	subject string // of the QUEUE stream's ops
+	// quietLog logs what would repeat at every tick (a token not kept
+	// while NATS is away, a queue too long to scan): at most one line a
+	// while.
+	quietLog zerolog.Logger
+	subject  string // of the QUEUE stream's ops
 	// self names this opening of the queue in the ops it publishes.
 	self   string
 	nonces atomic.Uint64
@@ -188,7 +189,7 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		catchUp:  info.State.LastSeq,
 		caughtUp: make(chan struct{}),
 	}
-	q.keepLog = q.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second})
+	q.quietLog = q.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second})
 	q.slots.init(q, slotStream)
 	if q.catchUp == 0 {
 		close(q.caughtUp)
@@ -365,7 +366,7 @@ func (q *Queue) Ready(script string, now time.Time) (string, bool) {
 
 func (q *Queue) warnScan(script string, r result) {
 	if r.scanned >= maxScan {
-		q.log.Warn().Str("script", script).Int("scanned", r.scanned).
+		q.quietLog.Warn().Str("script", script).Int("scanned", r.scanned).
 			Msg("the script's queue starts with too many runs waiting for their time or for other hosts: this host looks no further")
 	}
 }
@@ -529,6 +530,12 @@ func (q *Queue) receive(m jetstream.Msg) {
 	if seq <= q.applied {
 		q.mu.Unlock()
 		return
+	}
+	if seq > q.applied+1 {
+		// The ordered consumer delivers every op once, in order: a gap
+		// is ops deleted from the stream, and this host's replica is no
+		// longer the others'.
+		q.log.Error().Uint64("from", q.applied+1).Uint64("to", seq-1).Msg("ops of the queue missing from the stream: this host's replica may differ from the others'")
 	}
 	q.applied = seq
 	r := q.rep.apply(o)

@@ -207,7 +207,7 @@ func (s *slots) ack(token jetstream.Msg) {
 		return
 	}
 	if !s.q.o.JS.Conn().IsConnected() {
-		s.q.keepLog.Warn().Msg("giving back a slot without NATS: it is freed after AckWait")
+		s.q.quietLog.Warn().Msg("giving back a slot without NATS: it is freed after AckWait")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opWait)
@@ -245,7 +245,7 @@ func (q *Queue) keep() {
 		}
 		for _, m := range q.slots.held() {
 			if err := m.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-				q.keepLog.Warn().Err(err).Msg("keeping a slot: it is freed after AckWait if this goes on")
+				q.quietLog.Warn().Err(err).Msg("keeping a slot: it is freed after AckWait if this goes on")
 			}
 		}
 		if q.slots.starved.Swap(false) {
