@@ -78,6 +78,8 @@ const (
 	// stood still for 10s when another host died (TestHostDiesCluster).
 	readExpiry    = 5 * time.Second
 	readHeartbeat = time.Second
+	// settleWait bounds Open's wait for a stream just made to answer.
+	settleWait = 30 * time.Second
 )
 
 // Bounds of the waits, variables for the tests alone.
@@ -229,8 +231,11 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 
 // settling calls f until it succeeds, or fails otherwise than a stream
 // just made does for a moment in a cluster (not found yet, JetStream
-// unavailable while its group forms), or ctx ends.
+// unavailable while its group forms), or ctx ends, or settleWait has
+// passed (Open may be given a context without a deadline).
 func settling(ctx context.Context, f func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, settleWait)
+	defer cancel()
 	for {
 		err := f()
 		var apiErr *jetstream.APIError
