@@ -482,6 +482,27 @@ func TestFleetTargetsAndCancel(t *testing.T) {
 			t.Errorf("%s: %d %v, want 400 %s", tc.body, code, v, tc.code)
 		}
 	}
+	// GET /process?fleet=1 on b lists an attached run of c's.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", c.url+"/process", strings.NewReader(`{"alias":"held","cmd":"sleep","args":["30"]}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("an attached run on c: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	_, v := b.call(t, "GET", "/process?fleet=1", "")
+	if runs, _ := v["runs"].([]any); len(runs) != 1 || runs[0].(map[string]any)["host"] != "h2" || runs[0].(map[string]any)["alias"] != "held" {
+		t.Errorf("the fleet's attached runs, from b: %v", v)
+	}
+	if _, v := b.call(t, "GET", "/process", ""); len(v["runs"].([]any)) != 0 {
+		t.Errorf("b's own attached runs: %v", v)
+	}
+	if code, v := b.call(t, "GET", "/process?fleet=maybe", ""); code != 400 {
+		t.Errorf("?fleet=maybe: %d %v", code, v)
+	}
+	cancel()
+
 	// Pinned to c, submitted on a: runs on c; cancelled from b.
 	id := a.submit(t, `{"name":"long","host":"h2"}`)
 	waitUntil(t, 10*time.Second, "the pinned run running", func() bool { return b.status(t, id)["state"] == "running" })

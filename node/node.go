@@ -179,6 +179,10 @@ func (n *Node) Open() (err error) {
 	}
 	if n.Fleet != nil {
 		n.Fleet.SetAddress(n.fleetAddress())
+		// GET /process?fleet=1 on another host asks this one.
+		if err := n.Fleet.Answer(webapi.TopicAttached, func([]byte) []byte { return n.Web.AttachedRuns() }); err != nil {
+			return fmt.Errorf("fleet: %w", err)
+		}
 	}
 	return n.watchMetrics()
 }
