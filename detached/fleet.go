@@ -177,6 +177,12 @@ func (m *Manager) HostDown(ctx context.Context, host string) {
 	if m.cfg.Fleet == nil || host == m.cfg.Fleet.Host() {
 		return
 	}
+	m.mu.Lock()
+	closed := m.closed // this host is stopping: the others mark what is lost
+	m.mu.Unlock()
+	if closed {
+		return
+	}
 	runs, err := m.cfg.History.ListActive(ctx)
 	if err != nil {
 		m.log.Error().Err(err).Str("host", host).Msg("fleet: listing the runs of a host that is down")

@@ -40,10 +40,12 @@ type Outputs interface {
 	DeleteStdin(id string) error
 }
 
-// OutputWriter appends to one run's output. Write never blocks or fails
-// the process that produces the output: past the store's cap, or after a
-// failed write, the rest is dropped behind a marker line, and
-// TruncatedReason says why. It is safe for concurrent use.
+// OutputWriter appends to one run's output. Write never fails the process
+// that produces the output, and blocks it no longer than a bounded time (a
+// file's write; the fleet's stream while it is behind by its writer's
+// buffer): past the store's cap, or after a failed write, the rest is
+// dropped behind a marker line, and TruncatedReason says why. It is safe
+// for concurrent use.
 type OutputWriter interface {
 	io.WriteCloser
 	// Size is the size of the output so far, marker included.

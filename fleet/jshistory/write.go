@@ -167,7 +167,11 @@ func (h *History) MarkDone(ctx context.Context, id string, o store.Outcome) erro
 	}
 	size, err := h.outputSize(ctx, id)
 	if err != nil {
-		return fmt.Errorf("jshistory: mark done %q: output size: %w", id, err)
+		// The end is recorded all the same: a run lost with its host, whose
+		// output stream is electing a leader, must not stay running for
+		// want of its size. Its output stays readable in full.
+		h.log.Warn().Err(err).Str("run", id).Msg("the output size of an ended run is unknown: recorded as 0")
+		size = 0
 	}
 	return h.write(ctx, &op{Kind: opDone, Run: id, At: o.EndedAt, ExitCode: o.ExitCode, Signal: o.Signal, Ended: o.Ended,
 		OutputTruncated: o.OutputTruncated, Usage: o.Usage, OutputSize: size})

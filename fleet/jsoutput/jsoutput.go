@@ -67,9 +67,11 @@ type timeouts struct {
 	close   time.Duration // a writer's Close: flushing what is buffered, and the end message
 	sync    time.Duration // a reader waiting for this process's writers to flush
 	op      time.Duration // one request of a reader (a message, the last of a subject, the history)
+	stall   time.Duration // a Write waiting for room in its writer's bound
 }
 
-var defaultTimeouts = timeouts{publish: 5 * time.Second, close: 10 * time.Second, sync: 5 * time.Second, op: 5 * time.Second}
+var defaultTimeouts = timeouts{publish: 5 * time.Second, close: 10 * time.Second, sync: 5 * time.Second, op: 5 * time.Second,
+	stall: 10 * time.Second}
 
 // Options configure Open. Zero values take the defaults.
 type Options struct {

@@ -92,9 +92,11 @@ func (o *Outputs) OpenOutput(id string) (store.OutputWriter, error) {
 	return w, nil
 }
 
-// Write implements io.Writer. It never waits for the stream. Once the
-// output is cut it returns len(p), nil without writing; it fails only
-// after Close (os.ErrClosed).
+// Write implements io.Writer. It waits for the stream only while the
+// bytes the stream has not acknowledged fill the writer's bound (Options.
+// Buffer), and at most timeouts.stall: past that it cuts the output rather
+// than hold the run longer. Once the output is cut it returns len(p), nil
+// without writing; it fails only after Close (os.ErrClosed).
 func (w *writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -108,9 +110,31 @@ func (w *writer) Write(p []byte) (int, error) {
 	if room := w.max - w.size; int64(len(p)) > room {
 		take, marker = p[:max(room, 0)], store.TruncationMarker(w.max)
 	}
-	// The bound counts output: a marker line always fits.
-	if waiting := w.size - w.stored; waiting+int64(len(take)) > w.bound {
-		w.overflow(waiting)
+	// The bound counts output: a marker line always fits. Past it, Write
+	// waits for the stream (the run's pipe fills, and the run waits, as on
+	// a slow disk) while the publishes go on; a stream that stops taking
+	// them fails a publish within its own bound, which cuts the output.
+	for deadline := time.Now().Add(w.o.t.stall); ; {
+		waiting := w.size - w.stored
+		if waiting == 0 || waiting+int64(len(take)) <= w.bound || w.failed || w.closed {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.overflow(waiting)
+			return len(p), nil
+		}
+		ch := w.progress
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-time.After(time.Until(deadline)):
+		}
+		w.mu.Lock()
+	}
+	if w.closed {
+		return 0, fmt.Errorf("jsoutput: output %q: %w", w.id, os.ErrClosed)
+	}
+	if w.cut {
 		return len(p), nil
 	}
 	w.buf = append(w.buf, take...)

@@ -16,7 +16,8 @@
 // A script with a -s (Options.Limit) has a durable consumer of its own on
 // the SLOTS stream whose MaxAckPending is the limit: a host holds one of
 // its messages, a token, for each run of the script it runs, keeps it with
-// InProgress, and acks it when the run ends. A host that dies stops
+// InProgress, and gives it back (a nak: the token stays in the stream for
+// the next host) when the run ends. A host that dies stops
 // keeping its tokens: they come back after AckWait, while its runs, taken
 // out of the queue, are never run again.
 package jsqueue
@@ -174,6 +175,12 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
+		// One message per subject: a script's N tokens are the subjects
+		// slots.<script>.1 to .N, so that hosts adding them at once add
+		// each once, and there are never more than N.
+		MaxMsgsPerSubject:    1,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
 	}); err != nil {
 		return nil, fmt.Errorf("jsqueue: creating or updating the stream %s: %w", slotStream, err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,14 +20,15 @@ import (
 // holds them, and the runs this host took and has not given back (Done,
 // AddFront).
 //
-// Each script with a limit has a subject slots.<Token(script)> of the
-// SLOTS stream (work-queue retention) and one durable pull consumer of it,
-// shared by every host, whose MaxAckPending is the limit: the server
-// delivers at most that many of its messages unacknowledged. A message so
-// delivered is a token, one slot; a host holds it while the run runs,
-// sends InProgress every AckWait/5 (keep), and acks it when the run ends,
-// which deletes it. When no token is left in the stream and fewer than the
-// limit are held, a host that wants one publishes a new one.
+// Each script with a limit N has N tokens, the messages of the subjects
+// slots.<Token(script)>.1 to .N of the SLOTS stream (one message per
+// subject at most), and one durable pull consumer of them, shared by every
+// host, whose MaxAckPending is N: the server delivers at most N of them
+// unacknowledged. A token so delivered is one slot; a host holds it while
+// the run runs, sends InProgress every AckWait/5 (keep), and naks it when
+// the run ends, which hands it to the next fetch at once: a run costs one
+// fetch and one nak, and the tokens are made once (ensureTokens), by
+// whichever host comes first.
 type slots struct {
 	q      *Queue
 	stream string
@@ -58,9 +61,9 @@ func (s *slots) init(q *Queue, stream string) {
 	s.taken = map[string]takenRun{}
 }
 
-// subject is the SLOTS stream's subject of script's tokens.
-func (s *slots) subject(script string) string {
-	return s.q.o.Names.Subject("slots", fleet.Token(script))
+// subject is the SLOTS stream's subject of script's token k ("*": all).
+func (s *slots) subject(script, k string) string {
+	return s.q.o.Names.Subject("slots", fleet.Token(script), k)
 }
 
 // consumerName is the durable name of script's consumer.
@@ -78,7 +81,7 @@ func (s *slots) consumer(ctx context.Context, script string, n int) (jetstream.C
 	c, err := s.q.o.JS.CreateOrUpdateConsumer(ctx, s.stream, jetstream.ConsumerConfig{
 		Durable:       consumerName(script),
 		Description:   "rexec: the slots of the -s of " + script + " across the fleet",
-		FilterSubject: s.subject(script),
+		FilterSubject: s.subject(script, "*"),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.q.o.AckWait,
 		MaxAckPending: n,
@@ -87,20 +90,50 @@ func (s *slots) consumer(ctx context.Context, script string, n int) (jetstream.C
 	if err != nil {
 		return nil, fmt.Errorf("the consumer of the slots of %q: %w", script, err)
 	}
+	if err := s.ensureTokens(ctx, script, n); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	s.consumers[script] = &slotConsumer{c: c, limit: n}
 	s.mu.Unlock()
 	return c, nil
 }
 
+// ensureTokens makes script's tokens 1 to n that the stream does not hold
+// (a token held by a host is in the stream too), and drops those above n
+// (a limit lowered by a reload). Hosts doing it at once make each once:
+// the stream refuses a second message on a token's subject.
+func (s *slots) ensureTokens(ctx context.Context, script string, n int) error {
+	for k := 1; k <= n; k++ {
+		_, err := s.q.o.JS.Publish(ctx, s.subject(script, strconv.Itoa(k)), []byte(s.q.o.Host))
+		if err != nil && !strings.Contains(err.Error(), "maximum messages per subject exceeded") {
+			return fmt.Errorf("making the slots of %q: %w", script, err)
+		}
+	}
+	st, err := s.q.o.JS.Stream(ctx, s.stream)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.subject(script, "*")))
+	if err != nil {
+		return err
+	}
+	for subj := range info.State.Subjects {
+		k, err := strconv.Atoi(subj[strings.LastIndexByte(subj, '.')+1:])
+		if err == nil && k > n {
+			if err := st.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // acquire returns a token of script's -s of n, or nil when n are held
-// across the fleet. It fetches first: a token in the stream, or one whose
-// holder went silent for AckWait, comes at once. When none came and fewer
-// than n are held, it adds one and fetches again. The token it adds is
-// named (Nats-Msg-Id) by the consumer's state it saw, so that hosts that
-// saw the same state at once add one token between them: a token beyond n
-// in the stream makes every no-wait fetch wait a second (the server holds
-// the request for room, see TestMaxAckPending) while n are held.
+// across the fleet: one fetch that does not wait. A token given back a
+// moment ago by a nak, or whose holder went silent for AckWait, comes at
+// once. When the stream has lost tokens (an ack of an older rexec, a
+// purge), they are made again.
 func (s *slots) acquire(script string, n int) (jetstream.Msg, error) {
 	ctx, cancel := context.WithTimeout(s.q.ctx, opWait)
 	defer cancel()
@@ -108,35 +141,37 @@ func (s *slots) acquire(script string, n int) (jetstream.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m, err := fetch(c); m != nil || err != nil {
-		return m, err
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if info.NumAckPending >= n {
-		return nil, nil
-	}
-
-	if info.NumPending == 0 {
-		id := fmt.Sprintf("%s-%d-%d", fleet.Token(script), info.Delivered.Consumer, info.NumAckPending)
-		if _, err := s.q.o.JS.Publish(ctx, s.subject(script), []byte(s.q.o.Host), jetstream.WithMsgID(id)); err != nil {
-			return nil, fmt.Errorf("adding a token: %w", err)
-		}
-	}
-	// A no-wait fetch right after the publish misses the token now and
-	// then (7 in 500 measured): the consumer learns of it a moment later.
-	// A fetch that waits would be worse: its request stays on the server
-	// and takes the tokens other hosts add, who then wait in turn.
-	for try := range fetchTries {
-		if m, err := fetch(c); m != nil || err != nil || try == fetchTries-1 {
+	tries := fetchTries
+	for try := 0; try < tries; try++ {
+		m, err := fetch(c)
+		if m != nil || err != nil {
 			return m, err
 		}
+		if try == 0 {
+			info, err := c.Info(ctx)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case info.NumAckPending >= n:
+				// All held, or one given back a moment ago: a nak'd token
+				// counts as pending until it is delivered again. A few
+				// quick tries tell.
+				tries = heldTries
+			case info.NumPending == 0:
+				if err := s.ensureTokens(ctx, script, n); err != nil {
+					return nil, err
+				}
+			}
+		}
+		// The consumer learns of a nak or a new token a moment later.
 		time.Sleep(time.Millisecond << try)
 	}
 	return nil, nil
 }
+
+// heldTries bounds the fetches when every token looks held: 1+2 ms.
+const heldTries = 3
 
 // fetchTries bounds the no-wait fetches of a token the stream holds:
 // they wait 1, 2, 4... ms between them, 63ms in all (a cluster under load
@@ -198,10 +233,10 @@ func (s *slots) releaseAll() {
 	}
 }
 
-// ack gives back token, which frees its slot, and returns once the
-// server has taken it (or after opWait): another host's Ready that
-// follows finds the slot free. A nil token is none. An ack that is lost
-// frees the slot after AckWait.
+// ack gives back token, which frees its slot: a nak, which keeps the
+// token in the stream for the next fetch, and a flush, so that another
+// host's Ready that follows finds the slot free. A nil token is none. A
+// nak that is lost frees the slot after AckWait.
 func (s *slots) ack(token jetstream.Msg) {
 	if token == nil {
 		return
@@ -210,10 +245,12 @@ func (s *slots) ack(token jetstream.Msg) {
 		s.q.quietLog.Warn().Msg("giving back a slot without NATS: it is freed after AckWait")
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opWait)
-	defer cancel()
-	if err := token.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+	if err := token.Nak(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		s.q.log.Warn().Err(err).Msg("giving back a slot: it is freed after AckWait")
+		return
+	}
+	if err := s.q.o.JS.Conn().FlushTimeout(opWait); err != nil {
+		s.q.log.Warn().Err(err).Msg("giving back a slot: not confirmed")
 	}
 }
 
