@@ -422,3 +422,77 @@ func TestFleetOfThree(t *testing.T) {
 		})
 	})
 }
+
+func TestFleetFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	tab := filepath.Join(dir, "exectab")
+	if err := os.WriteFile(tab, []byte("echo /bin/echo\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"--fleet-routes", "nats://127.0.0.1:6222"}, "need --fleet-name"},
+		{[]string{"--label", "gpu"}, "need --fleet-name"},
+		{[]string{"--fleet-name", "f"}, "needs --scripts"},
+		{[]string{"--scripts", tab, "--fleet-name", "a.b"}, "--fleet-name"},
+		{[]string{"--scripts", tab, "--fleet-name", "f", "--fleet-host", "x y"}, "--fleet-host"},
+		{[]string{"--scripts", tab, "--fleet-name", "f", "--fleet-routes", "nats://10.0.0.2:6222", "--fleet-listen", "0.0.0.0:6222"}, "refusing to open the fleet's route port"},
+		{[]string{"--scripts", tab, "--fleet-name", "f", "--fleet-listen", "127.0.0.1:6299", "--fleet-routes", "http://x:1"}, "nats://HOST:PORT"},
+		{[]string{"--scripts", tab, "--fleet-name", "f", "--nats-url", "nats://x:4222", "--fleet-routes", "nats://y:6222"}, "--nats-url"},
+		{[]string{"--scripts", tab, "--fleet-name", "f", "--label", "a b"}, "--label"},
+		{[]string{"--scripts", tab, "--fleet-name", "f", "--fleet-replicas", "7"}, "--fleet-replicas"},
+		{[]string{"--scripts", tab, "--fleet-name", "f", "--fleet-tls-cert", "x.crt"}, "--fleet-tls-key"},
+	} {
+		r := rexec(t, nil, nil, append([]string{"serve", "-p", "0"}, tc.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.err) {
+			t.Errorf("serve %v: exit %d, stderr %q; want 2 and %q", tc.args, r.code, r.stderr, tc.err)
+		}
+	}
+}
+
+// TestFleetTargetsAndCancel: a run pinned to a host or to a label runs
+// there; a bad target is refused; a cancel sent to any host reaches the
+// run where it runs; -m counts the fleet's queue.
+func TestFleetTargetsAndCancel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three servers")
+	}
+	hosts := startFleet(t, 3)
+	a, b, c := hosts[0], hosts[1], hosts[2]
+	for _, tc := range []struct{ body, code string }{
+		{`{"name":"echo","args":["x"],"host":"nosuch"}`, "unknown_host"},
+		{`{"name":"echo","args":["x"],"host":"a.b"}`, "invalid_request"},
+		{`{"name":"echo","args":["x"],"labels":["a b"]}`, "invalid_request"},
+	} {
+		code, v := b.call(t, "POST", "/scripts/v1/run", tc.body)
+		if code != 400 || v["errorcode"] != tc.code {
+			t.Errorf("%s: %d %v, want 400 %s", tc.body, code, v, tc.code)
+		}
+	}
+	// Pinned to c, submitted on a: runs on c; cancelled from b.
+	id := a.submit(t, `{"name":"long","host":"h2"}`)
+	waitUntil(t, 10*time.Second, "the pinned run running", func() bool { return b.status(t, id)["state"] == "running" })
+	if st := b.status(t, id); st["host"] != "h2" {
+		t.Fatalf("a run pinned to h2 runs on %v", st["host"])
+	}
+	if code, v := b.call(t, "POST", "/scripts/v1/cancel/"+id, ""); code != 200 {
+		t.Fatalf("cancel from b: %d %v", code, v)
+	}
+	waitUntil(t, 10*time.Second, "the run cancelled", func() bool { return a.status(t, id)["ended"] == "cancelled" })
+	if code, v := c.call(t, "POST", "/scripts/v1/cancel/"+id, ""); code != 409 || v["errorcode"] != "already_done" {
+		t.Errorf("cancel of a done run: %d %v", code, v)
+	}
+	// A run needing a label no host carries waits, and is cancelled from
+	// the queue by another host.
+	id = a.submit(t, `{"name":"echo","args":["x"],"labels":["gpu"]}`)
+	time.Sleep(500 * time.Millisecond)
+	if st := c.status(t, id); st["state"] != "queued" {
+		t.Fatalf("a run for a label nobody has: %v", st)
+	}
+	if code, v := c.call(t, "POST", "/scripts/v1/cancel/"+id, ""); code != 200 {
+		t.Fatalf("cancel of a queued run from another host: %d %v", code, v)
+	}
+	waitUntil(t, 10*time.Second, "the queued run cancelled", func() bool { return b.status(t, id)["ended"] == "cancelled" })
+}

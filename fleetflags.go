@@ -29,7 +29,7 @@ type fleetFlags struct {
 	FleetTLSKey      string        `name:"fleet-tls-key" group:"Fleet" type:"path" placeholder:"FILE" help:"The PEM private key of --fleet-tls-cert."`
 	FleetTLSCA       string        `name:"fleet-tls-ca" group:"Fleet" type:"path" placeholder:"FILE" help:"The PEM CA certificates the other hosts' certificates (or the NATS servers') must verify with."`
 	Label            []string      `group:"Fleet" placeholder:"LABEL" help:"A label this host carries (NAME or NAME=VALUE; repeatable): a run that asks for labels runs only on a host with all of them."`
-	FleetReplicas    int           `group:"Fleet" placeholder:"N" help:"Copies of each of the fleet's streams (1 to 5). Default: the hosts the routes name, this one included, at most 3; with --nats-url, 3."`
+	FleetReplicas    int           `group:"Fleet" placeholder:"N" help:"Copies of each of the fleet's streams (1 to 5). Default: the hosts the routes name, this one included, at most 3; with --nats-url, 3 on a NATS cluster, 1 on a single server."`
 	FleetDownAfter   time.Duration `group:"Fleet" default:"1.5s" help:"Silence after which another host is taken to be down: its running runs are lost, its queued runs go to the others."`
 	FleetJoinTimeout time.Duration `group:"Fleet" default:"60s" help:"How long the start waits for the fleet (a quorum of its hosts) before giving up."`
 }

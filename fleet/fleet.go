@@ -72,7 +72,8 @@ type Config struct {
 	TLS *tls.Config
 
 	// Replicas is how many copies each stream keeps. Default: the number
-	// of hosts the routes name (this one included), at most 3; with URL, 3.
+	// of hosts the routes name (this one included), at most 3; with URL,
+	// 3 when the server is part of a cluster, else 1.
 	Replicas int
 	// JoinTimeout bounds the wait for JetStream to be ready (a cluster
 	// needs a quorum of its hosts); default 60s.
@@ -95,11 +96,8 @@ func (c *Config) setDefaults() {
 	if c.DownAfter <= 0 {
 		c.DownAfter = 1500 * time.Millisecond
 	}
-	if c.Replicas <= 0 {
-		c.Replicas = 3
-		if c.URL == "" {
-			c.Replicas = min(3, 1+len(c.Routes))
-		}
+	if c.Replicas <= 0 && c.URL == "" {
+		c.Replicas = min(3, 1+len(c.Routes))
 	}
 }
 
@@ -229,6 +227,14 @@ func Open(ctx context.Context, cfg Config, status func() Status) (*Fleet, error)
 	}
 	if err := f.waitJetStream(ctx); err != nil {
 		return nil, err
+	}
+	if f.cfg.Replicas <= 0 {
+		// An existing NATS: three copies in a cluster, one on a single
+		// server (which refuses more).
+		f.cfg.Replicas = 1
+		if f.nc.ConnectedClusterName() != "" {
+			f.cfg.Replicas = 3
+		}
 	}
 	if f.hosts, err = startHosts(f, status); err != nil {
 		return nil, err

@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rexec/rexec/internal/testtls"
+	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
@@ -182,4 +185,127 @@ func TestDownWithinDownAfter(t *testing.T) {
 func (h *hosts) stopSilently() {
 	close(h.quit)
 	h.done.Wait()
+}
+
+func TestRoutesNeedTheToken(t *testing.T) {
+	fs := cluster(t, 3, func(_ int, c *Config) { c.Token = "shared-secret" })
+	waitFor(t, "all up", 10*time.Second, func() bool { return fs[0].Up("h1") && fs[0].Up("h2") })
+
+	// A host with another token is refused by the others' routes: it never
+	// meets a quorum.
+	ports := freePorts(t, 1)
+	var routes []string
+	for _, f := range fs {
+		routes = append(routes, "nats://"+f.srv.ClusterAddr().String())
+	}
+	_, err := Open(context.Background(), Config{
+		Name: "test", Host: "intruder", Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]), Routes: routes,
+		StoreDir: t.TempDir(), Token: "guessed", JoinTimeout: 3 * time.Second,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+	}, nil)
+	if err == nil {
+		t.Fatal("a host with the wrong token joined the fleet")
+	}
+	for _, m := range fs[0].Machines() {
+		if m.Name == "intruder" {
+			t.Fatalf("the intruder is listed: %+v", m)
+		}
+	}
+}
+
+func TestRoutesOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testtls.NewCA(t, "fleet CA")
+	caFile := ca.WriteCert(t, dir, "ca")
+	fs := cluster(t, 3, func(i int, c *Config) {
+		leaf := ca.Issue(t, dir, fmt.Sprintf("h%d", i), testtls.Leaf{CN: fmt.Sprintf("h%d", i), Peer: true})
+		tc, err := tlsfiles.Mutual(tlsfiles.Files{Cert: leaf.CertFile, Key: leaf.KeyFile, ClientCA: caFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TLS = tc
+	})
+	waitFor(t, "all up over TLS", 10*time.Second, func() bool { return fs[0].Up("h1") && fs[0].Up("h2") && fs[1].Up("h2") })
+
+	// A host whose certificate another CA signed is refused.
+	other := testtls.NewCA(t, "another CA")
+	leaf := other.Issue(t, dir, "intruder", testtls.Leaf{CN: "intruder", Peer: true})
+	tc, err := tlsfiles.Mutual(tlsfiles.Files{Cert: leaf.CertFile, Key: leaf.KeyFile, ClientCA: other.WriteCert(t, dir, "other")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 1)
+	var routes []string
+	for _, f := range fs {
+		routes = append(routes, "nats://"+f.srv.ClusterAddr().String())
+	}
+	if _, err := Open(context.Background(), Config{
+		Name: "test", Host: "intruder", Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]), Routes: routes,
+		StoreDir: t.TempDir(), TLS: tc, JoinTimeout: 3 * time.Second,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+	}, nil); err == nil {
+		t.Fatal("a host with a certificate of another CA joined the fleet")
+	}
+}
+
+// TestExternalNATS: hosts that connect to an existing NATS server (with a
+// token) instead of embedding one.
+func TestExternalNATS(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), Authorization: "nats-token", NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the NATS server did not start")
+	}
+	t.Cleanup(s.Shutdown)
+	open := func(host, token string) (*Fleet, error) {
+		return Open(context.Background(), Config{Name: "ext", Host: host, URL: s.ClientURL(), Token: token,
+			JoinTimeout: 3 * time.Second, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)}, nil)
+	}
+	a, err := open("a", "nats-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := open("b", "nats-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if a.srv != nil || a.Replicas() != 1 {
+		t.Errorf("embedded %v, replicas %d", a.srv != nil, a.Replicas())
+	}
+	waitFor(t, "a and b see each other", 5*time.Second, func() bool { return a.Up("b") && b.Up("a") })
+	if _, err := open("c", "wrong"); err == nil {
+		t.Error("a host with the wrong token connected")
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	ok := Config{Name: "f", Host: "h"}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"fleet name", func(c *Config) { c.Name = "a.b" }},
+		{"host name", func(c *Config) { c.Host = "" }},
+		{"url and routes", func(c *Config) { c.URL = "nats://x:4222"; c.Routes = []string{"nats://y:6222"} }},
+		{"route scheme", func(c *Config) { c.Routes = []string{"http://y:6222"} }},
+		{"route credentials", func(c *Config) { c.Routes = []string{"nats://u:p@y:6222"} }},
+		{"listen", func(c *Config) { c.Listen = "nowhere" }},
+		{"label", func(c *Config) { c.Labels = []string{"a b"} }},
+		{"nkey without url", func(c *Config) { c.NKeySeedFile = "/x" }},
+	} {
+		c := ok
+		tc.edit(&c)
+		if err := c.Check(); err == nil {
+			t.Errorf("%s: Check = nil", tc.name)
+		}
+	}
+	if err := ok.Check(); err != nil {
+		t.Errorf("Check = %v", err)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/rexec/rexec/fleet/jsfeed"
 	"github.com/rexec/rexec/fleet/jshistory"
 	"github.com/rexec/rexec/fleet/jsoutput"
+	"github.com/rexec/rexec/fleet/jsqueue"
 	"github.com/rexec/rexec/store"
 )
 
@@ -96,6 +97,27 @@ func (n *Node) openFleetRuns(st *store.Store) (store.History, store.Outputs, err
 		return nil, nil, fmt.Errorf("fleet: the outputs: %w", err)
 	}
 	return h, out, nil
+}
+
+// openFleetQueue opens the fleet's queue of detached runs: this host takes
+// the runs its name and labels allow, and each script's -s counts across
+// the fleet.
+func (n *Node) openFleetQueue() (*jsqueue.Queue, error) {
+	q, err := jsqueue.Open(context.Background(), jsqueue.Options{
+		JS: n.Fleet.JS(), Names: n.Fleet.Names(), Replicas: n.Fleet.Replicas(),
+		Host: n.Fleet.Host(), Labels: n.Fleet.Labels(), Logger: n.log,
+		Limit: func(script string) int {
+			if sc, ok := n.Scripts.Load().Lookup(script); ok {
+				return sc.Concurrency
+			}
+			return 0
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fleet: the queue: %w", err)
+	}
+	n.fleetQueue = q
+	return q, nil
 }
 
 // openFleetFeed opens the fleet's event feed: one for every host, whose

@@ -28,6 +28,7 @@ import (
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/fleet"
 	"github.com/rexec/rexec/fleet/jshistory"
+	"github.com/rexec/rexec/fleet/jsqueue"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rexec/rexec/launch"
 	"github.com/rexec/rexec/metrics"
@@ -105,6 +106,7 @@ type Node struct {
 	limits *launch.Policy // the rule on runs' limits, with the tree
 
 	fleetHistory *jshistory.History // the fleet's history, over Store; nil on a single host
+	fleetQueue   *jsqueue.Queue     // the fleet's queue; nil on a single host
 
 	pluginSet atomic.Pointer[plugin.Set] // the plugins in force
 
@@ -277,6 +279,9 @@ func (n *Node) openDetached() error {
 	}
 	if n.Fleet != nil {
 		dc.Fleet = fleetRuns{n}
+		if dc.Queue, err = n.openFleetQueue(); err != nil {
+			return err
+		}
 	}
 	if n.Runs, err = detached.New(context.Background(), dc); err != nil {
 		return err
@@ -453,6 +458,9 @@ func (n *Node) close(ctx context.Context) error {
 	errs = append(errs, <-runsClosed)
 	if n.Events != nil {
 		n.Events.Close()
+	}
+	if n.fleetQueue != nil {
+		n.fleetQueue.Close()
 	}
 	if n.fleetHistory != nil {
 		if err := n.fleetHistory.Close(); err != nil {

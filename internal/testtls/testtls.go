@@ -66,7 +66,10 @@ type Leaf struct {
 	// Server: for 127.0.0.1, ::1 and localhost (and DNS); otherwise a
 	// client certificate.
 	Server bool
-	DNS    []string
+	// Peer: both, for 127.0.0.1, ::1 and localhost, as the hosts of a
+	// fleet present on their routes, which each side dials and accepts.
+	Peer bool
+	DNS  []string
 	// NotAfter defaults to a day from now.
 	NotAfter time.Time
 }
@@ -97,6 +100,11 @@ func (ca *CA) Issue(t testing.TB, dir, name string, l Leaf) Issued {
 	}
 	if tmpl.NotAfter.IsZero() {
 		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	}
+	if l.Peer {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		tmpl.DNSNames = append(tmpl.DNSNames, "localhost")
 	}
 	if l.Server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
