@@ -56,7 +56,7 @@ import (
 func (b *bench) fleetPhase(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
-	fb := &fleetBench{b: b, dir: filepath.Join(b.tmp, "fleet"), outBytes: 64_000_000, lostReps: 3}
+	fb := &fleetBench{b: b, dir: filepath.Join(b.tmp, "fleet"), outBytes: 64_000_000, lostReps: 3, start: time.Now()}
 	if b.cfg.quick {
 		fb.outBytes, fb.lostReps = 16_000_000, 1
 	}
@@ -140,10 +140,14 @@ type fleetBench struct {
 	single *fleetProc
 	hosts  []*fleetProc // h0, h1, h2; nil when the fleet did not form
 
-	mu        sync.Mutex
-	all       []*fleetProc // every process of the phase, for stopAll
-	lostRuns  []string     // the runs of `long`, whose processes outlive a kill -9 of their host
-	firstKill time.Time    // of h0, the first time
+	mu       sync.Mutex
+	all      []*fleetProc // every process of the phase, for stopAll
+	lostRuns []string     // the runs of `long`, whose processes outlive a kill -9 of their host
+	kills    []time.Time  // of h0
+	restarts []time.Time  // of h0, after a kill
+	start    time.Time    // of the phase
+
+	orphansChecked int // restarts of h0 after which no process of a lost run was left
 }
 
 // fleetProc is one rexec of the phase, over its restarts.
@@ -243,20 +247,24 @@ func (l *fleetLife) readLog(sc *bufio.Scanner, f *os.File, addr chan<- logLine) 
 		b := sc.Bytes()
 		w.Write(b)
 		w.WriteByte('\n')
-		var ll logLine
+		var ll struct {
+			logLine
+			Script string `json:"script"`
+			Ended  string `json:"ended"`
+		}
 		if json.Unmarshal(b, &ll) != nil {
 			ll.Level = "not-json"
 		}
 		if ll.Message == "listening" && ll.Addr != "" {
 			select {
-			case addr <- ll:
+			case addr <- ll.logLine:
 			default:
 			}
 		}
 		s.mu.Lock()
 		s.levels[ll.Level]++
-		if ll.Message == "run ended" {
-			s.runs[ll.Reason]++
+		if ll.Message == "detached run ended" {
+			s.runs[ll.Script+"/"+ll.Ended]++
 		}
 		s.mu.Unlock()
 		switch ll.Level {
@@ -310,18 +318,18 @@ func (fb *fleetBench) startFleet(ctx context.Context) error {
 	fb.mu.Unlock()
 
 	start := time.Now()
-	errs := make([]error, len(hosts))
+	ok := make([]bool, len(hosts))
 	var wg sync.WaitGroup
 	for i, p := range hosts {
-		wg.Go(func() { errs[i] = fb.startProc(ctx, p, fleetWait) })
+		wg.Go(func() { ok[i] = fb.startRetrying(ctx, p, start, "at the fleet's start") })
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("the fleet did not form: %w", err)
+	if slices.Contains(ok, false) {
+		return errors.New("the fleet did not form")
 	}
 	listening := time.Since(start)
 	for _, p := range hosts {
-		wait := fleetWait - time.Since(start)
+		wait := max(5*time.Second, fleetWait-time.Since(start))
 		if err := fb.waitUntil(ctx, wait, 50*time.Millisecond, func() (bool, error) {
 			up, err := fb.machinesUp(ctx, p.srv.url)
 			return len(up) == len(hosts), err
@@ -491,10 +499,20 @@ type queueResult struct {
 	done                       int // ends seen on the event stream within elapsed
 	notExit                    int // of which not "ended":"exit" with exit code 0
 	firstNotExit               string
-	backlog                    int           // submitted but not ended when the submitters stopped
-	drained                    time.Duration // from then until the last ended; 0 when cancelled
-	cancelled                  int           // runs still queued after the drain's bound, cancelled
-	streamErr                  string        // the event stream's error or drop, if any
+	backlog                    int             // submitted but not ended when the submitters stopped
+	drain                      time.Duration   // from then until the last ended, or the drain's bound
+	drainDone                  int             // ends seen within drain
+	cancelled                  int             // runs still queued after the drain's bound, cancelled
+	streamErr                  string          // the event stream's error or drop, if any
+	seq                        []time.Duration // one run at a time, submission to end, sorted
+}
+
+// seqRuns is how many runs are timed one at a time.
+func (fb *fleetBench) seqRuns() int {
+	if fb.b.cfg.quick {
+		return 5
+	}
+	return 10
 }
 
 func (r queueResult) perSec(n int) float64 {
@@ -502,6 +520,15 @@ func (r queueResult) perSec(n int) float64 {
 		return 0
 	}
 	return float64(n) / r.elapsed.Seconds()
+}
+
+// drainPerSec is the rate of the ends after the submitters stopped: the
+// queue's own pace, nobody submitting.
+func (r queueResult) drainPerSec() float64 {
+	if r.drain <= 0 || r.drainDone == 0 {
+		return 0
+	}
+	return float64(r.drainDone) / r.drain.Seconds()
 }
 
 // queueRates measures each script on the single host and on the fleet, in
@@ -515,8 +542,8 @@ func (fb *fleetBench) queueRates(ctx context.Context) {
 		}
 		fb.checkQueue("single host", sc.name, single)
 		if fb.hosts == nil {
-			fb.b.rep.single(fmt.Sprintf("fleet: single host, %s (%s): submitted / completed (runs/s)", sc.name, sc.what),
-				fmt.Sprintf("%.0f / %.0f", single.perSec(single.submitted), single.perSec(single.done)))
+			fb.b.rep.single(fmt.Sprintf("fleet: single host, %s (%s): submitted / completed while / after (runs/s)", sc.name, sc.what),
+				fmt.Sprintf("%.0f / %.0f / %.0f", single.perSec(single.submitted), single.perSec(single.done), single.drainPerSec()))
 			continue
 		}
 		fleet, err := fb.queueRate(ctx, fb.hosts, sc.name)
@@ -527,23 +554,28 @@ func (fb *fleetBench) queueRates(ctx context.Context) {
 		fb.checkQueue("fleet", sc.name, fleet)
 		fb.b.rep.compare(fmt.Sprintf("fleet: %s (%s) submitted, 3 hosts / 1 (runs/s)", sc.name, sc.what), "%.0f",
 			fleet.perSec(fleet.submitted), single.perSec(single.submitted))
-		fb.b.rep.compare(fmt.Sprintf("fleet: %s (%s) completed, 3 hosts / 1 (runs/s)", sc.name, sc.what), "%.0f",
+		fb.b.rep.compare(fmt.Sprintf("fleet: %s (%s) completed while submitting, 3 hosts / 1 (runs/s)", sc.name, sc.what), "%.0f",
 			fleet.perSec(fleet.done), single.perSec(single.done))
+		fb.b.rep.compare(fmt.Sprintf("fleet: %s (%s) completed after, the backlog alone, 3 hosts / 1 (runs/s)", sc.name, sc.what), "%.0f",
+			fleet.drainPerSec(), single.drainPerSec())
+		fb.b.rep.compare(fmt.Sprintf("fleet: %s (%s) one at a time, submitted -> ended p50, 3 hosts / 1 (ms)", sc.name, sc.what), "%.1f",
+			ms(percentile(fleet.seq, 50)), ms(percentile(single.seq, 50)))
 		fb.b.rep.note("fleet: %s: single host %s; fleet %s", sc.name, single.describe(), fleet.describe())
 	}
 }
 
 func (r queueResult) describe() string {
-	s := fmt.Sprintf("%d submitted and %d ended in %.1fs", r.submitted, r.done, r.elapsed.Seconds())
+	s := fmt.Sprintf("one at a time %.0f-%.0f ms (%d runs); then %d submitted and %d ended in %.1fs",
+		ms(percentile(r.seq, 0)), ms(percentile(r.seq, 100)), len(r.seq), r.submitted, r.done, r.elapsed.Seconds())
 	if r.refused > 0 {
 		s += fmt.Sprintf(", %d refused (429)", r.refused)
 	}
 	if r.backlog > 0 {
 		s += fmt.Sprintf(", %d left queued", r.backlog)
 		if r.cancelled > 0 {
-			s += fmt.Sprintf(" (%d cancelled after the drain's bound)", r.cancelled)
+			s += fmt.Sprintf(" (%d ended in the drain's %.1fs, %d cancelled then)", r.drainDone, r.drain.Seconds(), r.cancelled)
 		} else {
-			s += fmt.Sprintf(" (drained in %.1fs)", r.drained.Seconds())
+			s += fmt.Sprintf(" (drained in %.1fs)", r.drain.Seconds())
 		}
 	}
 	return s
@@ -586,6 +618,21 @@ func (fb *fleetBench) queueRate(ctx context.Context, procs []*fleetProc, script 
 	if err := ev.waitDone(ctx, workers, 30*time.Second); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
+
+	// One run at a time: from its submission to its end on the stream,
+	// the queue empty.
+	for i := range fb.seqRuns() {
+		before := ev.snapshot().done
+		t := time.Now()
+		if _, err := fb.submit(ctx, procs[i%len(procs)].srv.url, script, ""); err != nil {
+			return res, fmt.Errorf("one run at a time: %w", err)
+		}
+		if err := ev.waitDone(ctx, before+1, 30*time.Second); err != nil {
+			return res, fmt.Errorf("one run at a time: %w", err)
+		}
+		res.seq = append(res.seq, time.Since(t))
+	}
+	slices.Sort(res.seq)
 
 	base := ev.snapshot()
 	var (
@@ -632,11 +679,12 @@ func (fb *fleetBench) queueRate(ctx context.Context, procs []*fleetProc, script 
 	res.done = end.done - base.done
 	res.backlog = max(0, res.submitted-res.done)
 
-	// Drain, or cancel what is left.
+	// Drain: the queue alone, nobody submitting. Then cancel what is
+	// left.
 	drainStart := time.Now()
-	if err := ev.waitDone(ctx, base.done+res.submitted, max(5*time.Second, fb.b.cfg.dur)); err == nil {
-		res.drained = time.Since(drainStart)
-	} else {
+	derr := ev.waitDone(ctx, base.done+res.submitted, max(5*time.Second, fb.b.cfg.dur))
+	res.drain, res.drainDone = time.Since(drainStart), ev.snapshot().done-end.done
+	if derr != nil {
 		n, err := fb.cancelQueued(ctx, procs[0].srv.url, script)
 		res.cancelled = n
 		if err != nil {
@@ -848,6 +896,7 @@ type outputResult struct {
 	bytes      int64
 	first, all time.Duration // from the submission to the first byte, to the end
 	status     runStatus
+	readBack   time.Duration // reading it whole again once done, without follow
 }
 
 func (r outputResult) mbps() float64 {
@@ -911,6 +960,8 @@ func (fb *fleetBench) outputThroughput(ctx context.Context) {
 	}
 	fb.b.rep.compare(fmt.Sprintf("fleet: output %s, on h0 followed from h2 / single host (MB/s)", what), "%.0f", r.mbps(), single.mbps())
 	fb.b.rep.compare(fmt.Sprintf("fleet: output %s, on h0 followed from h2 / raw (MB/s)", what), "%.0f", r.mbps(), rawMBps)
+	fb.b.rep.compare(fmt.Sprintf("fleet: output %s read again once done, from h2 / single host (MB/s)", what), "%.0f",
+		r.readBackMBps(), single.readBackMBps())
 	fb.b.rep.note("fleet: output: first byte %.0f ms (single host %.0f ms) and end %.0f ms (single host %.0f ms) after the submission; "+
 		"the raw pipeline took %.0f ms, best of 3; the single host's is the better of 2",
 		ms(r.first), ms(single.first), ms(r.all), ms(single.all), ms(raw))
@@ -968,34 +1019,62 @@ func (fb *fleetBench) followRun(ctx context.Context, base, follow, host string) 
 	if r.status.Ended != "exit" || r.status.ExitCode == nil || *r.status.ExitCode != 0 {
 		return r, fmt.Errorf("ended %q, exit code %v", r.status.Ended, r.status.ExitCode)
 	}
+	// Read it again, whole, now that it is done: the reading alone.
+	start = time.Now()
+	req, err = http.NewRequestWithContext(ctx, http.MethodGet, follow+"/scripts/v1/output/"+id, nil)
+	if err != nil {
+		return r, err
+	}
+	resp2, err := fb.hc.Do(req)
+	if err != nil {
+		return r, fmt.Errorf("reading it again: %w", err)
+	}
+	defer resp2.Body.Close()
+	n, err := drain(resp2.Body, buf)
+	if err != nil || resp2.StatusCode != http.StatusOK || n != r.bytes {
+		return r, fmt.Errorf("reading it again: HTTP %d, %d bytes of %d (%v)", resp2.StatusCode, n, r.bytes, err)
+	}
+	r.readBack = time.Since(start)
 	return r, nil
+}
+
+func (r outputResult) readBackMBps() float64 {
+	if r.readBack <= 0 {
+		return 0
+	}
+	return float64(r.bytes) / 1e6 / r.readBack.Seconds()
 }
 
 // ---- time to lost
 
 // timeToLost kills h0 under a running run, fleet.lostReps times, and times
 // how long h1 takes to call it lost, in its status and in its history.
+// A round after the first is run only while the phase has run for less
+// than fleetLostBudget.
 func (fb *fleetBench) timeToLost(ctx context.Context) {
 	h0, h1 := fb.hosts[0], fb.hosts[1]
-	var lost, hist, back []time.Duration
-	for rep := range fb.lostReps {
+	var lost, hist, back []time.Duration // by round; 0: not measured
+	for round := range fb.lostReps {
+		if round > 0 && time.Since(fb.start) > fleetLostBudget {
+			fb.b.rep.note("fleet: lost: %d rounds of %d, the phase having run %.0fs", round, fb.lostReps, time.Since(fb.start).Seconds())
+			break
+		}
 		l, h, err := fb.loseOne(ctx, h0, h1)
-		if l > 0 {
-			lost = append(lost, l)
-		}
-		if h > 0 {
-			hist = append(hist, h)
-		}
+		lost, hist = append(lost, l), append(hist, h)
 		if err != nil {
-			fb.b.rep.problem("fleet: lost, round %d: %v", rep+1, err)
+			fb.b.rep.problem("fleet: lost, round %d: %v", round+1, err)
 		}
 		if h0.srv != nil {
-			break // not killed: nothing to restart
+			break // not killed: nothing to restart, nothing to repeat
 		}
-		// Restart h0 on its data directory, and wait until h1 sees it.
+		// Restart h0 on its data directory, at once, as a supervisor
+		// would, and again a second later if it exits, and wait until
+		// h1 sees it.
 		start := time.Now()
-		if err := fb.startProc(ctx, h0, fleetWait); err != nil {
-			fb.b.rep.problem("fleet: restarting h0: %v", err)
+		fb.mu.Lock()
+		fb.restarts = append(fb.restarts, start)
+		fb.mu.Unlock()
+		if !fb.startRetrying(ctx, h0, start, fmt.Sprintf("again, %.1fs after its kill -9", time.Since(fb.lastKill()).Seconds())) {
 			break
 		}
 		if err := fb.waitUntil(ctx, fleetWait, 20*time.Millisecond, func() (bool, error) {
@@ -1007,28 +1086,91 @@ func (fb *fleetBench) timeToLost(ctx context.Context) {
 		}
 		back = append(back, time.Since(start))
 		fb.checkOrphans(ctx)
-		if err != nil {
-			break
-		}
 	}
 	list := func(ds []time.Duration) string {
 		var s []string
 		for _, d := range ds {
-			s = append(s, fmt.Sprintf("%.0f", ms(d)))
+			if d == 0 {
+				s = append(s, "-")
+			} else {
+				s = append(s, fmt.Sprintf("%.0f", ms(d)))
+			}
 		}
 		return strings.Join(s, ", ")
 	}
 	if len(lost) > 0 {
-		fb.b.rep.single("fleet: kill -9 h0 -> run `lost` in h1's status (ms)", list(lost))
-	}
-	if len(hist) > 0 {
-		fb.b.rep.single("fleet: kill -9 h0 -> run `lost` in h1's history (ms)", list(hist))
+		fb.b.rep.single("fleet: kill -9 h0 -> run `lost` in h1's status, each round (ms)", list(lost))
+		fb.b.rep.single("fleet: kill -9 h0 -> run `lost` in h1's history, each round (ms)", list(hist))
 	}
 	if len(back) > 0 {
-		fb.b.rep.single("fleet: h0 restarted -> up on h1 (ms)", list(back))
+		fb.b.rep.single("fleet: h0 restarted -> up on h1, each round (ms)", list(back))
 	}
-	fb.b.rep.note("fleet: lost: --fleet-down-after 1.5s (the default); h1's status polled every 10 ms, its history " +
-		"(GET /scripts/v1/runs?state=done&name=long) every 50 ms")
+	fb.b.rep.note("fleet: lost: --fleet-down-after 1.5s (the default); h1's status polled every 10 ms, its history "+
+		"(GET /scripts/v1/runs?state=done&name=long) every 50 ms, for at most %s; after %d of h0's restarts no process of a lost run was left",
+		fleetHistoryWait, fb.orphansChecked)
+}
+
+// fleetLostBudget is how long the phase may have run for a further round
+// of the lost measure to start; fleetHistoryWait how long the lost mark
+// is waited for in the history.
+const (
+	fleetLostBudget  = 150 * time.Second
+	fleetHistoryWait = 30 * time.Second
+)
+
+// startRetrying starts p, and again a second later each time it exits
+// before it listens (as a supervisor would), until fleetWait after start.
+// Each failed start is a problem, with the error it exited with. It says
+// whether p runs.
+func (fb *fleetBench) startRetrying(ctx context.Context, p *fleetProc, start time.Time, when string) bool {
+	for attempt := 1; ; attempt++ {
+		err := fb.startProc(ctx, p, fleetWait-time.Since(start))
+		if err == nil {
+			if attempt > 1 {
+				fb.b.rep.problem("fleet: %s listened %s at its attempt %d, %.1fs after the first", p.name, when, attempt, time.Since(start).Seconds())
+			}
+			return true
+		}
+		last := p.lives[len(p.lives)-1]
+		fb.b.rep.problem("fleet: starting %s %s (attempt %d, %.1fs in): %v%s", p.name, when,
+			attempt, time.Since(start).Seconds(), err, last.lastWords())
+		// Exit status 2 is a refused configuration (a flag this rexec
+		// does not have): starting it again changes nothing.
+		if ctx.Err() != nil || time.Since(start) > fleetWait-time.Second || attempt == 5 || last.srv.exitCode() == 2 {
+			return false
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func (fb *fleetBench) lastKill() time.Time {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	return fb.kills[len(fb.kills)-1]
+}
+
+// exitCode is the exit status of a process that exited, -1 otherwise.
+func (s *server) exitCode() int {
+	select {
+	case <-s.exited:
+		return s.cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
+}
+
+// lastWords is what a process that exited wrote that is not JSON (the
+// error it exited with, a panic), its first line, after ": ".
+func (l *fleetLife) lastWords() string {
+	<-l.srv.exited
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.warned {
+		if !json.Valid([]byte(line)) {
+			return ": " + line
+		}
+	}
+	return ""
 }
 
 // loseOne submits `long` pinned to h0, waits until it runs, kills h0 and
@@ -1066,7 +1208,7 @@ func (fb *fleetBench) loseOne(ctx context.Context, h0, h1 *fleetProc) (lost, his
 		}
 	})
 	wg.Go(func() {
-		histErr = fb.waitUntil(ctx, 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+		histErr = fb.waitUntil(ctx, fleetHistoryWait, 50*time.Millisecond, func() (bool, error) {
 			var p struct {
 				Runs []runStatus `json:"runs"`
 			}
@@ -1107,9 +1249,7 @@ func (fb *fleetBench) kill9(p *fleetProc) time.Time {
 	fb.mu.Lock()
 	p.lives[len(p.lives)-1].killed = true
 	p.srv = nil
-	if fb.firstKill.IsZero() {
-		fb.firstKill = t
-	}
+	fb.kills = append(fb.kills, t)
 	fb.mu.Unlock()
 	return t
 }
@@ -1131,6 +1271,9 @@ func (fb *fleetBench) checkOrphans(ctx context.Context) {
 	for pid, id := range left {
 		fb.b.rep.problem("fleet: the process of lost run %s (pid %d) still runs after its host's restart: killed by the bench", id, pid)
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if len(left) == 0 {
+		fb.orphansChecked++
 	}
 }
 
@@ -1198,34 +1341,64 @@ var fleetExpected = []string{
 	"the output stream did not keep up with a run's output: it is cut",
 }
 
+// fleetAfterKill is how long after a kill -9 of h0, or its restart, the
+// hosts' warnings and errors are taken as their echoes: routes failing,
+// consumers and leaders moving, the host found down, its run found
+// interrupted by the restart.
+const fleetAfterKill = 20 * time.Second
+
 // summarize notes a process's log: lines by level, runs ended by reason,
-// and its warnings and errors by message; those the phase causes on
-// purpose, or logged after a kill -9 of h0 (a host of the fleet dying:
-// routes failing, leaders elected again), are noted, the others are
-// problems.
+// and its warnings and errors by message. Those the phase causes on
+// purpose, or logged within fleetAfterKill of a kill -9 of h0 or of its
+// restart, are noted;
+// the others are problems, one for each message (and error), with how
+// many times it came and its first line.
 func (fb *fleetBench) summarize(l *fleetLife) {
 	s := l.srv
 	<-s.exited
 	s.mu.Lock()
-	fb.b.rep.note("%s log: %s; runs ended by reason: %s", s.label(), tally(s.levels), tally(s.runs))
+	fb.b.rep.note("%s log: %s; detached runs ended here, by script and end: %s", s.label(), tally(s.levels), tally(s.runs))
 	s.mu.Unlock()
 	if l.killed {
 		fb.b.rep.note("%s was killed by the bench (SIGKILL): its log in %s", s.label(), s.logPath)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	expected := map[string]int{}
-	var other []string
+	type group struct {
+		n     int
+		first string
+	}
+	expected, other := map[string]*group{}, map[string]*group{}
+	var order []string
 	for _, line := range l.warned {
 		var ll struct {
-			Level, Message string
+			Level   string    `json:"level"`
+			Message string    `json:"message"`
+			Error   string    `json:"error"`
+			Time    time.Time `json:"time"`
 		}
-		json.Unmarshal([]byte(line), &ll)
-		if slices.Contains(fleetExpected, ll.Message) || fb.afterKill(line) {
-			expected[ll.Level+": "+ll.Message]++
-			continue
+		if json.Unmarshal([]byte(line), &ll) != nil {
+			// An error it exited with, a panic and its stack: one
+			// problem, its first line shown.
+			ll.Level, ll.Message = "not-json", "lines not JSON (an error it exited with, a panic)"
 		}
-		other = append(other, line)
+		key := ll.Level + ": " + ll.Message
+		m, isExpected := expected, slices.Contains(fleetExpected, ll.Message) || fb.afterKill(ll.Time)
+		if !isExpected {
+			m = other
+			if ll.Error != "" {
+				key += " (" + ll.Error + ")"
+			}
+		}
+		g := m[key]
+		if g == nil {
+			g = &group{first: line}
+			m[key] = g
+			if !isExpected {
+				order = append(order, key)
+			}
+		}
+		g.n++
 	}
 	if len(expected) > 0 {
 		keys := make([]string, 0, len(expected))
@@ -1235,33 +1408,26 @@ func (fb *fleetBench) summarize(l *fleetLife) {
 		sort.Strings(keys)
 		var parts []string
 		for _, k := range keys {
-			parts = append(parts, fmt.Sprintf("%q x%d", k, expected[k]))
+			parts = append(parts, fmt.Sprintf("%q x%d", k, expected[k].n))
 		}
-		fb.b.rep.note("%s logged, as expected in this phase: %s", s.label(), strings.Join(parts, ", "))
+		fb.b.rep.note("%s logged, as expected in this phase (within %s of a kill -9 of h0 or its restart, or a message the phase causes): %s",
+			s.label(), fleetAfterKill, strings.Join(parts, ", "))
 	}
-	for i, line := range other {
-		if i == 10 {
-			fb.b.rep.problem("%s logged %d more warnings or errors: see %s", s.label(), len(other)-10, s.logPath)
-			break
-		}
-		fb.b.rep.problem("%s logged: %s", s.label(), line)
+	for _, k := range order {
+		fb.b.rep.problem("%s logged %d x %s; the first: %s", s.label(), other[k].n, k, other[k].first)
 	}
 }
 
-// afterKill says whether a log line was logged after the first kill -9 of
-// the phase: by its time, which the log gives to the second.
-func (fb *fleetBench) afterKill(line string) bool {
+// afterKill says whether a log line of time t (to the second, as the log
+// gives it) came within fleetAfterKill of a kill -9 of h0 or of its
+// restart.
+func (fb *fleetBench) afterKill(t time.Time) bool {
 	fb.mu.Lock()
-	first := fb.firstKill
-	fb.mu.Unlock()
-	if first.IsZero() {
-		return false
+	defer fb.mu.Unlock()
+	for _, k := range slices.Concat(fb.kills, fb.restarts) {
+		if !t.Before(k.Truncate(time.Second)) && t.Before(k.Add(fleetAfterKill)) {
+			return true
+		}
 	}
-	var ll struct {
-		Time time.Time `json:"time"`
-	}
-	if json.Unmarshal([]byte(line), &ll) != nil || ll.Time.IsZero() {
-		return false
-	}
-	return !ll.Time.Before(first.Truncate(time.Second))
+	return false
 }
