@@ -72,43 +72,59 @@ func b2i(b bool) int {
 	return 0
 }
 
+// CheckNewGuest says whether g can be recorded as a new guest key
+// (CreateGuest, Entry.CreateGuestAs): ErrInvalid when it has no key hash, or
+// an Expires the history cannot store (see StorableTime). Its ID and
+// Created are not looked at.
+func CheckNewGuest(g *Guest) error {
+	if len(g.KeyHash) == 0 {
+		return fmt.Errorf("no key hash: %w", ErrInvalid)
+	}
+	return checkTime("expiry", g.Expires)
+}
+
 // CreateGuest records g, assigning its ID and creation time. g.WithToken is
 // stored as given: set it when the request that makes the key carried the
-// admin token. An Expires the history cannot store (see StorableTime) is
-// ErrInvalid.
+// admin token. What CheckNewGuest refuses, and a key hash some key has
+// already, are ErrInvalid.
 func (s *Store) CreateGuest(ctx context.Context, g *Guest) (err error) {
 	defer classifyTo(&err)
-	if len(g.KeyHash) == 0 {
-		return fmt.Errorf("store: create guest: %w: no key hash", ErrInvalid)
-	}
-	if err := checkTime("expiry", g.Expires); err != nil {
+	if err := CheckNewGuest(g); err != nil {
 		return fmt.Errorf("store: create guest: %w", err)
+	}
+	n := *g
+	n.ID, n.Created = newID(), time.Now()
+	if err := s.write(ctx, 0, func(tx *sql.Tx) error { return insertGuest(ctx, tx, &n) }); err != nil {
+		return fmt.Errorf("store: create guest: %w", err)
+	}
+	g.ID, g.Created = n.ID, n.Created
+	return nil
+}
+
+// insertGuest records g as it is, ID and Created included, unless a key
+// has its ID or its key hash (ErrInvalid, before anything is written).
+func insertGuest(ctx context.Context, tx *sql.Tx, g *Guest) error {
+	var taken bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM guests WHERE id = ? OR key_hash = ?)`,
+		g.ID, g.KeyHash).Scan(&taken); err != nil {
+		return err
+	}
+	if taken {
+		// Never the hash in an error: it names the key.
+		return fmt.Errorf("a guest key with the id %q or the same key exists: %w", g.ID, ErrInvalid)
 	}
 	perms, err := json.Marshal(g.Perms)
 	if err != nil || bytes.Equal(perms, []byte("null")) {
 		perms = []byte("[]")
 	}
-	id, created := newID(), time.Now()
 	var expires any
 	if !g.Expires.IsZero() {
 		expires = g.Expires.UnixNano()
 	}
-	tx, end, err := s.beginWrite(ctx)
-	if err != nil {
-		return fmt.Errorf("store: create guest: %w", err)
-	}
-	defer end()
 	_, err = tx.ExecContext(ctx, `INSERT INTO guests (`+guestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		id, g.Name, b2i(g.Run), b2i(g.Cancel), b2i(g.Status), b2i(g.Monitor), expires, created.UnixNano(), g.KeyHash,
+		g.ID, g.Name, b2i(g.Run), b2i(g.Cancel), b2i(g.Status), b2i(g.Monitor), expires, g.Created.UnixNano(), g.KeyHash,
 		b2i(g.WithToken), string(perms))
-	if err != nil {
-		return fmt.Errorf("store: create guest: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: create guest: %w", err)
-	}
-	g.ID, g.Created = id, created
-	return nil
+	return err
 }
 
 // ListGuests returns every guest key, oldest first, also those that no
@@ -168,24 +184,28 @@ func (s *Store) CountGuestsWithoutToken(ctx context.Context) (n int, err error) 
 // (which is about runs), when there is no key with that id.
 func (s *Store) DeleteGuest(ctx context.Context, id string) (err error) {
 	defer classifyTo(&err)
-	tx, end, err := s.beginWrite(ctx)
+	return s.deleteGuest(ctx, 0, id)
+}
+
+// deleteGuest is DeleteGuest, the application of the log's entry seq when
+// seq > 0 (see write).
+func (s *Store) deleteGuest(ctx context.Context, seq uint64, id string) error {
+	err := s.write(ctx, seq, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM guests WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 { // nothing deleted: a refusal that wrote nothing
+			return ErrNoSuchGuest
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("store: delete guest: %w", err)
-	}
-	defer end()
-	res, err := tx.ExecContext(ctx, `DELETE FROM guests WHERE id = ?`, id)
-	if err != nil {
-		return fmt.Errorf("store: delete guest: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("store: delete guest: %w", err)
-	}
-	if n == 0 {
-		return fmt.Errorf("store: delete guest %q: %w", id, ErrNoSuchGuest)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: delete guest: %w", err)
+		return fmt.Errorf("store: delete guest %q: %w", id, err)
 	}
 	return nil
 }

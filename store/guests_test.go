@@ -146,3 +146,24 @@ func TestTimeOverflow(t *testing.T) {
 		t.Errorf("Create starting before 1677: %v, want ErrInvalid saying why", err)
 	}
 }
+
+// TestGuestKeyTaken: a key whose hash a key has already is refused, and
+// the first key stays as it was.
+func TestGuestKeyTaken(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, t.TempDir(), store.Options{})
+	first := store.Guest{Run: true, KeyHash: keyHash("same"), WithToken: true}
+	if err := s.CreateGuest(ctx, &first); err != nil {
+		t.Fatal(err)
+	}
+	second := store.Guest{Cancel: true, KeyHash: keyHash("same"), WithToken: true}
+	if err := s.CreateGuest(ctx, &second); !errors.Is(err, store.ErrInvalid) || second.ID != "" {
+		t.Errorf("CreateGuest of a taken key hash: %v, ID %q; want ErrInvalid and no ID", err, second.ID)
+	}
+	if g, err := s.GuestByKeyHash(ctx, keyHash("same")); err != nil || g.ID != first.ID || !g.Run || g.Cancel {
+		t.Errorf("GuestByKeyHash = %+v, %v; want the first key", g, err)
+	}
+	if err := s.CreateGuest(ctx, &store.Guest{Run: true, WithToken: true}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("CreateGuest without a key hash: %v, want ErrInvalid", err)
+	}
+}

@@ -12,8 +12,8 @@ import (
 
 // A Store can be the local copy of a history replicated from a log (package
 // fleet/jshistory): every host of a fleet applies the log's entries, in the
-// log's order, to its own Store, and reads its own. Its runs are made and
-// changed only through Entry, whose methods take every value the single-host
+// log's order, to its own Store, and reads its own. Its runs and guest keys
+// are made and changed only through Entry, whose methods take every value the single-host
 // methods would take from the host (an ID, the clock, the size of an output
 // file) from the entry instead, so every copy that applied the same entries
 // holds the same runs, seq included. The replica row (migration 8) says which
@@ -50,7 +50,8 @@ func (s *Store) Replica(ctx context.Context) (_ Replica, err error) {
 }
 
 // MakeReplica makes the store the copy of the log named log, which it must
-// be already or, holding no run, may become (ErrNotReplica otherwise). A log
+// be already or, holding no run and no guest key, may become (ErrNotReplica
+// otherwise). A log
 // is named for what it is: one deleted and made again under the same name
 // must take another.
 func (s *Store) MakeReplica(ctx context.Context, log string) (err error) {
@@ -69,12 +70,17 @@ func (s *Store) MakeReplica(ctx context.Context, log string) (err error) {
 		case cur != "":
 			return fmt.Errorf("it is the copy of %q: %w", cur, ErrNotReplica)
 		}
-		var runs bool
-		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM runs)`).Scan(&runs); err != nil {
+		var runs, guests bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM runs), EXISTS (SELECT 1 FROM guests)`).Scan(&runs, &guests); err != nil {
 			return err
 		}
-		if runs {
+		switch {
+		case runs:
 			return fmt.Errorf("it holds runs of its own: %w", ErrNotReplica)
+		case guests:
+			// The copies hold the log's keys alone: one made here before
+			// would work on this host only.
+			return fmt.Errorf("it holds guest keys of its own: %w", ErrNotReplica)
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE replica SET log = ?`, log)
 		return err
@@ -86,12 +92,13 @@ func (s *Store) MakeReplica(ctx context.Context, log string) (err error) {
 }
 
 // Refused says whether err refuses an operation for what it asks, which is
-// the same on every copy: ErrNotFound, ErrWrongState, ErrInvalid. An Entry
-// that returns such an error was applied, as a no-op. Other errors
-// (ErrBusy, ErrFull, a cancelled context...) are of this host: the Entry
-// applied nothing.
+// the same on every copy: ErrNotFound, ErrWrongState, ErrInvalid,
+// ErrNoSuchGuest. An Entry that returns such an error was applied, as a
+// no-op. Other errors (ErrBusy, ErrFull, a cancelled context...) are of
+// this host: the Entry applied nothing.
 func Refused(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrWrongState) || errors.Is(err, ErrInvalid)
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrWrongState) || errors.Is(err, ErrInvalid) ||
+		errors.Is(err, ErrNoSuchGuest)
 }
 
 // write runs change in one write transaction and commits it.
@@ -159,12 +166,12 @@ func (s *Store) refuse(ctx context.Context, seq uint64, err error) error {
 
 // Entry applies the log's entry Seq to a store that is a copy of the log
 // (MakeReplica). Each of its methods applies one operation, as the History
-// method of the same name would on a single host, in one transaction that
-// also records Seq as the last entry applied (Replica), so an entry is
-// applied once: a second time is ErrApplied. An operation refused for what
-// it asks (ErrNotFound, ErrWrongState, ErrInvalid, as a single host would
-// refuse it) is applied too, as a no-op, and returns the refusal. Other
-// errors (ErrBusy, ErrFull...) apply nothing; try again.
+// method of the same name (or the Store's, for guest keys) would on a
+// single host, in one transaction that also records Seq as the last entry
+// applied (Replica), so an entry is applied once: a second time is
+// ErrApplied. An operation refused for what it asks (see Refused, as a
+// single host would refuse it) is applied too, as a no-op, and returns the
+// refusal. Other errors (ErrBusy, ErrFull...) apply nothing; try again.
 //
 // Entries never touch output files: a fleet keeps outputs elsewhere.
 type Entry struct {
@@ -362,4 +369,44 @@ func (e Entry) RecoverOn(ctx context.Context, host string, endedAt time.Time, si
 		return nil, fmt.Errorf("store: recover: %w", err)
 	}
 	return runs, nil
+}
+
+// CreateGuestAs records the new guest key g as CreateGuest does, with the
+// g.ID and g.Created given (an ID of the form CreateGuest makes, see
+// ValidID, and a storable time), and refuses what CreateGuest refuses: a
+// key with no hash, an Expires the history cannot store, an ID or a key
+// hash some key has already (ErrInvalid).
+func (e Entry) CreateGuestAs(ctx context.Context, g *Guest) (err error) {
+	defer classifyTo(&err)
+	if err := e.check(); err != nil {
+		return err
+	}
+	verr := CheckNewGuest(g)
+	switch {
+	case verr != nil:
+	case !validID(g.ID):
+		verr = fmt.Errorf("id %q is not of the form of a guest key's: %w", g.ID, ErrInvalid)
+	case g.Created.IsZero():
+		verr = fmt.Errorf("no creation time: %w", ErrInvalid)
+	default:
+		verr = checkTime("creation time", g.Created)
+	}
+	if verr != nil {
+		return fmt.Errorf("store: create guest %q: %w", g.ID, e.s.refuse(ctx, e.Seq, verr))
+	}
+	n := *g
+	if err := e.s.write(ctx, e.Seq, func(tx *sql.Tx) error { return insertGuest(ctx, tx, &n) }); err != nil {
+		return fmt.Errorf("store: create guest %q: %w", g.ID, err)
+	}
+	return nil
+}
+
+// DeleteGuest is Store.DeleteGuest: ErrNoSuchGuest, a refusal, when there is
+// no key with that id.
+func (e Entry) DeleteGuest(ctx context.Context, id string) (err error) {
+	defer classifyTo(&err)
+	if err := e.check(); err != nil {
+		return err
+	}
+	return e.s.deleteGuest(ctx, e.Seq, id)
 }

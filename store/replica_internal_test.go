@@ -155,6 +155,110 @@ func TestMakeReplica(t *testing.T) {
 	if err := single.Entry(1).Skip(ctx); !errors.Is(err, ErrNotReplica) {
 		t.Errorf("an entry on a store that is no copy: %v, want ErrNotReplica", err)
 	}
+	if err := single.Entry(1).DeleteGuest(ctx, newID()); !errors.Is(err, ErrNotReplica) {
+		t.Errorf("a guest entry on a store that is no copy: %v, want ErrNotReplica", err)
+	}
+
+	// A key made on a single host would work on this copy alone.
+	keyed, err := Open(ctx, t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keyed.Close()
+	if err := keyed.CreateGuest(ctx, &Guest{Run: true, KeyHash: []byte("h"), WithToken: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := keyed.MakeReplica(ctx, "L1"); !errors.Is(err, ErrNotReplica) {
+		t.Errorf("a store with guest keys of its own: %v, want ErrNotReplica", err)
+	}
+}
+
+// TestEntryGuests: guest keys applied as entries are recorded as the entry
+// gives them, once; refusals (ErrInvalid, ErrNoSuchGuest) are applied as
+// no-ops.
+func TestEntryGuests(t *testing.T) {
+	ctx := context.Background()
+	s := mustReplica(t, "L")
+	created := time.Unix(1_700_000_000, 5)
+	expires := created.Add(time.Hour)
+	g := Guest{ID: newID(), Name: "backup", Run: true, Status: true, Expires: expires, Created: created,
+		KeyHash: []byte("hash-g"), WithToken: true, Perms: []string{"a.b/c"}}
+	in := g
+	if err := s.Entry(1).CreateGuestAs(ctx, &in); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, g) || applied(t, s) != 1 {
+		t.Errorf("CreateGuestAs changed its guest to %+v, or applied %d", in, applied(t, s))
+	}
+	got, err := s.GuestByKeyHash(ctx, []byte("hash-g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != g.ID || !got.Created.Equal(created) || !got.Expires.Equal(expires) || got.Name != "backup" || !got.Run ||
+		got.Cancel || !got.Status || got.Monitor || !got.WithToken || !slices.Equal(got.Perms, g.Perms) {
+		t.Errorf("recorded %+v, want %+v", got, g)
+	}
+	// Once.
+	other := Guest{ID: newID(), Created: created, KeyHash: []byte("other")}
+	if err := s.Entry(1).CreateGuestAs(ctx, &other); !errors.Is(err, ErrApplied) {
+		t.Errorf("entry 1 again: %v, want ErrApplied", err)
+	}
+
+	for i, tc := range []struct {
+		name  string
+		apply func(e Entry) error
+		want  error
+	}{
+		{"a taken id", func(e Entry) error {
+			return e.CreateGuestAs(ctx, &Guest{ID: g.ID, Created: created, KeyHash: []byte("new")})
+		}, ErrInvalid},
+		{"a taken key", func(e Entry) error {
+			return e.CreateGuestAs(ctx, &Guest{ID: newID(), Created: created, KeyHash: []byte("hash-g")})
+		}, ErrInvalid},
+		{"a malformed id", func(e Entry) error {
+			return e.CreateGuestAs(ctx, &Guest{ID: "../x", Created: created, KeyHash: []byte("new")})
+		}, ErrInvalid},
+		{"no creation time", func(e Entry) error {
+			return e.CreateGuestAs(ctx, &Guest{ID: newID(), KeyHash: []byte("new")})
+		}, ErrInvalid},
+		{"no key hash", func(e Entry) error { return e.CreateGuestAs(ctx, &Guest{ID: newID(), Created: created}) }, ErrInvalid},
+		{"an expiry past 2262", func(e Entry) error {
+			return e.CreateGuestAs(ctx, &Guest{ID: newID(), Created: created, KeyHash: []byte("new"), Expires: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
+		}, ErrInvalid},
+		{"an unknown key", func(e Entry) error { return e.DeleteGuest(ctx, newID()) }, ErrNoSuchGuest},
+		{"no id", func(e Entry) error { return e.DeleteGuest(ctx, "") }, ErrNoSuchGuest},
+	} {
+		seq := uint64(10 + i)
+		err := tc.apply(s.Entry(seq))
+		if !errors.Is(err, tc.want) || !Refused(err) {
+			t.Errorf("%s: %v, want %v, a refusal", tc.name, err, tc.want)
+		}
+		if got := applied(t, s); got != seq {
+			t.Errorf("%s: applied %d, want %d", tc.name, got, seq)
+		}
+	}
+	if gs, err := s.ListGuests(ctx); err != nil || len(gs) != 1 || gs[0].ID != g.ID {
+		t.Errorf("after refusals: %+v, %v", gs, err)
+	}
+
+	// An entry that fails for this host's reasons applies nothing.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Entry(30).DeleteGuest(cancelled, g.ID); err == nil || Refused(err) {
+		t.Errorf("cancelled: %v, want a failure that is no refusal", err)
+	}
+	if got := applied(t, s); got != 17 {
+		t.Errorf("applied %d after a failure, want 17", got)
+	}
+	if err := s.Entry(30).DeleteGuest(ctx, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GuestByKeyHash(ctx, []byte("hash-g")); !errors.Is(err, ErrNotFound) || applied(t, s) != 30 {
+		t.Errorf("after the delete: %v, applied %d", err, applied(t, s))
+	}
+	if err := s.Entry(30).DeleteGuest(ctx, g.ID); !errors.Is(err, ErrApplied) {
+		t.Errorf("entry 30 again: %v, want ErrApplied", err)
+	}
 }
 
 // applied is the store's last applied entry.

@@ -1,5 +1,7 @@
 // Package jshistory is the run history of a fleet: a store.History shared
 // by every rexec host of the fleet, replicated through one JetStream stream.
+// The fleet's guest keys are replicated with it (guests.go), so that a key
+// made on one host works on every host.
 // Every write is an operation published to the stream; every host applies
 // the stream's operations, in the stream's order, to its own SQLite copy (a
 // *store.Store, see store.Entry), and reads go to that copy, so history
@@ -343,7 +345,8 @@ func (h *History) sleep(d time.Duration) bool {
 // of an ID that exists, a start of a run not queued, an end of a run done,
 // a delete of a run gone are refused; progress, task times and results are
 // set to the same values; a retention or a recovery finds nothing more to
-// delete or end, as no other operation came between.
+// delete or end, as no other operation came between; a guest key's create
+// of an ID that exists and a delete of a key gone are refused.
 func (h *History) apply(seq uint64, ts time.Time, data []byte) bool {
 	if seq <= h.Applied() {
 		return true // delivered again after the consumer was made again
@@ -415,6 +418,11 @@ func (h *History) applyOp(ctx context.Context, e store.Entry, ts time.Time, o *o
 	case opRecover:
 		runs, err := e.RecoverOn(ctx, o.Host, o.At, o.Sizes)
 		return result{err: err, runs: runs}
+	case opGuestCreate:
+		g := o.Guest.store()
+		return result{err: e.CreateGuestAs(ctx, &g)}
+	case opGuestDelete:
+		return result{err: e.DeleteGuest(ctx, o.GuestID)}
 	}
 	panic("jshistory: applyOp of kind " + o.Kind) // decodeOp lets no other through
 }

@@ -19,9 +19,14 @@ import (
 
 // opVersion is the version of the operations this package writes and
 // reads. An operation of a later version is skipped, with a log line.
+//
+// A kind added later (the guest keys' were) keeps the version: a rexec that
+// does not know a kind skips its operations with a log line (decodeOp, and
+// History.apply records it as applied), and applies the others as before.
 const opVersion = 1
 
-// The kinds of operation: one for each write of store.History.
+// The kinds of operation: one for each write of store.History, and of the
+// fleet's guest keys.
 const (
 	opCreate    = "create"    // Create
 	opStart     = "start"     // MarkStarted
@@ -32,6 +37,9 @@ const (
 	opDelete    = "delete"    // Delete
 	opRetention = "retention" // DeleteEndedBefore
 	opRecover   = "recover"   // Recover of one host's runs
+
+	opGuestCreate = "guest-create" // CreateGuest
+	opGuestDelete = "guest-delete" // DeleteGuest
 )
 
 // op is an operation. Which fields it uses depends on Kind.
@@ -74,6 +82,39 @@ type op struct {
 
 	// recover: the output size of each run the writer expects to end.
 	Sizes map[string]int64 `json:"sizes,omitempty"`
+
+	// guest-create: the key as it is recorded: its hash, never the key.
+	Guest *guest `json:"guest,omitempty"`
+	// guest-delete: the key's ID.
+	GuestID string `json:"guest_id,omitempty"`
+}
+
+// guest is a store.Guest in an operation. Its fields are named one by one,
+// so that no field added to store.Guest reaches the stream unless it is
+// added here: the stream holds a key's SHA-256 hash and never the key, and
+// no operation is ever logged whole.
+type guest struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name,omitempty"`
+	Run       bool      `json:"run,omitempty"`
+	Cancel    bool      `json:"cancel,omitempty"`
+	Status    bool      `json:"status,omitempty"`
+	Monitor   bool      `json:"monitor,omitempty"`
+	Expires   time.Time `json:"expires,omitzero"`
+	Created   time.Time `json:"created"`
+	KeyHash   []byte    `json:"key_hash"` // SHA-256 of the key, in base64
+	WithToken bool      `json:"with_token,omitempty"`
+	Perms     []string  `json:"perms,omitempty"`
+}
+
+func toGuest(g *store.Guest) *guest {
+	return &guest{ID: g.ID, Name: g.Name, Run: g.Run, Cancel: g.Cancel, Status: g.Status, Monitor: g.Monitor,
+		Expires: g.Expires, Created: g.Created, KeyHash: g.KeyHash, WithToken: g.WithToken, Perms: g.Perms}
+}
+
+func (g *guest) store() store.Guest {
+	return store.Guest{ID: g.ID, Name: g.Name, Run: g.Run, Cancel: g.Cancel, Status: g.Status, Monitor: g.Monitor,
+		Expires: g.Expires, Created: g.Created, KeyHash: g.KeyHash, WithToken: g.WithToken, Perms: g.Perms}
 }
 
 // span is a store.TaskSpan in an operation.
@@ -123,7 +164,12 @@ func decodeOp(data []byte) (op, error) {
 		return o, fmt.Errorf("%w: version %d", errCannotApply, o.V)
 	}
 	switch o.Kind {
-	case opCreate, opStart, opDone, opProgress, opTasks, opResult, opDelete, opRetention, opRecover:
+	case opCreate, opStart, opDone, opProgress, opTasks, opResult, opDelete, opRetention, opRecover, opGuestDelete:
+		return o, nil
+	case opGuestCreate:
+		if o.Guest == nil {
+			return o, fmt.Errorf("%w: %s without its guest", errCannotApply, o.Kind)
+		}
 		return o, nil
 	}
 	return o, fmt.Errorf("%w: kind %q", errCannotApply, o.Kind)

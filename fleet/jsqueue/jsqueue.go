@@ -70,13 +70,25 @@ const (
 	duplicates = 2 * time.Minute
 	// stopWait bounds each step of Close that waits on the server.
 	stopWait = 2 * time.Second
+	// readExpiry and readHeartbeat are the ordered consumer's pull
+	// requests' life and idle heartbeat. The consumer is a replica of
+	// one, on one server: when that server dies, the client remakes it
+	// on another after two heartbeats missed. With nats.go's default
+	// for ordered consumers (5s) a host's replica, and so its Ready,
+	// stood still for 10s when another host died (TestHostDiesCluster).
+	readExpiry    = 5 * time.Second
+	readHeartbeat = time.Second
+	// settleWait bounds Open's wait for a stream just made to answer.
+	settleWait = 30 * time.Second
 )
 
 // Bounds of the waits, variables for the tests alone.
 var (
-	// opWait bounds each request to the server: a publish, a token's
-	// fetch.
-	opWait = 10 * time.Second
+	// opWait bounds each request to the server: a publish, a question
+	// about a token's consumer. A request that the leader of a stream
+	// that died took with it gets no answer: Ready says not ready after
+	// opWait (and is called again), Add tries again.
+	opWait = 2 * time.Second
 	// applyWait bounds the wait for this host to apply an op it
 	// published.
 	applyWait = 10 * time.Second
@@ -92,10 +104,11 @@ var (
 type Queue struct {
 	o   Options
 	log zerolog.Logger
-	// keepLog logs the failures to keep a token: at most one line a
-	// while, as it fails every AckWait/5 while NATS is away.
-	keepLog zerolog.Logger
-	subject string // of the QUEUE stream's ops
+	// quietLog logs what would repeat at every tick (a token not kept
+	// while NATS is away, a queue too long to scan): at most one line a
+	// while.
+	quietLog zerolog.Logger
+	subject  string // of the QUEUE stream's ops
 	// self names this opening of the queue in the ops it publishes.
 	self   string
 	nonces atomic.Uint64
@@ -164,8 +177,8 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("jsqueue: creating or updating the stream %s: %w", slotStream, err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
+	var info *jetstream.StreamInfo
+	if err := settling(ctx, func() (err error) { info, err = stream.Info(ctx); return err }); err != nil {
 		return nil, fmt.Errorf("jsqueue: reading %s: %w", name, err)
 	}
 	q := &Queue{
@@ -178,19 +191,28 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		catchUp:  info.State.LastSeq,
 		caughtUp: make(chan struct{}),
 	}
-	q.keepLog = q.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second})
+	q.quietLog = q.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second})
 	q.slots.init(q, slotStream)
 	if q.catchUp == 0 {
 		close(q.caughtUp)
 	}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
-	q.cons, err = o.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	err = settling(ctx, func() error {
+		cons, err := o.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{subject},
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return err
+		}
+		cc, err := cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError),
+			jetstream.PullExpiry(readExpiry), jetstream.PullHeartbeat(readHeartbeat))
+		if err != nil {
+			return err
+		}
+		q.cons, q.cc = cons, cc
+		return nil
 	})
-	if err == nil {
-		q.cc, err = q.cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError))
-	}
 	if err != nil {
 		q.cancel()
 		return nil, fmt.Errorf("jsqueue: reading %s: %w", name, err)
@@ -205,6 +227,27 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	go q.keep()
 	q.log.Debug().Uint64("ops", info.State.LastSeq).Msg("queue open")
 	return q, nil
+}
+
+// settling calls f until it succeeds, or fails otherwise than a stream
+// just made does for a moment in a cluster (not found yet, JetStream
+// unavailable while its group forms), or ctx ends, or settleWait has
+// passed (Open may be given a context without a deadline).
+func settling(ctx context.Context, f func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, settleWait)
+	defer cancel()
+	for {
+		err := f()
+		var apiErr *jetstream.APIError
+		if err == nil || !(errors.Is(err, jetstream.ErrStreamNotFound) || errors.As(err, &apiErr) && apiErr.Code == 503) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // fill checks o and fills in its defaults.
@@ -328,7 +371,7 @@ func (q *Queue) Ready(script string, now time.Time) (string, bool) {
 
 func (q *Queue) warnScan(script string, r result) {
 	if r.scanned >= maxScan {
-		q.log.Warn().Str("script", script).Int("scanned", r.scanned).
+		q.quietLog.Warn().Str("script", script).Int("scanned", r.scanned).
 			Msg("the script's queue starts with too many runs waiting for their time or for other hosts: this host looks no further")
 	}
 }
@@ -493,10 +536,23 @@ func (q *Queue) receive(m jetstream.Msg) {
 		q.mu.Unlock()
 		return
 	}
+	if seq > q.applied+1 {
+		// The ordered consumer delivers every op once, in order: a gap
+		// is ops deleted from the stream, and this host's replica is no
+		// longer the others'.
+		q.log.Error().Uint64("from", q.applied+1).Uint64("to", seq-1).Msg("ops of the queue missing from the stream: this host's replica may differ from the others'")
+	}
 	q.applied = seq
 	r := q.rep.apply(o)
+	// The result goes to its waiter under the mutex (the channel has
+	// room for it): a waiter that gives up takes itself out under the
+	// mutex, then looks at its channel once more, so a result is either
+	// seen there or found to have no waiter.
 	ch := q.waiters[o.Nonce]
 	delete(q.waiters, o.Nonce)
+	if ch != nil {
+		ch <- r
+	}
 	if q.catchUp > 0 && seq >= q.catchUp {
 		close(q.caughtUp)
 		q.catchUp = 0
@@ -504,7 +560,6 @@ func (q *Queue) receive(m jetstream.Msg) {
 	q.mu.Unlock()
 	switch {
 	case ch != nil:
-		ch <- r
 	case o.From == q.self && o.Kind == opTake && r.ok:
 		q.orphan(o, r)
 	case o.From != q.self && (o.Kind == opAdd || o.Kind == opFront) && q.may(o.Target):
@@ -538,6 +593,10 @@ func (q *Queue) orphan(o op, r result) {
 // connection.
 func (q *Queue) consumeError(_ jetstream.ConsumeContext, err error) {
 	if q.closed.Load() {
+		return
+	}
+	if errors.Is(err, jetstream.ErrConnectionClosed) {
+		q.log.Error().Err(err).Msg("the NATS connection is closed: this host's replica of the queue is no longer kept")
 		return
 	}
 	q.log.Warn().Err(err).Msg("reading the queue's ops; the consumer resumes from the last op read")

@@ -3,12 +3,10 @@ package jsqueue_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -40,12 +38,10 @@ func logger(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 }
 
-// mustOpen opens a queue, closed at the end of the test.
+// mustOpen opens a queue, closed at the end of the test. o.Logger is the
+// caller's: logger(t) writes to the test's log.
 func mustOpen(t *testing.T, o jsqueue.Options) *jsqueue.Queue {
 	t.Helper()
-	if o.Logger.GetLevel() == zerolog.TraceLevel { // the zero Logger
-		o.Logger = logger(t)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	q, err := jsqueue.Open(ctx, o)
@@ -54,28 +50,6 @@ func mustOpen(t *testing.T, o jsqueue.Options) *jsqueue.Queue {
 	}
 	t.Cleanup(q.Close)
 	return q
-}
-
-// hosts opens a queue of one fleet for each name, each on a connection of
-// its own to srv. A name may carry labels after a colon: "g:gpu,ssd".
-func hosts(t *testing.T, srv *server.Server, o jsqueue.Options, names ...string) []*jsqueue.Queue {
-	t.Helper()
-	if o.Names.Fleet() == "" {
-		o.Names = newNames(t)
-	}
-	var qs []*jsqueue.Queue
-	for _, n := range names {
-		_, js := testnats.Connect(t, srv)
-		o := o
-		o.JS = js
-		host, labels, ok := strings.Cut(n, ":")
-		o.Host = host
-		if ok {
-			o.Labels = strings.Split(labels, ",")
-		}
-		qs = append(qs, mustOpen(t, o))
-	}
-	return qs
 }
 
 func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
@@ -95,7 +69,7 @@ func TestQueue(t *testing.T) {
 	srv := testnats.Start(t)
 	_, js := testnats.Connect(t, srv)
 	queuetest.TestQueue(t, func() detached.Queue {
-		return mustOpen(t, jsqueue.Options{JS: js, Names: newNames(t), Host: "h"})
+		return mustOpen(t, jsqueue.Options{JS: js, Names: newNames(t), Host: "h", Logger: logger(t)})
 	})
 }
 
@@ -104,7 +78,7 @@ func TestQueue(t *testing.T) {
 func TestOpenReadsTheLog(t *testing.T) {
 	srv := testnats.Start(t)
 	o := jsqueue.Options{Names: newNames(t)}
-	a := hosts(t, srv, o, "a")[0]
+	a := openHosts(t, srv, o, "a")[0].q
 	for i := range 50 {
 		a.Add("s", fmt.Sprint(i), time.Time{})
 	}
@@ -114,7 +88,7 @@ func TestOpenReadsTheLog(t *testing.T) {
 		t.Fatalf("Ready = %q, %v", id, ok)
 	}
 	a.Done("first")
-	b := hosts(t, srv, o, "b")[0]
+	b := openHosts(t, srv, o, "b")[0].q
 	if got, want := b.Len("s"), 49; got != want {
 		t.Fatalf("Len on a host that opened later = %d, want %d", got, want)
 	}

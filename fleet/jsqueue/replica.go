@@ -81,8 +81,8 @@ func newReplica() *replica {
 	return &replica{mem: detached.NewMemQueue(), runs: map[string]entry{}, targeted: map[string]int{}}
 }
 
-// apply applies o. may says whether a run with a target may be taken by
-// the taker o names.
+// apply applies o and returns its result, which depends on o and on the
+// replica alone: every host computes the same.
 func (r *replica) apply(o op) result {
 	switch o.Kind {
 	case opAdd:
