@@ -28,31 +28,36 @@ import (
 // 17): three processes with --fleet-name, their route ports on loopback
 // naming each other, forming one embedded JetStream cluster, next to a
 // single host (--scripts alone) measured the same way in the same phase.
+// The two are up together, each idle while the other is measured.
 //
 //   - queue: detached runs of `fast` (/bin/true, -s=1, the default) and of
-//     `capped` (/bin/true, -s=4) submitted by 8 workers as fast as they are
-//     answered for -d, round-robin over the three hosts in the fleet, and
-//     their ends counted from one host's event stream (GET
-//     /scripts/v1/events). The single host and the fleet take turns. A -s
-//     is the fleet's, not each host's: the fleet's figure is what the
-//     shared queue does with the same limit.
-//   - output: a run of `big` (head -c N /dev/zero | tr, 64 MB, 16 MB with
-//     -quick) pinned to h0 and followed from h2 (GET
-//     /scripts/v1/output/ID?follow=1), timed from the submission to the
-//     output's end. Ceilings: the same on the single host, followed from
-//     itself (its output file); the same pipeline run by the bench into
-//     /dev/null.
+//     `capped` (/bin/true, -s=4), their ends counted from one host's event
+//     stream (GET /scripts/v1/events): first 10 one at a time (5 with
+//     -quick), each from its submission to its end, the queue empty; then
+//     8 workers submitting as fast as they are answered for -d,
+//     round-robin over the three hosts in the fleet; then the backlog left
+//     drains, nobody submitting, for as long again (5s at least), and what
+//     is still queued is cancelled. The single host and the fleet take
+//     turns. A -s is the fleet's, not each host's: the fleet's figure is
+//     what the shared queue does with the same limit.
 //   - lost: a run of `long` (sleep 60) pinned to h0; once it runs, h0 is
 //     killed with SIGKILL, and h1 is asked for the run's status every 10 ms
 //     until it says "ended":"lost", and for the history's page of done
 //     runs until it holds the mark. h0 is then restarted on its data
-//     directory and waited for until h1 sees it up. Three times (once with
-//     -quick).
+//     directory (again a second later if it exits) and waited for until h1
+//     sees it up. Three times (once with -quick).
+//   - output: a run of `big` (head -c N /dev/zero | tr, 64 MB, 16 MB with
+//     -quick) pinned to h0 and followed from h2 (GET
+//     /scripts/v1/output/ID?follow=1), timed from the submission to the
+//     output's end, then read again whole. Ceilings: the same on the
+//     single host, followed from itself (its output file); the same
+//     pipeline run by the bench into /dev/null.
 //
 // Every step is bounded in time; one that fails is reported as a problem
 // and the phase goes on with the next where it can. Every process started
 // is stopped at the end, and a lost run's process found still running
-// after its host's restart is reported and killed.
+// after its host's restart is reported and killed. The hosts' warnings and
+// errors are problems, but for those that echo the phase's own kill -9.
 func (b *bench) fleetPhase(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
@@ -94,11 +99,11 @@ func (b *bench) fleetPhase(ctx context.Context) error {
 		fb.hosts = nil
 	}
 	fb.queueRates(ctx)
-	if ctx.Err() == nil {
-		fb.outputThroughput(ctx)
-	}
 	if ctx.Err() == nil && fb.hosts != nil {
 		fb.timeToLost(ctx)
+	}
+	if ctx.Err() == nil {
+		fb.outputThroughput(ctx)
 	}
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
@@ -146,6 +151,7 @@ type fleetBench struct {
 	kills    []time.Time  // of h0
 	restarts []time.Time  // of h0, after a kill
 	start    time.Time    // of the phase
+	stopping time.Time    // when stopAll began
 
 	orphansChecked int // restarts of h0 after which no process of a lost run was left
 }
@@ -1311,6 +1317,7 @@ func processesOfRuns(ids []string) map[int]string {
 func (fb *fleetBench) stopAll() {
 	fb.mu.Lock()
 	procs := slices.Clone(fb.all)
+	fb.stopping = time.Now()
 	fb.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range procs {
@@ -1420,10 +1427,13 @@ func (fb *fleetBench) summarize(l *fleetLife) {
 
 // afterKill says whether a log line of time t (to the second, as the log
 // gives it) came within fleetAfterKill of a kill -9 of h0 or of its
-// restart.
+// restart, and before the phase began to stop the hosts.
 func (fb *fleetBench) afterKill(t time.Time) bool {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
+	if !fb.stopping.IsZero() && !t.Before(fb.stopping.Truncate(time.Second)) {
+		return false // the shutdown's own
+	}
 	for _, k := range slices.Concat(fb.kills, fb.restarts) {
 		if !t.Before(k.Truncate(time.Second)) && t.Before(k.Add(fleetAfterKill)) {
 			return true
