@@ -903,6 +903,8 @@ type outputResult struct {
 	first, all time.Duration // from the submission to the first byte, to the end
 	status     runStatus
 	readBack   time.Duration // reading it whole again once done, without follow
+	notFound   int           // 404s of the host followed from, which did not know the run yet
+	unknownFor time.Duration // from the submission to the follow's 200, when there were 404s
 }
 
 func (r outputResult) mbps() float64 {
@@ -961,6 +963,10 @@ func (fb *fleetBench) outputThroughput(ctx context.Context) {
 		fb.b.rep.note("fleet: `big` on h0 followed from h2: %d bytes of %d arrived, output_size %d, output_truncated %q, ended %q",
 			r.bytes, fb.outBytes, r.status.OutputSize, r.status.OutputTruncated, r.status.Ended)
 	}
+	if r.notFound > 0 {
+		fb.b.rep.note("fleet: `big`, submitted to h0: h2 answered its output with 404 (no run with this id) %d times, for %.0f ms after the submission",
+			r.notFound, ms(r.unknownFor))
+	}
 	if r.status.Host != h0.name {
 		fb.b.rep.problem("fleet: `big` pinned to h0 ran on %q", r.status.Host)
 	}
@@ -984,19 +990,35 @@ func (fb *fleetBench) followRun(ctx context.Context, base, follow, host string) 
 	if err != nil {
 		return r, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, follow+"/scripts/v1/output/"+id+"?follow=1", nil)
-	if err != nil {
-		return r, err
+	// The host followed from may not know the run yet (its copy of the
+	// history applies the fleet's log a moment later): 404 is asked
+	// again, every 10 ms, for up to 10s.
+	submitted := time.Now()
+	var resp *http.Response
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, follow+"/scripts/v1/output/"+id+"?follow=1", nil)
+		if err != nil {
+			return r, err
+		}
+		resp, err = fb.hc.Do(req)
+		if err != nil {
+			return r, err
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || time.Since(submitted) > 10*time.Second {
+			return r, &statusError{code: resp.StatusCode, body: string(b)}
+		}
+		r.notFound++
+		time.Sleep(10 * time.Millisecond)
 	}
-	resp, err := fb.hc.Do(req)
-	if err != nil {
-		return r, err
+	if r.notFound > 0 {
+		r.unknownFor = time.Since(submitted)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return r, &statusError{code: resp.StatusCode, body: string(b)}
-	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := resp.Body.Read(buf)
@@ -1027,7 +1049,7 @@ func (fb *fleetBench) followRun(ctx context.Context, base, follow, host string) 
 	}
 	// Read it again, whole, now that it is done: the reading alone.
 	start = time.Now()
-	req, err = http.NewRequestWithContext(ctx, http.MethodGet, follow+"/scripts/v1/output/"+id, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, follow+"/scripts/v1/output/"+id, nil)
 	if err != nil {
 		return r, err
 	}
