@@ -36,6 +36,7 @@ echo /bin/echo @@1
 // fleetHost is one rexec process of a test fleet.
 type fleetHost struct {
 	name, url string
+	token     string // sent as the bearer token, when set
 	args      []string
 	cmd       *exec.Cmd
 	log       *syncBuffer
@@ -79,7 +80,7 @@ func startFleet(t *testing.T, n int, extra ...string) []*fleetHost {
 		h.args = append([]string{"serve", "-p", fmt.Sprint(ports[i]), "--kill-grace", "1s",
 			"--scripts", tab, "--data-dir", filepath.Join(dir, h.name),
 			"--fleet-name", "test", "--fleet-host", h.name, "--fleet-listen", fmt.Sprintf("127.0.0.1:%d", ports[n+i]),
-			"--fleet-routes", strings.Join(routes, ","), "--fleet-down-after", "1s"}, extra...)
+			"--fleet-routes", strings.Join(routes, ","), "--fleet-down-after", "800ms"}, extra...)
 		h.url = fmt.Sprintf("http://127.0.0.1:%d", ports[i])
 		hosts[i] = h
 	}
@@ -136,6 +137,9 @@ func (h *fleetHost) kill9() {
 func (h *fleetHost) call(t *testing.T, method, path, body string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, h.url+path, strings.NewReader(body))
+	if h.token != "" {
+		req.Header.Set("Authorization", "Bearer "+h.token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s on %s: %v", method, path, h.name, err)
@@ -205,6 +209,13 @@ func TestFleetOfThree(t *testing.T) {
 	}
 	hosts := startFleet(t, 3)
 	a, b, c := hosts[0], hosts[1], hosts[2]
+	defer func() {
+		if t.Failed() {
+			for _, h := range hosts {
+				t.Logf("the log of %s:\n%s", h.name, h.log.String())
+			}
+		}
+	}()
 
 	t.Run("machines", func(t *testing.T) {
 		for _, h := range hosts {
@@ -471,6 +482,27 @@ func TestFleetTargetsAndCancel(t *testing.T) {
 			t.Errorf("%s: %d %v, want 400 %s", tc.body, code, v, tc.code)
 		}
 	}
+	// GET /process?fleet=1 on b lists an attached run of c's.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", c.url+"/process", strings.NewReader(`{"alias":"held","cmd":"sleep","args":["30"]}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("an attached run on c: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	_, v := b.call(t, "GET", "/process?fleet=1", "")
+	if runs, _ := v["runs"].([]any); len(runs) != 1 || runs[0].(map[string]any)["host"] != "h2" || runs[0].(map[string]any)["alias"] != "held" {
+		t.Errorf("the fleet's attached runs, from b: %v", v)
+	}
+	if _, v := b.call(t, "GET", "/process", ""); len(v["runs"].([]any)) != 0 {
+		t.Errorf("b's own attached runs: %v", v)
+	}
+	if code, v := b.call(t, "GET", "/process?fleet=maybe", ""); code != 400 {
+		t.Errorf("?fleet=maybe: %d %v", code, v)
+	}
+	cancel()
+
 	// Pinned to c, submitted on a: runs on c; cancelled from b.
 	id := a.submit(t, `{"name":"long","host":"h2"}`)
 	waitUntil(t, 10*time.Second, "the pinned run running", func() bool { return b.status(t, id)["state"] == "running" })
@@ -495,4 +527,41 @@ func TestFleetTargetsAndCancel(t *testing.T) {
 		t.Fatalf("cancel of a queued run from another host: %d %v", code, v)
 	}
 	waitUntil(t, 10*time.Second, "the queued run cancelled", func() bool { return b.status(t, id)["ended"] == "cancelled" })
+}
+
+// TestFleetGuestKeys: a guest key made on one host works on every host,
+// and deleted on another it works nowhere.
+func TestFleetGuestKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three servers")
+	}
+	hosts := startFleet(t, 3, "--token", "admin-token")
+	for _, h := range hosts {
+		h.token = "admin-token"
+	}
+	a, b, c := hosts[0], hosts[1], hosts[2]
+	code, v := a.call(t, "POST", "/scripts/v1/guest/create", `{"run":true,"status":true,"name":"echo"}`)
+	if code != 200 {
+		t.Fatalf("guest/create on a: %d %v", code, v)
+	}
+	key, id := v["info"].(map[string]any)["apikey"].(string), v["id"].(string)
+	guest := func(h *fleetHost) *fleetHost { return &fleetHost{name: h.name, url: h.url, token: key} }
+	for _, h := range []*fleetHost{b, c} {
+		waitUntil(t, 5*time.Second, "the key working on "+h.name, func() bool {
+			code, _ := guest(h).call(t, "POST", "/scripts/v1/run", `{"name":"echo","args":["hi"]}`)
+			return code == 200
+		})
+		if code, v := guest(h).call(t, "POST", "/scripts/v1/run", `{"name":"work"}`); code != 403 {
+			t.Errorf("the key for echo runs work on %s: %d %v", h.name, code, v)
+		}
+	}
+	if code, v := c.call(t, "POST", "/scripts/v1/guest/delete/"+id, ""); code != 200 {
+		t.Fatalf("guest/delete on c: %d %v", code, v)
+	}
+	for _, h := range hosts {
+		waitUntil(t, 5*time.Second, "the key refused on "+h.name, func() bool {
+			code, _ := guest(h).call(t, "POST", "/scripts/v1/run", `{"name":"echo","args":["hi"]}`)
+			return code == 401
+		})
+	}
 }

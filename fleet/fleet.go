@@ -386,6 +386,9 @@ func (f *Fleet) Host() string { return f.cfg.Host }
 // Labels are this host's labels.
 func (f *Fleet) Labels() []string { return f.cfg.Labels }
 
+// JoinTimeout is how long a start waits for the fleet (Config.JoinTimeout).
+func (f *Fleet) JoinTimeout() time.Duration { return f.cfg.JoinTimeout }
+
 // Replicas is how many copies each of the fleet's streams keeps.
 func (f *Fleet) Replicas() int { return f.cfg.Replicas }
 

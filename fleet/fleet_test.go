@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -307,5 +308,31 @@ func TestConfigCheck(t *testing.T) {
 	}
 	if err := ok.Check(); err != nil {
 		t.Errorf("Check = %v", err)
+	}
+}
+
+func TestAsk(t *testing.T) {
+	fs := cluster(t, 3, nil)
+	waitFor(t, "all up", 10*time.Second, func() bool { return fs[0].Up("h1") && fs[0].Up("h2") })
+	for _, f := range fs {
+		if err := f.Answer("name", func(q []byte) []byte { return []byte(string(q) + " " + f.Host()) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The answerers' interest reaches the other servers over the routes
+	// a moment after they subscribe.
+	var got [][]byte
+	waitFor(t, "two answers", 10*time.Second, func() bool {
+		var err error
+		got, err = fs[0].Ask(context.Background(), "name", []byte("hello"), time.Second)
+		return err == nil && len(got) == 2
+	})
+	var s []string
+	for _, a := range got {
+		s = append(s, string(a))
+	}
+	slices.Sort(s)
+	if !slices.Equal(s, []string{"hello h1", "hello h2"}) {
+		t.Errorf("answers %q", s)
 	}
 }

@@ -318,3 +318,25 @@ func (f *Fleet) Machines() []Machine {
 	slices.SortFunc(ms, func(a, b Machine) int { return strings.Compare(a.Name, b.Name) })
 	return ms
 }
+
+// Known says whether the fleet has a host called name: this one, one heard
+// or listed, or one whose machine record the fleet keeps (a host that
+// started a moment ago may not have been heard yet).
+func (f *Fleet) Known(name string) bool {
+	if name == f.cfg.Host {
+		return true
+	}
+	f.hosts.mu.Lock()
+	_, ok := f.hosts.table[name]
+	f.hosts.mu.Unlock()
+	if ok {
+		return true
+	}
+	if CheckName(name) != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := f.hosts.kv.Get(ctx, name)
+	return err == nil
+}

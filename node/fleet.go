@@ -36,6 +36,25 @@ func (n *Node) openFleet() error {
 	return nil
 }
 
+// fleetRetry opens one of the fleet's parts, trying again within the
+// fleet's join timeout: a stream whose leader was a host that just died
+// takes the raft election timeout (4-9 s) to answer again, and a host that
+// restarts at once meets exactly that.
+func (n *Node) fleetRetry(what string, open func() error) error {
+	deadline := time.Now().Add(n.Fleet.JoinTimeout())
+	for {
+		err := open()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		n.log.Warn().Err(err).Str("part", what).Msg("fleet: waiting for the fleet's streams")
+		time.Sleep(time.Second)
+	}
+}
+
 // fleetStatus is what this host's heartbeats say.
 func (n *Node) fleetStatus() fleet.Status {
 	st := fleet.Status{SlotsMax: n.cfg.Broker.MaxProcs}
@@ -83,19 +102,26 @@ func (n *Node) openFleetRuns(st *store.Store) (store.History, store.Outputs, err
 	h, err := jshistory.Open(context.Background(), jshistory.Options{
 		JS: n.Fleet.JS(), Names: n.Fleet.Names(), Replicas: n.Fleet.Replicas(), Host: n.Fleet.Host(), Local: st, Logger: n.log,
 		DeleteOutput: func(ctx context.Context, id string) error { return out.Delete(ctx, id) },
-		OutputSize:   func(ctx context.Context, id string) (int64, error) { return out.Size(ctx, id) },
+		OutputSize: func(ctx context.Context, id string) (int64, error) {
+			// A read of a running run's status asks it: bounded, so that a
+			// stream electing a leader slows no status by seconds.
+			ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			return out.Size(ctx, id)
+		},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("fleet: the history: %w", err)
 	}
-	n.fleetHistory = h
 	out, err = jsoutput.Open(context.Background(), jsoutput.Options{
 		JS: n.Fleet.JS(), Names: n.Fleet.Names(), Replicas: n.Fleet.Replicas(), History: h,
 		MaxOutput: n.cfg.Store.MaxOutput, MaxAge: n.cfg.Detached.Retain, Logger: n.log,
 	})
 	if err != nil {
+		h.Close()
 		return nil, nil, fmt.Errorf("fleet: the outputs: %w", err)
 	}
+	n.fleetHistory = h
 	return h, out, nil
 }
 
@@ -143,14 +169,7 @@ var _ detached.Fleet = fleetRuns{}
 func (r fleetRuns) Host() string        { return r.n.Fleet.Host() }
 func (r fleetRuns) Up(host string) bool { return r.n.Fleet.Up(host) }
 
-func (r fleetRuns) HasHost(name string) bool {
-	for _, m := range r.n.Fleet.Machines() {
-		if m.Name == name {
-			return true
-		}
-	}
-	return false
-}
+func (r fleetRuns) HasHost(name string) bool { return r.n.Fleet.Known(name) }
 
 // cancelAnswer is what a host answers a cancel with.
 type cancelAnswer struct {

@@ -179,6 +179,10 @@ func (n *Node) Open() (err error) {
 	}
 	if n.Fleet != nil {
 		n.Fleet.SetAddress(n.fleetAddress())
+		// GET /process?fleet=1 on another host asks this one.
+		if err := n.Fleet.Answer(webapi.TopicAttached, func([]byte) []byte { return n.Web.AttachedRuns() }); err != nil {
+			return fmt.Errorf("fleet: %w", err)
+		}
 	}
 	return n.watchMetrics()
 }
@@ -262,10 +266,19 @@ func (n *Node) openDetached() error {
 	var history store.History = st
 	var outputs store.Outputs = st
 	if n.Fleet != nil {
-		if history, outputs, err = n.openFleetRuns(st); err != nil {
+		if err := n.fleetRetry("the history and the outputs", func() (err error) {
+			history, outputs, err = n.openFleetRuns(st)
+			return err
+		}); err != nil {
 			return err
 		}
-		if n.Events, err = n.openFleetFeed(); err != nil {
+		if err := n.fleetRetry("the event feed", func() error {
+			f, err := n.openFleetFeed()
+			if err == nil {
+				n.Events = f // never a typed nil in the interface
+			}
+			return err
+		}); err != nil {
 			return err
 		}
 	} else {
@@ -279,7 +292,13 @@ func (n *Node) openDetached() error {
 	}
 	if n.Fleet != nil {
 		dc.Fleet = fleetRuns{n}
-		if dc.Queue, err = n.openFleetQueue(); err != nil {
+		if err := n.fleetRetry("the queue", func() error {
+			q, err := n.openFleetQueue()
+			if err == nil {
+				dc.Queue = q
+			}
+			return err
+		}); err != nil {
 			return err
 		}
 	}
@@ -301,6 +320,9 @@ func (n *Node) openWeb() error {
 	}
 	if n.Runs != nil {
 		wc.Runs, wc.Guests, wc.Ready = n.Runs, n.Store, n.Store.Ready
+		if n.fleetHistory != nil {
+			wc.Guests = n.fleetHistory // the fleet's keys, the same on every host
+		}
 	}
 	if n.Events != nil {
 		wc.Events = n.Events

@@ -1,6 +1,8 @@
 package webapi
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"time"
@@ -17,6 +19,49 @@ type Fleet interface {
 	Host() string
 	// Machines lists the fleet's hosts, this one included, by name.
 	Machines() []fleet.Machine
+	// Ask asks every other host up a question of topic and returns the
+	// answers that came within wait (package fleet).
+	Ask(ctx context.Context, topic string, data []byte, wait time.Duration) ([][]byte, error)
+}
+
+// TopicAttached is the question whose answer is a host's attached runs
+// (AttachedRuns), for GET /process?fleet=1.
+const TopicAttached = "attached-runs"
+
+// attachedWait bounds the wait for the other hosts' attached runs.
+const attachedWait = 2 * time.Second
+
+// hostRuns is one host's attached runs, as it answers TopicAttached.
+type hostRuns struct {
+	Host string    `json:"host"`
+	Runs []runInfo `json:"runs"`
+}
+
+// AttachedRuns is this host's answer to TopicAttached: its attached runs,
+// each with its host.
+func (s *Server) AttachedRuns() []byte {
+	b, _ := json.Marshal(hostRuns{Host: s.cfg.Fleet.Host(), Runs: s.attachedRuns(s.cfg.Fleet.Host())})
+	return b
+}
+
+// fleetRuns are the attached runs of the fleet's other hosts that answered.
+func (s *Server) fleetRuns(ctx context.Context) []runInfo {
+	answers, err := s.cfg.Fleet.Ask(ctx, TopicAttached, nil, attachedWait)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("fleet: asking the other hosts for their attached runs")
+	}
+	var runs []runInfo
+	for _, a := range answers {
+		var hr hostRuns
+		if json.Unmarshal(a, &hr) != nil || fleet.CheckName(hr.Host) != nil {
+			continue
+		}
+		for _, r := range hr.Runs {
+			r.Host = hr.Host
+			runs = append(runs, r)
+		}
+	}
+	return runs
 }
 
 // handleMachines is GET /fleet/v1/machines: the fleet's hosts, for the

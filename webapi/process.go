@@ -110,19 +110,43 @@ type runInfo struct {
 	DurationMS int64  `json:"duration_ms"`
 	Who        string `json:"who"`    // "" for the admin
 	Remote     string `json:"remote"` // the client's address
+	// Host is the fleet's host that runs it; "" on a single host.
+	Host string `json:"host,omitempty"`
 }
 
 // handleList is GET /process: the runs of /process in progress (attached
 // runs; detached ones are /scripts/v1's), by alias.
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	all := false
+	switch v := r.URL.Query().Get("fleet"); v {
+	case "", "0", "false":
+	case "1", "true":
+		all = true
+	default:
+		fail(w, s.log, badRequestf("query parameter \"fleet\" is 1 or true (the fleet's runs), 0 or false, not %q", v))
+		return
+	}
+	host := ""
+	if s.cfg.Fleet != nil {
+		host = s.cfg.Fleet.Host()
+	}
+	runs := s.attachedRuns(host)
+	if all && s.cfg.Fleet != nil {
+		runs = append(runs, s.fleetRuns(r.Context())...)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
+}
+
+// attachedRuns are this host's attached runs in progress, each with host.
+func (s *Server) attachedRuns(host string) []runInfo {
 	now := time.Now()
 	runs := []runInfo{}
 	for _, in := range s.broker.List() {
 		runs = append(runs, runInfo{Alias: in.Alias, Cmd: in.Labels.Command, Script: in.Labels.Script, Pid: in.Pid,
 			Started: in.Started.Unix(), DurationMS: now.Sub(in.Started).Milliseconds(),
-			Who: in.Labels.Who, Remote: in.Labels.Remote})
+			Who: in.Labels.Who, Remote: in.Labels.Remote, Host: host})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
+	return runs
 }
 
 // handleStop is DELETE /process/{alias}: terminate a run in progress (its
