@@ -42,6 +42,12 @@
 //   - history: GET /scripts/v1/runs on histories of 10^4, 10^5 and 10^6 runs
 //     (-history), the first page and one deep in the cursor, with and
 //     without filters, each on a server of its own. No ceiling.
+//   - fleet: a fleet of three hosts on this machine (embedded JetStream,
+//     routed on loopback) against a single host, both started by the
+//     phase: detached runs per second through the shared queue, the output
+//     of a run followed from another host (ceilings: the single host's
+//     output file, and the raw pipeline), and the time from a kill -9 of a
+//     host to its run being `lost`.
 package main
 
 import (
@@ -103,7 +109,7 @@ func parseFlags() config {
 	flag.StringVar(&c.bin, "bin", "", "use this rexec binary instead of building one from the module root")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, server log)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long in all")
-	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,cgroups,tls,plugins,leak,history")
+	flag.StringVar(&c.only, "only", "", "run only these phases, comma-separated: streams,spawn,throughput,latency,cgroups,tls,plugins,leak,history,fleet")
 	flag.IntVar(&c.tlsRuns, "tls-runs", 200, "tls: requests timed per server, request (GET /healthz, run `true`) and kind of connection (kept, new, resumed)")
 	flag.DurationVar(&c.pluginDur, "plugin-d", 3*time.Second, "plugins: duration of each calls/s measure (singleton, direct pipe)")
 	flag.IntVar(&c.pluginCalls, "plugin-calls", 200, "plugins: one_for_one calls timed, and as many plain fork-execs")
@@ -244,6 +250,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (problems int, err erro
 		{"plugins", "plugins", b.pluginsPhase},
 		{"leak check", "leak", b.leakCheck},
 		{"history", "history", b.history},
+		{"fleet", "fleet", b.fleetPhase},
 	}
 	for _, p := range phases {
 		if cfg.only != "" && !slices.Contains(strings.Split(cfg.only, ","), p.key) {
