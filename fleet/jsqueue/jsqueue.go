@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -120,6 +121,8 @@ type Queue struct {
 	closed atomic.Bool
 	// changed is Changed's: capacity 1, sent to without blocking.
 	changed chan struct{}
+	// freedSub hears the slots the other hosts give back.
+	freedSub *nats.Subscription
 	// quit is closed by Close: the keeper goroutine stops.
 	quit chan struct{}
 	// bg counts the goroutines Close waits for: the keeper and the
@@ -229,6 +232,10 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	case <-ctx.Done():
 		q.Close()
 		return nil, fmt.Errorf("jsqueue: reading %s up to %d: %w", name, info.State.LastSeq, ctx.Err())
+	}
+	if q.freedSub, err = o.JS.Conn().Subscribe(o.Names.Subject("slots-freed"), q.heardFreed); err != nil {
+		q.Close()
+		return nil, fmt.Errorf("jsqueue: %w", err)
 	}
 	q.bg.Add(1)
 	go q.keep()
@@ -355,7 +362,13 @@ func (q *Queue) Ready(script string, now time.Time) (string, bool) {
 	if n := q.o.Limit(script); n > 0 {
 		var err error
 		if token, err = q.slots.acquire(script, n); err != nil {
-			q.log.Warn().Err(err).Str("script", script).Msg("getting a slot of the script's -s across the fleet")
+			ev := q.log.Warn()
+			if errors.Is(err, nats.ErrNoResponders) {
+				// A stream or consumer a moment old, or electing its
+				// leader: the next try, a tick later, finds it.
+				ev = q.log.Debug()
+			}
+			ev.Err(err).Str("script", script).Msg("getting a slot of the script's -s across the fleet")
 			return "", false
 		}
 		if token == nil {
@@ -384,8 +397,24 @@ func (q *Queue) warnScan(script string, r result) {
 }
 
 // Done gives back the token of the script's -s that this host held for
-// run id, if any.
-func (q *Queue) Done(id string) { q.slots.release(id) }
+// run id, if any, and says so: to this host's manager (Changed), whose
+// broker may have freed the run's slot before the token came back, and to
+// the other hosts (a core NATS message on slots-freed), whose managers
+// would otherwise wait for keep's next tick.
+func (q *Queue) Done(id string) {
+	if q.slots.release(id) {
+		q.signal()
+		_ = q.o.JS.Conn().Publish(q.o.Names.Subject("slots-freed"), []byte(q.o.Host))
+	}
+}
+
+// heardFreed is a slot given back by another host: a Ready that found
+// none free tries again.
+func (q *Queue) heardFreed(m *nats.Msg) {
+	if string(m.Data) != q.o.Host && q.slots.starved.Swap(false) {
+		q.signal()
+	}
+}
 
 // Position is id's 1-based place in its script's queue, 0 if not queued,
 // as this host's replica has it.
@@ -618,6 +647,9 @@ func (q *Queue) Close() {
 	}
 	q.cancel()
 	close(q.quit)
+	if q.freedSub != nil {
+		_ = q.freedSub.Unsubscribe()
+	}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)

@@ -212,7 +212,8 @@ func (s *slots) targetOf(id string) (detached.Target, bool) {
 }
 
 // release forgets run id, which this host took, and gives back its token.
-func (s *slots) release(id string) {
+// It says whether a token was given back.
+func (s *slots) release(id string) bool {
 	s.mu.Lock()
 	r, ok := s.taken[id]
 	delete(s.taken, id)
@@ -220,6 +221,7 @@ func (s *slots) release(id string) {
 	if ok {
 		s.ack(r.token)
 	}
+	return ok && r.token != nil
 }
 
 // releaseAll gives back every token this host holds (Close).
