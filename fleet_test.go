@@ -28,6 +28,7 @@ import (
 // fleetExectab is the exectab every host of the test fleets offers.
 const fleetExectab = `
 -s=2 -m=200 work /bin/sleep 0.2
+-m=3 capped /bin/sleep 60
 -m=50 long /bin/sleep 60
 lines /bin/sh -c "for i in 1 2 3 4 5 6 7 8; do echo line$i; sleep 0.15; done"
 echo /bin/echo @@1
@@ -62,6 +63,13 @@ func freeLoopbackPorts(t *testing.T, n int) []int {
 // until each listens.
 func startFleet(t *testing.T, n int, extra ...string) []*fleetHost {
 	t.Helper()
+	return startFleetWith(t, n, nil, extra...)
+}
+
+// startFleetWith is startFleet with flags of each host's own (per, when
+// not nil).
+func startFleetWith(t *testing.T, n int, per func(i int) []string, extra ...string) []*fleetHost {
+	t.Helper()
 	dir := t.TempDir()
 	tab := filepath.Join(dir, "exectab")
 	if err := os.WriteFile(tab, []byte(fleetExectab), 0o644); err != nil {
@@ -81,6 +89,9 @@ func startFleet(t *testing.T, n int, extra ...string) []*fleetHost {
 			"--scripts", tab, "--data-dir", filepath.Join(dir, h.name),
 			"--fleet-name", "test", "--fleet-host", h.name, "--fleet-listen", fmt.Sprintf("127.0.0.1:%d", ports[n+i]),
 			"--fleet-routes", strings.Join(routes, ","), "--fleet-down-after", "800ms"}, extra...)
+		if per != nil {
+			h.args = append(h.args, per(i)...)
+		}
 		h.url = fmt.Sprintf("http://127.0.0.1:%d", ports[i])
 		hosts[i] = h
 	}
@@ -563,5 +574,65 @@ func TestFleetGuestKeys(t *testing.T) {
 			code, _ := guest(h).call(t, "POST", "/scripts/v1/run", `{"name":"echo","args":["hi"]}`)
 			return code == 401
 		})
+	}
+}
+
+// TestFleetLabelsTimesAndCaps: a run asking for a label runs on the host
+// that carries it; a run queued for later starts then, not before; -m
+// counts the runs queued in the whole fleet.
+func TestFleetLabelsTimesAndCaps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three servers")
+	}
+	hosts := startFleetWith(t, 3, func(i int) []string {
+		if i == 1 {
+			return []string{"--label", "gpu", "--label", "zone=eu"}
+		}
+		return nil
+	})
+	a, b, c := hosts[0], hosts[1], hosts[2]
+	waitUntil(t, 10*time.Second, "a lists b's labels", func() bool {
+		_, v := a.call(t, "GET", "/fleet/v1/machines", "")
+		for _, m := range v["machines"].([]any) {
+			if m := m.(map[string]any); m["name"] == "h1" {
+				l, _ := m["labels"].([]any)
+				return len(l) == 2 && m["up"] == true
+			}
+		}
+		return false
+	})
+	for range 3 {
+		id := c.submit(t, `{"name":"echo","args":["x"],"labels":["gpu","zone=eu"]}`)
+		waitUntil(t, 10*time.Second, "the labelled run done", func() bool { return a.status(t, id)["state"] == "done" })
+		if st := a.status(t, id); st["host"] != "h1" {
+			t.Errorf("a run for gpu and zone=eu ran on %v", st["host"])
+		}
+	}
+
+	// A run queued for 2 s from now starts then.
+	at := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	id := a.submit(t, fmt.Sprintf(`{"name":"echo","args":["later"],"queue":%d}`, at.Unix()))
+	if st := b.status(t, id); st["state"] != "queued" || st["waiting"] != "start_time" {
+		t.Errorf("a run for later, on b: %v", st)
+	}
+	waitUntil(t, 15*time.Second, "the run for later done", func() bool { return c.status(t, id)["state"] == "done" })
+	if started := c.status(t, id)["started"].(float64); started < float64(at.Unix()) {
+		t.Errorf("a run queued for %d started at %v", at.Unix(), started)
+	}
+
+	// -m=3 of capped: three running or queued in the fleet; the fourth,
+	// on any host, is refused.
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, hosts[i].submit(t, `{"name":"capped"}`))
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, h := range hosts {
+		if code, v := h.call(t, "POST", "/scripts/v1/run", `{"name":"capped"}`); code != 429 || v["errorcode"] != "queue_full" {
+			t.Errorf("a fourth capped run on %s: %d %v", h.name, code, v)
+		}
+	}
+	for _, id := range ids {
+		b.call(t, "POST", "/scripts/v1/cancel/"+id, "")
 	}
 }

@@ -59,8 +59,8 @@ func (m *Manager) checkTarget(t Target) error {
 }
 
 // queuedInFleet is how many runs the fleet's queue holds, of script or
-// (script "") of every script: what -m and --max-queued count in a fleet.
-// m.mu is held.
+// (script "") of every script: what --max-queued counts in a fleet. m.mu
+// is held.
 func (m *Manager) queuedInFleet(script string) int {
 	if script != "" {
 		return m.queue.Len(script)
@@ -70,6 +70,12 @@ func (m *Manager) queuedInFleet(script string) int {
 		n += m.queue.Len(s)
 	}
 	return n
+}
+
+// activeInFleet is how many runs of script are queued or running in the
+// fleet: what -m counts. m.mu is held.
+func (m *Manager) activeInFleet(script string) int {
+	return m.queue.Len(script) + m.shared().Held(script)
 }
 
 // enqueueShared puts a recorded run in the fleet's queue. Whichever host

@@ -365,8 +365,8 @@ func (m *Manager) reserve(sc *catalog.Script, stdin int64) (unreserve func(), er
 	switch {
 	case m.closed:
 		return nil, ErrClosed
-	case fleet && sc.MaxQueue > 0 && m.queuedInFleet(sc.Name) >= sc.MaxQueue:
-		return nil, fmt.Errorf("%w: script %q allows %d runs queued in the fleet", ErrQueueFull, sc.Name, sc.MaxQueue)
+	case fleet && sc.MaxQueue > 0 && m.activeInFleet(sc.Name) >= sc.MaxQueue:
+		return nil, fmt.Errorf("%w: script %q allows %d runs queued and running in the fleet", ErrQueueFull, sc.Name, sc.MaxQueue)
 	case fleet && !sc.NoProcess && m.queuedInFleet("") >= m.cfg.MaxQueued:
 		return nil, fmt.Errorf("%w: %d runs are queued in the fleet (--max-queued)", ErrTooManyQueued, m.cfg.MaxQueued)
 	case sc.MaxQueue > 0 && m.perScript[sc.Name] >= sc.MaxQueue:

@@ -42,6 +42,9 @@ type SharedQueue interface {
 	Queue
 	// AddFor is Add of a run that only a host matching t may take.
 	AddFor(script, id string, notBefore time.Time, t Target)
+	// Held is how many runs of script hold a slot of its -s across the
+	// fleet (running, or starting), for its -m.
+	Held(script string) int
 	// Changed receives a value when the queue changed in a way that may
 	// let a run start here (a run added by another host, a slot of a
 	// script's -s freed elsewhere): the manager schedules then.

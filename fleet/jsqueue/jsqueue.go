@@ -408,6 +408,28 @@ func (q *Queue) Done(id string) {
 	}
 }
 
+// Held is how many tokens of script's -s are held across the fleet: its
+// consumer's messages delivered and not given back (a token given back a
+// moment ago may still count). 0 for a script without a limit, or when
+// the server cannot say.
+func (q *Queue) Held(script string) int {
+	n := q.o.Limit(script)
+	if n <= 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(q.ctx, opWait)
+	defer cancel()
+	c, err := q.slots.consumer(ctx, script, n)
+	if err != nil {
+		return 0
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.NumAckPending
+}
+
 // heardFreed is a slot given back by another host: a Ready that found
 // none free tries again.
 func (q *Queue) heardFreed(m *nats.Msg) {
