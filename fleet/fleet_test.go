@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/rexec/rexec/internal/testtls"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rs/zerolog"
@@ -334,5 +337,52 @@ func TestAsk(t *testing.T) {
 	slices.Sort(s)
 	if !slices.Equal(s, []string{"hello h1", "hello h2"}) {
 		t.Errorf("answers %q", s)
+	}
+}
+
+// TestExternalNATSWithNKey: a host signs in to an existing NATS server with
+// an NKey seed file; a host with another key is refused.
+func TestExternalNATSWithNKey(t *testing.T) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	dir := t.TempDir()
+	seedFile := filepath.Join(dir, "user.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), Nkeys: []*server.NkeyUser{{Nkey: pub}}, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the NATS server did not start")
+	}
+	t.Cleanup(s.Shutdown)
+	open := func(host, seed string) (*Fleet, error) {
+		return Open(context.Background(), Config{Name: "nk", Host: host, URL: s.ClientURL(), NKeySeedFile: seed,
+			JoinTimeout: 3 * time.Second, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)}, nil)
+	}
+	f, err := open("a", seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	other, _ := nkeys.CreateUser()
+	otherSeed, _ := other.Seed()
+	otherFile := filepath.Join(dir, "other.nk")
+	os.WriteFile(otherFile, otherSeed, 0o600)
+	if f, err := open("b", otherFile); err == nil {
+		f.Close()
+		t.Error("a host with another NKey connected")
+	}
+	if f, err := open("c", filepath.Join(dir, "missing.nk")); err == nil {
+		f.Close()
+		t.Error("a host with a missing seed file connected")
 	}
 }
