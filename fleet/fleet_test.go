@@ -16,13 +16,14 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/rexec/rexec/internal/testnats"
 	"github.com/rexec/rexec/internal/testtls"
 	"github.com/rexec/rexec/internal/tlsfiles"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testnats.LeakOptions()...) }
 
 // freePorts returns n loopback ports that were free a moment ago.
 func freePorts(t *testing.T, n int) []int {

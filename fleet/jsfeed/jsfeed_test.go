@@ -25,7 +25,7 @@ import (
 
 // The embedded servers and the NATS connections are shut down by each
 // test's cleanup: nothing is left to ignore.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testnats.LeakOptions()...) }
 
 // fleets numbers the fleets the tests make, so that each feed of the
 // conformance suite has a stream of its own on the one server.
@@ -515,7 +515,7 @@ func settle(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(feedtest.Patience)
 	for {
-		err := goleak.Find()
+		err := goleak.Find(testnats.LeakOptions()...)
 		if err == nil {
 			return
 		}

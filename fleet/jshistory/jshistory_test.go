@@ -28,7 +28,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testnats.LeakOptions()...)
 }
 
 // fleets numbers the fleets of the tests, so that each has streams of its

@@ -19,7 +19,7 @@ import (
 
 // The embedded servers, the NATS connections and the queues are shut
 // down by each test's cleanup: nothing is left to ignore.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testnats.LeakOptions()...) }
 
 // fleets numbers the fleets the tests make, so that each queue of the
 // conformance suite has streams of its own on the one server.
