@@ -90,15 +90,27 @@ func startHosts(f *Fleet, status func() Status) (*hosts, error) {
 	h := &hosts{f: f, status: status, started: time.Now(), quit: make(chan struct{}), table: map[string]*hostEntry{}}
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.JoinTimeout)
 	defer cancel()
-	kv, err := EnsureKeyValue(ctx, f.js, jetstream.KeyValueConfig{
-		Bucket:      f.names.Stream("MACHINES"),
-		Description: "rexec fleet " + f.names.Fleet() + ": its machines, by name",
-		TTL:         machinesTTL,
-		Replicas:    f.cfg.Replicas,
-		Storage:     jetstream.FileStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("fleet: the machines' bucket: %w", err)
+	// JetStream answers once a quorum of the cluster met; a stream of three
+	// replicas needs the three ("no suitable peers for placement" until
+	// the last one is known): tried again within the join timeout.
+	var kv jetstream.KeyValue
+	var err error
+	for {
+		kv, err = EnsureKeyValue(ctx, f.js, jetstream.KeyValueConfig{
+			Bucket:      f.names.Stream("MACHINES"),
+			Description: "rexec fleet " + f.names.Fleet() + ": its machines, by name",
+			TTL:         machinesTTL,
+			Replicas:    f.cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fleet: the machines' bucket: %w", err)
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	h.kv = kv
 	// The hosts met before: each is given DownAfter from now to say it is
