@@ -79,6 +79,10 @@ type hostEntry struct {
 	up   bool
 }
 
+// maxHosts caps the hosts a host keeps in its table: names come from the
+// fleet's members only, but a member gone wrong must not grow it forever.
+const maxHosts = 1024
+
 // machinesTTL is how long a host that stopped sending heartbeats stays in
 // the list of machines.
 const machinesTTL = 7 * 24 * time.Hour
@@ -192,6 +196,11 @@ func (h *hosts) heard(msg *nats.Msg) {
 	h.mu.Lock()
 	e := h.table[name]
 	if e == nil {
+		if len(h.table) >= maxHosts {
+			h.mu.Unlock()
+			h.f.log.Warn().Str("host", name).Int("max", maxHosts).Msg("fleet: a heartbeat of one host too many: ignored")
+			return
+		}
 		e = &hostEntry{}
 		h.table[name] = e
 	}
