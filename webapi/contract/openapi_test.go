@@ -570,6 +570,9 @@ func contractProcess(t *testing.T, c *contract, base, bare string, g *contractKe
 		t.Errorf("runs %v", runs)
 	}
 	c.do(t, base, call{op: "GET /process", path: "/process", key: g.all}, 403)
+	c.do(t, base, call{op: "GET /process", path: "/process?fleet=maybe", key: adminToken}, 400)
+	// A single host is a fleet of one: ?fleet=1 lists its own runs.
+	c.do(t, base, call{op: "GET /process", path: "/process?fleet=1", key: adminToken, valid: true}, 200)
 	c.do(t, base, call{op: "DELETE /process/{alias}", path: "/process/held", key: adminToken, valid: true}, 200)
 	c.finish(t, held)
 	if end := lastLine(t, held); end["reason"] != "cancelled" || end["signal"] != "SIGTERM" {
