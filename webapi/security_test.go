@@ -58,6 +58,8 @@ func TestBrowserRequestsAreRefused(t *testing.T) {
 				{"POST", "/plugins/v1/events", `{"name":"csrf.event"}`},
 				{"POST", "/scripts/v1/guest/create", `{"run":true}`},
 				{"GET", "/process", ""},
+				{"GET", "/process?fleet=1", ""},
+				{"GET", "/fleet/v1/machines", ""},
 				{"DELETE", "/process/csrf", ""},
 				{"GET", "/process/attach", ""}, // interactive runs' WebSocket
 				{"GET", "/scripts/v1/scripts", ""},
