@@ -291,6 +291,20 @@ func (b *Broker) List() []Info {
 // no limit.
 func (b *Broker) MaxProcs() int { return b.opts.MaxProcs }
 
+// Total is how many processes are started and not yet reaped, attached
+// and detached: the sum of Running's counts.
+func (b *Broker) Total() int {
+	n := 0
+	a, d := b.Running()
+	for _, c := range a {
+		n += c
+	}
+	for _, c := range d {
+		n += c
+	}
+	return n
+}
+
 // Running counts the processes started and not yet reaped, by
 // Labels.Script: those with an alias (attached runs) and the anonymous ones
 // (detached runs) apart. It is what the metrics' gauges read at a scrape.

@@ -62,13 +62,7 @@ func (n *Node) fleetStatus() fleet.Status {
 		st.Scripts = cat.Names()
 	}
 	if n.Broker != nil {
-		a, d := n.Broker.Running()
-		for _, c := range a {
-			st.SlotsUsed += c
-		}
-		for _, c := range d {
-			st.SlotsUsed += c
-		}
+		st.SlotsUsed = n.Broker.Total()
 	}
 	return st
 }

@@ -93,14 +93,7 @@ func (s *Server) fleetMachines() []fleet.Machine {
 		}
 	}
 	if s.broker != nil {
-		m.SlotsMax = s.broker.MaxProcs()
-		a, d := s.broker.Running()
-		for _, n := range a {
-			m.SlotsUsed += n
-		}
-		for _, n := range d {
-			m.SlotsUsed += n
-		}
+		m.SlotsUsed, m.SlotsMax = s.broker.Total(), s.broker.MaxProcs()
 	}
 	return []fleet.Machine{m}
 }

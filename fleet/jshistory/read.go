@@ -2,6 +2,7 @@ package jshistory
 
 import (
 	"context"
+	"time"
 
 	"github.com/rexec/rexec/store"
 )
@@ -49,11 +50,24 @@ func (h *History) ListRuns(ctx context.Context, q store.RunQuery) ([]store.Run, 
 	return runs, next, nil
 }
 
+// liveSizes fills in the output sizes of the running runs of a list, all
+// within listSizeBudget: each is a request to the output stream, and a
+// list must not cost a request's timeout per running run when the stream
+// cannot answer (a leader being elected). Past the budget the recorded
+// sizes stay.
 func (h *History) liveSizes(ctx context.Context, runs []store.Run) {
+	ctx, cancel := context.WithTimeout(ctx, listSizeBudget)
+	defer cancel()
 	for i := range runs {
+		if ctx.Err() != nil {
+			return
+		}
 		h.liveSize(ctx, &runs[i])
 	}
 }
+
+// listSizeBudget bounds liveSizes.
+const listSizeBudget = time.Second
 
 // liveSize fills in the output size of a running run, as the single host's
 // store does from the file: the size recorded is the one at its end. A
