@@ -180,106 +180,35 @@ type fleetLife struct {
 // phase's summary.
 func (fb *fleetBench) startProc(ctx context.Context, p *fleetProc, wait time.Duration) error {
 	life := &fleetLife{}
-	s := &server{
+	spec := launchSpec{
 		name:    fmt.Sprintf("fleet %s", p.name),
 		logPath: filepath.Join(fb.dir, fmt.Sprintf("%s.%d.log", p.name, len(p.lives))),
-		exited:  make(chan struct{}),
-		levels:  map[string]int{},
-		runs:    map[string]int{},
-		running: -1,
+		wait:    wait,
+		onLine: func(raw []byte, level string) {
+			switch level {
+			case "warn", "error", "fatal", "panic", "not-json":
+				life.mu.Lock()
+				life.warned = append(life.warned, string(raw))
+				life.mu.Unlock()
+			}
+		},
 	}
 	if len(p.lives) > 0 {
-		s.name += fmt.Sprintf(" (restart %d)", len(p.lives))
+		spec.name += fmt.Sprintf(" (restart %d)", len(p.lives))
+	}
+	s, err := launch(ctx, fb.b.bins.rexec, spec, p.args...)
+	if s == nil {
+		return err
 	}
 	life.srv = s
-	logFile, err := os.Create(s.logPath)
-	if err != nil {
-		return err
-	}
-	s.cmd = exec.Command(fb.b.bins.rexec, append([]string{"-p", "0", "-i", "127.0.0.1"}, p.args...)...)
-	s.cmd.Env = withoutRexecVars(os.Environ())
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	stderr, err := s.cmd.StderrPipe()
-	if err != nil {
-		logFile.Close()
-		return err
-	}
-	if err := s.cmd.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("start rexec: %w", err)
-	}
-	s.pid = s.cmd.Process.Pid
 	fb.mu.Lock()
-	p.lives = append(p.lives, life)
-	fb.mu.Unlock()
-
-	addr := make(chan logLine, 1)
-	go func() {
-		life.readLog(bufio.NewScanner(stderr), logFile, addr)
-		logFile.Close()
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case l := <-addr:
-		s.addr, s.url = l.Addr, l.URL
-		if s.url == "" {
-			s.url = "http://" + l.Addr
-		}
-		p.srv = s
-		return nil
-	case <-s.exited:
-		return fmt.Errorf("%s exited before listening (%v); log in %s", s.name, s.waitErr, s.logPath)
-	case <-t.C:
-		err = fmt.Errorf("%s did not log \"listening\" within %s", s.name, wait)
-	case <-ctx.Done():
-		err = context.Cause(ctx)
+	defer fb.mu.Unlock()
+	p.lives = append(p.lives, life) // a start that failed too: its log is summed up
+	if err != nil {
+		return err
 	}
-	s.stop(&report{}) // what it logged is summed up at the end
-	return err
-}
-
-// readLog is server.readLog for a process of the phase: it copies the log
-// to f, tallies it, sends the "listening" line to addr, and keeps every
-// warn and error line.
-func (l *fleetLife) readLog(sc *bufio.Scanner, f *os.File, addr chan<- logLine) {
-	s := l.srv
-	w := bufio.NewWriter(f)
-	defer w.Flush()
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		b := sc.Bytes()
-		w.Write(b)
-		w.WriteByte('\n')
-		var ll struct {
-			logLine
-			Script string `json:"script"`
-			Ended  string `json:"ended"`
-		}
-		if json.Unmarshal(b, &ll) != nil {
-			ll.Level = "not-json"
-		}
-		if ll.Message == "listening" && ll.Addr != "" {
-			select {
-			case addr <- ll.logLine:
-			default:
-			}
-		}
-		s.mu.Lock()
-		s.levels[ll.Level]++
-		if ll.Message == "detached run ended" {
-			s.runs[ll.Script+"/"+ll.Ended]++
-		}
-		s.mu.Unlock()
-		switch ll.Level {
-		case "warn", "error", "fatal", "panic", "not-json":
-			l.mu.Lock()
-			l.warned = append(l.warned, string(b))
-			l.mu.Unlock()
-		}
-	}
+	p.srv = s
+	return nil
 }
 
 // startSingle starts the single host: --scripts, no fleet.

@@ -78,10 +78,11 @@ type server struct {
 	logPath string
 	exited  chan struct{} // closed once the process is reaped
 	waitErr error         // valid once exited is closed
+	onLine  func(raw []byte, level string)
 
 	mu         sync.Mutex // guards the log counts
 	levels     map[string]int
-	runs       map[string]int // "run ended" lines by reason
+	runs       map[string]int // "run ended" lines by reason; "detached run ended" by script/ended
 	badLines   []string       // the first warn/error lines
 	stopped    bool           // we sent SIGTERM: an exit now is expected
 	running    int            // processes the broker had at shutdown, -1 unknown
@@ -102,8 +103,31 @@ func (s *server) cgroupMode() string {
 // and the URL.
 // Its log goes to a file in dir and is tallied by level.
 func startServer(ctx context.Context, bin, dir string, args ...string) (*server, error) {
+	s, err := launch(ctx, bin, launchSpec{logPath: filepath.Join(dir, "rexec.log"), wait: 10 * time.Second}, args...)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// launchSpec says how launch starts a server: its log file, its name in
+// the report, how long it may take to listen, and what more is done with
+// each line of its log (onLine, when set, after the tally).
+type launchSpec struct {
+	logPath string
+	name    string
+	wait    time.Duration
+	onLine  func(raw []byte, level string)
+}
+
+// launch starts rexec on 127.0.0.1 port 0 as spec says, with the further
+// flags args, and waits for its "listening" log line. A server that started
+// but did not listen is returned stopped, with the error, for its log.
+func launch(ctx context.Context, bin string, spec launchSpec, args ...string) (*server, error) {
 	s := &server{
-		logPath: filepath.Join(dir, "rexec.log"),
+		name:    spec.name,
+		logPath: spec.logPath,
+		onLine:  spec.onLine,
 		exited:  make(chan struct{}),
 		levels:  map[string]int{},
 		runs:    map[string]int{},
@@ -141,7 +165,7 @@ func startServer(ctx context.Context, bin, dir string, args ...string) (*server,
 		close(s.exited)
 	}()
 
-	t := time.NewTimer(10 * time.Second)
+	t := time.NewTimer(spec.wait)
 	defer t.Stop()
 	select {
 	case l := <-addr:
@@ -151,14 +175,14 @@ func startServer(ctx context.Context, bin, dir string, args ...string) (*server,
 		}
 		return s, nil
 	case <-s.exited:
-		return nil, fmt.Errorf("rexec exited before listening (%v); log in %s", s.waitErr, s.logPath)
+		return s, fmt.Errorf("%s exited before listening (%v); log in %s", s.label(), s.waitErr, s.logPath)
 	case <-t.C:
-		err = errors.New("rexec did not log \"listening\" within 10s")
+		err = fmt.Errorf("%s did not log \"listening\" within %s", s.label(), spec.wait)
 	case <-ctx.Done():
 		err = context.Cause(ctx)
 	}
-	s.stop(&report{})
-	return nil, err
+	s.stop(&report{}) // what it logged is summed up by the caller, if it wants
+	return s, err
 }
 
 // withoutRexecVars drops REXEC_* so that the caller's environment cannot
@@ -182,6 +206,8 @@ type logLine struct {
 	Reason  string `json:"reason"`
 	Running *int   `json:"running"`
 	Cgroups string `json:"cgroups"`
+	Script  string `json:"script"` // of "detached run ended"
+	Ended   string `json:"ended"`
 }
 
 // readLog copies the server's log to f, tallies it, and sends the
@@ -212,6 +238,9 @@ func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- logLine) {
 				s.endedAfter++
 			}
 		}
+		if l.Message == "detached run ended" {
+			s.runs[l.Script+"/"+l.Ended]++
+		}
 		if l.Running != nil {
 			s.running = *l.Running
 		}
@@ -225,6 +254,9 @@ func (s *server) readLog(sc *bufio.Scanner, f *os.File, addr chan<- logLine) {
 			}
 		}
 		s.mu.Unlock()
+		if s.onLine != nil {
+			s.onLine(b, l.Level)
+		}
 	}
 }
 
