@@ -50,6 +50,9 @@ type lineChannel struct {
 	// onBad, when set, is called by Recv before it returns a
 	// *ProtocolError: the reader stops there.
 	onBad func()
+	// calls, when set, learns of each call Send writes and each answer
+	// Recv reads.
+	calls *callTable
 
 	wmu sync.Mutex // one Send at a time, whole lines
 }
@@ -61,6 +64,17 @@ func newLineChannel(r io.Reader, wc io.WriteCloser) *lineChannel {
 // Send writes msg and a newline. jrpc2 encodes messages compactly, so msg
 // holds no newline of its own.
 func (c *lineChannel) Send(msg []byte) error {
+	if c.calls != nil {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		// A call (a request with an ID): it waits for its answer. A
+		// notification has no ID, an answer to a callback no method.
+		if json.Unmarshal(msg, &m) == nil && m.Method != "" && len(m.ID) > 0 {
+			c.calls.sent(string(m.ID))
+		}
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	buf := make([]byte, 0, len(msg)+1)
@@ -84,8 +98,95 @@ func (c *lineChannel) Recv() ([]byte, error) {
 		if err != nil && c.onBad != nil {
 			c.onBad()
 		}
+		if err == nil && c.calls != nil {
+			c.calls.answered(msg)
+		}
 		return msg, err
 	}
+}
+
+// callTable pairs each call in flight with the plugin's answer to it, by
+// its ID, for the one case jrpc2's client gets wrong: it hands an answer to
+// its caller on a goroutine of its own, so the end of the plugin's stdout
+// right behind the answer (a one-shot script answers and exits) can stop
+// the client, and fail the call, before the answer is handed over. The
+// caller then takes the answer from here.
+//
+// A caller learns its call's ID by holding sendMu from before the call
+// until Send has written the request (see proc.call).
+type callTable struct {
+	sendMu sync.Mutex
+	slot   *string // the ID of the call sendMu's holder is making, once sent
+
+	mu      sync.Mutex
+	answers map[string]json.RawMessage // by ID, every call in flight: nil until answered
+}
+
+// begin starts a call: until Send has written it, or end, no other call
+// is sent. The call's ID is in *id once sent.
+func (t *callTable) begin(id *string) {
+	t.sendMu.Lock()
+	t.slot = id
+}
+
+// sent records a call written by Send, made by sendMu's holder.
+func (t *callTable) sent(id string) {
+	t.mu.Lock()
+	if t.answers == nil {
+		t.answers = map[string]json.RawMessage{}
+	}
+	t.answers[id] = nil
+	t.mu.Unlock()
+	if t.slot != nil {
+		*t.slot = id
+		t.slot = nil
+		t.sendMu.Unlock()
+	}
+}
+
+// answered keeps msg's answers (msg is a normalised message or batch) to
+// calls in flight.
+func (t *callTable) answered(msg []byte) {
+	var one struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	keep := func(raw json.RawMessage) {
+		if json.Unmarshal(raw, &one) != nil || one.Method != "" || len(one.ID) == 0 {
+			return
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if a, ok := t.answers[string(one.ID)]; ok && a == nil {
+			t.answers[string(one.ID)] = raw
+		}
+	}
+	if msg[0] != '[' {
+		keep(msg)
+		return
+	}
+	var batch []json.RawMessage
+	json.Unmarshal(msg, &batch)
+	for _, raw := range batch {
+		keep(raw)
+	}
+}
+
+// end ends the call that began with id (empty if it was never sent) and
+// returns the plugin's answer to it, nil if none was read.
+func (t *callTable) end(id string) json.RawMessage {
+	if id == "" {
+		// Never sent: the client had stopped, or the params did not
+		// encode.
+		t.slot = nil
+		t.sendMu.Unlock()
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a := t.answers[id]
+	delete(t.answers, id)
+	return a
 }
 
 // readLine reads one line, without its newline, of at most MaxLine bytes.

@@ -36,7 +36,9 @@ func TestMain(m *testing.M) {
 //	call         calls the server's method params[0] with params[1], and answers with the server's answer
 //	got          the notifications received so far: [{"method", "params"}]
 //
-// In mode "crash" it exits at once, with status 1.
+// In mode "crash" it exits at once, with status 1; in mode "once" it
+// answers one call and exits with status 0 at once, as a one-shot script
+// does.
 func fakePlugin(mode string) int {
 	if mode == "crash" {
 		return 1
@@ -114,6 +116,9 @@ func fakePlugin(mode string) int {
 			answer(got)
 		default:
 			send(map[string]any{"id": req.ID, "error": map[string]any{"code": -32601, "message": "no method " + req.Method}})
+		}
+		if mode == "once" {
+			return 0
 		}
 	}
 	return 0

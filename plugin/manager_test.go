@@ -220,6 +220,29 @@ func TestDeadlineAndCrash(t *testing.T) {
 	callPid(t, m, mustStart(t, m, "test/cmd"))
 }
 
+// A process that answers and exits at once (a one-shot script) has its
+// answer taken, never "the process has ended": the end of its stdout comes
+// right behind the answer, and must not overtake it. Many rounds, since
+// the two race.
+func TestAnswerThenExit(t *testing.T) {
+	comp := fakeComponent("once", "once", OneForOne, 0)
+	m, _ := newTestManager(t, Config{}, comp)
+	for i := range 150 {
+		if i%2 == 0 {
+			res, err := m.CallOnce(context.Background(), "test/once", "", "echo", json.RawMessage(fmt.Sprintf("[%d]", i)))
+			if err != nil || string(res) != fmt.Sprintf("[%d]", i) {
+				t.Fatalf("round %d: %s, %v", i, res, err)
+			}
+			continue
+		}
+		_, err := m.CallOnce(context.Background(), "test/once", "", "fail", nil)
+		var rpcErr *jrpc2.Error
+		if !errors.As(err, &rpcErr) || rpcErr.Message != "it went wrong" {
+			t.Fatalf("round %d: the plugin's error is lost: %v", i, err)
+		}
+	}
+}
+
 // A command whose processes keep ending before they answer is refused for
 // a while, with an error that says so, instead of being forked in a loop.
 func TestBreaker(t *testing.T) {

@@ -41,9 +41,10 @@ const (
 // it over the process's stdin and stdout. It serves calls until it ends:
 // by itself, by a protocol error, or by stop.
 type proc struct {
-	cp  *child.Process
-	cli *jrpc2.Client
-	log zerolog.Logger
+	cp    *child.Process
+	cli   *jrpc2.Client
+	calls *callTable
+	log   zerolog.Logger
 
 	ended chan struct{} // closed once the process is reaped and the client stopped
 	mu    sync.Mutex
@@ -91,10 +92,12 @@ func startProc(comp Component, opt procOptions) (*proc, error) {
 		cp:    cp,
 		log:   opt.log.With().Str("plugin", comp.FullID()).Int("pid", cp.Pid()).Logger(),
 		ended: make(chan struct{}),
+		calls: &callTable{},
 	}
 	out := &rawReader{pipe: cp.RawPipe()}
 	ch := newLineChannel(out, stdinW)
 	ch.onBad = out.discard
+	ch.calls = p.calls
 	var stopErr error
 	stopped := make(chan struct{})
 	handler := refuseCallback
@@ -209,7 +212,10 @@ func (p *proc) call(ctx context.Context, method string, params json.RawMessage, 
 	if len(params) > 0 {
 		ps = params
 	}
+	var id string
+	p.calls.begin(&id)
 	rsp, err := p.cli.Call(ctx, method, ps)
+	answer := p.calls.end(id)
 	if err != nil {
 		var rpcErr *jrpc2.Error
 		switch {
@@ -218,6 +224,10 @@ func (p *proc) call(ctx context.Context, method string, params json.RawMessage, 
 			return nil, ErrDeadline
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
+		case answer != nil:
+			// The plugin answered, and its stdout ended before the
+			// client handed the answer over (callTable).
+			return decodeAnswer(answer)
 		case errors.As(err, &rpcErr) && !p.cli.IsStopped():
 			return nil, rpcErr
 		}
@@ -233,6 +243,22 @@ func (p *proc) call(ctx context.Context, method string, params json.RawMessage, 
 		return nil, err
 	}
 	return result, nil
+}
+
+// decodeAnswer is the result of a call, or its *jrpc2.Error, from the
+// plugin's answer as Recv normalised it.
+func decodeAnswer(msg json.RawMessage) (json.RawMessage, error) {
+	var a struct {
+		Result json.RawMessage `json:"result"`
+		Error  *jrpc2.Error    `json:"error"`
+	}
+	if err := json.Unmarshal(msg, &a); err != nil {
+		return nil, err
+	}
+	if a.Error != nil {
+		return nil, a.Error
+	}
+	return a.Result, nil
 }
 
 // stop ends the process as every rexec child ends (SIGTERM to its group,
