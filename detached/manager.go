@@ -151,6 +151,7 @@ type activeRun struct {
 	script    string
 	proc      *child.Process // nil until started
 	cancelled bool           // cancel asked before the process was known
+	ending    bool           // its end is being recorded (finish): too late to cancel
 	done      chan struct{}  // closed when the run is recorded as done
 	// settled is closed once a start was tried: the run is running, has
 	// ended, or is queued again.
@@ -597,6 +598,11 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 			return err
 		}
 		return m.cancelElsewhere(ctx, r)
+	case a.ending || a.proc != nil && reaped(a.proc):
+		// It has ended; its end is being recorded (the history may have
+		// it already, on another host too).
+		m.mu.Unlock()
+		return ErrDone
 	case m.queue.Remove(id):
 		m.queuedTotal--
 		m.mu.Unlock()
@@ -612,6 +618,16 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 		a.cancelled = true
 		m.mu.Unlock()
 		return nil
+	}
+}
+
+// reaped says whether p has ended and been reaped.
+func reaped(p *child.Process) bool {
+	select {
+	case <-p.Done():
+		return true
+	default:
+		return false
 	}
 }
 

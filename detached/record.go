@@ -24,6 +24,11 @@ func (m *Manager) finish(id, script string, args []string, o store.Outcome, remo
 	if o.EndedAt.IsZero() {
 		o.EndedAt = time.Now()
 	}
+	m.mu.Lock()
+	if a := m.active[id]; a != nil {
+		a.ending = true // Cancel: too late
+	}
+	m.mu.Unlock()
 	recorded := true
 	if err := m.cfg.History.MarkDone(m.ctx, id, o); err != nil && !errors.Is(err, store.ErrWrongState) {
 		recorded = false

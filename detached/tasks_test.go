@@ -56,6 +56,13 @@ func taskLinesChild() {
 // binary); all are closed when the test ends.
 func newTaskManager(t *testing.T, lines ...string) (*Manager, *store.Store) {
 	t.Helper()
+	return newManager(t, nil, lines...)
+}
+
+// newManager is newTaskManager with its Config changed by change, when
+// not nil, before the Manager is made.
+func newManager(t *testing.T, change func(*Config), lines ...string) (*Manager, *store.Store) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, t.TempDir(), store.Options{})
 	if err != nil {
@@ -68,8 +75,12 @@ func newTaskManager(t *testing.T, lines ...string) (*Manager, *store.Store) {
 		t.Fatal(err)
 	}
 	b := broker.New(broker.Options{Logger: zerolog.Nop(), Child: child.Options{KillGrace: time.Second}})
-	m, err := New(ctx, Config{History: st, Outputs: st, Broker: b, Scripts: func() *catalog.Catalog { return cat },
-		Env: []string{testchild.RaceEnv}, Tick: 20 * time.Millisecond, Logger: zerolog.Nop()})
+	cfg := Config{History: st, Outputs: st, Broker: b, Scripts: func() *catalog.Catalog { return cat },
+		Env: []string{testchild.RaceEnv}, Tick: 20 * time.Millisecond, Logger: zerolog.Nop()}
+	if change != nil {
+		change(&cfg)
+	}
+	m, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
