@@ -15,9 +15,9 @@ import (
 // never the key: the key is in the answer to the request that made it, and
 // nowhere else.
 //
-// A key works on a host once that host applied its creation: at once on
-// the host that made it, as soon as the others have caught up on the
-// others. A key deleted stops working on each host as it applies the
+// A key works on every host as soon as the request that made it has its
+// answer: at once on the host that made it, and on the others by catching
+// up when they find no key (GuestByKeyHash). A key deleted stops working on each host as it applies the
 // deletion.
 
 // CreateGuest records g in the fleet's keys, as store.Store.CreateGuest
@@ -59,9 +59,11 @@ func (h *History) ListGuests(ctx context.Context) ([]store.Guest, error) {
 }
 
 // GuestByKeyHash finds the key whose hash is hash in this host's copy
-// (store.Store.GuestByKeyHash).
+// (store.Store.GuestByKeyHash), caught up with the stream when it finds
+// none (catchUp): a key made on another host works here as soon as it was
+// given there.
 func (h *History) GuestByKeyHash(ctx context.Context, hash []byte) (store.Guest, error) {
-	return h.o.Local.GuestByKeyHash(ctx, hash)
+	return caughtUp(ctx, h, func() (store.Guest, error) { return h.o.Local.GuestByKeyHash(ctx, hash) })
 }
 
 // CountGuestsWithoutToken counts, in this host's copy, the keys made without

@@ -111,6 +111,12 @@ type History struct {
 	// msgs is the applier's iterator over the stream; Close stops it.
 	msgs   jetstream.MessagesContext
 	closed bool
+	// lookup is the request for the stream's last entry in flight, and
+	// nextLookup the one the reads that came after it wait for
+	// (catchUp).
+	lookup, nextLookup *lastSeq
+
+	s jetstream.Stream // the stream, to ask where it ends (catchUp)
 }
 
 var _ store.History = (*History)(nil)
@@ -158,6 +164,7 @@ func Open(ctx context.Context, o Options) (*History, error) {
 		h.cancel()
 		return nil, err
 	}
+	h.s = s
 	info := s.CachedInfo()
 	// The stream is named by its creation time too: a stream deleted and
 	// made again is another log, which an old copy must not take for its

@@ -692,3 +692,64 @@ func noneLeft(t *testing.T, before []string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A run or a guest key made on one host is found on another as soon as
+// the write returned: a read that finds nothing catches up with the stream
+// before it says so. And reads of what does not exist share their
+// requests to the stream: many misses cost it far fewer requests.
+func TestReadsCatchUp(t *testing.T) {
+	srv := testnats.Start(t)
+	names := newNames(t)
+	ctx := context.Background()
+	a := openHost(t, srv, names, "a", "", jshistory.Options{})
+	b := openHost(t, srv, names, "b", "", jshistory.Options{})
+	for i := range 60 {
+		r := store.Run{Script: "s", Args: []string{fmt.Sprint(i)}}
+		if err := a.h.Create(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.h.Get(ctx, r.ID); err != nil || got.ID != r.ID {
+			t.Fatalf("round %d: run %s made on a, read on b at once: %+v, %v", i, r.ID, got, err)
+		}
+		_, hash := newKey()
+		g := store.Guest{Name: "k", Run: true, KeyHash: hash, WithToken: true}
+		if err := a.h.CreateGuest(ctx, &g); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.h.GuestByKeyHash(ctx, hash); err != nil || got.ID != g.ID {
+			t.Fatalf("round %d: key made on a, used on b at once: %+v, %v", i, got, err)
+		}
+	}
+
+	apiTotal := func() uint64 {
+		info, err := srv.Jsz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.API.Total
+	}
+	const readers, each = 20, 20
+	before := apiTotal()
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for range readers {
+		wg.Go(func() {
+			for range each {
+				if _, err := b.h.Get(ctx, store.NewID()); !errors.Is(err, store.ErrNotFound) {
+					errs <- fmt.Errorf("a run that does not exist: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n := apiTotal() - before
+	t.Logf("%d misses, %d requests to the stream", readers*each, n)
+	if n >= readers*each*4/5 {
+		t.Errorf("%d misses asked the stream %d times; they share their requests", readers*each, n)
+	}
+}

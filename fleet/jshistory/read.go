@@ -9,7 +9,9 @@ import (
 
 // The reads of store.History go to this host's copy, as far as it has
 // applied the stream: a write returns once this host applied it, so a host
-// reads its own writes; another host's, once it applied them too.
+// reads its own writes; another host's, once it applied them too. A read
+// of one run that finds none catches up first (catchUp): a run made on
+// another host is found here as soon as its write returned there.
 //
 // ListRuns' cursors are the same on every host: a cursor is a run's
 // (QueuedAt, seq), and both come from the stream (seq is the run's entry,
@@ -17,7 +19,7 @@ import (
 
 // Get implements store.History.
 func (h *History) Get(ctx context.Context, id string) (store.Run, error) {
-	r, err := h.o.Local.Get(ctx, id)
+	r, err := caughtUp(ctx, h, func() (store.Run, error) { return h.o.Local.Get(ctx, id) })
 	if err != nil {
 		return store.Run{}, err
 	}
