@@ -235,11 +235,22 @@ func TestAttachControlErrors(t *testing.T) {
 	a.send(`{"type":"signal","signal":"SIGUSR1"}`) // the SIG prefix is taken too
 	a.until("usr1")
 	a.send(`{"type":"eof"}`)
-	a.typeIn("late")
-	if m := a.message(); m["type"] != "error" || m["code"] != "invalid_request" {
+	if end := a.exit(); end["exit_code"] != 0.0 {
+		t.Fatalf("exit %v", end)
+	}
+
+	// Stdin after its end, to a run that goes on (one that ends at its
+	// stdin's end may end before the late bytes are read: the end is
+	// then the answer).
+	l := attach(t, s.url, with(fake("late", "hang"), "tty", true))
+	l.until("ready")
+	l.send(`{"type":"eof"}`)
+	l.typeIn("late")
+	if m := l.message(); m["type"] != "error" || m["code"] != "invalid_request" || !strings.Contains(m["error"].(string), "stdin has ended") {
 		t.Errorf("stdin after its end: %v", m)
 	}
-	if end := a.exit(); end["exit_code"] != 0.0 {
+	l.send(`{"type":"signal","signal":"KILL"}`)
+	if end := l.exit(); end["signal"] != "SIGKILL" {
 		t.Fatalf("exit %v", end)
 	}
 
