@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/rexec/rexec/console"
+	"github.com/rexec/rexec/fleet"
 	"github.com/rexec/rexec/internal/testserver"
 	"github.com/rexec/rexec/node"
 	"github.com/rexec/rexec/store"
@@ -223,6 +224,13 @@ func TestConsoleRunAndWatch(t *testing.T) {
 	// The history lists it, with its state; Run again starts another.
 	run(t, ctx, chromedp.Navigate(s.URL+"/#/history"), chromedp.WaitVisible(chromedp.ID("history")))
 	waitFor(t, ctx, "the run in the history", fmt.Sprintf(`!!document.querySelector('#history tr[data-run="%s"] .state-done')`, id))
+	// A single host: no host column, no machines.
+	if got := eval[string](t, ctx, `[...document.querySelectorAll('#history th')].map(th => th.textContent).join(',')`); strings.Contains(got, "Host") {
+		t.Errorf("the history of a single host has the columns %s", got)
+	}
+	if !eval[bool](t, ctx, `document.getElementById('nav-machines').hidden`) {
+		t.Error("Machines in the menu of a single host")
+	}
 	run(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#history tr[data-run="%s"] a`, id))), chromedp.WaitVisible(chromedp.ID("output")))
 	run(t, ctx, chromedp.Click(chromedp.Search(`//button[text()="Run again"]`)))
 	waitFor(t, ctx, "a new run", fmt.Sprintf(`location.hash.startsWith('#/runs/') && location.hash !== '#/runs/%s'`, id))
@@ -585,4 +593,45 @@ func TestConsolePlugins(t *testing.T) {
 	run(t, ctx, chromedp.SendKeys(chromedp.ID("call-example-hello-hello-params"), `oops`),
 		chromedp.Click(chromedp.CSS(`#call-example-hello-hello button[type=submit]`)))
 	waitFor(t, ctx, "bad params refused", `document.querySelector('#call-example-hello-hello .error').textContent.includes('must be JSON')`)
+}
+
+// On a host of a fleet (a fleet of one here: an embedded NATS server, no
+// routes) a run shows the host that ran it, the history gets a host
+// column, and Machines lists the fleet's hosts.
+func TestConsoleFleet(t *testing.T) {
+	s := testserver.Start(t, node.Config{
+		Scripts:     testserver.Exectab(t, `hello /bin/echo hello`),
+		EventReplay: 1000, EventQueue: 1000,
+		Web:   webapi.Config{Token: admin, Console: console.New(), Heartbeat: time.Second},
+		Fleet: &fleet.Config{Name: "console", Host: "h0", Labels: []string{"ssd"}, JoinTimeout: time.Minute},
+	})
+	ctx := browser(t)
+	signIn(t, ctx, s.URL, admin)
+	waitFor(t, ctx, "Machines in the menu", `!document.getElementById('nav-machines').hidden`)
+
+	id, _ := api(t, s, "POST", "/scripts/v1/run", `{"name":"hello"}`)["id"].(string)
+	if id == "" {
+		t.Fatal("no run")
+	}
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/runs/"+id), chromedp.WaitVisible(chromedp.ID("output")))
+	waitFor(t, ctx, "the run's host", `[...document.querySelectorAll('dl.meta dt')].some(dt => dt.textContent === 'Host' && dt.nextElementSibling.textContent === 'h0')`)
+
+	run(t, ctx, chromedp.Navigate(s.URL+"/#/history"), chromedp.WaitVisible(chromedp.ID("history")))
+	waitFor(t, ctx, "the host column", fmt.Sprintf(`(document.querySelector('#history tr[data-run="%s"] td.host') || {}).textContent === 'h0'`, id))
+	if got := eval[string](t, ctx, `[...document.querySelectorAll('#history th')].map(th => th.textContent).join(',')`); got != "Run,Script,State,Host,Started,Duration,Started by" {
+		t.Errorf("the history's columns: %s", got)
+	}
+
+	run(t, ctx, chromedp.Click(chromedp.ID("nav-machines")), chromedp.WaitVisible(chromedp.ID("machines")))
+	waitFor(t, ctx, "this host listed, up", `(document.querySelector('#machines tr[data-host="h0"]') || {}).textContent?.includes('(this host)') && `+
+		`document.querySelector('#machines tr[data-host="h0"] .state').textContent === 'up'`)
+	row := eval[string](t, ctx, `document.querySelector('#machines tr[data-host="h0"]').innerText`)
+	for _, want := range []string{"ssd", "hello", s.URL} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the machine's row %q lacks %q", row, want)
+		}
+	}
+	if got := eval[string](t, ctx, `document.querySelector('main h2').textContent`); got != "Machines of the fleet console" {
+		t.Errorf("the title: %q", got)
+	}
 }

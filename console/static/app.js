@@ -265,6 +265,12 @@
       () => (document.getElementById('nav-plugins').hidden = false),
       () => (document.getElementById('nav-plugins').hidden = true),
     );
+    // Machines: for the admin of a host of a fleet (a guest key may not
+    // read the list).
+    api('fleet/v1/machines').then(
+      (d) => (document.getElementById('nav-machines').hidden = !d.fleet),
+      () => (document.getElementById('nav-machines').hidden = true),
+    );
   }
 
   // --- Scripts ------------------------------------------------------------
@@ -631,6 +637,7 @@
         ['Script', h('a', { href: `#/run/${encodeURIComponent(st.name)}?${new URLSearchParams(st.args.map((a) => ['arg', a]))}` }, st.name)],
         ['Arguments', st.args.length ? st.args.join(' ') : 'none'],
         ['Started by', st.who || 'admin'],
+        ...(st.host ? [['Host', st.host]] : []),
         ['Queued', fmtTime(st.queued)],
         ['Started', fmtTime(st.started)],
         ['Duration', duration(st)],
@@ -782,9 +789,11 @@
         return undefined;
       },
     });
-    // Its state and progress, from the event feed.
+    // Its state and progress, from the event feed; read again each time
+    // the feed (re)opens, for what happened before it did.
     events(`scripts/v1/events?name=${encodeURIComponent(st.name)}`, {
       signal,
+      onState: (state) => state === 'open' && refresh(),
       on: (ev) => {
         let e;
         try {
@@ -848,26 +857,30 @@
       h('div', null, h('label', { for: 'f-until' }, 'Until'), until),
       h('div', null, h('button', { type: 'submit' }, 'Filter')),
     );
+    const head = h('tr');
     const body = h('tbody');
     const pager = h('div', { class: 'row' });
-    const table = h('div', { class: 'table-wrap' }, h('table', { id: 'history' },
-      h('thead', null, h('tr', null, ['Run', 'Script', 'State', 'Started', 'Duration', 'Started by'].map((c) => h('th', { scope: 'col' }, c)))),
-      body));
+    const table = h('div', { class: 'table-wrap' }, h('table', { id: 'history' }, h('thead', null, head), body));
     show(h('h2', null, 'History'), filters, table, pager);
 
     async function load() {
       const data = await api(`scripts/v1/runs?${q}`, { signal });
+      // The host column, when a run of the page ran in a fleet.
+      const hosts = data.runs.some((st) => st.host);
+      const cols = ['Run', 'Script', 'State', ...(hosts ? ['Host'] : []), 'Started', 'Duration', 'Started by'];
+      head.replaceChildren(...cols.map((c) => h('th', { scope: 'col' }, c)));
       body.replaceChildren(
         ...data.runs.map((st) =>
           h('tr', { 'data-run': st.id },
             h('td', null, h('a', { href: `#/runs/${encodeURIComponent(st.id)}` }, st.id)),
             h('td', null, st.name),
             h('td', null, stateBadge(st)),
+            hosts && h('td', { class: 'host' }, st.host || '—'),
             h('td', null, fmtTime(st.started || st.queued)),
             h('td', null, duration(st)),
             h('td', null, st.who || 'admin'))),
       );
-      if (!data.runs.length) body.append(h('tr', null, h('td', { colSpan: 6 }, 'No runs.')));
+      if (!data.runs.length) body.append(h('tr', null, h('td', { colSpan: cols.length }, 'No runs.')));
       pager.replaceChildren();
       if (params.get('cursor')) {
         const first = new URLSearchParams(params);
@@ -941,6 +954,44 @@
     out);
   }
 
+  // --- Machines -----------------------------------------------------------
+
+  // viewMachines lists the fleet's hosts, as GET /fleet/v1/machines does,
+  // and keeps the list current while it is shown.
+  async function viewMachines(signal) {
+    const body = h('tbody');
+    const err = h('p', { class: 'error', role: 'alert' });
+    const title = h('h2', null, 'Machines');
+    const cols = ['Host', 'State', 'Address', 'Labels', 'Scripts', 'Processes', 'Version', 'Last heartbeat'];
+    show(title, err, h('div', { class: 'table-wrap' }, h('table', { id: 'machines' },
+      h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, c)))), body)));
+
+    async function load() {
+      const data = await api('fleet/v1/machines', { signal });
+      title.textContent = data.fleet ? `Machines of the fleet ${data.fleet}` : 'Machines';
+      body.replaceChildren(
+        ...data.machines.map((m) =>
+          h('tr', { 'data-host': m.name },
+            h('td', null, m.name, m.name === data.host ? ' (this host)' : ''),
+            h('td', null, h('span', { class: `state ${m.up ? 'state-done ok' : 'state-done failed'}` }, m.up ? 'up' : 'down')),
+            h('td', null, m.address || '—'),
+            h('td', null, m.labels.length ? m.labels.join(', ') : '—'),
+            h('td', null, m.scripts.length ? m.scripts.join(', ') : '—'),
+            h('td', null, m.slots_max ? `${m.slots_used} of ${m.slots_max}` : String(m.slots_used)),
+            h('td', null, m.version || '—'),
+            h('td', null, new Date(m.last_heartbeat).toLocaleString()))),
+      );
+      err.textContent = '';
+    }
+    await load();
+    // Heartbeats come several times a second, and a host is down within
+    // seconds: look again every 2 s, until the page changes.
+    const timer = setInterval(() => load().catch((e) => {
+      if (!signal.aborted) err.textContent = e.message;
+    }), 2000);
+    signal.addEventListener('abort', () => clearInterval(timer));
+  }
+
   // --- Routing ------------------------------------------------------------
 
   async function route() {
@@ -970,6 +1021,9 @@
           break;
         case 'plugins':
           await viewPlugins(signal);
+          break;
+        case 'machines':
+          await viewMachines(signal);
           break;
         default:
           await viewScripts(signal);
