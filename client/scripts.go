@@ -145,7 +145,7 @@ type RunStatus struct {
 	Timeout  Seconds  `json:"timeout"`
 	Position int      `json:"position"` // while queued: its 1-based place in its script's queue
 	// Waiting, while queued, says why it has not started: "start_time",
-	// "slot", "script_missing" or "resources".
+	// "slot", "script_missing", "resources" or "storage".
 	Waiting string `json:"waiting"`
 	// Ended, once done, says how; then ExitCode or Signal (the signal's
 	// name, such as "SIGTERM") tell the process's end, when it had one.

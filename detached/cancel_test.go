@@ -3,6 +3,7 @@ package detached
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,5 +55,54 @@ func TestCancelWhileEnding(t *testing.T) {
 	waitEnded(t, m, st, run.ID)
 	if err := m.Cancel(context.Background(), run.ID); !errors.Is(err, ErrDone) {
 		t.Errorf("a cancel after: %v, want ErrDone", err)
+	}
+}
+
+// failingOutputs is the store, whose OpenOutput fails while failing is
+// set: a full disk, or a fleet's output stream electing its leader.
+type failingOutputs struct {
+	*store.Store
+	failing *atomic.Bool
+	tries   *atomic.Int64
+}
+
+func (f failingOutputs) OpenOutput(id string) (store.OutputWriter, error) {
+	f.tries.Add(1)
+	if f.failing.Load() {
+		return nil, errors.New("no response from stream")
+	}
+	return f.Store.OpenOutput(id)
+}
+
+// A run whose output cannot be opened is the server's trouble, not the
+// run's: it stays queued, saying why, and runs once the output opens.
+func TestStartWaitsForStorage(t *testing.T) {
+	f := failingOutputs{failing: &atomic.Bool{}, tries: &atomic.Int64{}}
+	f.failing.Store(true)
+	m, st := newManager(t, func(c *Config) {
+		f.Store = c.Outputs.(*store.Store)
+		c.Outputs = f
+	}, `-e=TESTCHILD=task-lines quick EXE 0 done`)
+	run, _, err := m.Submit(context.Background(), Request{Script: "quick"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for f.tries.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tries to open the output in 15 s", f.tries.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r, err := m.Get(context.Background(), run.ID)
+	if err != nil || r.State != store.StateQueued {
+		t.Fatalf("while its output cannot open: %+v, %v", r, err)
+	}
+	if w := m.Waiting(r); w != "storage" {
+		t.Errorf("waiting for %q, want storage", w)
+	}
+	f.failing.Store(false)
+	if r = waitEnded(t, m, st, run.ID); r.Ended != store.EndedExit {
+		t.Errorf("once the output opens: ended %s", r.Ended)
 	}
 }

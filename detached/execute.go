@@ -40,7 +40,14 @@ func (m *Manager) execute(id string, sc *catalog.Script, slot *broker.Slot) {
 	}
 	token := newToken()
 	spec, out, err := m.prepare(r, sc, token)
-	if err != nil {
+	switch {
+	case errors.Is(err, errStorage):
+		// A condition of the server (a full disk; in a fleet, a stream
+		// electing its leader), not of the run: it stays queued.
+		m.log.Warn().Err(err).Str("run", id).Str("script", sc.Name).Msg("detached run could not start: it stays queued")
+		m.requeue(id, a, slot, "storage")
+		return
+	case err != nil:
 		slot.Release()
 		m.startFailed(r, err)
 		return
@@ -64,12 +71,17 @@ func (m *Manager) execute(id string, sc *catalog.Script, slot *broker.Slot) {
 	m.ended(r, sc, proc, out)
 }
 
+// errStorage: a run's stdin or output could not be opened. The run is not
+// at fault; it waits in the queue.
+var errStorage = errors.New("the run's stdin or output could not be opened")
+
 // prepare makes the process spec of run r of sc (package launch's, with
 // the run's stdin and the callback API's variables) and opens its output.
+// What the storage refuses is errStorage.
 func (m *Manager) prepare(r store.Run, sc *catalog.Script, token string) (child.Spec, store.OutputWriter, error) {
 	stdin, err := m.cfg.Outputs.Stdin(r.ID)
 	if err != nil {
-		return child.Spec{}, nil, err
+		return child.Spec{}, nil, fmt.Errorf("%w: %w", errStorage, err)
 	}
 	spec, err := launch.Spec(sc, launch.Request{Args: r.Args, Stdin: int64(len(stdin)), Timeout: r.Timeout},
 		m.cfg.Limits, m.cfg.Env, m.callbackEnv(r.ID, token)...)
@@ -81,7 +93,7 @@ func (m *Manager) prepare(r store.Run, sc *catalog.Script, token string) (child.
 	}
 	out, err := m.cfg.Outputs.OpenOutput(r.ID)
 	if err != nil {
-		return child.Spec{}, nil, err
+		return child.Spec{}, nil, fmt.Errorf("%w: %w", errStorage, err)
 	}
 	return spec, out, nil
 }

@@ -529,8 +529,10 @@ func (m *Manager) overlay(r *store.Run) {
 // still to come), "script_missing" (its script is not in the exectab now:
 // it waits for a reload that brings it back, or a cancel), "resources" (its
 // start failed for want of descriptors, processes or memory, and is tried
-// again), or "slot" (runs of its script use every slot -s allows, or the
-// server runs --max-procs processes). "" when it is not queued.
+// again), "storage" (its record, stdin or output could not be read or
+// opened, and is tried again), or "slot" (runs of its script use every
+// slot -s allows, or the server runs --max-procs processes). "" when it is
+// not queued.
 func (m *Manager) Waiting(r store.Run) string {
 	if r.State != store.StateQueued {
 		return ""
