@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -118,24 +119,23 @@ func startHosts(f *Fleet, status func() Status) (*hosts, error) {
 	}
 	h.kv = kv
 	// The hosts met before: each is given DownAfter from now to say it is
-	// alive, then its runs are the fleet's to mark lost.
-	if keys, err := kv.ListKeys(ctx); err == nil {
-		for k := range keys.Keys() {
-			if k == f.cfg.Host {
-				continue
-			}
-			e, err := kv.Get(ctx, k)
-			if err != nil {
-				continue
-			}
-			var m Machine
-			if json.Unmarshal(e.Value(), &m) == nil && m.Name == k {
-				m.Up = false
-				h.table[k] = &hostEntry{m: m, seen: h.started, up: true}
-			}
+	// alive, then its runs are the fleet's to mark lost. A listing can
+	// hang while the bucket's stream elects a leader (a host restarted
+	// right after its kill meets that): each try has a bound, and the
+	// tries go on within the join timeout.
+	for {
+		err := h.loadMachines(ctx, kv)
+		if err == nil {
+			break
 		}
-	} else if !errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, fmt.Errorf("fleet: listing the machines: %w", err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("fleet: listing the machines: %w", err)
+		}
+		f.log.Warn().Err(err).Msg("fleet: listing the machines: trying again")
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	h.sub, err = f.nc.Subscribe(f.names.Subject("hb", "*"), h.heard)
 	if err != nil {
@@ -147,6 +147,47 @@ func startHosts(f *Fleet, status func() Status) (*hosts, error) {
 	go h.loop()
 	return h, nil
 }
+
+// loadMachines puts the machines the bucket holds (but this one) in the
+// table, within listTimeout.
+func (h *hosts) loadMachines(ctx context.Context, kv jetstream.KeyValue) error {
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	keys, err := kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer keys.Stop()
+	found := map[string]*hostEntry{}
+	for k := range keys.Keys() {
+		if k == h.f.cfg.Host {
+			continue
+		}
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // gone since it was listed
+		}
+		if err != nil {
+			return err
+		}
+		var m Machine
+		if json.Unmarshal(e.Value(), &m) == nil && m.Name == k {
+			m.Up = false
+			found[k] = &hostEntry{m: m, seen: h.started, up: true}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err() // the listing was cut short
+	}
+	maps.Copy(h.table, found)
+	return nil
+}
+
+// listTimeout bounds one listing of the machines' bucket.
+const listTimeout = 5 * time.Second
 
 // self is this host's Machine now.
 func (h *hosts) self() Machine {
