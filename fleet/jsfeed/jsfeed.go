@@ -106,11 +106,17 @@ type Feed struct {
 
 	// Reading: one ordered consumer of the whole stream, from where the
 	// window that Open read ends.
+	ccMu sync.Mutex // guards cons and cc, which refollow replaces
 	cons jetstream.Consumer
 	cc   jetstream.ConsumeContext
 	// resumed: an error was reported by the consumer; the next event read
 	// is logged as the consumer resuming.
 	resumed atomic.Bool
+	// refollowing is set while refollow remakes the consumer; watching
+	// counts the goroutines that watch the reading and remake it.
+	refollowing atomic.Bool
+	watching    sync.WaitGroup
+	recvMu      sync.Mutex // one receive at a time
 
 	mu sync.Mutex // guards the fields below: the consumer's handler writes them, Subscribe reads them
 	// read is the sequence through which this host has read the stream
@@ -184,18 +190,23 @@ func Open(ctx context.Context, o Options) (*Feed, error) {
 		f.hub.Deliver(e)
 	}
 	f.read, f.end = w.last, w.last
-	f.cons, err = o.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{o.Names.Subject("events", ">")},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    w.last + 1,
-	})
-	if err == nil {
-		f.cc, err = f.cons.Consume(f.receive, jetstream.ConsumeErrHandler(f.consumeError))
-	}
-	if err != nil {
+	if err := f.follow(ctx, w.last+1); err != nil {
 		f.cancel()
 		return nil, fmt.Errorf("jsfeed: reading %s: %w", name, err)
 	}
+	// A consumer that stops reading while the stream goes on is remade.
+	f.watching.Go(func() {
+		fleet.WatchReader(f.ctx, fleet.WatchEvery,
+			func() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.read },
+			func(ctx context.Context) (uint64, error) {
+				s, err := f.js.Stream(ctx, f.name)
+				if err != nil {
+					return 0, err
+				}
+				return s.CachedInfo().State.LastSeq, nil
+			},
+			f.refollow)
+	})
 	go f.publish()
 	log.Debug().Uint64("first", w.first).Uint64("last", w.last).Int("window", len(w.events)).Msg("event feed open")
 	return f, nil
@@ -338,6 +349,16 @@ func (f *Feed) receive(m jetstream.Msg) {
 		return
 	}
 	seq := md.Sequence.Stream
+	// A consumer being replaced (refollow) may still deliver: one at a
+	// time, and what was read is skipped.
+	f.recvMu.Lock()
+	defer f.recvMu.Unlock()
+	f.mu.Lock()
+	seen := seq <= f.read
+	f.mu.Unlock()
+	if seen {
+		return
+	}
 	if f.resumed.Swap(false) {
 		f.log.Info().Uint64("seq", seq).Msg("reading the event stream again")
 	}
@@ -365,6 +386,74 @@ func (f *Feed) receive(m jetstream.Msg) {
 	}
 	clear(f.waiters[len(waiting):])
 	f.waiters = waiting
+}
+
+// follow starts reading the stream's events from from on, with a new
+// ordered consumer.
+func (f *Feed) follow(ctx context.Context, from uint64) error {
+	cons, err := f.js.OrderedConsumer(ctx, f.name, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{f.names.Subject("events", ">")},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(f.receive, jetstream.ConsumeErrHandler(f.consumeError))
+	if err != nil {
+		return err
+	}
+	f.ccMu.Lock()
+	defer f.ccMu.Unlock()
+	if f.closed.Load() {
+		cc.Stop() // Close has stopped the one before
+		return feed.ErrClosed
+	}
+	f.cons, f.cc = cons, cc
+	return nil
+}
+
+// refollow remakes the consumer, from the event after the last one read,
+// in the background. The ordered consumer recovers from a lost stream
+// leader on its own; after a kill -9 of the host that led the stream it
+// was seen not to, for minutes (fleet.WatchReader, which calls this). An
+// event read twice is skipped.
+func (f *Feed) refollow() {
+	if f.closed.Load() || !f.refollowing.CompareAndSwap(false, true) {
+		return
+	}
+	f.watching.Go(func() {
+		defer f.refollowing.Store(false)
+		f.ccMu.Lock()
+		old := f.cc
+		f.ccMu.Unlock()
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			old.Stop()
+			<-old.Closed()
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(stopWait):
+			// It stops when its own remaking ends; what it reads then is
+			// skipped as read.
+		case <-f.ctx.Done():
+			return
+		}
+		f.mu.Lock()
+		from := f.read + 1
+		f.mu.Unlock()
+		ctx, cancel := context.WithTimeout(f.ctx, stopWait)
+		defer cancel()
+		if err := f.follow(ctx, from); err != nil {
+			if !errors.Is(err, feed.ErrClosed) {
+				f.log.Error().Err(err).Uint64("from", from).Msg("remaking the event stream's consumer: tried again at the next check")
+			}
+			return
+		}
+		f.log.Warn().Uint64("from", from).Msg("the event stream's consumer was remade: it had stopped reading")
+	})
 }
 
 // decode is the event a message of the stream on subject holds: its data
@@ -412,15 +501,18 @@ func (f *Feed) Close() {
 	f.hub.Close()
 	f.cancel()
 	close(f.closing) // the publisher flushes meanwhile
+	f.ccMu.Lock()
+	cons, cc := f.cons, f.cc
+	f.ccMu.Unlock()
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		f.cc.Stop() // waits for a remaking of the consumer in progress
-		<-f.cc.Closed()
+		cc.Stop() // waits for a remaking of the consumer in progress
+		<-cc.Closed()
 	}()
 	select {
 	case <-stopped:
-		if info := f.cons.CachedInfo(); info != nil && f.js.Conn().IsConnected() {
+		if info := cons.CachedInfo(); info != nil && f.js.Conn().IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), stopWait)
 			err := f.js.DeleteConsumer(ctx, info.Stream, info.Name)
 			cancel()
@@ -431,6 +523,7 @@ func (f *Feed) Close() {
 	case <-time.After(stopWait):
 		f.log.Warn().Dur("waited", stopWait).Msg("the event stream's consumer is being remade: it stops when that ends")
 	}
+	f.watching.Wait()
 	<-f.published
 }
 

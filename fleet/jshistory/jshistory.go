@@ -95,6 +95,8 @@ type History struct {
 	quit    chan struct{}
 	done    chan struct{}
 	closing sync.Once
+	// watching is the goroutine that watches the applier's reading.
+	watching sync.WaitGroup
 
 	mu sync.Mutex
 	// applied is the last entry applied to Local; the applier advances it
@@ -194,6 +196,27 @@ func Open(ctx context.Context, o Options) (*History, error) {
 		return nil, err
 	}
 	go h.run()
+	// An iterator that stops reading while the stream goes on is stopped:
+	// the applier follows the stream again from what it applied.
+	h.watching.Go(func() {
+		fleet.WatchReader(h.ctx, fleet.WatchEvery, h.Applied,
+			func(ctx context.Context) (uint64, error) {
+				s, err := h.o.JS.Stream(ctx, h.stream)
+				if err != nil {
+					return 0, err
+				}
+				return s.CachedInfo().State.LastSeq, nil
+			},
+			func() {
+				h.mu.Lock()
+				msgs := h.msgs
+				h.mu.Unlock()
+				h.log.Warn().Uint64("applied", h.Applied()).Msg("the history stream's reader stopped reading: following the stream again")
+				if msgs != nil {
+					msgs.Stop()
+				}
+			})
+	})
 	if err := h.WaitApplied(ctx, last); err != nil {
 		h.Close()
 		return nil, fmt.Errorf("jshistory: catching up with the stream (applied %d of %d): %w", h.Applied(), last, err)
@@ -270,6 +293,7 @@ func (h *History) Close() error {
 			msgs.Stop()
 		}
 		<-h.done
+		h.watching.Wait()
 	})
 	return nil
 }

@@ -129,6 +129,11 @@ type Queue struct {
 	// re-queuing of orphaned takes.
 	bg sync.WaitGroup
 
+	stream string // the QUEUE stream's name
+	// refollowing is set while refollow remakes the consumer.
+	refollowing atomic.Bool
+
+	ccMu sync.Mutex         // guards cons and cc, which refollow replaces
 	cons jetstream.Consumer // ordered, of the QUEUE stream
 	cc   jetstream.ConsumeContext
 
@@ -192,7 +197,7 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		return nil, fmt.Errorf("jsqueue: reading %s: %w", name, err)
 	}
 	q := &Queue{
-		o: o, subject: subject, self: rand.Text()[:12],
+		o: o, subject: subject, stream: name, self: rand.Text()[:12],
 		log:      o.Logger.With().Str("component", "jsqueue").Str("host", o.Host).Logger(),
 		changed:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
@@ -207,22 +212,7 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		close(q.caughtUp)
 	}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
-	err = settling(ctx, func() error {
-		cons, err := o.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{subject},
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-		})
-		if err != nil {
-			return err
-		}
-		cc, err := cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError),
-			jetstream.PullExpiry(readExpiry), jetstream.PullHeartbeat(readHeartbeat))
-		if err != nil {
-			return err
-		}
-		q.cons, q.cc = cons, cc
-		return nil
-	})
+	err = settling(ctx, func() error { return q.follow(ctx, 1) })
 	if err != nil {
 		q.cancel()
 		return nil, fmt.Errorf("jsqueue: reading %s: %w", name, err)
@@ -237,6 +227,20 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		q.Close()
 		return nil, fmt.Errorf("jsqueue: %w", err)
 	}
+	// A consumer that stops reading while the stream goes on is remade,
+	// also when no op of this host's waits for it.
+	q.bg.Go(func() {
+		fleet.WatchReader(q.ctx, fleet.WatchEvery,
+			func() uint64 { q.mu.Lock(); defer q.mu.Unlock(); return q.applied },
+			func(ctx context.Context) (uint64, error) {
+				s, err := q.o.JS.Stream(ctx, q.stream)
+				if err != nil {
+					return 0, err
+				}
+				return s.CachedInfo().State.LastSeq, nil
+			},
+			q.refollow)
+	})
 	q.bg.Add(1)
 	go q.keep()
 	q.log.Debug().Uint64("ops", info.State.LastSeq).Msg("queue open")
@@ -536,6 +540,7 @@ func (q *Queue) do(o op, retry bool) (result, error) {
 	if q.ctx.Err() != nil {
 		return result{}, errClosed
 	}
+	q.refollow()
 	return result{}, fmt.Errorf("jsqueue: the op was stored but not read back within %s", applyWait)
 }
 
@@ -646,6 +651,77 @@ func (q *Queue) orphan(o op, r result) {
 	})
 }
 
+// follow starts reading the stream's ops from the op from on, with a new
+// ordered consumer.
+func (q *Queue) follow(ctx context.Context, from uint64) error {
+	cons, err := q.o.JS.OrderedConsumer(ctx, q.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{q.subject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(q.receive, jetstream.ConsumeErrHandler(q.consumeError),
+		jetstream.PullExpiry(readExpiry), jetstream.PullHeartbeat(readHeartbeat))
+	if err != nil {
+		return err
+	}
+	q.ccMu.Lock()
+	defer q.ccMu.Unlock()
+	if q.closed.Load() {
+		cc.Stop() // Close has stopped the one before
+		return errClosed
+	}
+	q.cons, q.cc = cons, cc
+	return nil
+}
+
+// refollow remakes the consumer of the ops, from the op after the last
+// one applied, in the background. The ordered consumer recovers from a
+// lost stream leader on its own; after a kill -9 of the host that led the
+// stream it was seen not to, for minutes: an op this host stored and did
+// not read back within applyWait says so (apply calls refollow), as does a
+// reader that reads nothing while the stream holds more (fleet.WatchReader).
+// The applier skips what it applied already.
+func (q *Queue) refollow() {
+	if q.closed.Load() || !q.refollowing.CompareAndSwap(false, true) {
+		return
+	}
+	q.bg.Go(func() {
+		defer q.refollowing.Store(false)
+		q.ccMu.Lock()
+		old := q.cc
+		q.ccMu.Unlock()
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			old.Stop()
+			<-old.Closed()
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(stopWait):
+			// It stops when its own remaking ends; its ops are
+			// skipped as applied.
+		case <-q.quit:
+			return
+		}
+		q.mu.Lock()
+		from := q.applied + 1
+		q.mu.Unlock()
+		ctx, cancel := context.WithTimeout(q.ctx, opWait)
+		defer cancel()
+		if err := q.follow(ctx, from); err != nil {
+			if !errors.Is(err, errClosed) {
+				q.log.Error().Err(err).Uint64("from", from).Msg("remaking the consumer of the queue's ops: tried again at the next op not read back")
+			}
+			return
+		}
+		q.log.Warn().Uint64("from", from).Msg("the consumer of the queue's ops was remade: it had stopped reading")
+	})
+}
+
 // consumeError is told of the ordered consumer's errors; it recovers from
 // them on its own (from the last op read), except from the end of the
 // connection.
@@ -672,15 +748,18 @@ func (q *Queue) Close() {
 	if q.freedSub != nil {
 		_ = q.freedSub.Unsubscribe()
 	}
+	q.ccMu.Lock()
+	cons, cc := q.cons, q.cc
+	q.ccMu.Unlock()
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		q.cc.Stop()
-		<-q.cc.Closed()
+		cc.Stop()
+		<-cc.Closed()
 	}()
 	select {
 	case <-stopped:
-		if info := q.cons.CachedInfo(); info != nil && q.o.JS.Conn().IsConnected() {
+		if info := cons.CachedInfo(); info != nil && q.o.JS.Conn().IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), stopWait)
 			err := q.o.JS.DeleteConsumer(ctx, info.Stream, info.Name)
 			cancel()
