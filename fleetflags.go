@@ -63,6 +63,11 @@ func (f *fleetFlags) validate(scripts bool, insecure bool) error {
 		return errors.New("--fleet-down-after must be at least 100ms")
 	case f.FleetJoinTimeout <= 0:
 		return errors.New("--fleet-join-timeout must be positive")
+	case f.FleetListen != "" && len(f.FleetRoutes) == 0 && f.NatsURL == "":
+		// JetStream refuses a cluster without routes; without either flag
+		// the host is a fleet of one.
+		return errors.New("--fleet-listen needs --fleet-routes: the route addresses of the fleet's hosts (the list may name this host too; " +
+			"give every host the same one)")
 	case (f.FleetTLSCert == "") != (f.FleetTLSKey == "") || (f.FleetTLSCert != "" && f.FleetTLSCA == "" && f.NatsURL == ""):
 		return errors.New("--fleet-tls-cert and --fleet-tls-key go together, and between embedded hosts with --fleet-tls-ca")
 	}

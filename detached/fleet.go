@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rexec/rexec/child"
 	"github.com/rexec/rexec/feed"
 	"github.com/rexec/rexec/metrics"
 	"github.com/rexec/rexec/store"
@@ -208,6 +209,42 @@ func (m *Manager) HostDown(ctx context.Context, host string) {
 			continue
 		}
 		m.log.Warn().Str("run", r.ID).Str("script", r.Script).Str("host", host).Msg("fleet: run lost with its host: not run again")
+		m.cfg.Metrics.EndedUnstarted(metrics.Detached, r.Script, metrics.Lost)
+		m.publish(feed.Event{Run: r.ID, Name: r.Script, State: "done", Ended: string(store.EndedLost)})
+	}
+}
+
+// lostOnRestart marks lost, on a host of a fleet, the runs this host was
+// running when it stopped without recording their ends (killed, crashed).
+// That is what the other hosts mark them (HostDown), and what they showed
+// meanwhile (lostNow); a host back before their mark could be recorded (a
+// stream electing its leader) must not record another end, interrupted,
+// over what every host showed. A run it cannot mark is left to Recover.
+func (m *Manager) lostOnRestart(ctx context.Context) {
+	if m.cfg.Fleet == nil {
+		return
+	}
+	self := m.cfg.Fleet.Host()
+	runs, err := m.cfg.History.ListActive(ctx)
+	if err != nil {
+		m.log.Error().Err(err).Msg("fleet: listing the runs left running by a restart")
+		return
+	}
+	for _, r := range runs {
+		if r.State != store.StateRunning || r.Host != self {
+			continue
+		}
+		err := m.cfg.History.MarkDone(ctx, r.ID, store.Outcome{Ended: store.EndedLost, EndedAt: time.Now()})
+		switch {
+		case errors.Is(err, store.ErrWrongState):
+			continue // another host marked it first
+		case err != nil:
+			m.log.Error().Err(err).Str("run", r.ID).Msg("fleet: marking lost a run left running by a restart")
+			continue
+		}
+		killed := child.KillIfStillOurs(r.Pid, r.Pgid, r.StartedAt)
+		m.log.Warn().Str("run", r.ID).Str("script", r.Script).Int("pid", r.Pid).Bool("killed", killed).
+			Msg("fleet: run lost with this host, which stopped without recording its end: not run again")
 		m.cfg.Metrics.EndedUnstarted(metrics.Detached, r.Script, metrics.Lost)
 		m.publish(feed.Event{Run: r.ID, Name: r.Script, State: "done", Ended: string(store.EndedLost)})
 	}

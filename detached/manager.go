@@ -201,7 +201,8 @@ func (a *activeRun) startTask(prev store.Progress, now time.Time) {
 func (a *activeRun) settle() { a.settleOnce.Do(func() { close(a.settled) }) }
 
 // New recovers what a previous life left (runs that were running become
-// interrupted, and their process groups are killed if they still exist;
+// interrupted, lost on a host of a fleet (lostOnRestart), and their process
+// groups are killed if they still exist;
 // queued runs are queued again, in order) and starts scheduling.
 func New(ctx context.Context, cfg Config) (*Manager, error) {
 	cfg.setDefaults()
@@ -232,6 +233,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 // recover ends the runs a crash left running and queues the queued ones
 // again.
 func (m *Manager) recover(ctx context.Context) error {
+	m.lostOnRestart(ctx)
 	interrupted, err := m.cfg.History.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recovering runs: %w", err)
