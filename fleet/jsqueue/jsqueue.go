@@ -714,7 +714,7 @@ func (q *Queue) refollow() {
 		defer cancel()
 		if err := q.follow(ctx, from); err != nil {
 			if !errors.Is(err, errClosed) {
-				q.log.Error().Err(err).Uint64("from", from).Msg("remaking the consumer of the queue's ops: tried again at the next op not read back")
+				q.log.Error().Err(err).Uint64("from", from).Msg("remaking the consumer of the queue's ops: tried again at the next check")
 			}
 			return
 		}
