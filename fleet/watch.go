@@ -3,6 +3,8 @@ package fleet
 import (
 	"context"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // WatchEvery is how often WatchReader looks at a reader.
@@ -39,4 +41,41 @@ func WatchReader(ctx context.Context, every time.Duration, read func() uint64, l
 		}
 		prev = now
 	}
+}
+
+// StopConsuming stops cc and waits until it has, at most wait; it says
+// whether it has. A consumer that nats.go is remaking stops only when the
+// remaking ends: it is left to, on a goroutine of its own.
+func StopConsuming(cc jetstream.ConsumeContext, wait time.Duration) bool {
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		cc.Stop()
+		<-cc.Closed()
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-stopped:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Refollow is how a reader of a stream remakes its consumer (the stuck
+// of WatchReader): it stops old (StopConsuming, at most wait), then calls
+// follow with the sequence after the last one read (next), within wait,
+// unless ctx ends first. It returns the sequence it followed from. What
+// old still delivers is the reader's to skip, as read.
+func Refollow(ctx context.Context, old jetstream.ConsumeContext, wait time.Duration, next func() uint64,
+	follow func(ctx context.Context, from uint64) error) (uint64, error) {
+	StopConsuming(old, wait)
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	from := next()
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return from, follow(fctx, from)
 }

@@ -427,32 +427,15 @@ func (f *Feed) refollow() {
 		f.ccMu.Lock()
 		old := f.cc
 		f.ccMu.Unlock()
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			old.Stop()
-			<-old.Closed()
-		}()
-		select {
-		case <-stopped:
-		case <-time.After(stopWait):
-			// It stops when its own remaking ends; what it reads then is
-			// skipped as read.
-		case <-f.ctx.Done():
-			return
+		from, err := fleet.Refollow(f.ctx, old, stopWait,
+			func() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.read + 1 }, f.follow)
+		switch {
+		case errors.Is(err, feed.ErrClosed) || f.ctx.Err() != nil:
+		case err != nil:
+			f.log.Error().Err(err).Uint64("from", from).Msg("remaking the event stream's consumer: tried again at the next check")
+		default:
+			f.log.Warn().Uint64("from", from).Msg("the event stream's consumer was remade: it had stopped reading")
 		}
-		f.mu.Lock()
-		from := f.read + 1
-		f.mu.Unlock()
-		ctx, cancel := context.WithTimeout(f.ctx, stopWait)
-		defer cancel()
-		if err := f.follow(ctx, from); err != nil {
-			if !errors.Is(err, feed.ErrClosed) {
-				f.log.Error().Err(err).Uint64("from", from).Msg("remaking the event stream's consumer: tried again at the next check")
-			}
-			return
-		}
-		f.log.Warn().Uint64("from", from).Msg("the event stream's consumer was remade: it had stopped reading")
 	})
 }
 
@@ -504,14 +487,7 @@ func (f *Feed) Close() {
 	f.ccMu.Lock()
 	cons, cc := f.cons, f.cc
 	f.ccMu.Unlock()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		cc.Stop() // waits for a remaking of the consumer in progress
-		<-cc.Closed()
-	}()
-	select {
-	case <-stopped:
+	if fleet.StopConsuming(cc, stopWait) { // waits for a remaking of the consumer in progress
 		if info := cons.CachedInfo(); info != nil && f.js.Conn().IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), stopWait)
 			err := f.js.DeleteConsumer(ctx, info.Stream, info.Name)
@@ -520,7 +496,7 @@ func (f *Feed) Close() {
 				f.log.Debug().Err(err).Str("consumer", info.Name).Msg("deleting the event stream's consumer (the server ends it when idle)")
 			}
 		}
-	case <-time.After(stopWait):
+	} else {
 		f.log.Warn().Dur("waited", stopWait).Msg("the event stream's consumer is being remade: it stops when that ends")
 	}
 	f.watching.Wait()

@@ -693,32 +693,15 @@ func (q *Queue) refollow() {
 		q.ccMu.Lock()
 		old := q.cc
 		q.ccMu.Unlock()
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			old.Stop()
-			<-old.Closed()
-		}()
-		select {
-		case <-stopped:
-		case <-time.After(stopWait):
-			// It stops when its own remaking ends; its ops are
-			// skipped as applied.
-		case <-q.quit:
-			return
+		from, err := fleet.Refollow(q.ctx, old, stopWait,
+			func() uint64 { q.mu.Lock(); defer q.mu.Unlock(); return q.applied + 1 }, q.follow)
+		switch {
+		case errors.Is(err, errClosed) || q.ctx.Err() != nil:
+		case err != nil:
+			q.log.Error().Err(err).Uint64("from", from).Msg("remaking the consumer of the queue's ops: tried again at the next check")
+		default:
+			q.log.Warn().Uint64("from", from).Msg("the consumer of the queue's ops was remade: it had stopped reading")
 		}
-		q.mu.Lock()
-		from := q.applied + 1
-		q.mu.Unlock()
-		ctx, cancel := context.WithTimeout(q.ctx, opWait)
-		defer cancel()
-		if err := q.follow(ctx, from); err != nil {
-			if !errors.Is(err, errClosed) {
-				q.log.Error().Err(err).Uint64("from", from).Msg("remaking the consumer of the queue's ops: tried again at the next check")
-			}
-			return
-		}
-		q.log.Warn().Uint64("from", from).Msg("the consumer of the queue's ops was remade: it had stopped reading")
 	})
 }
 
@@ -751,14 +734,7 @@ func (q *Queue) Close() {
 	q.ccMu.Lock()
 	cons, cc := q.cons, q.cc
 	q.ccMu.Unlock()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		cc.Stop()
-		<-cc.Closed()
-	}()
-	select {
-	case <-stopped:
+	if fleet.StopConsuming(cc, stopWait) {
 		if info := cons.CachedInfo(); info != nil && q.o.JS.Conn().IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), stopWait)
 			err := q.o.JS.DeleteConsumer(ctx, info.Stream, info.Name)
@@ -767,7 +743,7 @@ func (q *Queue) Close() {
 				q.log.Debug().Err(err).Str("consumer", info.Name).Msg("deleting the queue's consumer (the server ends it when idle)")
 			}
 		}
-	case <-time.After(stopWait):
+	} else {
 		q.log.Warn().Dur("waited", stopWait).Msg("the queue's consumer is being remade: it stops when that ends")
 	}
 	q.bg.Wait()
