@@ -75,6 +75,28 @@ func (m *Manager) execute(id string, sc *catalog.Script, slot *broker.Slot) {
 // at fault; it waits in the queue.
 var errStorage = errors.New("the run's stdin or output could not be opened")
 
+// outcomeOf is how a run whose process ended as st ended, at endedAt.
+func outcomeOf(st child.Status, endedAt time.Time) store.Outcome {
+	o := store.Outcome{Signal: st.SignalName(), EndedAt: endedAt, Usage: st.Report()}
+	if st.Signal == 0 {
+		code := st.Code
+		o.ExitCode = &code
+	}
+	switch st.Reason {
+	case child.ReasonCancelled:
+		o.Ended = store.EndedCancelled
+	case child.ReasonTimeout:
+		o.Ended = store.EndedTimeout
+	case child.ReasonShutdown:
+		o.Ended = store.EndedInterrupted
+	case child.ReasonOOM:
+		o.Ended = store.EndedOOM
+	default:
+		o.Ended = store.EndedExit
+	}
+	return o
+}
+
 // prepare makes the process spec of run r of sc (package launch's, with
 // the run's stdin and the callback API's variables) and opens its output.
 // What the storage refuses is errStorage.
@@ -201,23 +223,8 @@ func (m *Manager) ended(r store.Run, sc *catalog.Script, proc *child.Process, ou
 	st := proc.Wait()
 	m.cfg.Metrics.Ended(metrics.Detached, sc.Name, st)
 	out.Close()
-	o := store.Outcome{Signal: st.SignalName(), EndedAt: time.Now(), OutputTruncated: out.TruncatedReason(), Usage: st.Report()}
-	if st.Signal == 0 {
-		code := st.Code
-		o.ExitCode = &code
-	}
-	switch st.Reason {
-	case child.ReasonCancelled:
-		o.Ended = store.EndedCancelled
-	case child.ReasonTimeout:
-		o.Ended = store.EndedTimeout
-	case child.ReasonShutdown:
-		o.Ended = store.EndedInterrupted
-	case child.ReasonOOM:
-		o.Ended = store.EndedOOM
-	default:
-		o.Ended = store.EndedExit
-	}
+	o := outcomeOf(st, time.Now())
+	o.OutputTruncated = out.TruncatedReason()
 	success := o.Ended == store.EndedCancelled || (o.Ended == store.EndedExit && st.Code == 0 && st.Signal == 0)
 	m.finish(r.ID, sc.Name, nil, o, success && sc.RemoveDone)
 	ev := m.log.Info().Str("run", r.ID).Str("script", sc.Name).Int("pid", proc.Pid()).Int("exit_code", st.Code).

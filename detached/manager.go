@@ -492,6 +492,14 @@ func (m *Manager) overlay(r *store.Run) {
 	if pu != nil {
 		u = *pu
 	}
+	// A run whose process has ended is done, as it ended, from that
+	// moment: its slot is free, and another run may show as running, before
+	// the history has its end (finish records it).
+	if a := m.active[r.ID]; a != nil && a.proc != nil && u.outcome == nil && r.State != store.StateDone && reaped(a.proc) {
+		st := a.proc.Status()
+		o := outcomeOf(st, st.Started.Add(st.Duration))
+		u.outcome = &o
+	}
 	var live store.Progress
 	var hasLive, liveTasks bool
 	var taskStartedAt time.Time
@@ -511,7 +519,7 @@ func (m *Manager) overlay(r *store.Run) {
 	if liveTasks {
 		r.TaskStartedAt, r.Tasks = taskStartedAt, tasks
 	}
-	if pu == nil {
+	if pu == nil && u.outcome == nil {
 		return
 	}
 	if !u.started.IsZero() && r.State == store.StateQueued {
