@@ -106,3 +106,48 @@ func TestStartWaitsForStorage(t *testing.T) {
 		t.Errorf("once the output opens: ended %s", r.Ended)
 	}
 }
+
+// heldHistory is the store, whose MarkDone waits for release: the
+// moment between a run's process ending and the history having its end.
+type heldHistory struct {
+	*store.Store
+	entered chan string
+	release chan struct{}
+}
+
+func (h heldHistory) MarkDone(ctx context.Context, id string, o store.Outcome) error {
+	h.entered <- id
+	<-h.release
+	return h.Store.MarkDone(ctx, id, o)
+}
+
+// A run whose process has ended reads as done, as it ended, before the
+// history has its end: not running beside the run that took its slot.
+func TestEndedBeforeRecorded(t *testing.T) {
+	held := heldHistory{entered: make(chan string, 1), release: make(chan struct{})}
+	m, st := newManager(t, func(c *Config) {
+		held.Store = c.History.(*store.Store)
+		c.History = held
+	}, `-e=TESTCHILD=exit quick EXE 3`)
+	run, _, err := m.Submit(context.Background(), Request{Script: "quick"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held.entered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the run did not end")
+	}
+	if r, err := st.Get(context.Background(), run.ID); err != nil || r.State != store.StateRunning {
+		t.Fatalf("the history has it %s (%v): nothing to test", r.State, err)
+	}
+	r, err := m.Get(context.Background(), run.ID)
+	if err != nil || r.State != store.StateDone || r.Ended != store.EndedExit || r.ExitCode == nil || *r.ExitCode != 3 {
+		t.Errorf("while its end is recorded: %+v, %v; want done, exit 3", r, err)
+	}
+	if active, err := m.Active(context.Background()); err != nil || len(active) != 0 {
+		t.Errorf("active while its end is recorded: %+v, %v", active, err)
+	}
+	close(held.release)
+	waitEnded(t, m, st, run.ID)
+}
