@@ -148,6 +148,15 @@ func TestEndedBeforeRecorded(t *testing.T) {
 	if active, err := m.Active(context.Background()); err != nil || len(active) != 0 {
 		t.Errorf("active while its end is recorded: %+v, %v", active, err)
 	}
+	for _, state := range []store.State{store.StateDone, ""} {
+		runs, _, err := m.ListRuns(context.Background(), store.RunQuery{State: state})
+		if err != nil || len(runs) != 1 || runs[0].ID != run.ID || runs[0].State != store.StateDone {
+			t.Errorf("the history's list (state %q) while its end is recorded: %+v, %v", state, runs, err)
+		}
+	}
+	if runs, _, err := m.ListRuns(context.Background(), store.RunQuery{State: store.StateRunning}); err != nil || len(runs) != 0 {
+		t.Errorf("the running runs while its end is recorded: %+v, %v", runs, err)
+	}
 	close(held.release)
 	waitEnded(t, m, st, run.ID)
 }

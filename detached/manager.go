@@ -468,10 +468,18 @@ func (m *Manager) ListRuns(ctx context.Context, q store.RunQuery) ([]store.Run, 
 }
 
 // showsUnrecorded says whether some run is shown in state although the
-// history has it in another: its start or end is not recorded yet.
+// history has it in another: its start or end is not recorded yet, or its
+// process has ended (overlay).
 func (m *Manager) showsUnrecorded(state store.State) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if state == store.StateDone {
+		for _, a := range m.active {
+			if a.proc != nil && reaped(a.proc) {
+				return true
+			}
+		}
+	}
 	for _, u := range m.unrecorded {
 		switch {
 		case state == store.StateDone && u.outcome != nil,
