@@ -26,8 +26,9 @@ type shedListener struct {
 	response string
 	log      zerolog.Logger
 
-	mu    sync.Mutex // guards spare; held while shedding, one at a time
-	spare *os.File   // the reserve: /dev/null, never read
+	mu     sync.Mutex // guards spare and closed; held while shedding, one at a time
+	spare  *os.File   // the reserve: /dev/null, never read; nil when lost
+	closed bool
 }
 
 func newShedListener(ln net.Listener, response string, log zerolog.Logger) *shedListener {
@@ -44,7 +45,11 @@ const shedLinger = 50 * time.Millisecond
 func (l *shedListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
-		if err == nil || !outOfDescriptors(err) {
+		if err == nil {
+			l.retake()
+			return c, nil
+		}
+		if !outOfDescriptors(err) {
 			return c, err
 		}
 		c, ok := l.shed()
@@ -54,6 +59,21 @@ func (l *shedListener) Accept() (net.Conn, error) {
 		if !ok {
 			return nil, err // no reserve: net/http backs off and retries
 		}
+	}
+}
+
+// retake takes the reserve back if a shortage left the listener without
+// it. shed reopens it as soon as it is done with it, but another goroutine
+// may have taken the descriptor it gave up meanwhile; and newShedListener
+// may have started out of descriptors. Were it left to the next shed, the
+// listener would meet the next shortage with no reserve, and its clients
+// would hang unanswered. An accept that succeeds means that descriptors are
+// to be had: the moment to take it back.
+func (l *shedListener) retake() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.spare == nil && !l.closed {
+		l.spare, _ = os.Open(os.DevNull)
 	}
 }
 
@@ -119,6 +139,7 @@ func (l *shedListener) shed() (net.Conn, bool) {
 func (l *shedListener) Close() error {
 	err := l.Listener.Close()
 	l.mu.Lock()
+	l.closed = true
 	if l.spare != nil {
 		l.spare.Close()
 		l.spare = nil
